@@ -1,0 +1,51 @@
+"""`opens1 ...`: the command line. Thin on purpose: each subcommand lives in its
+own wing as a `main(argv) -> int` function, imported only when it is called, so
+`opens1 --help` stays instant and a broken wing cannot break the others."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module whose main(argv) runs it, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "speedrun": ("opens1.speedrun", "train a tiny Intern-S1 end to end on real data, with a report"),
+    "train": ("opens1.train.cli", "pretraining, multimodal pretraining and SFT (torchrun-ready)"),
+    "rl": ("opens1.rl.cli", "online RL with a mixture of rewards (GRPO, OREAL, KL-Cov)"),
+    "eval": ("opens1.eval.cli", "score a model or an OpenAI-compatible endpoint on environments"),
+    "serve": ("opens1.serve.cli", "OpenAI-compatible API server and web UI"),
+    "tokenizer": ("opens1.tokenizer.cli", "train, inspect and export the dynamic scientific tokenizer"),
+    "data": ("opens1.corpus.cli", "corpus building: parse-pdf, train-classifier, filter, dedup"),
+    "model": ("opens1.models.cli", "inspect presets and checkpoints: count parameters, generate"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: opens1 <command> [options]", "", "commands:"]
+    width = max(map(len, COMMANDS))
+    for name, (_, text) in COMMANDS.items():
+        lines.append(f"  {name.ljust(width)}  {text}")
+    lines += ["", "Run `opens1 <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from opens1 import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"opens1: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
