@@ -105,13 +105,19 @@ class TimeSeriesConfig:
     embed_dim: int = 256  # after concat-subsample x2
     num_mel_bins: int = 80  # Linear(embed_dim -> 80) feeds the Whisper convs
     d_model: int = 768
-    encoder_layers: int = 12
-    encoder_attention_heads: int = 12
+    encoder_layers: int = 17  # reference §5.2 (whisper-small widths, 17 layers, 8 heads)
+    encoder_attention_heads: int = 8
     encoder_ffn_dim: int = 3072
     max_source_positions: int = 1500
     output_dim: int = 1024  # adapt_out
     stride_base: int = 160  # stride = floor(stride_base / (1 + exp(-sr/100))**6)
     max_samples: int = 240_000
+    patch_max_len: int = 20000  # rows of the fixed sinusoidal table `encoder_embed.pos_encoder.pe`
+    patch_dropout: float = 0.1  # nn.TransformerEncoderLayer's default, as the reference trains
+    # The reference code reshapes [patches, L, C] -> [patches*C, 1, L] without a transpose, which
+    # mixes channels for C > 1. False = true per-channel patches (the documented intent);
+    # True reproduces checkpoints trained with that reshape.
+    interleaved_channels: bool = False
 
 
 @dataclass
@@ -196,6 +202,7 @@ def _tiny_ts() -> TimeSeriesConfig:
         patch_dim=32, patch_heads=4, patch_ffn_dim=64, embed_dim=64, num_mel_bins=32,
         d_model=64, encoder_layers=1, encoder_attention_heads=4, encoder_ffn_dim=128,
         max_source_positions=1500, output_dim=64, max_samples=240_000,
+        patch_max_len=512,  # patches are at most 2 * stride_base = 320 samples long
     )
 
 

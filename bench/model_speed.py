@@ -1,0 +1,163 @@
+"""Model speed: OpenS1's Qwen3-MoE decoder vs transformers' Qwen3MoeForCausalLM with the
+same weights, in one run.
+
+Measures, on the same config (default: the `tiny` preset's text model):
+  - training step tokens/s (forward + backward + AdamW step, loss incl. the MoE aux loss)
+  - batch-1 generation tokens/s (greedy, KV cache, prefill + decode steps)
+  - the ratio OpenS1 / transformers for each, and achieved FLOP/s as a fraction of the
+    machine's matmul peak, measured in the same run with a large float32 matmul.
+
+Usage:
+    python bench/model_speed.py                       # ~1 minute on 2 CPU cores
+    python bench/model_speed.py --preset s1-100m --batch 8 --seq 512 --steps 10
+    python bench/model_speed.py --threads 1 --new-tokens 128
+
+Timings on a shared machine are noisy: the two models are measured alternately
+(ours, theirs, ours, ...) and the median is reported, so drift hits both equally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def matmul_peak(n: int = 2048, reps: int = 5) -> float:
+    """FLOP/s of a large float32 matmul: what this machine can do at best."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def build(preset: str, seed: int = 0):
+    import transformers
+
+    from opens1.config import get_preset
+    from opens1.models.checkpoint import text_config_to_hf
+    from opens1.models.s1 import S1ForConditionalGeneration
+
+    cfg = get_preset(preset).replace(vision=None, timeseries=None)
+    if not cfg.text.is_moe:
+        raise SystemExit(f"preset {preset!r} is dense; this benchmark compares MoE models")
+    torch.manual_seed(seed)
+    ours = S1ForConditionalGeneration(cfg)
+    d = text_config_to_hf(cfg.text)
+    d.pop("architectures"), d.pop("model_type")
+    d["output_router_logits"] = True  # transformers then adds the aux loss, as we do with labels
+    ref = transformers.Qwen3MoeForCausalLM(transformers.Qwen3MoeConfig(**d))
+    # our in-memory names equal transformers' (stacked experts too): only the prefix differs
+    sd = {k.replace("language_model.", "model.", 1): v for k, v in ours.state_dict().items()}
+    ref.load_state_dict(sd, strict=True)
+    return cfg, ours, ref
+
+
+def flops_per_token(cfg, ctx: float) -> float:
+    """Forward matmul FLOPs per token: 2 x active non-embedding parameters plus attention
+    scores and values (2 x 2 x ctx x heads x head_dim per layer)."""
+    t = cfg.text
+    attn = t.hidden_size * t.head_dim * (2 * t.num_attention_heads + 2 * t.num_key_value_heads)
+    dense_mlp = 3 * t.hidden_size * t.intermediate_size
+    moe_mlp = 3 * t.hidden_size * t.moe_intermediate_size * t.num_experts_per_tok + t.hidden_size * t.num_experts
+    mlp = sum(moe_mlp if t.is_moe_layer(i) else dense_mlp for i in range(t.num_hidden_layers))
+    params = t.num_hidden_layers * attn + mlp + t.hidden_size * t.vocab_size  # + lm_head
+    return 2 * params + t.num_hidden_layers * 4 * ctx * t.num_attention_heads * t.head_dim
+
+
+def train_step_fn(model, ids, ours: bool):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+    model.train()
+
+    def step():
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(out.loss)
+
+    return step
+
+
+def decode_fn(model, prompt, new_tokens: int, ours: bool):
+    model.eval()
+    if ours:
+        return lambda: model.generate(prompt, max_new_tokens=new_tokens)
+
+    def hf():
+        with torch.inference_mode():
+            return model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                  pad_token_id=0)
+
+    return hf
+
+
+def alternate(fa, fb, warmup: int, reps: int) -> tuple[float, float]:
+    for _ in range(warmup):
+        fa(), fb()
+    ta, tb = [], []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fa()
+        ta.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fb()
+        tb.append(time.perf_counter() - t)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--prompt-len", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--decode-reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    peak = matmul_peak()
+    cfg, ours, ref = build(args.preset)
+    V = cfg.text.vocab_size
+    print(f"preset {args.preset}: {sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M parameters, "
+          f"{args.threads} threads, float32; matmul peak {peak / 1e9:.1f} GFLOP/s")
+
+    # identical start: both models learn from the same weights (two AdamW copies)
+    ids = torch.randint(0, V, (args.batch, args.seq), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        l1, l2 = float(ours(ids, labels=ids).loss), float(ref(input_ids=ids, labels=ids).loss)
+    print(f"same initial loss (incl. aux): ours {l1:.5f}  transformers {l2:.5f}")
+    t_ours, t_ref = alternate(train_step_fn(ours, ids, True), train_step_fn(ref, ids, False), 1, args.steps)
+    ntok = args.batch * args.seq
+    fl_train = 3 * flops_per_token(cfg, args.seq / 2) * ntok  # backward ~ 2x forward
+    rows = [("train step", ntok / t_ours, ntok / t_ref, fl_train / t_ours, fl_train / t_ref)]
+
+    prompt = torch.randint(0, V, (1, args.prompt_len), generator=torch.Generator().manual_seed(2))
+    g_ours = decode_fn(ours, prompt, args.new_tokens, True)
+    g_ref = decode_fn(ref, prompt, args.new_tokens, False)
+    same = torch.equal(g_ours(), g_ref())
+    t_ours, t_ref = alternate(g_ours, g_ref, 1, args.decode_reps)
+    ctx = args.prompt_len + args.new_tokens / 2
+    fl_dec = flops_per_token(cfg, ctx) * (args.new_tokens + args.prompt_len)
+    n = args.new_tokens
+    rows.append(("decode b=1", n / t_ours, n / t_ref, fl_dec / t_ours, fl_dec / t_ref))
+
+    print(f"greedy tokens identical to transformers: {same}")
+    print(f"{'':12s} {'OpenS1 tok/s':>13s} {'HF tok/s':>10s} {'ratio':>7s} {'OpenS1 FLOP/s':>14s} {'HF FLOP/s':>10s}")
+    for name, a, b, fa, fb in rows:
+        print(f"{name:12s} {a:13.1f} {b:10.1f} {a / b:6.2f}x {fa / 1e9:8.2f}G {100 * fa / peak:4.1f}% "
+              f"{fb / 1e9:6.2f}G {100 * fb / peak:4.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

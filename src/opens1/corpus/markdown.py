@@ -1,0 +1,563 @@
+"""Page layout to Markdown: the cheap, text-layer path of `opens1 data parse-pdf`.
+
+One page goes through three steps:
+
+1. `extract_layout(page)`: pdfplumber words (with font size and name) become line
+   fragments; ruled tables (`find_tables`) and raster figures are cut out first so their
+   text does not pollute the prose. Fragments are ordered for reading: a vertical gutter
+   found by x-gaps splits the page into two columns, and lines that span the gutter
+   (titles, full-width figures) act as section breaks.
+2. `strip_running_lines(layouts)`: running headers and footers are removed at document
+   level (lines in the top/bottom margin that repeat across pages with digits masked,
+   bare page numbers, short margin lines that carry a page number).
+3. `page_markdown(layout, style)`: fragments become blocks (paragraph, heading, code,
+   display formula), rendered as Markdown with tables as pipe tables and figure
+   references as image links.
+
+Design choices:
+- Everything is geometry and font statistics, no model: headings are lines whose size
+  is well above the document's body size, or short standalone lines in a bold/other
+  font that start with a section number. This is what MinerU-class parsers do before
+  their layout models, and it is about 20x cheaper than a VLM.
+- Word splitting uses a tight x tolerance (1 pt): justified LaTeX text often has
+  narrow inter-word gaps that pdfplumber's default (3 pt) glues together.
+- Display formulas (a standalone line mostly in math fonts or math symbols) are turned
+  into LaTeX from the glyphs: Unicode math to commands, smaller raised/lowered glyphs to
+  ^{..}/_{..}. Inline math in prose is left as Unicode text.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+
+# Font-name cues. Embedded fonts carry a 6-letter subset prefix ("ABCDEF+CMBX12").
+_BOLD = re.compile(r"bold|black|heavy|semibold|demi|cmbx|sfbx|\bbx|[-,]b\b|medi", re.I)
+_MONO = re.compile(r"mono|courier|consol|cmtt|sftt|typewriter|menlo|inconsolata|code", re.I)
+_MATHFONT = re.compile(r"cmmi|cmsy|cmex|msam|msbm|math|symbol|stix|rsfs|eufm|mtmi|mtsy|esint|wasy", re.I)
+# Unicode blocks that mark mathematics: Greek, arrows, operators, letterlike symbols.
+_MATHCHAR = re.compile(r"[\u0370-\u03ff\u2190-\u21ff\u2200-\u22ff\u2100-\u214f\u27c0-\u27ef\u2980-\u2aff"
+                       r"\u00b1\u00d7\u00f7\u2032-\u2037\u221a\u222b\U0001d400-\U0001d7ff]")
+_NUMBERED = re.compile(r"^(\d+(\.\d+)*\.?|[IVX]+\.|[A-Z]\.(\d+\.?)*)\s+\S")
+_CAPTION = re.compile(r"^(fig\.?|figure|table|tab\.|listing|algorithm)\s*\d", re.I)
+_PAGENUM = re.compile(r"^[\s\-–—]*((page|p\.)\s*)?(\d{1,4}|[ivxlc]{1,6})(\s*(of|/)\s*\d{1,4})?[\s\-–—]*$", re.I)
+_CJK = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]")
+
+# Unicode math -> LaTeX for display formulas (the common subset; others pass through).
+LATEX = {
+    "α": r"\alpha", "β": r"\beta", "γ": r"\gamma", "δ": r"\delta", "ε": r"\epsilon", "ϵ": r"\epsilon",
+    "ζ": r"\zeta", "η": r"\eta", "θ": r"\theta", "ι": r"\iota", "κ": r"\kappa", "λ": r"\lambda",
+    "μ": r"\mu", "ν": r"\nu", "ξ": r"\xi", "π": r"\pi", "ρ": r"\rho", "σ": r"\sigma", "τ": r"\tau",
+    "υ": r"\upsilon", "φ": r"\phi", "ϕ": r"\phi", "χ": r"\chi", "ψ": r"\psi", "ω": r"\omega",
+    "Γ": r"\Gamma", "Δ": r"\Delta", "Θ": r"\Theta", "Λ": r"\Lambda", "Ξ": r"\Xi", "Π": r"\Pi",
+    "Σ": r"\Sigma", "Φ": r"\Phi", "Ψ": r"\Psi", "Ω": r"\Omega", "∑": r"\sum", "∏": r"\prod",
+    "∫": r"\int", "∮": r"\oint", "√": r"\sqrt", "∞": r"\infty", "∂": r"\partial", "∇": r"\nabla",
+    "≤": r"\leq", "≥": r"\geq", "≠": r"\neq", "≈": r"\approx", "≡": r"\equiv", "∼": r"\sim",
+    "∝": r"\propto", "±": r"\pm", "∓": r"\mp", "×": r"\times", "÷": r"\div", "·": r"\cdot",
+    "⋅": r"\cdot", "∗": r"\ast", "∈": r"\in", "∉": r"\notin", "⊂": r"\subset", "⊆": r"\subseteq",
+    "∪": r"\cup", "∩": r"\cap", "∀": r"\forall", "∃": r"\exists", "→": r"\rightarrow",
+    "←": r"\leftarrow", "⇒": r"\Rightarrow", "⇔": r"\Leftrightarrow", "↔": r"\leftrightarrow",
+    "−": "-", "′": "'", "…": r"\ldots", "⋯": r"\cdots", "∥": r"\|", "⟨": r"\langle", "⟩": r"\rangle",
+    "ℓ": r"\ell", "∅": r"\emptyset", "⊗": r"\otimes", "⊕": r"\oplus", "∘": r"\circ",
+}
+
+
+@dataclass
+class Frag:
+    """A line fragment: words on one baseline, not crossing a column gutter."""
+
+    x0: float
+    x1: float
+    top: float
+    bottom: float
+    words: list[dict]
+    size: float = 0.0  # dominant font size (pt)
+    font: str = ""  # dominant font name, subset prefix removed
+    removed: str = ""  # why strip_running_lines dropped it ("" = kept)
+
+    @property
+    def text(self) -> str:
+        return join_words(self.words)
+
+    @property
+    def bold(self) -> bool:
+        return bool(_BOLD.search(self.font))
+
+    @property
+    def mono(self) -> bool:
+        return all(_MONO.search(w["fontname"]) for w in self.words)
+
+    def math_fraction(self) -> float:
+        """Fraction of glyphs set in a math font or that are math symbols."""
+        n = m = 0
+        for w in self.words:
+            mf = bool(_MATHFONT.search(w["fontname"]))
+            for ch in w["text"]:
+                if ch.isdigit() or ch in ".,()[]":  # neutral: as common in prose as in maths
+                    continue
+                n += 1
+                m += mf or bool(_MATHCHAR.match(ch)) or ch in "=+<>^_|"
+        return m / max(n, 1)
+
+
+@dataclass
+class Item:
+    """A positioned non-prose object in reading order: a table or a figure."""
+
+    kind: str  # "table" | "figure"
+    bbox: tuple[float, float, float, float]
+    rows: list[list[str]] = field(default_factory=list)
+
+
+@dataclass
+class PageLayout:
+    number: int  # 1-based
+    width: float
+    height: float
+    frags: list[Frag]  # in reading order
+    items: list[Item]
+    n_chars: int = 0
+    columns: int = 1
+    order: list = field(default_factory=list)  # frags and items interleaved, reading order
+
+
+@dataclass
+class DocStyle:
+    """Document-level font statistics used to tell headings from body text."""
+
+    body_size: float = 10.0
+    body_font: str = ""
+
+    @classmethod
+    def from_layouts(cls, layouts: list[PageLayout]) -> "DocStyle":
+        sizes: Counter = Counter()
+        fonts: Counter = Counter()
+        for lay in layouts:
+            for f in lay.frags:
+                n = sum(len(w["text"]) for w in f.words)
+                sizes[round(f.size, 1)] += n
+                fonts[f.font] += n
+        if not sizes:
+            return cls()
+        return cls(body_size=sizes.most_common(1)[0][0], body_font=fonts.most_common(1)[0][0])
+
+
+def _font(name: str) -> str:
+    return name.split("+", 1)[-1]
+
+
+def join_words(words: list[dict]) -> str:
+    """Join words left to right: a space only where the glyph gap is a real word gap, and
+    never between two CJK characters (Chinese/Japanese have no inter-word spaces)."""
+    out = ""
+    prev = None
+    for w in words:
+        if prev is not None:
+            gap = w["x0"] - prev["x1"]
+            cjk = _CJK.match(prev["text"][-1:]) and _CJK.match(w["text"][:1])
+            if gap > 0.12 * max(w["size"], 1.0) and not cjk:
+                out += " "
+        out += w["text"]
+        prev = w
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# 1. geometry: words -> fragments -> reading order
+
+
+def _inside(w: dict, bbox, pad: float = 1.0) -> bool:
+    cx, cy = (w["x0"] + w["x1"]) / 2, (w["top"] + w["bottom"]) / 2
+    return bbox[0] - pad <= cx <= bbox[2] + pad and bbox[1] - pad <= cy <= bbox[3] + pad
+
+
+def find_tables(page) -> list[Item]:
+    """Ruled tables. Rules that are only horizontal (booktabs, LNCS) give pdfplumber no
+    cell walls at the table's outer edge, so we add explicit vertical lines at the ends of
+    every long horizontal rule; then keep tables with at least 2 rows and 2 columns."""
+    hrules = [e for e in page.horizontal_edges if e["x1"] - e["x0"] > 0.2 * page.width]
+    xs = sorted({round(e["x0"], 1) for e in hrules} | {round(e["x1"], 1) for e in hrules})
+    settings = {"explicit_vertical_lines": xs} if xs else {}
+    items = []
+    try:
+        tables = page.find_tables(settings)
+    except Exception:  # pdfplumber can fail on odd edge sets; prose still comes through
+        tables = []
+    for t in tables:
+        rows = [[re.sub(r"\s+", " ", c or "").strip() for c in r] for r in t.extract()]
+        rows = [r for r in rows if any(r)]
+        # drop columns that are empty in every row (artefacts of the explicit lines)
+        keep = [j for j in range(max((len(r) for r in rows), default=0)) if any(j < len(r) and r[j] for r in rows)]
+        rows = [[r[j] if j < len(r) else "" for j in keep] for r in rows]
+        if len(rows) >= 2 and len(keep) >= 2:
+            items.append(Item("table", tuple(t.bbox), rows))
+    return items
+
+
+def find_figures(page, min_area: float = 0.01) -> list[Item]:
+    """Raster images covering at least `min_area` of the page, as figure references."""
+    area = page.width * page.height
+    out = []
+    for im in page.images:
+        x0, top, x1, bottom = im["x0"], im["top"], im["x1"], im["bottom"]
+        if (x1 - x0) * (bottom - top) >= min_area * area:
+            out.append(Item("figure", (max(x0, 0), max(top, 0), min(x1, page.width), min(bottom, page.height))))
+    return out
+
+
+def _rows(words: list[dict]) -> list[list[dict]]:
+    """Group words into rows by vertical overlap with the row's band (superscripts and
+    subscripts overlap their line by more than half their own height)."""
+    rows: list[list[dict]] = []
+    bands: list[list[float]] = []
+    for w in sorted(words, key=lambda w: (w["top"], w["x0"])):
+        h = w["bottom"] - w["top"]
+        for band, row in zip(bands[-3:], rows[-3:]):
+            ov = min(band[1], w["bottom"]) - max(band[0], w["top"])
+            if ov > 0.5 * min(h, band[1] - band[0]):
+                row.append(w)
+                break
+        else:
+            rows.append([w])
+            bands.append([w["top"], w["bottom"]])
+    return rows
+
+
+def _split(rows: list[list[dict]], cut) -> list[Frag]:
+    """Rows (words sorted by x) -> fragments, cutting between words where cut(a, b)."""
+    out = []
+    for row in rows:
+        cur = [row[0]]
+        for w in row[1:]:
+            if cut(cur[-1], w):
+                out.append(_frag(cur))
+                cur = []
+            cur.append(w)
+        out.append(_frag(cur))
+    return out
+
+
+def _gap(a: dict, b: dict) -> float:
+    return (b["x0"] - a["x1"]) / max(a["size"], b["size"], 4.0)  # in ems
+
+
+def _frags(words: list[dict], width: float) -> tuple[list[Frag], float | None]:
+    """Words -> fragments and the column gutter. Tentative fragments cut at every gap
+    over 1 em locate the gutter; the final ones are cut only at the gutter and at very
+    wide gaps (right-aligned page numbers), so wide justified spaces stay inside lines."""
+    rows = [sorted(r, key=lambda w: w["x0"]) for r in _rows(words)]
+    gutter = find_gutter(_split(rows, lambda a, b: _gap(a, b) > 1.0), width)
+
+    def cut(a, b):
+        at_gutter = gutter is not None and a["x1"] <= gutter + 1 and b["x0"] >= gutter - 1 and _gap(a, b) > 0.5
+        return at_gutter or _gap(a, b) > 3.0
+
+    return _split(rows, cut), gutter
+
+
+def _frag(words: list[dict]) -> Frag:
+    sizes: Counter = Counter()
+    fonts: Counter = Counter()
+    for w in words:
+        sizes[round(w["size"], 1)] += len(w["text"])
+        fonts[_font(w["fontname"])] += len(w["text"])
+    body = [w for w in words if round(w["size"], 1) == sizes.most_common(1)[0][0]]
+    return Frag(
+        x0=min(w["x0"] for w in words), x1=max(w["x1"] for w in words),
+        top=min(w["top"] for w in body), bottom=max(w["bottom"] for w in body),
+        words=words, size=sizes.most_common(1)[0][0], font=fonts.most_common(1)[0][0],
+    )
+
+
+def find_gutter(frags: list[Frag], width: float) -> float | None:
+    """The x of a two-column gutter, or None. A gutter is an x in the middle 40% of the
+    page that few fragments cross while many fragments lie wholly on each side of it."""
+    if len(frags) < 10:
+        return None
+    best = None
+    for x in range(int(0.3 * width), int(0.7 * width), 2):
+        cross = sum(f.x0 < x < f.x1 for f in frags)
+        left = sum(f.x1 <= x for f in frags)
+        right = sum(f.x0 >= x for f in frags)
+        if left >= 5 and right >= 5 and cross <= 0.2 * len(frags):
+            score = (cross, -min(left, right))
+            if best is None or score < best[0]:
+                best = (score, x)
+    return None if best is None else float(best[1])
+
+
+def reading_order(frags: list[Frag], items: list[Item], gutter: float | None) -> tuple[list, int]:
+    """Order fragments and items for reading. With a gutter: walk top to bottom; anything
+    that spans the gutter closes the current band, whose left column is read before its
+    right column. Items (tables, figures) are placed by their top edge in their column."""
+    objs: list = list(frags) + list(items)
+
+    def box(o):
+        return o.bbox if isinstance(o, Item) else (o.x0, o.top, o.x1, o.bottom)
+
+    if gutter is None:
+        return sorted(objs, key=lambda o: (box(o)[1], box(o)[0])), 1
+    ordered: list = []
+    band: list = []
+
+    def flush():
+        left = [o for o in band if box(o)[2] <= gutter + 2]
+        right = [o for o in band if box(o)[2] > gutter + 2]
+        for side in (left, right):
+            ordered.extend(sorted(side, key=lambda o: (box(o)[1], box(o)[0])))
+        band.clear()
+
+    for o in sorted(objs, key=lambda o: (box(o)[1], box(o)[0])):
+        x0, _, x1, _ = box(o)
+        if x0 < gutter - 2 and x1 > gutter + 2:  # spans both columns
+            flush()
+            ordered.append(o)
+        else:
+            band.append(o)
+    flush()
+    return ordered, 2
+
+
+def extract_layout(page, number: int) -> PageLayout:
+    """One pdfplumber page -> PageLayout (fragments and items in reading order)."""
+    words = page.extract_words(x_tolerance=1.0, y_tolerance=2.0, keep_blank_chars=False,
+                               use_text_flow=False, extra_attrs=["size", "fontname"], return_chars=True)
+    n_chars = len(page.chars)
+    items = find_tables(page) + find_figures(page)
+    tables = [it.bbox for it in items if it.kind == "table"]
+    words = [w for w in words if not any(_inside(w, b) for b in tables) and w["text"].strip()]
+    frags, gutter = _frags(words, page.width) if words else ([], None)
+    ordered, cols = reading_order(frags, items, gutter)
+    lay = PageLayout(number, float(page.width), float(page.height), [], [], n_chars=n_chars, columns=cols)
+    # Keep one ordered stream too: rendering walks frags and items interleaved.
+    lay.frags = [o for o in ordered if isinstance(o, Frag)]
+    lay.items = [o for o in ordered if isinstance(o, Item)]
+    lay.order = ordered
+    return lay
+
+
+# ---------------------------------------------------------------------------------------
+# 2. running headers, footers and page numbers
+
+
+def _mask(text: str) -> str:
+    return re.sub(r"\d+", "#", re.sub(r"\s+", " ", text.strip().lower()))
+
+
+def strip_running_lines(layouts: list[PageLayout], style: DocStyle, margin: float = 0.18) -> int:
+    """Mark margin lines that are page furniture; returns how many were removed.
+
+    Candidates are the two top-most and two bottom-most rows of a page that sit in
+    the top/bottom `margin` of the page. A candidate goes if it is a bare page number, if
+    its digit-masked text recurs on at least two pages (and 30% of them), or if it is a
+    short non-bold line that starts or ends with a page number and stands apart from the
+    body (the running header of single pages cut from a paper)."""
+    cands: list[tuple[PageLayout, list[Frag], list[Frag]]] = []  # (page, row, page rows)
+    for lay in layouts:
+        rows: list[list[Frag]] = []
+        for f in sorted(lay.frags, key=lambda f: f.top):
+            if rows and abs(rows[-1][0].top - f.top) < 0.5 * max(f.size, 1):
+                rows[-1].append(f)
+            else:
+                rows.append([f])
+        picked = [r for r in rows[:2] if r[0].bottom < margin * lay.height]
+        picked += [r for r in rows[-2:] if r[0].top > (1 - margin) * lay.height and all(r is not p for p in picked)]
+        cands += [(lay, r, rows) for r in picked]
+
+    def text(row):
+        return " ".join(f.text.strip() for f in sorted(row, key=lambda f: f.x0))
+
+    # on how many pages each digit-masked margin text occurs
+    counts = Counter(t for lay in layouts for t in {_mask(text(r)) for la, r, _ in cands if la is lay})
+    pages_needed = max(2, int(0.3 * len(layouts) + 0.999))
+    removed = 0
+    for lay, row, rows in cands:
+        t = text(row)
+        nums = re.match(r"^\d{1,4}\b", t) or re.search(r"\b\d{1,4}$", t)
+        i = next(k for k, r in enumerate(rows) if r is row)
+        gaps = [rows[i + 1][0].top - row[0].bottom] if i + 1 < len(rows) else []
+        gaps += [row[0].top - rows[i - 1][0].bottom] if i > 0 else []
+        apart = min(gaps, default=99.0) > 0.9 * row[0].size
+        why = ""
+        if _PAGENUM.match(t):
+            why = "page-number"
+        elif len(layouts) >= 2 and counts[_mask(t)] >= pages_needed:
+            why = "running"
+        elif nums and len(t.split()) <= 15 and not any(f.bold for f in row) and apart \
+                and max(f.size for f in row) <= style.body_size:
+            why = "running"
+        for f in row:
+            f.removed = why
+        removed += len(row) if why else 0
+    return removed
+
+
+# ---------------------------------------------------------------------------------------
+# 3. blocks -> Markdown
+
+
+def _latex(frags: list[Frag]) -> str:
+    """Glyphs of a display formula -> LaTeX. Smaller glyphs above/below the line's
+    baseline become ^{..}/_{..}; a trailing "(n)" becomes \\tag{n}."""
+    parts = []
+    for f in frags:
+        chars = [c for w in f.words for c in w.get("chars", [])]
+        base = f.bottom
+        out, mode = "", ""
+        for c in sorted(chars, key=lambda c: c["x0"]):
+            t = c["text"]
+            small = c["size"] < 0.85 * f.size
+            m = ("^" if c["bottom"] < base - 0.2 * f.size else "_" if c["bottom"] > base + 0.1 * f.size else "") if small else ""
+            if m != mode:
+                if mode:
+                    out += "}"
+                if m:
+                    out += m + "{"
+                mode = m
+            cmd = LATEX.get(t, t)
+            out += (cmd + " ") if cmd.startswith("\\") and len(cmd) > 2 else cmd
+        if mode:
+            out += "}"
+        parts.append(re.sub(r"\(cid:\d+\)", "", out).strip())  # unmapped glyphs carry no text
+    tex = " ".join(parts)
+    tex = re.sub(r"\s*\((\d{1,3}[a-z]?)\)\s*$", r" \\tag{\1}", tex)
+    return re.sub(r"\s+", " ", tex).strip()
+
+
+def _code(lines: list[Frag]) -> str:
+    """Monospaced lines on their character grid: column = (x - left) / glyph width, so
+    indentation and spacing survive (word-gap heuristics would split "add(a, b)")."""
+    chars = [c for f in lines for w in f.words for c in w.get("chars", [])]
+    if not chars:
+        return "\n".join(f.text for f in lines)
+    # pitch = the most common advance between neighbouring glyphs (bboxes can be narrower)
+    steps = [round(b["x0"] - a["x0"], 1) for f in lines for w in f.words
+             for a, b in zip(w.get("chars", []), w.get("chars", [])[1:]) if b["x0"] > a["x0"]]
+    cw = Counter(steps).most_common(1)[0][0] if steps else statistics.median(c["x1"] - c["x0"] for c in chars)
+    cw = cw or 1.0
+    left = min(c["x0"] for c in chars)
+    out = []
+    for f in lines:
+        line = ""
+        for c in sorted((c for w in f.words for c in w.get("chars", [])), key=lambda c: c["x0"]):
+            col = int(round((c["x0"] - left) / cw))
+            line += " " * max(col - len(line), 0) + c["text"]
+        out.append(line.rstrip())
+    return "\n".join(out)
+
+
+def _is_heading(lines: list[Frag], style: DocStyle) -> int:
+    """0 if not a heading, else its Markdown level (1 title, 2 section, 3 subsection)."""
+    text = " ".join(f.text for f in lines).strip()
+    if len(lines) > 2 or len(text) > 150 or not re.search(r"[A-Za-z\u4e00-\u9fff]", text) or _CAPTION.match(text):
+        return 0
+    size = max(f.size for f in lines)
+    big = size >= 1.15 * style.body_size
+    other_font = all(f.font != style.body_font for f in lines)
+    numbered = bool(_NUMBERED.match(text))
+    if not big and (text.endswith((".", ",", ";")) and not numbered or len(text.split()) > 14):
+        return 0
+    if big:
+        return 1 if size >= 1.6 * style.body_size else 2
+    caps = numbered and text.upper() == text and len(text.split()) <= 8  # "II. RELATED WORK"
+    if (all(f.bold for f in lines) or (numbered and other_font) or caps) and size >= 0.95 * style.body_size:
+        if numbered and not re.match(r"^\d+(\.\d+)*\.?\s+[A-Z\u4e00-\u9fff]|^[IVX]+\.\s|^[A-Z]\.\s", text):
+            return 0  # "3 apples were ..." is a sentence, not a section
+        depth = len(re.match(r"^(\d+(\.\d+)*)", text).group(1).split(".")) if re.match(r"^\d", text) else 1
+        return 3 if depth >= 2 else 2
+    return 0
+
+
+def _paragraph(lines: list[Frag]) -> str:
+    """Join a paragraph's lines; undo end-of-line hyphenation before lower-case words."""
+    out = ""
+    for f in lines:
+        t = f.text.strip()
+        if not out:
+            out = t
+        elif re.search(r"[A-Za-z]-$", out) and re.match(r"[a-z]", t):
+            out = out[:-1] + t
+        elif _CJK.match(out[-1:]) and _CJK.match(t[:1]):
+            out += t
+        else:
+            out += " " + t
+    return out
+
+
+def _blocks(frags: list[Frag]) -> list[list[Frag]]:
+    """Split consecutive fragments into blocks: a break at vertical gaps over ~0.7 line,
+    a column change (x jump or moving up), a size/mono change, or an indented first line
+    after a short line."""
+    blocks: list[list[Frag]] = []
+    for f in frags:
+        if not blocks:
+            blocks.append([f])
+            continue
+        p = blocks[-1][-1]
+        h = max(p.bottom - p.top, f.bottom - f.top, 1.0)
+        gap = f.top - p.bottom
+        new = (gap > 0.7 * h or gap < -0.5 * h or abs(f.size - p.size) > 0.6 or f.mono != p.mono
+               or (not f.mono and (f.x0 > p.x1 or f.x1 < p.x0)))
+        if not new and not f.mono:
+            col_left = min(x.x0 for x in blocks[-1])
+            col_right = max(x.x1 for x in blocks[-1])
+            short_prev = p.x1 < col_right - 2 * p.size and re.search(r"[.!?:。]$", p.text.strip())
+            # a short line ending a sentence ends the paragraph; a short line in another
+            # font (a heading set in bold or a different face) ends its block too
+            new = bool(short_prev) or (p.x1 < col_right - 2 * p.size and p.font != f.font) or (p.bold != f.bold)
+            # a centred line (shorter than its neighbour on both sides) stands alone
+            em = 2 * f.size
+            new = new or (p.x0 > f.x0 + em and p.x1 < f.x1 - em) or (f.x0 > p.x0 + em and f.x1 < p.x1 - em)
+        if not new and (p.math_fraction() > 0.5) != (f.math_fraction() > 0.5):
+            new = True
+        if new:
+            blocks.append([f])
+        else:
+            blocks[-1].append(f)
+    return blocks
+
+
+def table_markdown(rows: list[list[str]]) -> str:
+    width = max(len(r) for r in rows)
+    cells = [[c.replace("|", "\\|") for c in r] + [""] * (width - len(r)) for r in rows]
+    lines = ["| " + " | ".join(cells[0]) + " |", "| " + " | ".join(["-"] * width) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in cells[1:]]
+    return "\n".join(lines)
+
+
+def page_markdown(lay: PageLayout, style: DocStyle, stem: str = "page") -> str:
+    """Render one laid-out page as Markdown (running lines already marked removed)."""
+    out: list[str] = []
+    run: list[Frag] = []
+    fig = 0
+
+    def flush():
+        for b in _blocks(run):
+            text = _paragraph(b)
+            if not text:
+                continue
+            if all(f.mono for f in b):
+                out.append("```\n" + _code(b) + "\n```")
+            elif (lvl := _is_heading(b, style)):
+                out.append("#" * lvl + " " + text)
+            elif len(b) <= 3 and all(f.math_fraction() > 0.5 for f in b) and len(text) >= 3:
+                out.append("$$" + _latex(b) + "$$")
+            else:
+                out.append(text)
+        run.clear()
+
+    for o in lay.order or lay.frags:
+        if isinstance(o, Frag):
+            if not o.removed:
+                run.append(o)
+            continue
+        flush()
+        if o.kind == "table":
+            out.append(table_markdown(o.rows))
+        else:
+            fig += 1
+            out.append(f"![Figure {lay.number}.{fig}]({stem}_p{lay.number}_fig{fig}.png)")
+    flush()
+    return "\n\n".join(out)

@@ -1,0 +1,351 @@
+"""`opens1 data parse-pdf`: PDFs to Markdown with page-level routing, as in Intern-S1.
+
+Usage:
+    opens1 data parse-pdf paper.pdf more/*.pdf --out parsed/
+    opens1 data parse-pdf pdfs/*.pdf --out parsed/ --workers 2
+    opens1 data parse-pdf scans/*.pdf --out parsed/ --vlm-endpoint http://127.0.0.1:8000/v1 --vlm-model internvl
+
+Per document: every page is scored from its text layer (route.py); pages without a text
+layer, with a garbled one, or dense in formulas/symbols are routed to a heavy parser
+(OCR or a VLM, ocr.py); all other pages take the cheap layout path (markdown.py).
+Running headers/footers are stripped over the whole document, garbled pages that no
+heavy parser could fix are dropped, and the result is written as DIR/<stem>.md.
+Then, across all documents, near-duplicate pages (boilerplate: licence pages, cover
+sheets) are removed with MinHash-LSH (datasketch) over word 5-shingles.
+
+Outputs:
+    DIR/<stem>.md          one Markdown file per document
+    DIR/pages.jsonl        one record per page (route, parser, scores, timings, drop
+                           reason) and one error record per unreadable file
+    DIR/.done/<stem>.json  per-document done marker (page records + page Markdown),
+                           written atomically after the .md; a rerun skips documents
+                           that have one, so runs resume after a crash.
+Nothing is dropped silently: every page removed carries its reason in pages.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from opens1.corpus import markdown as md
+from opens1.corpus import ocr
+from opens1.corpus.route import RouterConfig, garble_ratio, route, score_page
+
+MARKER_VERSION = 1
+
+
+@dataclass
+class ParseConfig:
+    out: str
+    workers: int = 1
+    vlm_endpoint: str | None = None
+    vlm_model: str | None = None
+    ocr: bool = True  # use tesseract when installed
+    ocr_lang: str | None = None  # None = chosen per page from the detected script
+    dpi: int = 150  # render resolution for OCR / VLM
+    formula_threshold: float = RouterConfig.formula_threshold
+    symbol_threshold: float = RouterConfig.symbol_threshold
+    garble_threshold: float = RouterConfig.garble_threshold
+    drop_garble: float = 0.2  # drop a page whose final text is still this garbled
+    dedup_threshold: float = 0.85  # MinHash Jaccard for page near-duplicates; <= 0 disables
+    force: bool = False  # ignore done markers
+
+    def router(self) -> RouterConfig:
+        return RouterConfig(formula_threshold=self.formula_threshold, symbol_threshold=self.symbol_threshold,
+                            garble_threshold=self.garble_threshold, vlm=bool(self.vlm_endpoint and self.vlm_model),
+                            ocr=self.ocr and ocr.tesseract_available())
+
+
+def atomic_write(path: Path, data: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(data, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def check_pdf(path: str) -> int:
+    """Open the file with PDFium and return its page count, or raise ValueError /
+    FileNotFoundError naming the problem (missing, empty, not a PDF, encrypted, broken)."""
+    import pypdfium2 as pdfium
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if p.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file")
+    with open(p, "rb") as fh:
+        head = fh.read(1024)
+    if b"%PDF-" not in head:
+        raise ValueError(f"{path}: not a PDF (no %PDF- header)")
+    try:
+        doc = pdfium.PdfDocument(str(p))
+    except pdfium.PdfiumError as e:
+        if "password" in str(e).lower():
+            raise ValueError(f"{path}: encrypted PDF (needs a password)") from e
+        raise ValueError(f"{path}: unreadable PDF ({e})") from e
+    try:
+        n = len(doc)
+    finally:
+        doc.close()
+    if n == 0:
+        raise ValueError(f"{path}: PDF has no pages")
+    return n
+
+
+def _heavy(path: str, index: int, parser: str, cfg: ParseConfig) -> tuple[str, str]:
+    """Run the heavy parser on one page: (markdown, parser name)."""
+    png = ocr.render_png(path, index, cfg.dpi)
+    if parser == "vlm":
+        return ocr.vlm_png(png, cfg.vlm_endpoint, cfg.vlm_model), f"vlm:{cfg.vlm_model}"
+    return ocr.ocr_png(png, cfg.ocr_lang, dpi=cfg.dpi), "tesseract"
+
+
+def parse_document(path: str, stem: str, cfg: ParseConfig) -> tuple[list[str], list[dict]]:
+    """Parse one PDF: per-page Markdown and per-page records. Raises ValueError for files
+    that cannot be opened; a page that fails is recorded and left empty."""
+    import pdfplumber
+
+    n_pages = check_pdf(path)
+    rcfg = cfg.router()
+    records: list[dict] = []
+    texts: list[str | None] = []  # heavy-parser output; None = cheap path
+    layouts: list[md.PageLayout | None] = []
+    try:
+        pdf = pdfplumber.open(path)
+    except Exception as e:  # pdfminer rejects some files PDFium accepts
+        raise ValueError(f"{path}: pdfplumber cannot open it ({type(e).__name__}: {e})") from e
+    with pdf:
+        for i, page in enumerate(pdf.pages[:n_pages]):
+            rec = {"doc": stem, "file": path, "page": i + 1}
+            t0 = time.perf_counter()
+            try:
+                scores = score_page(page, rcfg.min_chars)
+                r = route(scores, rcfg)
+                rec.update(route="heavy" if r.heavy else "cheap", reason=r.reason, parser=r.parser,
+                           scores=scores.to_dict())
+                lay = md.extract_layout(page, i + 1) if r.parser == "text" else None
+            except Exception as e:  # one broken page must not sink the document
+                rec.update(route="error", parser="none", error=f"{type(e).__name__}: {e}")
+                r, lay = None, None
+            rec["seconds"] = {"cheap": round(time.perf_counter() - t0, 4)}
+            text = None
+            if r is not None and r.parser in ("ocr", "vlm"):
+                t1 = time.perf_counter()
+                try:
+                    text, rec["parser"] = _heavy(path, i, r.parser, cfg)
+                except Exception as e:  # heavy parser down or failing: keep the cheap text
+                    rec["heavy_error"] = f"{type(e).__name__}: {e}"[:500]
+                    rec["parser"] = "text"
+                    lay = lay or md.extract_layout(page, i + 1)
+                rec["seconds"]["heavy"] = round(time.perf_counter() - t1, 4)
+            if r is not None and r.parser == "blank":
+                text = ""
+            records.append(rec)
+            texts.append(text)
+            layouts.append(lay if text is None else None)
+    # document-level passes over the cheap-path pages: body font, running lines
+    cheap = [lay for lay in layouts if lay is not None]
+    style = md.DocStyle.from_layouts(cheap)
+    md.strip_running_lines(cheap, style)
+    pages: list[str] = []
+    for rec, text, lay in zip(records, texts, layouts):
+        page_md = text if text is not None else md.page_markdown(lay, style, stem) if lay is not None else ""
+        g = garble_ratio(page_md)
+        rec["final_garble"] = round(g, 4)
+        if g > cfg.drop_garble:
+            rec["dropped"] = "garbled"
+        rec["chars"] = len(page_md)
+        pages.append(page_md)
+    return pages, records
+
+
+def _doc_markdown(pages: list[str], records: list[dict]) -> str:
+    kept = [p for p, r in zip(pages, records) if p.strip() and not r.get("dropped")]
+    return "\n\n".join(kept).strip() + "\n"
+
+
+def _stems(paths: list[str]) -> list[str]:
+    """Output names: the file stem, made unique with a path hash on collisions."""
+    seen: set[str] = set()
+    out = []
+    for p in paths:
+        s = re.sub(r"[^\w.\-]+", "_", Path(p).stem) or "doc"
+        if s in seen:
+            s = f"{s}-{hashlib.sha1(str(Path(p).resolve()).encode()).hexdigest()[:8]}"
+        seen.add(s)
+        out.append(s)
+    return out
+
+
+def process_one(path: str, stem: str, cfg: ParseConfig) -> dict:
+    """Worker: parse, write DIR/<stem>.md, then the done marker (both atomically).
+    Returns the marker payload, or an error record."""
+    logging.getLogger("pdfminer").setLevel(logging.ERROR)
+    out = Path(cfg.out)
+    t0 = time.perf_counter()
+    try:
+        pages, records = parse_document(path, stem, cfg)
+    except Exception as e:
+        return {"error": {"doc": stem, "file": path, "page": None, "route": "error",
+                          "error": f"{type(e).__name__}: {e}"[:1000]}}
+    atomic_write(out / f"{stem}.md", _doc_markdown(pages, records))
+    payload = {"version": MARKER_VERSION, "file": path, "stem": stem, "pages": pages, "records": records,
+               "seconds": round(time.perf_counter() - t0, 3)}
+    atomic_write(out / ".done" / f"{stem}.json", json.dumps(payload, ensure_ascii=False))
+    return payload
+
+
+def _load_marker(out: Path, path: str, stem: str) -> dict | None:
+    m = out / ".done" / f"{stem}.json"
+    if not m.is_file() or not (out / f"{stem}.md").is_file():
+        return None
+    try:
+        payload = json.loads(m.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # a damaged marker means: parse again
+    ok = payload.get("version") == MARKER_VERSION and payload.get("file") == path
+    return payload if ok else None
+
+
+def _shingles(text: str, n: int = 5) -> set[str]:
+    words = re.findall(r"\w+", text.lower())
+    if len(words) < 2 * n and _CJK_RE.search(text):  # CJK: character n-grams instead
+        chars = re.sub(r"\s+", "", text)
+        return {chars[i:i + n] for i in range(max(len(chars) - n + 1, 0))}
+    return {" ".join(words[i:i + n]) for i in range(max(len(words) - n + 1, 0))}
+
+
+_CJK_RE = re.compile(r"[\u4e00-\u9fff]")
+
+
+def dedup_pages(docs: list[dict], threshold: float, min_shingles: int = 20) -> int:
+    """Global page-level near-duplicate removal. Pages are visited in input order; a page
+    whose MinHash (5-shingles, 128 permutations) LSH-matches an earlier kept page is
+    marked dropped="duplicate" with duplicate_of. Pages too short to judge are kept.
+    Returns the number of pages dropped."""
+    from datasketch import MinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=128)
+    dropped = 0
+    for doc in docs:
+        for page, rec in zip(doc["pages"], doc["records"]):
+            rec.pop("duplicate_of", None)
+            if rec.get("dropped") == "duplicate":
+                del rec["dropped"]  # recomputed on every run
+            if rec.get("dropped"):
+                continue
+            sh = _shingles(page)
+            if len(sh) < min_shingles:
+                continue
+            mh = MinHash(num_perm=128)
+            mh.update_batch([s.encode("utf-8") for s in sh])
+            hits = lsh.query(mh)
+            key = f"{rec['doc']}#{rec['page']}"
+            if hits:
+                rec["dropped"], rec["duplicate_of"] = "duplicate", sorted(hits)[0]
+                dropped += 1
+            else:
+                lsh.insert(key, mh)
+    return dropped
+
+
+def run(paths: list[str], cfg: ParseConfig, log=print) -> dict:
+    """Parse `paths` into cfg.out; returns a summary (also printed by main)."""
+    out = Path(cfg.out)
+    (out / ".done").mkdir(parents=True, exist_ok=True)
+    stems = _stems(paths)
+    docs: dict[str, dict] = {}
+    errors: list[dict] = []
+    todo = []
+    for path, stem in zip(paths, stems):
+        marker = None if cfg.force else _load_marker(out, path, stem)
+        if marker is not None:
+            docs[stem] = marker
+        else:
+            todo.append((path, stem))
+    skipped = len(docs)
+
+    def collect(res: dict) -> None:
+        if "error" in res:
+            errors.append(res["error"])
+            log(f"error: {res['error']['error']}")
+        else:
+            docs[res["stem"]] = res
+            log(f"parsed {res['file']} ({len(res['pages'])} pages, {res['seconds']:.1f}s)")
+
+    if cfg.workers <= 1 or len(todo) <= 1:
+        for path, stem in todo:
+            collect(process_one(path, stem, cfg))
+    else:
+        with ProcessPoolExecutor(max_workers=cfg.workers) as ex:
+            futs = {ex.submit(process_one, path, stem, cfg): (path, stem) for path, stem in todo}
+            for fut in as_completed(futs):
+                path, stem = futs[fut]
+                try:
+                    collect(fut.result())
+                except Exception as e:  # a worker died (e.g. a crash inside a native library)
+                    collect({"error": {"doc": stem, "file": path, "page": None, "route": "error",
+                                       "error": f"worker failed: {type(e).__name__}: {e}"[:1000]}})
+    ordered = [docs[s] for s in stems if s in docs]  # input order: the first copy of a page wins
+    n_dup = dedup_pages(ordered, cfg.dedup_threshold) if cfg.dedup_threshold > 0 else 0
+    for doc in ordered:  # rewrite documents whose pages changed status
+        text = _doc_markdown(doc["pages"], doc["records"])
+        p = out / f"{doc['stem']}.md"
+        if not p.is_file() or p.read_text(encoding="utf-8") != text:
+            atomic_write(p, text)
+    records = [r for d in ordered for r in d["records"]] + errors
+    atomic_write(out / "pages.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    pages = [r for r in records if r.get("page") is not None]
+    chars_all = sum(r.get("chars", 0) for r in pages)
+    chars_kept = sum(r.get("chars", 0) for r in pages if not r.get("dropped"))
+    summary = {
+        "documents": len(ordered), "skipped_done": skipped, "errors": len(errors), "pages": len(pages),
+        "routed_heavy": sum(r.get("route") == "heavy" for r in pages),
+        "routed_fraction": round(sum(r.get("route") == "heavy" for r in pages) / max(len(pages), 1), 4),
+        "by_parser": {p: sum(r.get("parser") == p for r in pages) for p in sorted({r.get("parser") for r in pages})},
+        "dropped_duplicate": n_dup, "dropped_garbled": sum(r.get("dropped") == "garbled" for r in pages),
+        "chars_removed_fraction": round(1 - chars_kept / max(chars_all, 1), 4),
+    }
+    atomic_write(out / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="opens1 data parse-pdf", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("pdfs", nargs="+", help="PDF files")
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--workers", type=int, default=1, help="parallel processes (one document each)")
+    ap.add_argument("--vlm-endpoint", help="OpenAI-compatible base URL of a VLM, e.g. http://127.0.0.1:8000/v1")
+    ap.add_argument("--vlm-model", help="model name to ask the VLM endpoint for")
+    ap.add_argument("--no-ocr", action="store_true", help="never run tesseract")
+    ap.add_argument("--ocr-lang", help="tesseract languages, e.g. eng+chi_sim (default: by detected script)")
+    ap.add_argument("--dpi", type=int, default=150, help="render resolution for OCR/VLM")
+    ap.add_argument("--formula-threshold", type=float, default=RouterConfig.formula_threshold)
+    ap.add_argument("--symbol-threshold", type=float, default=RouterConfig.symbol_threshold)
+    ap.add_argument("--garble-threshold", type=float, default=RouterConfig.garble_threshold)
+    ap.add_argument("--dedup-threshold", type=float, default=0.85, help="MinHash Jaccard; 0 disables")
+    ap.add_argument("--force", action="store_true", help="reparse documents that are already done")
+    a = ap.parse_args(argv)
+    if bool(a.vlm_endpoint) != bool(a.vlm_model):
+        ap.error("--vlm-endpoint and --vlm-model go together")
+    if a.workers < 1:
+        ap.error("--workers must be >= 1")
+    cfg = ParseConfig(out=a.out, workers=a.workers, vlm_endpoint=a.vlm_endpoint, vlm_model=a.vlm_model,
+                      ocr=not a.no_ocr, ocr_lang=a.ocr_lang, dpi=a.dpi, formula_threshold=a.formula_threshold,
+                      symbol_threshold=a.symbol_threshold, garble_threshold=a.garble_threshold,
+                      dedup_threshold=a.dedup_threshold, force=a.force)
+    summary = run([str(p) for p in a.pdfs], cfg, log=lambda s: print(s, file=sys.stderr))
+    print(json.dumps(summary, indent=1))
+    return 0 if summary["documents"] or not summary["errors"] else 1
+
+

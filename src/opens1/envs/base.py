@@ -1,0 +1,244 @@
+"""Environment interface, split manifests and the registry.
+
+An environment (InternBootcamp's "bootcamp") turns an index into a task instance
+(`Case`: prompt, reference, meta), grades a response against it (`verify`), and,
+where a correct answer can be written programmatically, produces a short worked
+target response (`sft_response`) so the same environment feeds SFT data, RL
+prompts and evaluation.
+
+Splits are FIXED and content-addressed, so no held-out item can reach training:
+- a source with its own test split (GSM8K, MOSES, USPTO) uses it as held-out, and
+  the train side drops any item whose identity key also occurs in held-out;
+- otherwise held-out = `stable_hash(item_key) % 10 == 0`, where the key is the
+  item's identity (canonical SMILES, protein sequence, problem text, generated
+  puzzle parameters), not its row number, so re-ordering or re-sampling a file
+  cannot move an item across the split.
+`stable_hash` is SHA-256 (Python's `hash()` is salted per process).
+
+Procedural environments draw a case from an RNG seeded by (env, split, index,
+attempt) and redraw until the case's key hashes into the requested split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from opens1.rewards import VerifyResult, verify
+
+SPLITS = ("train", "heldout")
+DIFFICULTIES = ("easy", "medium", "hard")
+HELDOUT_MOD = 10
+
+# The instruction every prompt ends with: a tiny model needs the format spelled out.
+ANSWER_FORMAT = "End your response with a final line of the form 'Answer: <{what}>'."
+
+
+def stable_hash(key: str) -> int:
+    """A process-independent 64-bit hash of an item key."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
+
+
+def is_heldout(key: str) -> bool:
+    return stable_hash(key) % HELDOUT_MOD == 0
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+def check_difficulty(difficulty: str | None) -> None:
+    if difficulty is not None and difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {DIFFICULTIES} or None, got {difficulty!r}")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One task instance. `prompt` is a string or OpenAI-style chat messages."""
+
+    id: str
+    prompt: str | list[dict]
+    reference: Any
+    meta: dict = field(default_factory=dict)  # source, difficulty, split, key, ...
+
+    def messages(self) -> list[dict]:
+        """The prompt as chat messages (a string prompt becomes one user turn)."""
+        if isinstance(self.prompt, str):
+            return [{"role": "user", "content": self.prompt}]
+        return list(self.prompt)
+
+
+class Env:
+    """Base environment. Subclasses set `name`, `domain`, `kind` (verifier) and
+    implement `num_cases` / `case` (or use ItemEnv / ProceduralEnv below)."""
+
+    name: str = ""
+    domain: str = ""
+    kind: str = "exact"
+    verify_options: dict = {}
+    description: str = ""
+
+    def __init__(self, data_root=None):
+        self.data_root = data_root
+
+    @classmethod
+    def available(cls, data_root=None) -> bool:
+        """Whether this environment's data exists under `data_root`."""
+        return True
+
+    def num_cases(self, split: str = "train", difficulty: str | None = None) -> int:
+        raise NotImplementedError
+
+    def case(self, index: int, split: str = "train", difficulty: str | None = None) -> Case:
+        raise NotImplementedError
+
+    def cases(self, n: int, split: str = "train", difficulty: str | None = None, start: int = 0) -> list[Case]:
+        total = self.num_cases(split, difficulty)
+        return [self.case(i, split, difficulty) for i in range(start, min(start + n, total))]
+
+    def verify(self, prediction: str | None, case: Case) -> VerifyResult:
+        opts = {**self.verify_options, **case.meta.get("verify_options", {})}
+        return verify(self.kind, prediction, case.reference, **opts)
+
+    def sft_response(self, case: Case) -> str | None:
+        """A correct, short worked response ending in the expected answer format."""
+        return None
+
+    def _make_case(self, split: str, index: int, key: str, prompt, reference, difficulty: str,
+                   source: str, **meta) -> Case:
+        cid = f"{self.name}/{split}/{stable_hash(key) % 16**10:010x}"
+        return Case(cid, prompt, reference,
+                    {"env": self.name, "source": source, "difficulty": difficulty, "split": split,
+                     "index": index, "key": key, "kind": self.kind, **meta})
+
+
+class ItemEnv(Env):
+    """An environment over a fixed list of items (dataset rows), split by `_load`.
+
+    Subclasses implement `_load() -> {"train": [item...], "heldout": [...]}`, where
+    each item is a dict with at least `key` and `difficulty`, and `_build(item, split,
+    index) -> Case`."""
+
+    _cache: dict = {}
+
+    def _load(self) -> dict[str, list[dict]]:
+        raise NotImplementedError
+
+    def _build(self, item: dict, split: str, index: int) -> Case:
+        raise NotImplementedError
+
+    def _items(self, split: str, difficulty: str | None) -> list[dict]:
+        check_split(split)
+        check_difficulty(difficulty)
+        ck = (type(self).__name__, str(self.data_root))
+        if ck not in ItemEnv._cache:
+            data = self._load()
+            ItemEnv._cache[ck] = {s: {None: data[s], **{d: [it for it in data[s] if it["difficulty"] == d]
+                                                        for d in DIFFICULTIES}} for s in SPLITS}
+        return ItemEnv._cache[ck][split][difficulty]
+
+    def num_cases(self, split: str = "train", difficulty: str | None = None) -> int:
+        return len(self._items(split, difficulty))
+
+    def case(self, index: int, split: str = "train", difficulty: str | None = None) -> Case:
+        items = self._items(split, difficulty)
+        if not items:
+            raise IndexError(f"{self.name}: no {split} items at difficulty {difficulty}")
+        if not 0 <= index < len(items):
+            raise IndexError(f"{self.name}: index {index} out of range for {len(items)} {split} items")
+        return self._build(items[index], split, index)
+
+
+def split_items(items: Sequence[dict], heldout: Sequence[dict] | None = None) -> dict[str, list[dict]]:
+    """Train/held-out manifests: the given held-out list (a source test split) or the
+    hash rule; train never contains a held-out key. Duplicate keys are kept once."""
+    seen: set[str] = set()
+    out: dict[str, list[dict]] = {"train": [], "heldout": []}
+    if heldout is not None:
+        for it in heldout:
+            if it["key"] not in seen:
+                seen.add(it["key"])
+                out["heldout"].append(it)
+        for it in items:
+            if it["key"] not in seen:
+                seen.add(it["key"])
+                out["train"].append(it)
+        return out
+    for it in items:
+        if it["key"] in seen:
+            continue
+        seen.add(it["key"])
+        # `split_key` groups related items (windows of one gene) on one side of the split.
+        out["heldout" if is_heldout(it.get("split_key", it["key"])) else "train"].append(it)
+    return out
+
+
+class ProceduralEnv(Env):
+    """An environment that generates cases. Subclasses implement
+    `_generate(rng, difficulty) -> (key, prompt, reference, meta)`; the split is
+    decided by the key's hash, so train and held-out never share a key."""
+
+    size = {"train": 1_000_000, "heldout": 10_000}
+
+    def num_cases(self, split: str = "train", difficulty: str | None = None) -> int:
+        check_split(split)
+        return self.size[split]
+
+    def _generate(self, rng: random.Random, difficulty: str):
+        raise NotImplementedError
+
+    def case(self, index: int, split: str = "train", difficulty: str | None = None) -> Case:
+        check_split(split)
+        check_difficulty(difficulty)
+        if not 0 <= index < self.size[split]:
+            raise IndexError(f"{self.name}: index {index} out of range")
+        for attempt in range(1000):
+            rng = random.Random(f"{self.name}|{split}|{index}|{difficulty}|{attempt}")
+            diff = difficulty or DIFFICULTIES[rng.randrange(3)]
+            key, prompt, reference, meta = self._generate(rng, diff)
+            if is_heldout(f"{self.name}|{key}") == (split == "heldout"):
+                return self._make_case(split, index, f"{self.name}|{key}", prompt, reference, diff,
+                                       source="generated", **meta)
+        raise RuntimeError(f"{self.name}: could not draw a {split} case")  # ~impossible
+
+
+# --- registry -------------------------------------------------------------------
+
+_REGISTRY: dict[str, type[Env]] = {}
+
+
+def register(cls: type[Env]) -> type[Env]:
+    if not cls.name or cls.name in _REGISTRY:
+        raise ValueError(f"environment name {cls.name!r} is empty or already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    # Importing the modules registers their environments.
+    from opens1.envs import biology, chemistry, ecg, logic, math, physics  # noqa: F401
+
+
+def list_envs(domain: str | None = None, data_root=None, available_only: bool = False) -> list[str]:
+    _load_all()
+    return sorted(n for n, c in _REGISTRY.items()
+                  if (domain is None or c.domain == domain) and (not available_only or c.available(data_root)))
+
+
+def get_env(name: str, data_root=None) -> Env:
+    _load_all()
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise ValueError(f"unknown environment {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    if not cls.available(data_root):
+        raise FileNotFoundError(f"environment {name!r} needs data not found under data root {data_root!r}")
+    return cls(data_root)
+
+
+def env_class(name: str) -> type[Env]:
+    _load_all()
+    return _REGISTRY[name]
+

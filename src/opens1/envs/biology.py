@@ -1,0 +1,219 @@
+"""Biology environments on a real bacterial proteome and real genes.
+
+Protein tasks (length, average mass, charged residues) use the 2,100 predicted
+proteins of one proteome; held-out = hash(sequence) % 10 == 0. DNA tasks
+(translation, reverse complement, GC content) cut windows out of 100 real genes;
+the split is by *gene* (`split_key`), so overlapping windows of a held-out gene
+never reach training. Difficulty is window or protein length.
+
+References are computed here from first principles (standard genetic code,
+average residue masses), so they are exact and need no library.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from opens1.data.paths import has_data, open_data
+from opens1.envs.base import ANSWER_FORMAT, ItemEnv, register, split_items
+
+PROTEOME = "sequences/938293.PRJEB85.HG003687.faa"
+GENES = "sequences/CP040672.1.genes_100.fna"
+
+# Standard genetic code, codons enumerated in TCAG order (TTT, TTC, TTA, TTG, TCT, ...).
+_BASES = "TCAG"
+_AMINO = "FFLLSSSSYY**CC*WLLLLPPPPHHQQRRRRIIIMTTTTNNKKSSRRVVVVAAAADDEEGGGG"
+CODON_TABLE = {a + b + c: _AMINO[16 * i + 4 * j + k]
+               for i, a in enumerate(_BASES) for j, b in enumerate(_BASES) for k, c in enumerate(_BASES)}
+_COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
+
+# Average residue masses (Da, residue = amino acid minus water); + one water per chain.
+RESIDUE_MASS = {
+    "A": 71.0788, "R": 156.1875, "N": 114.1038, "D": 115.0886, "C": 103.1388, "E": 129.1155,
+    "Q": 128.1307, "G": 57.0519, "H": 137.1411, "I": 113.1594, "L": 113.1594, "K": 128.1741,
+    "M": 131.1926, "F": 147.1766, "P": 97.1167, "S": 87.0782, "T": 101.1051, "W": 186.2132,
+    "Y": 163.1760, "V": 99.1326,
+}
+WATER = 18.01528
+
+
+def translate(dna: str) -> str:
+    """Protein of an in-frame DNA sequence (stop = '*', unknown codon = 'X')."""
+    return "".join(CODON_TABLE.get(dna[i:i + 3], "X") for i in range(0, len(dna) - 2, 3))
+
+
+def reverse_complement(dna: str) -> str:
+    return dna.upper().translate(_COMPLEMENT)[::-1]
+
+
+def protein_mass(seq: str) -> float:
+    return sum(RESIDUE_MASS[a] for a in seq) + WATER
+
+
+def read_fasta(root, relpath: str) -> list[tuple[str, str]]:
+    records, name, chunks = [], None, []
+    with open_data(root, relpath) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith(">"):
+                if name is not None:
+                    records.append((name, "".join(chunks)))
+                name, chunks = line[1:].split()[0], []
+            elif line:
+                chunks.append(line)
+    if name is not None:
+        records.append((name, "".join(chunks)))
+    return records
+
+
+@lru_cache(maxsize=4)
+def _protein_split(root) -> dict:
+    items = []
+    for pid, seq in read_fasta(root, PROTEOME):
+        seq = seq.rstrip("*")
+        if not seq or any(a not in RESIDUE_MASS for a in seq):
+            continue  # skip the few with ambiguous residues (X), whose mass is undefined
+        diff = "easy" if len(seq) < 150 else "medium" if len(seq) < 400 else "hard"
+        items.append({"key": seq, "id": pid, "seq": seq, "difficulty": diff})
+    return split_items(items)
+
+
+class ProteinEnv(ItemEnv):
+    domain = "biology"
+    kind = "number"
+    question, what = "", "integer"
+
+    @classmethod
+    def available(cls, data_root=None) -> bool:
+        return has_data(data_root, PROTEOME)
+
+    def _load(self):
+        return _protein_split(self.data_root)
+
+    def value(self, seq: str) -> str:
+        raise NotImplementedError
+
+    def _build(self, item, split, index):
+        prompt = (self.question + f"\n<FASTA>{item['seq']}</FASTA>\n" + ANSWER_FORMAT.format(what=self.what))
+        return self._make_case(split, index, item["key"], prompt, self.value(item["seq"]), item["difficulty"],
+                               source="proteome", protein_id=item["id"])
+
+    def sft_response(self, case):
+        return f"{self.explain(case)}\nAnswer: {case.reference}"
+
+    def explain(self, case) -> str:
+        return "Counting residues in the sequence."
+
+
+@register
+class ProteinLengthEnv(ProteinEnv):
+    name = "bio/protein_length"
+    question = "How many amino acid residues long is this protein?"
+
+    def value(self, seq):
+        return str(len(seq))
+
+
+@register
+class ProteinWeightEnv(ProteinEnv):
+    name, what = "bio/protein_weight", "mass in Da"
+    verify_options = {"rel_tol": 1e-3, "unit": "Da"}
+    question = "What is the average molecular mass of this protein in daltons (Da), to one decimal?"
+
+    def value(self, seq):
+        return f"{protein_mass(seq):.1f} Da"
+
+    def explain(self, case):
+        return "Summing average residue masses and adding one water for the chain termini."
+
+
+@register
+class ChargedResiduesEnv(ProteinEnv):
+    name = "bio/charged_residues"
+    question = "How many charged residues (D, E, K, R) does this protein contain?"
+
+    def value(self, seq):
+        return str(sum(seq.count(a) for a in "DEKR"))
+
+    def explain(self, case):
+        return "Counting aspartate (D), glutamate (E), lysine (K) and arginine (R)."
+
+
+# --- DNA windows ---------------------------------------------------------------------
+
+_WINDOW_CODONS = {"easy": 8, "medium": 25, "hard": 80}
+
+
+@lru_cache(maxsize=4)
+def _gene_split(root) -> dict:
+    items = []
+    for gid, dna in read_fasta(root, GENES):
+        dna = dna.upper()
+        if set(dna) - set("ACGT"):
+            continue
+        for diff, n in _WINDOW_CODONS.items():
+            # Up to 6 non-overlapping in-frame windows per gene and difficulty.
+            for w in range(6):
+                start = 3 * n * w
+                if start + 3 * n > len(dna):
+                    break
+                window = dna[start:start + 3 * n]
+                items.append({"key": f"{gid}:{start}:{n}", "split_key": gid, "gene": gid,
+                              "dna": window, "difficulty": diff})
+    return split_items(items)
+
+
+class DNAEnv(ItemEnv):
+    domain = "biology"
+
+    @classmethod
+    def available(cls, data_root=None) -> bool:
+        return has_data(data_root, GENES)
+
+    def _load(self):
+        return _gene_split(self.data_root)
+
+    def _build(self, item, split, index):
+        prompt = self.question + f"\n<DNA>{item['dna']}</DNA>\n" + ANSWER_FORMAT.format(what=self.what)
+        return self._make_case(split, index, item["key"], prompt, self.value(item["dna"]), item["difficulty"],
+                               source="genes", gene=item["gene"])
+
+    def sft_response(self, case):
+        return f"{self.explain(case)}\nAnswer: {case.reference}"
+
+
+@register
+class TranslateEnv(DNAEnv):
+    name, kind, what = "bio/translate", "sequence", "protein sequence"
+    question = "Translate this in-frame coding DNA into its protein sequence (one-letter codes, standard code)."
+
+    def value(self, dna):
+        return translate(dna)
+
+    def explain(self, case):
+        return "Reading codon by codon with the standard genetic code."
+
+
+@register
+class ReverseComplementEnv(DNAEnv):
+    name, kind, what = "bio/reverse_complement", "sequence", "DNA sequence"
+    question = "Give the reverse complement of this DNA sequence."
+
+    def value(self, dna):
+        return reverse_complement(dna)
+
+    def explain(self, case):
+        return "Complementing each base (A-T, C-G) and reversing the order."
+
+
+@register
+class GCContentEnv(DNAEnv):
+    name, kind, what = "bio/gc_content", "number", "percent"
+    verify_options = {"rel_tol": 0.0, "abs_tol": 0.051, "unit": "%"}
+    question = "What is the GC content of this DNA sequence, in percent to one decimal?"
+
+    def value(self, dna):
+        return f"{100.0 * (dna.count('G') + dna.count('C')) / len(dna):.1f}%"
+
+    def explain(self, case):
+        return "Counting G and C bases and dividing by the length."

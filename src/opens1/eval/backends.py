@@ -1,0 +1,131 @@
+"""Generation backends for evaluation: a local OpenS1 model or an OpenAI-compatible endpoint.
+
+Both expose `generate(list_of_messages, n, sampling) -> list[list[str]]` (n texts
+per conversation) and `template_hash` (what chat template rendered the prompts;
+scores from different templates are not comparable, a common reason published
+numbers cannot be reproduced).
+
+Reasoning is kept in the text as `<think>...</think>answer` in both backends, so
+one extraction rule (grade only after `</think>`) applies everywhere: an
+endpoint that returns `reasoning_content` separately is re-joined that way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Intern-S1's evaluation protocol: thinking on, sampled decoding (temperature
+    0.7; 0.8 for the mini model), top_p 1.0, top_k 50."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 50
+    max_tokens: int = 1024
+    enable_thinking: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.max_tokens < 1:
+            raise ValueError(f"invalid sampling parameters: {self}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_PROBE = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
+          {"role": "assistant", "content": "A"}, {"role": "user", "content": "Q"}]
+
+
+def _jsonable_messages(messages: list[dict]) -> list[dict]:
+    """Messages with image objects replaced by a placeholder (for endpoints and logs)."""
+    out = []
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, list):
+            content = [({"type": "image", "image": "<image>"} if p.get("type") == "image" else p) for p in content]
+        out.append({**m, "content": content})
+    return out
+
+
+class EndpointBackend:
+    """Any OpenAI-compatible chat endpoint (vLLM, SGLang, LMDeploy, `opens1 serve`)."""
+
+    def __init__(self, base_url: str, model: str = "default", api_key: str = "EMPTY", timeout: float = 600.0):
+        from openai import OpenAI
+
+        self.client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=2)
+        self.model = model
+        # The server owns the template; record what we know about it.
+        self.template_hash = "endpoint:" + hashlib.sha256(f"{base_url}|{model}".encode()).hexdigest()[:16]
+
+    def _one(self, messages: list[dict], n: int, s: Sampling) -> list[str]:
+        texts: list[str] = []
+        while len(texts) < n:  # some servers ignore n > 1: ask again for the rest
+            resp = self.client.chat.completions.create(
+                model=self.model, messages=_jsonable_messages(messages), n=n - len(texts),
+                temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed + len(texts),
+                extra_body={"top_k": s.top_k, "chat_template_kwargs": {"enable_thinking": s.enable_thinking}})
+            if not resp.choices:
+                raise RuntimeError("endpoint returned no choices")
+            for ch in resp.choices:
+                content = ch.message.content or ""
+                reasoning = getattr(ch.message, "reasoning_content", None) or (
+                    (ch.message.model_extra or {}).get("reasoning_content") if hasattr(ch.message, "model_extra") else None)
+                texts.append(f"<think>{reasoning}</think>{content}" if reasoning else content)
+        return texts[:n]
+
+    def generate(self, conversations: list[list[dict]], n: int, sampling: Sampling) -> list[list[str]]:
+        return [self._one(msgs, n, sampling) for msgs in conversations]
+
+
+class LocalBackend:
+    """An OpenS1 checkpoint run in-process with OpenS1's own generate()."""
+
+    def __init__(self, model_dir: str, device: str | None = None, dtype=None, tokenizer_path: str | None = None):
+        import torch
+
+        import opens1
+
+        self.torch = torch
+        self.model = opens1.load_model(model_dir, dtype=dtype, device=device)
+        self.model.eval()
+        self.tokenizer = opens1.load_tokenizer(tokenizer_path or model_dir)
+        self.processor = opens1.Processor(self.tokenizer, self.model.config)
+        self.device = next(self.model.parameters()).device
+        probe = self.processor(_PROBE, enable_thinking=True)["input_ids"]
+        self.template_hash = "opens1:" + hashlib.sha256(json.dumps(probe.tolist()).encode()).hexdigest()[:16]
+
+    def _inputs(self, messages, sampling):
+        enc = self.processor(messages, enable_thinking=sampling.enable_thinking)
+        kw = {}
+        for k in ("pixel_values", "time_series", "sampling_rates"):
+            v = enc.get(k)
+            if v is not None:
+                kw[k] = v.to(self.device) if hasattr(v, "to") else v
+        return enc["input_ids"].to(self.device), enc.get("attention_mask"), kw
+
+    def generate(self, conversations: list[list[dict]], n: int, sampling: Sampling) -> list[list[str]]:
+        torch = self.torch
+        gen = torch.Generator(device=self.device).manual_seed(sampling.seed)
+        eos = self.tokenizer.eos_token_id
+        out: list[list[str]] = []
+        for messages in conversations:
+            ids, mask, kw = self._inputs(messages, sampling)
+            texts = []
+            for _ in range(n):  # one at a time: prompts differ in length, no padding logic needed
+                with torch.no_grad():
+                    seq = self.model.generate(
+                        ids, max_new_tokens=sampling.max_tokens, temperature=sampling.temperature,
+                        top_k=sampling.top_k, top_p=sampling.top_p, eos_token_id=eos,
+                        attention_mask=mask.to(self.device) if mask is not None else None, generator=gen, **kw)
+                new = seq[0, ids.shape[1]:].tolist()
+                if eos in new:
+                    new = new[:new.index(eos)]
+                texts.append(self.tokenizer.decode(new, skip_special_tokens=False))
+            out.append(texts)
+        return out

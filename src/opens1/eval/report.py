@@ -1,0 +1,40 @@
+"""Evaluation reports: results JSON and a Markdown table (mean ± standard error)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def to_markdown(summary: dict) -> str:
+    rows = ["| task | items | samples | mean | ± s.e. | pass@n | easy | medium | hard |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for task, r in sorted(summary["tasks"].items()):
+        n = r["n_samples"]
+        d = r["by_difficulty"]
+        cells = [f"{d[k]:.3f}" if k in d else "-" for k in ("easy", "medium", "hard")]
+        rows.append(f"| {task} | {r['n_items']} | {n} | {r['mean']:.3f} | {r['stderr']:.3f} | "
+                    f"{r[f'pass@{n}']:.3f} | " + " | ".join(cells) + " |")
+    rows.append(f"\nMacro mean over {len(summary['tasks'])} tasks: {summary['macro_mean']:.3f}")
+    first = next(iter(summary["tasks"].values()), None)
+    if first:
+        rows.append(f"Sampling: {json.dumps(first['sampling'])}; chat template {first['template_hash']}")
+    return "\n".join(rows) + "\n"
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_report(summary: dict, out_dir: str | Path, stem: str = "results") -> tuple[Path, Path]:
+    out = Path(out_dir)
+    js, md = out / f"{stem}.json", out / f"{stem}.md"
+    _atomic_text(js, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    _atomic_text(md, to_markdown(summary))
+    return js, md

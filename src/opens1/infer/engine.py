@@ -1,0 +1,428 @@
+"""Continuous batching for serving: many requests share one model, one KV cache
+and one batched forward per decode step.
+
+    submit(prompt) --> waiting (bounded deque) --> admit: prefill into a free slot
+                                                       |
+              events <-- sample <-- one batched decode step over every running slot
+                                    (new requests join between steps; finished or
+                                     cancelled ones leave and free their slot at once)
+
+Design choices:
+- One background thread owns the model and the cache; the API layer only talks to
+  it through `submit`/`cancel` and per-request event callbacks. So no lock is held
+  during a forward, and torch never runs concurrently on the same tensors.
+- The KV cache is a fixed pool of `max_batch_size` slots of `max_seq_len` positions,
+  allocated once (no fragmentation, no allocation on the hot path). A request holds
+  one slot from prefill to its last token. Prefill runs one request at a time
+  (prompts differ in length and may carry images or series); decode runs all
+  running slots as one [B, 1] batch with per-row positions.
+- Admission control: the waiting queue is bounded (`QueueFull` -> HTTP 429), and
+  every accepted request reserves prompt + max_tokens positions of the cache's
+  total budget (`CacheFull` -> HTTP 503 when the budget is promised away). A prompt
+  that can never fit is a `ValueError` (-> HTTP 400).
+- Sampling uses `opens1.infer.sampling.sample`; rows with the same sampling
+  settings and no seed are sampled together, a seeded request gets its own
+  generator so its output does not depend on who else is in the batch.
+- Stop strings are the API layer's business (they need detokenized text); it
+  calls `cancel(req, "stop")`, which frees the slot before the next step.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+log = logging.getLogger("opens1.engine")
+
+
+class QueueFull(RuntimeError):
+    """The waiting queue is full: retry later (HTTP 429)."""
+
+
+class CacheFull(RuntimeError):
+    """The KV cache cannot take this request now (HTTP 503)."""
+
+
+class EngineStopped(RuntimeError):
+    """The engine is not running."""
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 0.7
+    top_k: int = 50  # 0 = off
+    top_p: float = 1.0
+    min_p: float = 0.0
+    seed: int | None = None
+    ignore_eos: bool = False
+    stop_token_ids: tuple[int, ...] = ()
+    logprobs: int | None = None  # None: no logprobs; k >= 0: the chosen token's plus the top k
+
+    def __post_init__(self):
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+
+    @property
+    def group_key(self) -> tuple:
+        # rows with equal keys can be sampled in one call
+        return (self.temperature, self.top_k, self.top_p, self.min_p)
+
+
+@dataclass
+class TokenEvent:
+    """One generated token, and/or the end of a request (finish_reason set)."""
+
+    token_id: int | None
+    logprob: float | None = None
+    top_logprobs: list[tuple[int, float]] | None = None
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled" | "error"
+    error: str | None = None
+
+
+@dataclass
+class GenerationRequest:
+    prompt_ids: list[int]
+    params: SamplingParams
+    on_event: Callable[[TokenEvent], None]
+    # multimodal inputs, passed to the model's prefill forward as is
+    pixel_values: torch.Tensor | None = None
+    time_series: Any = None
+    sampling_rates: Any = None
+    id: int = field(default_factory=lambda: next(_ids))
+    # engine-side state
+    slot: int = -1
+    output_ids: list[int] = field(default_factory=list)
+    cancelled: str | None = None  # a finish reason once cancelled
+    done: bool = False
+    generator: torch.Generator | None = None
+    submitted_at: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+
+    @property
+    def reservation(self) -> int:
+        return len(self.prompt_ids) + self.params.max_tokens
+
+    @property
+    def position(self) -> int:
+        # index of the next position to write: the last sampled token is not in the cache yet
+        return len(self.prompt_ids) + len(self.output_ids) - 1
+
+
+_ids = itertools.count()
+
+
+@dataclass
+class EngineStats:
+    steps: int = 0
+    prefills: int = 0
+    generated_tokens: int = 0
+    max_running: int = 0  # the largest decode batch seen
+
+
+class Engine:
+    """Continuous-batching generation over a model with a slot KV cache.
+
+    `model` is an `S1ForConditionalGeneration` (or anything with its forward signature
+    and `.config`); `eos_token_ids` end a sequence unless a request sets ignore_eos.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        eos_token_ids: tuple[int, ...] = (),
+        max_batch_size: int = 16,
+        max_seq_len: int | None = None,
+        max_queue: int = 256,
+        cache_budget_tokens: int | None = None,
+        seed: int = 0,
+    ):
+        self.model = model.eval()
+        cfg = model.config
+        self.max_batch_size = max_batch_size
+        self.max_seq_len = int(max_seq_len or cfg.text.max_position_embeddings)
+        self.max_queue = max_queue
+        # the promise budget: by default, what the slot pool physically holds
+        self.cache_budget_tokens = cache_budget_tokens or self.max_batch_size * self.max_seq_len
+        self.eos_token_ids = tuple(int(t) for t in eos_token_ids)
+        self.runner = SlotRunner(model, max_batch_size, self.max_seq_len)
+        self.stats = EngineStats()
+        self._generator = torch.Generator(device=self.runner.device).manual_seed(seed)
+        self._waiting: collections.deque[GenerationRequest] = collections.deque()
+        self._running: dict[int, GenerationRequest] = {}  # slot -> request
+        self._free_slots = list(range(max_batch_size - 1, -1, -1))
+        self._reserved = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stop = False
+
+    # ------------------------------------------------------------ client side (any thread)
+
+    def start(self) -> "Engine":
+        if self._thread is None:
+            self._stop = False
+            self._thread = threading.Thread(target=self._loop, name="opens1-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, req: GenerationRequest) -> GenerationRequest:
+        """Queue a request. Raises ValueError (can never fit), QueueFull or CacheFull."""
+        if not req.prompt_ids:
+            raise ValueError("the prompt is empty")
+        if len(req.prompt_ids) >= self.max_seq_len:
+            raise ValueError(
+                f"the prompt has {len(req.prompt_ids)} tokens; this model's context is {self.max_seq_len} "
+                "tokens, including the completion"
+            )
+        if req.reservation > self.max_seq_len:
+            raise ValueError(
+                f"prompt ({len(req.prompt_ids)} tokens) + max_tokens ({req.params.max_tokens}) exceeds "
+                f"the context length ({self.max_seq_len})"
+            )
+        if req.params.seed is not None:
+            req.generator = torch.Generator(device=self.runner.device).manual_seed(req.params.seed)
+        with self._cond:
+            if self._stop:
+                raise EngineStopped("the engine is shut down")
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFull(f"the request queue is full ({self.max_queue} waiting); retry later")
+            if self._reserved + req.reservation > self.cache_budget_tokens:
+                raise CacheFull(
+                    f"the KV cache cannot take this request now ({self._reserved} of "
+                    f"{self.cache_budget_tokens} tokens promised, {req.reservation} asked); retry later"
+                )
+            self._reserved += req.reservation
+            self._waiting.append(req)
+            self._cond.notify_all()
+        return req
+
+    def cancel(self, req: GenerationRequest, reason: str = "cancelled") -> None:
+        """Stop a request; its slot is freed before the next decode step."""
+        with self._cond:
+            if not req.done and req.cancelled is None:
+                req.cancelled = reason
+                self._cond.notify_all()
+
+    def load(self) -> dict[str, int]:
+        with self._cond:
+            return {
+                "running": len(self._running),
+                "waiting": len(self._waiting),
+                "free_slots": len(self._free_slots),
+                "reserved_tokens": self._reserved,
+            }
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams, timeout: float = 300.0, **mm) -> list[TokenEvent]:
+        """Blocking helper (tests, benchmarks): submit and wait for every event."""
+        events: list[TokenEvent] = []
+        finished = threading.Event()
+
+        def on_event(ev: TokenEvent):
+            events.append(ev)
+            if ev.finish_reason is not None:
+                finished.set()
+
+        req = self.submit(GenerationRequest(list(prompt_ids), params, on_event, **mm))
+        if not finished.wait(timeout):
+            self.cancel(req)
+            raise TimeoutError(f"generation did not finish in {timeout} s")
+        return events
+
+    # ------------------------------------------------------------ scheduler thread
+
+    def _loop(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not self._stop and not self._waiting and not self._running:
+                        self._cond.wait()
+                    if self._stop:
+                        break
+                try:
+                    self._step()
+                except Exception as e:  # a bug must not kill the server: fail the running requests
+                    log.exception("engine step failed")
+                    for req in list(self._running.values()):
+                        self._finish(req, "error", error=f"{type(e).__name__}: {e}")
+        # shutting down: end everything still queued or running
+        for req in list(self._running.values()) + list(self._waiting):
+            self._finish(req, "cancelled")
+
+    def _step(self) -> None:
+        self._reap_cancelled()
+        self._admit()
+        if self._running:
+            self._decode()
+
+    def _reap_cancelled(self) -> None:
+        with self._cond:
+            gone = [r for r in self._waiting if r.cancelled]
+            for r in gone:
+                self._waiting.remove(r)
+        for r in gone + [r for r in self._running.values() if r.cancelled]:
+            self._finish(r, r.cancelled)
+
+    def _admit(self) -> None:
+        # Admit as many waiting requests as there are free slots, prefilling each.
+        while True:
+            with self._cond:
+                if not self._waiting or not self._free_slots:
+                    return
+                req = self._waiting.popleft()
+                req.slot = self._free_slots.pop()
+                self._running[req.slot] = req
+            try:
+                logits = self.runner.prefill(
+                    req.slot,
+                    torch.tensor([req.prompt_ids], device=self.runner.device),
+                    pixel_values=req.pixel_values,
+                    time_series=req.time_series,
+                    sampling_rates=req.sampling_rates,
+                )  # [1, V]
+            except Exception as e:  # bad multimodal input etc.: only this request fails
+                log.warning("prefill failed for request %d: %s", req.id, e)
+                self._finish(req, "error", error=f"{type(e).__name__}: {e}")
+                continue
+            self.stats.prefills += 1
+            self._emit([req], logits)
+
+    def _decode(self) -> None:
+        reqs = sorted(self._running.values(), key=lambda r: r.slot)
+        self.stats.max_running = max(self.stats.max_running, len(reqs))
+        dev = self.runner.device
+        slots = torch.tensor([r.slot for r in reqs], device=dev)
+        tokens = torch.tensor([r.output_ids[-1] for r in reqs], device=dev)
+        positions = torch.tensor([r.position for r in reqs], device=dev)
+        logits = self.runner.decode(slots, tokens, positions)  # [B, V]
+        self.stats.steps += 1
+        self._emit(reqs, logits)
+
+    def _emit(self, reqs: list[GenerationRequest], logits: torch.Tensor) -> None:
+        """Sample one token per row of `logits` [B, V], send events, retire finished rows."""
+        logits = logits.float()
+        next_ids = self._sample(reqs, logits)  # [B]
+        want_lp = [r.params.logprobs is not None for r in reqs]
+        logprobs = torch.log_softmax(logits, dim=-1) if any(want_lp) else None
+        now = time.perf_counter()
+        for i, req in enumerate(reqs):
+            tok = int(next_ids[i])
+            req.output_ids.append(tok)
+            if req.first_token_at is None:
+                req.first_token_at = now
+            self.stats.generated_tokens += 1
+            ev = TokenEvent(tok)
+            if want_lp[i]:
+                ev.logprob = float(logprobs[i, tok])
+                k = req.params.logprobs
+                if k:
+                    top = torch.topk(logprobs[i], k)
+                    ev.top_logprobs = [(int(t), float(v)) for v, t in zip(top.values, top.indices)]
+            is_eos = tok in self.eos_token_ids and not req.params.ignore_eos
+            if is_eos or tok in req.params.stop_token_ids:
+                ev.finish_reason = "stop"
+            elif len(req.output_ids) >= req.params.max_tokens or req.position + 1 >= self.max_seq_len:
+                ev.finish_reason = "length"
+            if ev.finish_reason is not None:
+                self._release(req)  # before the event: a client that sees the end finds the slot free
+            self._send(req, ev)
+
+    def _sample(self, reqs: list[GenerationRequest], logits: torch.Tensor) -> torch.Tensor:
+        """One token per row. Unseeded rows are drawn together, with per-row knobs as
+        tensors [B]; a seeded row is drawn alone from its own generator, so what it
+        gets does not depend on which other requests share the batch."""
+        from opens1.infer.sampling import sample
+
+        out = torch.empty(len(reqs), dtype=torch.long, device=logits.device)
+        shared = [i for i, r in enumerate(reqs) if r.generator is None]
+        if shared:
+            ps = [reqs[i].params for i in shared]
+            dev = logits.device
+            knob = lambda name, dt: torch.tensor([getattr(p, name) for p in ps], dtype=dt, device=dev)
+            idx = torch.tensor(shared, device=dev)
+            out[idx] = sample(
+                logits[idx], temperature=knob("temperature", torch.float32), top_k=knob("top_k", torch.long),
+                top_p=knob("top_p", torch.float32), min_p=knob("min_p", torch.float32), generator=self._generator,
+            )
+        for i, r in enumerate(reqs):
+            if r.generator is not None:
+                p = r.params
+                out[i] = sample(logits[i : i + 1], p.temperature, p.top_k, p.top_p, p.min_p, r.generator)[0]
+        return out
+
+    def _send(self, req: GenerationRequest, ev: TokenEvent) -> None:
+        try:
+            req.on_event(ev)
+        except Exception:  # a broken consumer must not take the engine down
+            log.exception("event callback failed for request %d", req.id)
+            req.cancelled = req.cancelled or "cancelled"
+
+    def _release(self, req: GenerationRequest) -> None:
+        with self._cond:
+            req.done = True
+            if req.slot >= 0 and self._running.get(req.slot) is req:
+                del self._running[req.slot]
+                self.runner.release(req.slot)
+                self._free_slots.append(req.slot)
+            self._reserved -= req.reservation
+            self._cond.notify_all()
+
+    def _finish(self, req: GenerationRequest, reason: str, error: str | None = None) -> None:
+        if req.done:
+            return
+        self._release(req)
+        self._send(req, TokenEvent(None, finish_reason=reason, error=error))
+
+
+class SlotRunner:
+    """The model plus a `KVCache` of `num_slots` rows: prefill one slot, decode many.
+
+    Uses the cache's slot API (`cache_rows`): each row keeps its own length, so a
+    decode batch mixes requests at different positions with no padding."""
+
+    def __init__(self, model: torch.nn.Module, num_slots: int, max_seq_len: int):
+        from opens1.infer.kv_cache import KVCache
+
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.cache = KVCache.for_model(model, batch_size=num_slots, max_len=max_seq_len)
+
+    def prefill(self, slot: int, input_ids: torch.Tensor, **mm) -> torch.Tensor:
+        """input_ids [1, T] into slot `slot` (emptied first) -> next-token logits [1, V]."""
+        self.cache.reset(rows=[slot])
+        rows = torch.tensor([slot], device=self.device)
+        if mm.get("pixel_values") is not None:  # the processor builds them on the CPU
+            mm["pixel_values"] = mm["pixel_values"].to(self.device)
+        out = self.model(input_ids, kv_cache=self.cache, cache_rows=rows, logits_to_keep=1, **mm)
+        return out.logits[:, -1]
+
+    def decode(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """One token per slot: slots, tokens, positions [B] -> logits [B, V]."""
+        out = self.model(
+            tokens[:, None], position_ids=positions[:, None], kv_cache=self.cache, cache_rows=slots, logits_to_keep=1
+        )
+        return out.logits[:, -1]
+
+    def release(self, slot: int) -> None:
+        self.cache.reset(rows=[slot])

@@ -1,0 +1,124 @@
+"""`opens1 model ...`: inspect presets and checkpoints.
+
+Usage:
+    opens1 model params intern-s1              # total and active parameters of a preset
+    opens1 model params --all                  # every preset
+    opens1 model generate --model DIR --prompt "The reaction of"  [--max-new-tokens 32]
+    opens1 model generate --model DIR --ids 1 2 3 --temperature 0.7 --top-p 0.9 --seed 0
+    opens1 model init --preset tiny --out DIR  # a randomly initialised checkpoint (for tests and demos)
+
+`generate` tokenises --prompt with the checkpoint's tokenizer (or --tokenizer, or the
+bundled one); --ids skips the tokenizer. Greedy unless --temperature > 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _params(args) -> int:
+    from opens1.config import PRESETS, count_parameters
+
+    names = list(PRESETS) if args.all else [args.preset]
+    if not names or names == [None]:
+        print("give a preset name or --all", file=sys.stderr)
+        return 2
+    for name in names:
+        try:
+            total, active = count_parameters(name), count_parameters(name, active=True)
+        except KeyError as e:
+            print(e.args[0], file=sys.stderr)
+            return 2
+        print(f"{name:16s} total {total / 1e9:9.3f}B ({total:,})   active {active / 1e9:9.3f}B ({active:,})")
+    return 0
+
+
+def _load_tokenizer(args):
+    from opens1 import load_tokenizer
+
+    for path in ([args.tokenizer] if args.tokenizer else [args.model, None]):
+        try:
+            return load_tokenizer(path)
+        except (FileNotFoundError, ValueError, OSError):
+            if args.tokenizer:
+                raise
+    raise FileNotFoundError("no tokenizer found with the checkpoint or bundled; pass --tokenizer or --ids")
+
+
+def _generate(args) -> int:
+    import torch
+
+    from opens1.models.checkpoint import load_model
+
+    model = load_model(args.model, dtype=args.dtype, device=args.device)
+    tok = None
+    if args.ids:
+        ids = list(args.ids)
+    elif args.prompt is not None:
+        tok = _load_tokenizer(args)
+        ids = tok.encode(args.prompt)
+    else:
+        print("give --prompt TEXT or --ids N [N ...]", file=sys.stderr)
+        return 2
+    if not ids:
+        print("the prompt is empty", file=sys.stderr)
+        return 2
+    vocab = model.config.text.vocab_size
+    if max(ids) >= vocab:
+        print(f"token id {max(ids)} is outside the model's vocabulary ({vocab})", file=sys.stderr)
+        return 2
+    gen = torch.Generator(device=model.device).manual_seed(args.seed) if args.seed is not None else None
+    eos = model.config.text.eos_token_id if tok is None else getattr(tok, "eos_token_id", None)
+    out = model.generate(torch.tensor([ids]), max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                         top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, eos_token_id=eos, generator=gen)
+    new = out[0, len(ids):].tolist()
+    print(tok.decode(new) if tok is not None else " ".join(map(str, new)))
+    return 0
+
+
+def _init(args) -> int:
+    import torch
+
+    from opens1.config import get_preset
+    from opens1.models.s1 import S1ForConditionalGeneration
+
+    torch.manual_seed(args.seed)
+    cfg = get_preset(args.preset)
+    if args.text_only:
+        cfg = cfg.replace(vision=None, timeseries=None)
+    S1ForConditionalGeneration(cfg).save_pretrained(args.out)
+    print(f"wrote a random {args.preset} checkpoint to {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="opens1 model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("params", help="total and active parameters of a preset")
+    p.add_argument("preset", nargs="?")
+    p.add_argument("--all", action="store_true")
+    g = sub.add_parser("generate", help="generate from a checkpoint")
+    g.add_argument("--model", required=True, help="HF-format checkpoint directory")
+    g.add_argument("--prompt")
+    g.add_argument("--ids", type=int, nargs="+", help="prompt token ids (no tokenizer needed)")
+    g.add_argument("--tokenizer", help="tokenizer path (default: the checkpoint's, else the bundled one)")
+    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--min-p", type=float, default=0.0)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--dtype", default=None, help="float32, bfloat16, ... (default: float32 on CPU, bfloat16 on CUDA)")
+    g.add_argument("--device", default=None)
+    i = sub.add_parser("init", help="write a randomly initialised checkpoint of a preset")
+    i.add_argument("--preset", required=True)
+    i.add_argument("--out", required=True)
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--text-only", action="store_true", help="drop the vision and time-series towers")
+    args = ap.parse_args(argv)
+    return {"params": _params, "generate": _generate, "init": _init}[args.cmd](args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Qwen3-MoE sparse block: softmax router, top-k experts, SwiGLU experts run as
+one grouped matmul, and the Switch-Transformer load-balancing loss.
+
+Design choices
+- Expert weights are stacked parameters, `experts.gate_up_proj` [E, 2I, H] (gate
+  rows first, then up) and `experts.down_proj` [E, H, I], the layout transformers 5
+  uses in memory. The checkpoint adapter converts from and to per-expert HF keys.
+- Dispatch sorts the (token, expert) assignments by expert so each expert's rows
+  are contiguous, then runs ONE grouped matmul per projection
+  (`torch._grouped_mm` with cumulative offsets: no host sync, no Python loop over
+  experts). `_grouped_mm` is a private op that needs 16-byte-aligned strides, so
+  a fallback pads each expert's rows to the largest group and uses `torch.bmm`.
+- The router keeps its logits so the model can compute the aux loss over all
+  layers the way transformers does (counts and probabilities summed over layers
+  before the product).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from opens1.config import TextConfig
+
+# (device type, dtype) -> whether torch._grouped_mm worked there; filled on first use
+_GROUPED_MM_OK: dict[tuple[str, torch.dtype], bool] = {}
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the incoming gradient contiguous:
+    `_grouped_mm`'s backward rejects expanded (stride-0) gradients."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.contiguous()
+
+
+def _aligned(t: torch.Tensor, *dims: int) -> bool:
+    return all((d * t.element_size()) % 16 == 0 for d in dims)
+
+
+def grouped_matmul(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Rows of x grouped by expert (contiguous, sizes `counts`, ends `offsets`) times
+    that expert's w^T. x [N, K], w [E, M, K] -> [N, M]."""
+    E, M, K = w.shape
+    key = (x.device.type, x.dtype)
+    use_grouped = hasattr(torch, "_grouped_mm") and _GROUPED_MM_OK.get(key, True) and _aligned(x, K, M)
+    if use_grouped:
+        try:
+            y = torch._grouped_mm(x, w.transpose(-2, -1), offs=offsets)
+            _GROUPED_MM_OK[key] = True
+            return _ContiguousGrad.apply(y) if torch.is_grad_enabled() else y
+        except (RuntimeError, NotImplementedError):
+            _GROUPED_MM_OK[key] = False  # e.g. float32 on GPUs whose kernel is bf16-only
+    return _padded_bmm(x, w, offsets, counts)
+
+
+def _padded_bmm(x, w, offsets, counts):
+    # Fallback: scatter rows into [E, C, K] (C = largest group), one bmm, gather back.
+    E, M, K = w.shape
+    N = x.shape[0]
+    cap = int(counts.max()) if N else 0
+    expert = torch.repeat_interleave(torch.arange(E, device=x.device), counts, output_size=N)
+    rank = torch.arange(N, device=x.device) - (offsets - counts)[expert]  # row within its group
+    buf = x.new_zeros(E, max(cap, 1), K)
+    buf[expert, rank] = x
+    out = torch.bmm(buf, w.transpose(-2, -1))  # [E, C, M]
+    return out[expert, rank]
+
+
+def expert_counts(flat_idx: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """Assignments per expert [E] (long). bincount on CPU; on accelerators histc,
+    which needs no device-to-host sync (bincount must first find the max)."""
+    if flat_idx.device.type == "cpu":
+        return torch.bincount(flat_idx, minlength=num_experts)
+    return torch.histc(flat_idx.float(), bins=num_experts, min=0, max=num_experts).long()
+
+
+class Experts(nn.Module):
+    def __init__(self, num_experts: int, hidden: int, intermediate: int):
+        super().__init__()
+        self.num_experts, self.intermediate = num_experts, intermediate
+        self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * intermediate, hidden))
+        self.down_proj = nn.Parameter(torch.empty(num_experts, hidden, intermediate))
+
+    def forward(self, x: torch.Tensor, top_idx: torch.Tensor, top_w: torch.Tensor) -> torch.Tensor:
+        # x [N, H]; top_idx, top_w [N, k] -> [N, H]
+        N, k = top_idx.shape
+        flat = top_idx.reshape(-1)
+        order = flat.argsort(stable=True)  # assignments sorted by expert
+        token = order // k  # source token of each sorted assignment
+        counts = expert_counts(flat, self.num_experts)
+        offsets = counts.cumsum(0).to(torch.int32)
+        xs = x[token]  # [N*k, H]
+        h = grouped_matmul(xs, self.gate_up_proj, offsets, counts)  # [N*k, 2I]
+        gate, up = h.split(self.intermediate, dim=-1)
+        h = (F.silu(gate) * up).contiguous()
+        y = grouped_matmul(h, self.down_proj, offsets, counts)  # [N*k, H]
+        y = y * top_w.reshape(-1)[order, None].to(y.dtype)
+        return torch.zeros_like(x).index_add_(0, token, y)
+
+
+class SparseMoeBlock(nn.Module):
+    """Router (`gate`, no bias) + stacked experts; no shared experts (Qwen3-MoE)."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.top_k, self.norm_topk_prob = cfg.num_experts_per_tok, cfg.norm_topk_prob
+        if not 0 < self.top_k <= cfg.num_experts:
+            raise ValueError(f"num_experts_per_tok={self.top_k} must be in 1..num_experts={cfg.num_experts}")
+        self.gate = nn.Linear(cfg.hidden_size, cfg.num_experts, bias=False)
+        self.experts = Experts(cfg.num_experts, cfg.hidden_size, cfg.moe_intermediate_size)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # x [B, T, H] -> (out [B, T, H], router logits [B*T, E])
+        B, T, H = x.shape
+        flat = x.reshape(-1, H)
+        logits = self.gate(flat)
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+        top_w, top_idx = probs.topk(self.top_k, dim=-1)
+        if self.norm_topk_prob:
+            top_w = top_w / top_w.sum(dim=-1, keepdim=True)
+        out = self.experts(flat, top_idx, top_w.to(x.dtype))
+        return out.view(B, T, H), logits
+
+
+def load_balancing_loss(router_logits: list[torch.Tensor], top_k: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Switch-Transformer aux loss, as transformers' Qwen3-MoE computes it:
+    E * sum_e f_e * P_e, where f_e (fraction of assignments to expert e) and P_e
+    (mean router probability) are each averaged over all layers and tokens.
+    router_logits: one [N, E] per MoE layer; mask [N] (1 = real token) or None."""
+    E = router_logits[0].shape[-1]
+    dev = router_logits[0].device
+    counts = torch.zeros(E, dtype=torch.float32, device=dev)
+    prob_sum = torch.zeros(E, dtype=torch.float32, device=dev)
+    rows = torch.zeros((), dtype=torch.float32, device=dev)
+    m = None if mask is None else mask.reshape(-1).to(dev, torch.float32)
+    for logits in router_logits:
+        probs = torch.softmax(logits.float(), dim=-1)
+        sel = probs.topk(top_k, dim=-1).indices  # [N, k]
+        w = torch.ones_like(sel, dtype=torch.float32) if m is None else m[:, None].expand_as(sel)
+        counts = counts.scatter_add(0, sel.reshape(-1), w.reshape(-1))
+        prob_sum = prob_sum + (probs if m is None else probs * m[:, None]).sum(0)
+        rows = rows + (probs.shape[0] if m is None else m.sum())
+    return E * torch.sum((counts / rows) * (prob_sum / rows))

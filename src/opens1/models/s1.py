@@ -1,0 +1,228 @@
+"""`S1ForConditionalGeneration`: the one OpenS1 model class (Intern-S1 layout).
+
+    language_model   Qwen3Model (dense or MoE decoder, no head)
+    lm_head          Linear(hidden -> vocab), tied to the embeddings when the config says so
+    vision_tower, multi_modal_projector   InternViT + pixel-shuffle MLP (when config.vision)
+    ts_tower, ts_projector                time-series encoder + projector (when config.timeseries)
+
+Text-only when `config.vision is None and config.timeseries is None`. The towers
+are imported lazily inside __init__, so the text path works on its own.
+
+Multimodal splice (as in HF InternS1): the prompt holds one `image_token_id`
+per image feature and one `ts_token_id` per series feature; the features
+replace those embeddings in order (`masked_scatter`). Counts must match exactly.
+
+Generation (`generate`) runs one prefill and then one decode step per token
+against a preallocated `KVCache` (no per-step reallocation); batches are left
+padded, and the cache derives positions from the attention mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from opens1.config import S1Config
+from opens1.models.language import Qwen3Model
+from opens1.models.moe import load_balancing_loss
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # [B, T, V] (or [B, logits_to_keep, V])
+    loss: torch.Tensor | None = None  # CE (+ router_aux_loss_coef * aux_loss for MoE)
+    aux_loss: torch.Tensor | None = None  # raw Switch load-balancing loss (MoE, when labels are given)
+    kv_cache: object | None = None
+    ce_loss: torch.Tensor | None = None  # the cross-entropy part of `loss`
+
+
+class S1ForConditionalGeneration(nn.Module):
+    def __init__(self, config: S1Config):
+        super().__init__()
+        self.config = config
+        t = config.text
+        self.language_model = Qwen3Model(t)
+        self.lm_head = nn.Linear(t.hidden_size, t.vocab_size, bias=False)
+        if t.tie_word_embeddings:
+            self.lm_head.weight = self.language_model.embed_tokens.weight
+        self.vision_tower = self.multi_modal_projector = None
+        self.ts_tower = self.ts_projector = None
+        if config.vision is not None:
+            from opens1.models.vision import InternVisionModel, MultiModalProjector
+
+            self.vision_tower = InternVisionModel(config.vision)
+            self.multi_modal_projector = MultiModalProjector(config.vision, t.hidden_size, config.downsample_ratio)
+        if config.timeseries is not None:
+            from opens1.models.timeseries import TimeSeriesProjector, TimeSeriesTower
+
+            self.ts_tower = TimeSeriesTower(config.timeseries)
+            self.ts_projector = TimeSeriesProjector(config.timeseries, t.hidden_size)
+        self.init_weights()
+
+    # ------------------------------------------------------------ init and helpers
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Normal(0, initializer_range) for matrices and embeddings, zeros for biases,
+        ones for norms (the LM). The towers keep their own init (`init_weights()` if
+        they define one). A no-op on the meta device."""
+        std = self.config.text.initializer_range
+        for name, p in self.language_model.named_parameters():
+            if p.is_meta:
+                continue
+            if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+                p.fill_(1.0)
+            elif name.endswith(".bias"):
+                p.zero_()
+            else:
+                p.normal_(0.0, std)
+        if not self.config.text.tie_word_embeddings and not self.lm_head.weight.is_meta:
+            self.lm_head.weight.normal_(0.0, std)
+        for tower in (self.vision_tower, self.multi_modal_projector, self.ts_tower, self.ts_projector):
+            if tower is not None and hasattr(tower, "init_weights"):
+                tower.init_weights()
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def num_parameters(self, active: bool = False) -> int:
+        from opens1.config import count_parameters
+
+        return count_parameters(self.config, active=active)
+
+    def save_pretrained(self, path, max_shard_size: int | str = "4GB") -> None:
+        """Intern-S1 HF layout: sharded safetensors + index + config.json."""
+        from opens1.models.checkpoint import save_pretrained
+
+        save_pretrained(self, path, max_shard_size=max_shard_size)
+
+    @classmethod
+    def from_pretrained(cls, path, dtype=None, device=None) -> "S1ForConditionalGeneration":
+        from opens1.models.checkpoint import load_model
+
+        return load_model(path, dtype=dtype, device=device)
+
+    # ------------------------------------------------------------ multimodal splice
+
+    def embed(self, input_ids, pixel_values=None, time_series=None, sampling_rates=None) -> torch.Tensor:
+        """Token embeddings [B, T, H] with image / series features spliced in."""
+        x = self.language_model.embed_tokens(input_ids)
+        if pixel_values is not None:
+            if self.vision_tower is None:
+                raise ValueError("pixel_values given but this model has no vision tower (config.vision is None)")
+            feats = self.multi_modal_projector(self.vision_tower(pixel_values.to(x.dtype)))  # [N, P, H]
+            x = _splice(x, input_ids, self.config.image_token_id, feats.reshape(-1, x.shape[-1]), "image")
+        if time_series is not None:
+            if self.ts_tower is None:
+                raise ValueError("time_series given but this model has no time-series tower (config.timeseries is None)")
+            if sampling_rates is None:
+                raise ValueError("time_series needs sampling_rates (one per series)")
+            series = [s.to(device=x.device, dtype=x.dtype) for s in time_series]
+            feats = [self.ts_projector(f) for f in self.ts_tower(series, list(sampling_rates))]
+            x = _splice(x, input_ids, self.config.ts_token_id, torch.cat(feats, 0).reshape(-1, x.shape[-1]), "time-series")
+        return x
+
+    # ------------------------------------------------------------ forward
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, pixel_values=None,
+                time_series=None, sampling_rates=None, labels=None, doc_ids=None, kv_cache=None,
+                inputs_embeds=None, cache_rows=None, logits_to_keep: int = 0,
+                output_router_logits: bool = False) -> ModelOutput:
+        """See docs/API.md. `labels` [B, T] are aligned with input_ids (HF convention):
+        the loss shifts them internally; -100 is ignored, and with `doc_ids` a
+        prediction across a document boundary is ignored too.
+        `logits_to_keep=n` computes logits for the last n positions only (generation).
+        `cache_rows` [b] selects KV-cache slots for this batch (continuous batching)."""
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("give input_ids or inputs_embeds")
+            inputs_embeds = self.embed(input_ids, pixel_values, time_series, sampling_rates)
+        hidden, router_logits = self.language_model(
+            inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, doc_ids=doc_ids,
+            kv_cache=kv_cache, cache_rows=cache_rows)
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden)
+        out = ModelOutput(logits=logits, kv_cache=kv_cache)
+        t = self.config.text
+        if router_logits and (labels is not None or output_router_logits):
+            mask = None if attention_mask is None else attention_mask.reshape(-1)
+            out.aux_loss = load_balancing_loss(router_logits, t.num_experts_per_tok, mask)
+        if labels is not None:
+            out.ce_loss = causal_lm_loss(logits, labels, doc_ids)
+            out.loss = out.ce_loss
+            if out.aux_loss is not None:
+                out.loss = out.ce_loss + t.router_aux_loss_coef * out.aux_loss.to(out.ce_loss.dtype)
+        return out
+
+    # ------------------------------------------------------------ generation
+
+    @torch.inference_mode()
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32, temperature=0.0, top_k=0, top_p=1.0,
+                 min_p=0.0, eos_token_id=None, attention_mask=None, pixel_values=None, time_series=None,
+                 sampling_rates=None, generator: torch.Generator | None = None, pad_token_id=None) -> torch.Tensor:
+        """Prompt [B, T] (left padded, with attention_mask, for batches) -> [B, T + n] with
+        n <= max_new_tokens new tokens; rows that finished early are filled with pad
+        (pad_token_id, else the first eos id, else 0). Greedy when temperature == 0."""
+        from opens1.infer.kv_cache import KVCache
+        from opens1.infer.sampling import sample
+
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [B, T], got {tuple(input_ids.shape)}")
+        if attention_mask is not None and not bool(attention_mask[:, -1].all()):
+            raise ValueError("generate() needs left padding: the last position of every row must be a real token")
+        input_ids = input_ids.to(self.device)
+        B, T = input_ids.shape
+        eos = _as_id_tensor(eos_token_id, self.device)
+        pad = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos is not None else 0)
+        cache = KVCache.for_model(self, B, T + max_new_tokens)
+        am = None if attention_mask is None else attention_mask.to(self.device)
+        out = self(input_ids, attention_mask=am, pixel_values=pixel_values, time_series=time_series,
+                   sampling_rates=sampling_rates, kv_cache=cache, logits_to_keep=1)
+        new = torch.full((B, max_new_tokens), pad, dtype=torch.long, device=self.device)
+        done = torch.zeros(B, dtype=torch.bool, device=self.device)
+        n = 0
+        for i in range(max_new_tokens):
+            tok = sample(out.logits[:, -1], temperature, top_k, top_p, min_p, generator)
+            if eos is not None:
+                tok = torch.where(done, torch.full_like(tok, pad), tok)
+                done |= torch.isin(tok, eos)
+            new[:, i] = tok
+            n = i + 1
+            if i + 1 == max_new_tokens or (eos is not None and bool(done.all())):
+                break
+            out = self(tok[:, None], kv_cache=cache)
+        return torch.cat([input_ids, new[:, :n]], dim=1)
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean next-token cross entropy over targets != -100 (float32)."""
+    target = labels[:, 1:].clone()
+    if doc_ids is not None:
+        target[doc_ids[:, 1:] != doc_ids[:, :-1]] = -100  # never predict across documents
+    pred = logits[:, :-1]
+    return F.cross_entropy(pred.reshape(-1, pred.shape[-1]).float(), target.reshape(-1), ignore_index=-100)
+
+
+def _splice(x, input_ids, token_id, feats, what):
+    mask = input_ids == token_id  # [B, T]
+    n = int(mask.sum())
+    if n != feats.shape[0]:
+        raise ValueError(f"{what} features do not match the prompt: {feats.shape[0]} feature tokens but "
+                         f"{n} placeholder tokens (id {token_id}) in input_ids")
+    return x.masked_scatter(mask[..., None], feats.to(x.dtype))
+
+
+def _as_id_tensor(ids, device):
+    if ids is None:
+        return None
+    ids = [ids] if isinstance(ids, int) else list(ids)
+    return torch.tensor(ids, dtype=torch.long, device=device) if ids else None

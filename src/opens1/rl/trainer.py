@@ -1,0 +1,270 @@
+"""Online RL with verifiable rewards: rollouts -> rewards -> group filtering -> policy update.
+
+One step, as in Intern-S1 (§4 of shared/reference/intern-s1-training-data-eval.md):
+    1. draw `prompts_per_step` training cases from the environments (never the held-out split);
+    2. the rollout engine samples `rollouts_per_prompt` (8) responses per prompt;
+    3. each response is scored by its environment's verifier (the mixture of rewards);
+    4. groups whose rollouts all scored the same (all right or all wrong) are dropped;
+    5. one policy update with OREAL (or GRPO) + KL-Cov on the kept groups;
+    6. the new weights are pushed to the rollout engine (colocated: same machine).
+Vision tower and MoE router are frozen by default (Intern-S1 froze both for RL).
+
+Library use (the speedrun does this):
+
+    from opens1.rl.trainer import RLConfig, RLTrainer
+    trainer = RLTrainer(model, tokenizer, processor, RLConfig(envs=["gc_content"]))
+    before = trainer.heldout_reward()
+    result = trainer.train(max_seconds=300)
+    after = trainer.heldout_reward()
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from opens1.rl.algorithms import (
+    RLLossConfig,
+    degenerate_groups,
+    group_advantages,
+    policy_loss,
+    token_logprobs_and_entropy,
+)
+from opens1.rl.rollout import LocalEngine, Rollout, RolloutEngine, SamplingParams
+
+
+@dataclass
+class RLConfig:
+    envs: list[str] = field(default_factory=lambda: ["gc_content"])
+    data_root: str | None = None  # None: the embedded real data
+    steps: int = 1000
+    prompts_per_step: int = 8
+    rollouts_per_prompt: int = 8
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    grad_norm_skip: float | None = None  # Intern-S1 skipped updates with grad norm > 0.3
+    ppo_epochs: int = 1
+    micro_batch_rows: int = 64
+    loss: RLLossConfig = field(default_factory=RLLossConfig)
+    correct_threshold: float = 1.0  # reward >= this counts as a correct rollout (OREAL's positives)
+    freeze_vision: bool = True
+    freeze_router: bool = True
+    enable_thinking: bool = False  # tiny models answer directly
+    heldout_items: int = 64
+    seed: int = 0
+
+
+@dataclass
+class RLResult:
+    steps: int = 0
+    seconds: float = 0.0
+    tokens: int = 0
+    history: list[dict] = field(default_factory=list)  # one metrics dict per step
+
+    def curve(self, key: str) -> list[float]:
+        return [h[key] for h in self.history if key in h and h[key] is not None]
+
+
+def freeze_for_rl(model: torch.nn.Module, vision: bool = True, router: bool = True) -> int:
+    """Freeze the vision tower (+projector) and MoE routers; returns how many tensors were frozen."""
+    n = 0
+    for name, p in model.named_parameters():
+        frozen = (vision and (name.startswith("vision_tower.") or name.startswith("multi_modal_projector.")))
+        frozen |= router and (".mlp.gate." in name or name.endswith(".mlp.gate.weight") or ".router." in name)
+        if frozen:
+            p.requires_grad_(False)
+            n += 1
+    return n
+
+
+class RLTrainer:
+    def __init__(self, model, tokenizer, processor, cfg: RLConfig, engine: RolloutEngine | None = None,
+                 log_path: str | Path | None = None):
+        from opens1.envs import get_env
+
+        self.model, self.tok, self.proc, self.cfg = model, tokenizer, processor, cfg
+        self.envs = {name: get_env(name, data_root=cfg.data_root) for name in cfg.envs}
+        freeze_for_rl(model, cfg.freeze_vision, cfg.freeze_router)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+        self.engine = engine or LocalEngine(model, pad_token_id=tokenizer.pad_token_id or 0)
+        self.rng = random.Random(cfg.seed)
+        self.sampling = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
+                                       eos_token_id=tokenizer.eos_token_id)
+        self.log_path = Path(log_path) if log_path else None
+        self.result = RLResult()
+
+    # ------------------------------------------------------------ prompts and rewards
+
+    def _prompt_inputs(self, case) -> dict:
+        messages = case.prompt if isinstance(case.prompt, list) else [{"role": "user", "content": case.prompt}]
+        return self.proc(messages, enable_thinking=self.cfg.enable_thinking, add_generation_prompt=True)
+
+    def _draw_cases(self, k: int):
+        names = list(self.envs)
+        out = []
+        for _ in range(k):
+            name = self.rng.choice(names)
+            env = self.envs[name]
+            idx = self.rng.randrange(env.num_cases("train"))
+            out.append((name, env.case(idx, split="train")))
+        return out
+
+    def _score(self, name: str, case, rollout: Rollout) -> float:
+        text = self.tok.decode(rollout.response_ids, skip_special_tokens=True)
+        return float(self.envs[name].verify(text, case).score)
+
+    # ------------------------------------------------------------ log-probs of rollouts
+
+    def _batch(self, rollouts: list[Rollout]):
+        """Right-padded full sequences, targets and a response mask over target positions."""
+        seqs = [r.prompt_ids + r.response_ids for r in rollouts]
+        width = max(map(len, seqs))
+        pad = self.tok.pad_token_id or 0
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        resp = torch.zeros((len(seqs), width - 1))
+        for i, (r, s) in enumerate(zip(rollouts, seqs)):
+            ids[i, : len(s)] = torch.tensor(s)
+            attn[i, : len(s)] = 1
+            # target position t predicts token t+1: response tokens start at len(prompt)
+            resp[i, len(r.prompt_ids) - 1: len(s) - 1] = 1.0
+        extra = _concat_multimodal([r.extra for r in rollouts])
+        return ids, attn, resp, extra
+
+    def _logprobs(self, rollouts):
+        ids, attn, resp, extra = self._batch(rollouts)
+        out = self.model(input_ids=ids, attention_mask=attn, **extra)
+        logp, ent = token_logprobs_and_entropy(out.logits[:, :-1], ids[:, 1:])
+        return logp, ent, resp
+
+    # ------------------------------------------------------------ one step
+
+    def step(self) -> dict:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        cases = self._draw_cases(cfg.prompts_per_step)
+        prompts = [self._prompt_inputs(c) for _, c in cases]
+        groups = self.engine.generate(prompts, cfg.rollouts_per_prompt, self.sampling,
+                                      seed=self.rng.randrange(2**31))
+        rewards = torch.tensor([[self._score(n, c, r) for r in g] for (n, c), g in zip(cases, groups)])
+        metrics = self._reward_metrics(cases, groups, rewards)
+        keep = ~degenerate_groups(rewards)
+        metrics["kept_groups"] = int(keep.sum())
+        if keep.any():
+            metrics.update(self._update(groups, rewards, keep))
+            self.engine.update_weights(self.model.state_dict())
+        metrics["seconds"] = time.perf_counter() - t0
+        self.result.steps += 1
+        self.result.history.append(metrics)
+        if self.log_path:
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps({"step": self.result.steps, **metrics}) + "\n")
+        return metrics
+
+    def _reward_metrics(self, cases, groups, rewards) -> dict:
+        m = {"reward_mean": float(rewards.mean()), "response_len": float(
+            sum(len(r.response_ids) for g in groups for r in g) / max(1, sum(len(g) for g in groups)))}
+        for name in self.envs:
+            rows = [i for i, (n, _) in enumerate(cases) if n == name]
+            if rows:
+                m[f"reward/{name}"] = float(rewards[rows].mean())
+        return m
+
+    def _update(self, groups, rewards, keep) -> dict:
+        cfg = self.cfg
+        self.model.train()
+        adv = group_advantages(rewards)[keep].flatten()
+        kept = [r for g, k in zip(groups, keep.tolist()) if k for r in g]
+        correct = (rewards[keep].flatten() >= cfg.correct_threshold)
+        n_tok = 0
+        metrics: dict = {}
+        for _ in range(cfg.ppo_epochs):
+            old_logp = None
+            if cfg.ppo_epochs > 1:
+                with torch.no_grad():
+                    old_logp = [self._logprobs(kept[s:s + cfg.micro_batch_rows])[0]
+                                for s in range(0, len(kept), cfg.micro_batch_rows)]
+            self.opt.zero_grad(set_to_none=True)
+            total_resp = sum(len(r.response_ids) for r in kept)
+            ent_sum = 0.0
+            for j, s in enumerate(range(0, len(kept), cfg.micro_batch_rows)):
+                chunk = kept[s:s + cfg.micro_batch_rows]
+                logp, ent, mask = self._logprobs(chunk)
+                old = old_logp[j] if old_logp is not None else logp.detach()
+                out = policy_loss(logp, old, adv[s:s + len(chunk)], correct[s:s + len(chunk)], mask, cfg.loss)
+                share = mask.sum().item() / max(1, total_resp)
+                (out.loss * share).backward()
+                ent_sum += float((ent * mask).sum())
+                n_tok += int(mask.sum())
+                for k, v in out.metrics.items():
+                    metrics[k] = metrics.get(k, 0.0) + v * share
+            metrics["entropy"] = ent_sum / max(1, total_resp)
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            gnorm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+            metrics["grad_norm"] = gnorm
+            if not math.isfinite(gnorm) or (cfg.grad_norm_skip is not None and gnorm > cfg.grad_norm_skip):
+                metrics["skipped"] = 1
+                self.opt.zero_grad(set_to_none=True)
+                continue
+            self.opt.step()
+        self.result.tokens += n_tok
+        self.model.eval()
+        return metrics
+
+    # ------------------------------------------------------------ loop and held-out reward
+
+    def train(self, steps: int | None = None, max_seconds: float | None = None) -> RLResult:
+        steps = steps if steps is not None else self.cfg.steps
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+                break
+            self.step()
+        self.result.seconds += time.perf_counter() - t0
+        return self.result
+
+    @torch.no_grad()
+    def heldout_reward(self, items: int | None = None, batch: int = 32) -> tuple[float, int]:
+        """Mean greedy reward on a fixed slice of the held-out split, balanced across environments.
+        Returns (mean reward in [0, 1], number of items)."""
+        items = items if items is not None else self.cfg.heldout_items
+        per_env = max(1, items // len(self.envs))
+        cases = [(n, e.case(i, split="heldout")) for n, e in self.envs.items()
+                 for i in range(min(per_env, e.num_cases("heldout")))]
+        greedy = SamplingParams(self.cfg.max_new_tokens, 0.0, eos_token_id=self.tok.eos_token_id)
+        scores = []
+        for s in range(0, len(cases), batch):
+            chunk = cases[s:s + batch]
+            outs = self.engine.generate([self._prompt_inputs(c) for _, c in chunk], 1, greedy, seed=0)
+            scores += [self._score(n, c, g[0]) for (n, c), g in zip(chunk, outs)]
+        return (sum(scores) / len(scores) if scores else 0.0), len(scores)
+
+
+def _concat_multimodal(extras: list[dict]) -> dict:
+    """Concatenate rows' images and series in row order (the model splices them in order)."""
+    pix = [e["pixel_values"] for e in extras if e.get("pixel_values") is not None]
+    series = [s for e in extras for s in (e.get("time_series") or [])]
+    rates = [r for e in extras for r in (e.get("sampling_rates") or [])]
+    out = {}
+    if pix:
+        out["pixel_values"] = torch.cat(pix)
+    if series:
+        out["time_series"], out["sampling_rates"] = series, rates
+    return out
+
+
+def config_to_dict(cfg: RLConfig) -> dict:
+    return asdict(cfg)

@@ -1,0 +1,321 @@
+"""The wire format of the OpenAI-compatible API, as pydantic models.
+
+Requests are validated here, so that everything the routes in `api.py` see is
+well-typed; a request that does not validate becomes a 400 with the offending
+field named in `param` (see `api.error_from_validation`). Design choices:
+
+- Unknown *fields* are ignored (clients such as the official `openai` SDK send
+  newer fields we do not know), but unknown *values* are refused: a role we do
+  not know, a content part type we do not know, a sampling value out of range.
+- Content parts: `text`, `image_url` (data URLs only; checked in the API layer
+  where the image is decoded) and OpenS1's documented extension `time_series`:
+  `{"type": "time_series", "time_series": {"values": [[...], ...], "sampling_rate": 360}}`
+  where `values` is [T][C] (or a flat [T] list for one channel).
+- Sampling defaults follow Intern-S1's model card (temperature 0.7, top_p 1.0,
+  top_k 50, min_p 0); they are applied in the API layer when a field is None,
+  so the served model's own defaults can differ (`ServeDefaults`).
+- Responses are pydantic models too, dumped to JSON by the routes; stream chunks
+  are dumped with `exclude_none` so deltas stay minimal, as OpenAI's are.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Roles the chat template knows. "developer" is OpenAI's newer name for "system".
+ROLES = ("system", "developer", "user", "assistant", "tool")
+MAX_N = 16  # choices per request; each is a separate sequence in the engine
+MAX_TOP_LOGPROBS = 20
+
+
+@dataclass
+class ServeDefaults:
+    """Sampling defaults when a request leaves a field unset (Intern-S1 model card, §6.3)."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 50
+    min_p: float = 0.0
+    max_tokens: int | None = None  # None: up to the context length
+    completion_max_tokens: int = 16  # OpenAI's default for /v1/completions
+
+
+class _Lenient(BaseModel):
+    # forwards compatible: fields we do not know are dropped, not refused
+    model_config = ConfigDict(extra="ignore")
+
+
+# ------------------------------------------------------------------ content parts
+
+
+class TextPart(_Lenient):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(_Lenient):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(_Lenient):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class TimeSeriesData(_Lenient):
+    # [T][C] samples, or a flat [T] list for a single channel
+    values: list[list[float]] | list[float] = Field(min_length=1)
+    sampling_rate: float = Field(gt=0)
+
+
+class TimeSeriesPart(_Lenient):
+    type: Literal["time_series"]
+    time_series: TimeSeriesData
+
+
+ContentPart = Annotated[Union[TextPart, ImagePart, TimeSeriesPart], Field(discriminator="type")]
+
+
+# ------------------------------------------------------------------ messages and tools
+
+
+class FunctionCall(_Lenient):
+    name: str
+    arguments: str  # a JSON string, as OpenAI sends it
+
+
+class ToolCall(_Lenient):
+    id: str = Field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(_Lenient):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    reasoning_content: str | None = None
+
+
+class FunctionDef(_Lenient):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(_Lenient):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class StreamOptions(_Lenient):
+    include_usage: bool = False
+
+
+# ------------------------------------------------------------------ requests
+
+
+class _SamplingFields(_Lenient):
+    model: str
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=-1)  # -1 or 0: off (vLLM's convention)
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(default=1, ge=1, le=MAX_N)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    ignore_eos: bool = False  # vLLM extension: benchmarks generate exactly max_tokens
+    presence_penalty: float | None = 0.0
+    frequency_penalty: float | None = 0.0
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v):
+        if isinstance(v, str):
+            v = [v]
+        if v is not None:
+            if len(v) > 4:
+                raise ValueError("at most 4 stop sequences")
+            if any(s == "" for s in v):
+                raise ValueError("stop sequences must be non-empty")
+        return v
+
+    @field_validator("presence_penalty", "frequency_penalty")
+    @classmethod
+    def _penalties(cls, v):
+        # refused rather than silently ignored: the engine does not implement them
+        if v not in (None, 0, 0.0):
+            raise ValueError("presence/frequency penalties are not supported by this server")
+        return v
+
+
+class ChatCompletionRequest(_SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _kwargs(cls, v):
+        if v and "enable_thinking" in v and not isinstance(v["enable_thinking"], bool):
+            raise ValueError("chat_template_kwargs.enable_thinking must be a boolean")
+        return v
+
+
+class CompletionRequest(_SamplingFields):
+    # a string, a batch of strings, a list of token ids, or a batch of them (OpenAI's four forms)
+    prompt: str | list[str] | list[int] | list[list[int]]
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    echo: bool = False
+    suffix: str | None = None
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix(cls, v):
+        if v:
+            raise ValueError("suffix (fill-in-the-middle) is not supported")
+        return v
+
+
+# ------------------------------------------------------------------ responses
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = []
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None = None
+
+
+class ResponseMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ResponseMessage
+    finish_reason: str | None
+    logprobs: ChoiceLogprobs | None = None
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=_now)
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class DeltaToolCall(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: dict[str, str] | None = None
+
+
+class DeltaMessage(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int
+    delta: DeltaMessage
+    finish_reason: str | None = None
+    logprobs: ChoiceLogprobs | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int = Field(default_factory=_now)
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+
+
+class CompletionLogprobs(BaseModel):
+    # OpenAI's legacy format
+    tokens: list[str] = []
+    token_logprobs: list[float | None] = []
+    top_logprobs: list[dict[str, float] | None] = []
+    text_offset: list[int] = []
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: str | None
+    logprobs: CompletionLogprobs | None = None
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=_now)
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=_now)
+    owned_by: str = "opens1"
+    max_model_len: int | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

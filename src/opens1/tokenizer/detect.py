@@ -1,0 +1,185 @@
+"""Split text into base-BPE prose and domain spans (SMILES, IUPAC, protein, DNA).
+
+Two ways into a domain span, as in Intern-S1:
+
+* explicit tags: `<SMILES>..</SMILES>`, `<SELFIES>..</SELFIES>` (SMILES vocabulary),
+  `<IUPAC>..</IUPAC>`, `<FASTA>..</FASTA>` (protein), and our `<DNA>..</DNA>`.
+  Tags are content markup, not control tokens: they are honoured in user text and
+  get their own ids. Inside a span only the matching closing tag ends it; anything
+  else (other tags included) is content. An unclosed span runs to the end of the
+  text; a closing tag with no open span is plain text. Tags never nest.
+* auto-detection on the remaining prose, with no tag ids (decode(encode(x)) == x):
+  - SMILES / reaction SMILES: a run of >= 10 SMILES units (bracket atoms, organic
+    subset atoms, bonds, ring closures, branches, `>` for reactions) that is not
+    glued to a letter or digit, has >= 5 letters, and that RDKit parses (every part
+    of a reaction). Results are cached. Bare `H` is not a SMILES unit, so condensed
+    formulas (CH3CH2OH, H2SO4) never start a run.
+  - DNA/RNA: >= 20 letters of A C G T U N (one case), at least 2 distinct bases.
+  - protein: >= 20 letters of the 20 amino acids + X (optional stop `*`), >= 6
+    distinct. Intern-S1 sends any 27+ capitals (and DNA) to its protein model;
+    English words almost always contain O, U, J, B or Z, which we exclude.
+  Runs must stand alone (no adjacent letter, digit or `_`), which keeps URLs,
+  identifiers, hashes and all-caps words in prose.
+* `<MOLFORMULA>..</MOLFORMULA>` protects its content from detection; the tags
+  themselves stay ordinary text (as in Intern-S1, they have no ids).
+
+The result is a list of `Span(start, end, domain, tag)` covering the text exactly:
+domain None is base-BPE prose; tag is True for an explicit tag token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import regex
+
+# domain tag -> domain vocabulary
+TAG_DOMAINS = {"SMILES": "smiles", "SELFIES": "smiles", "IUPAC": "iupac", "FASTA": "protein", "DNA": "dna"}
+_TAG_RE = regex.compile(r"<(/?)(SMILES|SELFIES|IUPAC|FASTA|DNA|MOLFORMULA)>")
+
+# One SMILES unit: bracket atom, Cl/Br, organic subset, aromatic atoms, ring bonds
+# (digits, %nn), bonds and branches, dot (mixtures/salts) and > (reactions).
+_UNIT = r"(?:\[[^\[\]\s]{1,20}\]|Cl|Br|[BCNOPSFI]|[bcnops]|%\d\d|\d|[()=#\-+@/\\.:*$~>])"
+_SMILES_RE = regex.compile(rf"(?<![A-Za-z0-9_]){_UNIT}{{10,}}(?![A-Za-z0-9_])")
+_SEQ_RE = regex.compile(r"(?<![A-Za-z0-9_])(?:[A-Z]{20,}\*?|[acgtun]{20,})(?![A-Za-z0-9_])")
+_AMINO = frozenset("ACDEFGHIKLMNPQRSTVWYX*")
+_BASES = frozenset("ACGTUN")
+_MIN_LETTERS = 5
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    domain: str | None  # None: base BPE
+    tag: bool = False  # an explicit domain tag (has its own id)
+
+
+@lru_cache(maxsize=1 << 16)
+def _rdkit_ok(smiles: str) -> bool:
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    return Chem.MolFromSmiles(smiles) is not None
+
+
+def is_smiles(s: str) -> bool:
+    """A plausible molecule or reaction: enough letters, not all lowercase words, RDKit parses it."""
+    if sum(ch.isalpha() for ch in s) < _MIN_LETTERS:
+        return False
+    if s.islower() and not any(ch.isdigit() for ch in s):
+        return False  # a lowercase word made of aromatic letters
+    if ">" in s:
+        parts = s.split(">")
+        if len(parts) != 3 or not parts[0] or not parts[2]:
+            return False
+        return all(_rdkit_ok(p) for p in parts if p)
+    return _rdkit_ok(s)
+
+
+def _trim(text: str, a: int, b: int) -> tuple[int, int]:
+    """Drop sentence punctuation around a SMILES run: trailing `.:=`, unbalanced parentheses."""
+    while b > a and text[b - 1] in ".:=-":
+        b -= 1
+    while a < b and text[a] in ".:=>":
+        a += 1
+    while b > a and text[b - 1] == ")" and text.count("(", a, b) < text.count(")", a, b):
+        b -= 1
+    while a < b and text[a] == "(" and text.count("(", a, b) > text.count(")", a, b):
+        a += 1
+    return a, b
+
+
+def _classify_seq(s: str) -> str | None:
+    letters = s.rstrip("*")
+    kinds = set(letters.upper())
+    if kinds <= _BASES and len(kinds & set("ACGTU")) >= 2 and not s.endswith("*"):
+        return "dna"
+    if s[0].isupper() and kinds <= _AMINO and len(kinds) >= 6:
+        return "protein"
+    return None
+
+
+def detect(text: str, start: int, end: int, domains: frozenset[str]) -> list[Span]:
+    """Auto-detected domain spans in text[start:end], sorted and non-overlapping."""
+    found: list[Span] = []
+    if "protein" in domains or "dna" in domains:
+        for m in _SEQ_RE.finditer(text, start, end):
+            d = _classify_seq(m.group())
+            if d in domains:
+                found.append(Span(m.start(), m.end(), d))
+    if "smiles" in domains:
+        for m in _SMILES_RE.finditer(text, start, end):
+            a, b = _trim(text, m.start(), m.end())
+            if b - a >= 10 and is_smiles(text[a:b]):
+                found.append(Span(a, b, "smiles"))
+    if len(found) > 1:
+        found.sort(key=lambda s: s.start)
+        kept = [found[0]]
+        for s in found[1:]:
+            if s.start >= kept[-1].end:
+                kept.append(s)
+        found = kept
+    return found
+
+
+def segment(text: str, tags: frozenset[str], auto: frozenset[str]) -> list[Span]:
+    """Cover `text` with spans. `tags`: tag names that have ids (e.g. {"SMILES", "DNA"});
+    `auto`: domains to auto-detect. A tag without an id is plain text."""
+    spans: list[Span] = []
+    pos = 0  # start of pending prose
+    open_tag: str | None = None
+    protect_start = -1
+
+    def prose(a: int, b: int, scan: bool):
+        if a >= b:
+            return
+        if scan and auto:
+            for s in detect(text, a, b, auto):
+                if s.start > a:
+                    spans.append(Span(a, s.start, None))
+                spans.append(s)
+                a = s.end
+        if a < b:
+            spans.append(Span(a, b, None))
+
+    if "<" in text:
+        for m in _TAG_RE.finditer(text):
+            closing, name = m.group(1) == "/", m.group(2)
+            if open_tag is not None:  # inside a domain span: only its closing tag counts
+                if closing and name == open_tag:
+                    if m.start() > pos:
+                        spans.append(Span(pos, m.start(), TAG_DOMAINS[name]))
+                    spans.append(Span(m.start(), m.end(), TAG_DOMAINS[name], tag=True))
+                    pos, open_tag = m.end(), None
+                continue
+            if name == "MOLFORMULA":
+                if not closing and protect_start < 0:
+                    prose(pos, m.end(), scan=True)  # prose, then the (plain-text) tag
+                    pos = protect_start = m.end()
+                elif closing and protect_start >= 0:
+                    prose(pos, m.end(), scan=False)  # protected content + closing tag
+                    pos, protect_start = m.end(), -1
+                continue
+            if protect_start >= 0 or closing or name not in tags:
+                continue  # protected, stray closing tag, or tag without an id: plain text
+            prose(pos, m.start(), scan=True)
+            spans.append(Span(m.start(), m.end(), TAG_DOMAINS[name], tag=True))
+            pos, open_tag = m.end(), name
+    if open_tag is not None:
+        if pos < len(text):
+            spans.append(Span(pos, len(text), TAG_DOMAINS[open_tag]))
+    else:
+        prose(pos, len(text), scan=protect_start < 0)
+    return _merge_prose(spans)
+
+
+def _merge_prose(spans: list[Span]) -> list[Span]:
+    out: list[Span] = []
+    for s in spans:
+        if out and s.domain is None and out[-1].domain is None:
+            out[-1] = Span(out[-1].start, s.end, None)
+        else:
+            out.append(s)
+    return out

@@ -1,0 +1,485 @@
+"""The dynamic scientific tokenizer: byte-level BPE for prose, SentencePiece per domain.
+
+Id layout (one table, disjoint ranges, so decoding is context-free):
+
+    [0, n_base)                  base byte-level BPE (HF `tokenizers`)
+    special tokens               control tokens and domain tags (their own ids)
+    [offset_d, offset_d + n_d)   domain d's SentencePiece pieces (piece id + offset)
+
+The OpenS1 layout puts the specials right after the base, then SMILES, IUPAC,
+protein and DNA pieces. An Intern-S1 HF directory keeps its own layout (§4.2 of the
+reference): Qwen's 151,643 BPE ids, 26 Qwen3 added tokens, SMILES pieces, SMILES
+and SELFIES tags, IUPAC pieces and tags, FASTA pieces, then the other added tokens.
+
+Encoding (`detect.segment` decides the spans):
+* prose spans -> base BPE, all prose of a batch in one Rust `encode_batch` call;
+* domain spans -> that domain's SentencePiece model (one batched call per domain);
+  a literal U+2581 (SentencePiece's whitespace symbol) inside a span is sent to the
+  base BPE instead, because SentencePiece would decode it as a space;
+* explicit tags -> their ids; auto-detected spans get no tag ids.
+Special-token strings in text (`<|im_end|>`, `<think>`, ...) are plain text: the base
+BPE has no added tokens. Control ids come only from `encode_special` and the chat
+renderer. Domain tags in text are honoured (they are content markup).
+
+Decoding maps every id to its bytes through one precomputed table and decodes UTF-8
+once (invalid sequences, e.g. a generation cut inside a character, become U+FFFD).
+No Unicode normalisation anywhere: decode(encode(x)) == x for every valid string.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import regex
+
+from opens1.tokenizer import detect
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+LAYOUT_FILE = "opens1_tokenizer.json"
+FORMAT = "opens1-dynamic-tokenizer"
+
+DOMAINS = ("smiles", "iupac", "protein", "dna")
+DOMAIN_TAGS = {
+    "smiles": ("<SMILES>", "</SMILES>", "<SELFIES>", "</SELFIES>"),
+    "iupac": ("<IUPAC>", "</IUPAC>"),
+    "protein": ("<FASTA>", "</FASTA>"),
+    "dna": ("<DNA>", "</DNA>"),
+}
+CONTROL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>",
+    "<img>", "</img>", "<IMG_CONTEXT>", "<TS>", "</TS>", "<TS_CONTEXT>",
+    "<|action_start|>", "<|action_end|>", "<|plugin|>", "<|interpreter|>",
+)  # fmt: skip
+# Qwen3's 26 added tokens, ids 151643.. in the Qwen3/Intern-S1 layouts
+QWEN3_ADDED = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>",
+    "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+    "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>",
+)  # fmt: skip
+_SP_SPACE = regex.compile("\u2581+")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class DynamicTokenizer:
+    """Encode/decode text with the base BPE and per-domain SentencePiece vocabularies.
+
+    base: an HF `tokenizers.Tokenizer` (byte-level BPE, no added tokens).
+    domain_models: domain name -> serialized SentencePiece model (bytes).
+    offsets: domain name -> first id of its pieces.
+    special_tokens: token string -> id (control tokens and domain tags).
+    auto_detect: domains detected without tags (only those with a model).
+    """
+
+    def __init__(
+        self,
+        base,
+        domain_models: dict[str, bytes],
+        offsets: dict[str, int],
+        special_tokens: dict[str, int],
+        auto_detect: Iterable[str] = ("smiles", "protein", "dna"),
+        vocab_size: int | None = None,
+        provenance: dict | None = None,
+    ):
+        import sentencepiece as spm
+
+        self.base = base
+        self.n_base = base.get_vocab_size(with_added_tokens=False)
+        self.domain_models = dict(domain_models)
+        self.offsets = dict(offsets)
+        self.sp = {}
+        for name, proto in self.domain_models.items():
+            if name not in offsets:
+                raise ValueError(f"domain {name!r} has a model but no id offset")
+            self.sp[name] = spm.SentencePieceProcessor(model_proto=proto)
+        self.special_tokens = dict(special_tokens)
+        self.auto_detect = frozenset(d for d in auto_detect if d in self.sp)
+        self.provenance = dict(provenance or {})
+        top = [self.n_base] + [i + 1 for i in self.special_tokens.values()]
+        top += [offsets[n] + sp.get_piece_size() for n, sp in self.sp.items()]
+        self.vocab_size = max(max(top), vocab_size or 0)
+        # explicit tags are honoured only when they have an id and their domain a model
+        self._tag_names = frozenset(
+            t.strip("</>") for d, tags in DOMAIN_TAGS.items() if d in self.sp for t in tags if t in self.special_tokens
+        )
+        self._check_layout()
+        self._id_to_special = {i: s for s, i in self.special_tokens.items()}
+        self._build_tables()
+
+    # ------------------------------------------------------------ construction
+
+    @classmethod
+    def from_parts(cls, base, domain_models: dict[str, bytes], provenance: dict | None = None) -> "DynamicTokenizer":
+        """The OpenS1 layout: base, then control tokens and tags, then the domain pieces."""
+        import sentencepiece as spm
+
+        n = base.get_vocab_size(with_added_tokens=False)
+        specials = {}
+        for t in CONTROL_TOKENS + tuple(t for d in DOMAINS for t in DOMAIN_TAGS[d]):
+            specials[t] = n + len(specials)
+        offsets, nxt = {}, n + len(specials)
+        for d in DOMAINS:
+            if d in domain_models:
+                offsets[d] = nxt
+                nxt += spm.SentencePieceProcessor(model_proto=domain_models[d]).get_piece_size()
+        return cls(base, domain_models, offsets, specials, provenance=provenance)
+
+    def _check_layout(self) -> None:
+        ranges = [("base", 0, self.n_base)] + [
+            (d, self.offsets[d], self.offsets[d] + sp.get_piece_size()) for d, sp in self.sp.items()
+        ]
+        ranges += [(s, i, i + 1) for s, i in self.special_tokens.items()]
+        ranges.sort(key=lambda r: r[1])
+        for (n1, _, e1), (n2, s2, _) in zip(ranges, ranges[1:]):
+            if s2 < e1:
+                raise ValueError(f"overlapping id ranges in the tokenizer layout: {n1!r} and {n2!r} at id {s2}")
+
+    def _build_tables(self) -> None:
+        from opens1.tokenizer.base import token_bytes
+
+        table: list[bytes] = [b""] * self.vocab_size
+        self._kind = bytearray(self.vocab_size)  # 0 hole, 1 base, 2 special, 3 domain
+        for tok, i in self.base.get_vocab(with_added_tokens=False).items():
+            table[i] = token_bytes(tok)
+            self._kind[i] = 1
+        for s, i in self.special_tokens.items():
+            table[i] = s.encode("utf-8")
+            self._kind[i] = 2
+        for d, sp in self.sp.items():
+            off = self.offsets[d]
+            for j in range(sp.get_piece_size()):
+                if sp.is_byte(j):
+                    table[off + j] = bytes([int(sp.id_to_piece(j)[3:5], 16)])
+                elif not (sp.is_unknown(j) or sp.is_control(j)):
+                    table[off + j] = sp.id_to_piece(j).replace("\u2581", " ").encode("utf-8")
+                self._kind[off + j] = 3
+        self._bytes = table
+
+    # ------------------------------------------------------------ properties
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        doms = ", ".join(f"{d}={sp.get_piece_size()}@{self.offsets[d]}" for d, sp in self.sp.items())
+        return f"DynamicTokenizer(vocab_size={self.vocab_size}, base={self.n_base}, {doms})"
+
+    def token_to_id(self, token: str) -> int:
+        """Id of a special token (or a base-vocabulary token string); KeyError if absent."""
+        if token in self.special_tokens:
+            return self.special_tokens[token]
+        i = self.base.token_to_id(token)
+        if i is None:
+            raise KeyError(f"{token!r} is not a special token or base token of this tokenizer")
+        return i
+
+    def id_to_token(self, i: int) -> str:
+        """A readable name for an id: base token, special token, or 'domain:piece'."""
+        if i in self._id_to_special:
+            return self._id_to_special[i]
+        if 0 <= i < self.n_base:
+            return self.base.id_to_token(i)
+        for d, sp in self.sp.items():
+            j = i - self.offsets[d]
+            if 0 <= j < sp.get_piece_size():
+                return f"{d}:{sp.id_to_piece(j)}"
+        raise KeyError(f"id {i} is outside this tokenizer's vocabulary")
+
+    def encode_special(self, name: str) -> int:
+        """The id of a control token (the only way, with the chat renderer, to emit one)."""
+        if name not in self.special_tokens:
+            raise KeyError(f"unknown special token {name!r}; known: {sorted(self.special_tokens)}")
+        return self.special_tokens[name]
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.special_tokens["<|im_end|>"]
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.special_tokens["<|endoftext|>"]
+
+    @property
+    def bos_token_id(self) -> None:
+        return None  # Qwen-style: no BOS
+
+    def domain_of(self, i: int) -> str | None:
+        """'base', 'special', a domain name, or None for an unused id."""
+        k = self._kind[i] if 0 <= i < self.vocab_size else 0
+        if k == 1:
+            return "base"
+        if k == 2:
+            return "special"
+        if k == 3:
+            return next(d for d, sp in self.sp.items() if 0 <= i - self.offsets[d] < sp.get_piece_size())
+        return None
+
+    # ------------------------------------------------------------ encoding
+
+    def segments(self, text: str) -> list[detect.Span]:
+        """How `text` splits into prose, domain spans and tags (for inspection and tests)."""
+        return detect.segment(text, self._tag_names, self.auto_detect)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` (no special tokens are added; special strings stay text)."""
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        if isinstance(texts, str):
+            raise TypeError("encode_batch takes a list of strings; use encode() for one string")
+        # jobs[k] = list of (kind, payload): ("base", index into prose) / ("sp", domain, index) / ("id", id)
+        prose: list[str] = []
+        per_domain: dict[str, list[str]] = {d: [] for d in self.sp}
+        plans = []
+        for text in texts:
+            if not isinstance(text, str):
+                raise TypeError(f"encode expects str, got {type(text).__name__}")
+            plan = []
+            for s in detect.segment(text, self._tag_names, self.auto_detect):
+                piece = text[s.start : s.end]
+                if s.tag:
+                    plan.append(("id", self.special_tokens[piece]))
+                elif s.domain is None:
+                    plan.append(("base", len(prose)))
+                    prose.append(piece)
+                else:
+                    self._plan_domain(s.domain, piece, plan, prose, per_domain[s.domain])
+            plans.append(plan)
+        try:
+            base_ids = [e.ids for e in self.base.encode_batch(prose, add_special_tokens=False)] if prose else []
+        except Exception as e:  # lone surrogates cannot be UTF-8 encoded
+            raise ValueError(f"cannot encode text: {e}") from e
+        dom_ids = {}
+        for d, items in per_domain.items():
+            if items:
+                off = self.offsets[d]
+                dom_ids[d] = [[off + j for j in ids] for ids in self.sp[d].encode(items)]
+        out = []
+        for plan in plans:
+            ids: list[int] = []
+            for job in plan:
+                if job[0] == "base":
+                    ids.extend(base_ids[job[1]])
+                elif job[0] == "id":
+                    ids.append(job[1])
+                else:
+                    ids.extend(dom_ids[job[1]][job[2]])
+            out.append(ids)
+        return out
+
+    def _plan_domain(self, domain: str, piece: str, plan: list, prose: list, items: list) -> None:
+        # SentencePiece would turn a literal U+2581 into a space on decode: route it to the base
+        parts = _SP_SPACE.split(piece) if "\u2581" in piece else [piece]
+        seps = _SP_SPACE.findall(piece) if len(parts) > 1 else []
+        for k, part in enumerate(parts):
+            if part:
+                plan.append(("sp", domain, len(items)))
+                items.append(part)
+            if k < len(seps):
+                plan.append(("base", len(prose)))
+                prose.append(seps[k])
+
+    # ------------------------------------------------------------ decoding
+
+    def id_to_bytes(self, i: int) -> bytes:
+        return self._bytes[i]
+
+    def decode_bytes(self, ids: Iterable[int], skip_special_tokens: bool = False) -> bytes:
+        table, kind = self._bytes, self._kind
+        n = self.vocab_size
+        try:
+            if skip_special_tokens:
+                return b"".join(table[i] for i in ids if kind[i] != 2)
+            return b"".join(table[i] for i in ids)
+        except (IndexError, TypeError):
+            bad = [i for i in ids if not isinstance(i, int) or not 0 <= i < n]
+            raise ValueError(f"token ids outside [0, {n}): {bad[:5]}") from None
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """Text of `ids`; skip_special_tokens drops control tokens and domain tags."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        if any(i < 0 for i in ids):
+            raise ValueError(f"negative token id in {ids[:8]}...")
+        return self.decode_bytes(ids, skip_special_tokens).decode("utf-8", errors="replace")
+
+    def decode_batch(self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = False) -> list[str]:
+        return [self.decode(ids, skip_special_tokens) for ids in batch]
+
+    # ------------------------------------------------------------ chat
+
+    def apply_chat_template(self, messages, tools=None, enable_thinking: bool = True, add_generation_prompt: bool = True) -> list[int]:
+        """Chat messages (text only) -> ids, with control tokens as real special ids."""
+        from opens1.tokenizer.chat import render_ids
+
+        return render_ids(self, messages, tools=tools, enable_thinking=enable_thinking, add_generation_prompt=add_generation_prompt)[0]
+
+    # ------------------------------------------------------------ save / load
+
+    def layout(self) -> dict:
+        return {
+            "format": FORMAT,
+            "version": 1,
+            "vocab_size": self.vocab_size,
+            "base": "base.json",
+            "special_tokens": self.special_tokens,
+            "domains": {
+                d: {"model": f"{d}.model", "offset": self.offsets[d], "size": sp.get_piece_size()} for d, sp in self.sp.items()
+            },
+            "auto_detect": sorted(self.auto_detect),
+            "provenance": self.provenance,
+        }
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write the tokenizer as a directory that `load_tokenizer(directory)` reads back."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out / "base.json", self.base.to_str().encode("utf-8"))
+        for d, proto in self.domain_models.items():
+            _atomic_write(out / f"{d}.model", proto)
+        # the layout last: a directory with a layout file is complete
+        _atomic_write(out / LAYOUT_FILE, json.dumps(self.layout(), indent=1, ensure_ascii=False).encode("utf-8"))
+        return out
+
+    @classmethod
+    def from_directory(cls, directory: str | os.PathLike) -> "DynamicTokenizer":
+        from tokenizers import Tokenizer
+
+        d = Path(directory)
+        meta = json.loads((d / LAYOUT_FILE).read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{d / LAYOUT_FILE}: not an OpenS1 tokenizer layout (format={meta.get('format')!r})")
+        base = Tokenizer.from_file(str(d / meta["base"]))
+        models, offsets = {}, {}
+        for name, info in meta["domains"].items():
+            path = d / info["model"]
+            if not path.is_file():
+                raise FileNotFoundError(f"tokenizer directory {str(d)!r} lacks {info['model']!r}")
+            models[name] = path.read_bytes()
+            offsets[name] = int(info["offset"])
+        return cls(
+            base, models, offsets, {k: int(v) for k, v in meta["special_tokens"].items()},
+            auto_detect=meta.get("auto_detect", ("smiles", "protein", "dna")),
+            vocab_size=meta.get("vocab_size"), provenance=meta.get("provenance"),
+        )  # fmt: skip
+
+
+# ---------------------------------------------------------------- other layouts
+
+
+def from_interns1_dir(directory: str | os.PathLike) -> DynamicTokenizer:
+    """An Intern-S1 HF tokenizer directory (vocab.json, merges.txt, tokenizer_{SMILES,IUPAC,FASTA}.model,
+    tokenizer_config.json) with its id layout (reference §4.2)."""
+    import sentencepiece as spm
+
+    from opens1.tokenizer.base import base_from_vocab_merges
+
+    d = Path(directory)
+    for f in ("vocab.json", "merges.txt"):
+        if not (d / f).is_file():
+            raise FileNotFoundError(f"{str(d)!r} is not an HF BPE tokenizer directory: {f} is missing")
+    base = base_from_vocab_merges(d / "vocab.json", d / "merges.txt")
+    n = base.get_vocab_size(with_added_tokens=False)
+    added: dict[int, str] = {}
+    cfg_path = d / "tokenizer_config.json"
+    if cfg_path.is_file():
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        for k, v in (cfg.get("added_tokens_decoder") or {}).items():
+            added[int(k)] = v["content"] if isinstance(v, dict) else str(v)
+    else:
+        added = {n + i: t for i, t in enumerate(QWEN3_ADDED)}
+    # Logical tags that never had ids in Intern-S1 (auto-detect wrappers, the protect tag)
+    specials = {t: i for i, t in added.items() if "_AUTO_DETECT" not in t and "MOLFORMULA" not in t}
+    # the first domain offset: after the contiguous run of added tokens behind the BPE vocab
+    nxt = n
+    while nxt in added:
+        nxt += 1
+    models, offsets = {}, {}
+    for name, fname, tags in (
+        ("smiles", "tokenizer_SMILES.model", ("<SMILES>", "</SMILES>", "<SELFIES>", "</SELFIES>")),
+        ("iupac", "tokenizer_IUPAC.model", ("<IUPAC>", "</IUPAC>")),
+        ("protein", "tokenizer_FASTA.model", ()),
+    ):
+        path = d / fname
+        if not path.is_file():
+            continue
+        models[name] = path.read_bytes()
+        offsets[name] = nxt
+        nxt += spm.SentencePieceProcessor(model_proto=models[name]).get_piece_size()
+        for t in tags:  # version A: tags right after their pieces, unless the config says otherwise
+            if t not in specials:
+                specials[t] = nxt
+            nxt += 1
+    return DynamicTokenizer(
+        base, models, offsets, specials, auto_detect=("smiles", "protein"),
+        provenance={"source": "interns1-hf", "path": str(d)},
+    )  # fmt: skip
+
+
+def qwen3_tokenizer(tiktoken_path: str | os.PathLike, domains: str | os.PathLike | None = None) -> DynamicTokenizer:
+    """Qwen3's exact BPE (from qwen.tiktoken) with OpenS1's domain vocabularies on top.
+
+    Ids 0..151642 are Qwen3's BPE, 151643..151668 its 26 added tokens, then OpenS1's
+    other control tokens and tags, then the domain pieces. `domains`: a tokenizer
+    directory whose domain models to use (default: the bundled ones)."""
+    from opens1.tokenizer.base import base_from_tiktoken
+
+    base = base_from_tiktoken(tiktoken_path)
+    n = base.get_vocab_size(with_added_tokens=False)
+    donor = DynamicTokenizer.from_directory(domains or ASSETS)
+    specials = {t: n + i for i, t in enumerate(QWEN3_ADDED)}
+    for t in CONTROL_TOKENS + tuple(t for d in DOMAINS for t in DOMAIN_TAGS[d]):
+        specials.setdefault(t, n + len(specials))
+    offsets, nxt = {}, n + len(specials)
+    for d in DOMAINS:
+        if d in donor.sp:
+            offsets[d] = nxt
+            nxt += donor.sp[d].get_piece_size()
+    return DynamicTokenizer(
+        base, {d: donor.domain_models[d] for d in offsets}, offsets, specials,
+        provenance={"source": "qwen3+opens1", "tiktoken": str(tiktoken_path)},
+    )  # fmt: skip
+
+
+def load_tokenizer(path: str | os.PathLike | None = None) -> DynamicTokenizer:
+    """The tokenizer at `path`:
+
+    None                    the default tokenizer bundled with the package
+    an OpenS1 directory     written by `save_pretrained` (has opens1_tokenizer.json)
+    an Intern-S1 HF dir     vocab.json + merges.txt + tokenizer_*.model + tokenizer_config.json
+    a .tiktoken file        Qwen3's BPE (qwen.tiktoken) under OpenS1's domain vocabularies
+    """
+    if path is None:
+        if not (ASSETS / LAYOUT_FILE).is_file():
+            raise FileNotFoundError(
+                f"the bundled tokenizer is missing from {ASSETS}; build it with `opens1 tokenizer train --out {ASSETS}`"
+            )
+        return DynamicTokenizer.from_directory(ASSETS)
+    p = Path(path).expanduser()
+    if p.is_file() and p.suffix == ".tiktoken":
+        return qwen3_tokenizer(p)
+    if not p.exists():
+        raise FileNotFoundError(f"no tokenizer at {str(p)!r}")
+    if p.is_dir() and (p / LAYOUT_FILE).is_file():
+        return DynamicTokenizer.from_directory(p)
+    if p.is_dir() and (p / "vocab.json").is_file():
+        return from_interns1_dir(p)
+    raise ValueError(
+        f"{str(p)!r} is not a tokenizer: expected an OpenS1 directory ({LAYOUT_FILE}), an HF "
+        "directory with vocab.json + merges.txt, or a .tiktoken file"
+    )

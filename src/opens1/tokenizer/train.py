@@ -1,0 +1,394 @@
+"""Train the tokenizer's vocabularies from the real corpora in a data root.
+
+Two kinds of vocabulary:
+
+* the base: a small byte-level BPE (HF `tokenizers`, Qwen2's pre-tokenizer regex)
+  trained on offline English/math prose. It is the default for the tiny models;
+  the real checkpoints use Qwen3's 151,643-token BPE instead (`dynamic.qwen3_base`).
+* the domain vocabularies: one SentencePiece BPE model per domain (SMILES,
+  IUPAC, protein, DNA). Every model is lossless by construction: identity
+  normalisation, no dummy prefix, whitespace kept as is, byte fallback for any
+  character the model has never seen (so a domain span never yields <unk>).
+
+Held-out data (never trained on, so `bench/tokenizer_compression.py` measures
+generalisation): MOSES `test.csv`, every 10th QM9 row, USPTO `testT`, every 10th
+protein of the proteome, the 100-gene file and the DNA contig, GSM8K test, and the
+LaTeX papers in `text/`.
+
+Diversity for SMILES: MOSES is ZINC-like drug-like molecules written canonically
+and aromatic, with no stereo, charges or salts. We add the QM9 small molecules, the
+molecules of the USPTO reactions (salts, charges, stereo, reagents) and, for a
+share of molecules, RDKit-generated alternative writings: Kekulé SMILES and random
+non-canonical atom orders, so the vocabulary also covers ChEMBL/NCI-style input.
+
+IUPAC: no IUPAC-name corpus is available offline (RDKit has no namer and PubChem is
+online only). The IUPAC vocabulary is trained on the systematic-name-like words
+found in the QA texts plus a generated corpus of names built from the IUPAC
+nomenclature morphemes (locants, multipliers, substituent prefixes, parent
+hydrides, suffixes). Names are therefore realistic in form but not real names of
+real molecules; byte fallback keeps any IUPAC span lossless regardless.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from opens1.data.paths import data_root, has_data, open_data
+from opens1.tokenizer.base import QWEN_PATTERN
+
+
+
+@dataclass
+class TrainConfig:
+    base_vocab: int = 6144  # incl. the 256-byte alphabet
+    smiles_vocab: int = 2560  # incl. 256 byte-fallback pieces and <unk>
+    iupac_vocab: int = 512
+    protein_vocab: int = 1024
+    dna_vocab: int = 768
+    n_smiles: int = 120_000  # MOSES train molecules sampled (before augmentation)
+    augment: float = 0.5  # share of molecules that also get an RDKit alternative form
+    seed: int = 0
+
+
+# ---------------------------------------------------------------- corpora
+
+
+def _jsonl(root, rel: str) -> Iterator[dict]:
+    if not has_data(root, rel):
+        return
+    with open_data(root, rel) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                yield json.loads(line)
+
+
+def prose_corpus(root=None) -> Iterator[str]:
+    """English and math prose available offline. GSM8K test and the LaTeX papers are held out."""
+    for d in _jsonl(root, "qa/gsm8k_train.jsonl"):
+        yield d["question"] + "\n" + d["answer"]
+    for d in _jsonl(root, "qa/math500_test.jsonl"):
+        yield d["problem"] + "\n" + d.get("solution", "")
+    for name in ("mmlu_stem", "college_math", "olympiadbench"):
+        for d in _jsonl(root, f"qa/qwen25math_{name}.jsonl"):
+            parts = [str(d.get(k, "")) for k in ("question", "problem", "solution", "answer")]
+            parts += [str(c) for c in d.get("choices", []) or []]
+            yield "\n".join(p for p in parts if p)
+    # Python's own documentation topics (PSF licence): real English technical prose
+    # that ships with every CPython, so the base vocabulary also knows code and docs.
+    try:
+        from pydoc_data.topics import topics
+
+        yield from topics.values()
+    except ImportError:  # pragma: no cover - some distributions strip pydoc_data
+        pass
+
+
+def _csv_column(root, rel: str, column: str) -> Iterator[str]:
+    import csv
+
+    with open_data(root, rel) as f:
+        for row in csv.DictReader(f):
+            yield row[column]
+
+
+def strip_atom_maps(smiles: str) -> str:
+    """`[CH3:1]` -> `C`: drop atom-map numbers with RDKit and re-canonicalise.
+    Falls back to a regex when RDKit cannot parse the molecule."""
+    from rdkit import Chem
+
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return re.sub(r":\d+\]", "]", smiles)
+    for atom in mol.GetAtoms():
+        atom.SetAtomMapNum(0)
+    return Chem.MolToSmiles(mol)
+
+
+def reactions(root, split: str = "val", limit: int | None = None) -> Iterator[str]:
+    """USPTO reactions as `reactants>>product` reaction SMILES with atom maps stripped."""
+    rel = f"reactions/uspto_{split}T.csv"
+    if not has_data(root, rel):
+        return
+    import csv
+
+    with open_data(root, rel) as f:
+        for i, row in enumerate(csv.DictReader(f)):
+            if limit is not None and i >= limit:
+                break
+            yield strip_atom_maps(row["target"]) + ">>" + strip_atom_maps(row["input"])
+
+
+def alternative_forms(smiles: str, rng: random.Random) -> list[str]:
+    """RDKit-generated alternative writings of one molecule: Kekulé and a random atom order."""
+    from rdkit import Chem
+
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return []
+    out = []
+    try:
+        kek = Chem.Mol(mol)
+        Chem.Kekulize(kek, clearAromaticFlags=True)
+        out.append(Chem.MolToSmiles(kek, kekuleSmiles=True))
+    except Exception:  # noqa: BLE001 - some aromatic systems cannot be kekulised
+        pass
+    out.append(Chem.MolToSmiles(mol, doRandom=True, canonical=False))
+    if rng.random() < 0.5:  # random order AND Kekulé: the NCI/ChEMBL-export style
+        try:
+            kek = Chem.Mol(mol)
+            Chem.Kekulize(kek, clearAromaticFlags=True)
+            out.append(Chem.MolToSmiles(kek, kekuleSmiles=True, doRandom=True, canonical=False))
+        except Exception:  # noqa: BLE001
+            pass
+    return out
+
+
+def smiles_corpus(root=None, cfg: TrainConfig | None = None) -> Iterator[str]:
+    """Molecules and reactions for the SMILES vocabulary (MOSES test and every 10th QM9 row held out)."""
+    from rdkit import RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    cfg = cfg or TrainConfig()
+    rng = random.Random(cfg.seed)
+    moses = list(_csv_column(root, "smiles/train.csv", "SMILES"))
+    rng.shuffle(moses)
+    mols = moses[: cfg.n_smiles]
+    if has_data(root, "smiles/qm9.csv"):
+        mols += [s for i, s in enumerate(_csv_column(root, "smiles/qm9.csv", "SMILES")) if i % 10 != 0]
+    for r in reactions(root, "val", limit=30_000):
+        yield r
+        # the reaction's molecules on their own: salts, charges, stereo, reagents
+        for part in r.replace(">>", ".").split("."):
+            if part:
+                mols.append(part)
+    for s in mols:
+        yield s
+        if rng.random() < cfg.augment:
+            yield from alternative_forms(s, rng)
+    try:  # SELFIES share the SMILES vocabulary (as in Intern-S1); optional dependency
+        import selfies
+
+        for s in moses[cfg.n_smiles : cfg.n_smiles + 20_000]:
+            try:
+                yield selfies.encoder(s)
+            except Exception:  # noqa: BLE001 - unsupported molecules
+                pass
+    except ImportError:
+        pass
+
+
+def read_fasta(f: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(header, sequence) pairs of a FASTA stream; line-wrapped sequences are joined."""
+    header, seq = None, []
+    for line in f:
+        line = line.strip()
+        if line.startswith(">"):
+            if header is not None:
+                yield header, "".join(seq)
+            header, seq = line[1:], []
+        elif line:
+            seq.append(line)
+    if header is not None:
+        yield header, "".join(seq)
+
+
+PROTEOME = "sequences/938293.PRJEB85.HG003687.faa"
+
+
+def proteins(root=None, heldout: bool = False) -> Iterator[str]:
+    """Proteome sequences; every 10th is held out for the benchmark."""
+    with open_data(root, PROTEOME) as f:
+        for i, (_, seq) in enumerate(read_fasta(f)):
+            if (i % 10 == 0) == heldout:
+                yield seq
+
+
+def protein_corpus(root=None) -> Iterator[str]:
+    yield from proteins(root, heldout=False)
+    if has_data(root, "sequences/AMPvsUniProt.csv"):
+        with open_data(root, "sequences/AMPvsUniProt.csv") as f:
+            next(f)
+            for line in f:
+                seq = line.split(",")[0].strip()
+                if seq.isalpha():
+                    yield seq
+    if has_data(root, "sequences/swissprot_100.dat"):
+        with open_data(root, "sequences/swissprot_100.dat") as f:
+            seq, inside = [], False
+            for line in f:
+                if line.startswith("SQ "):
+                    inside, seq = True, []
+                elif line.startswith("//"):
+                    if seq:
+                        yield "".join(seq)
+                    inside = False
+                elif inside:
+                    seq.append(line.replace(" ", "").strip())
+
+
+GENOME = "sequences/GCF_001457455.1_NCTC11397_genomic.fna"
+GENES = "sequences/CP040672.1.genes_100.fna"
+
+
+def dna_corpus(root=None, chunk: int = 2000, seed: int = 0) -> Iterator[str]:
+    """Genome chunks for the DNA vocabulary; a tenth are lowercase (soft-masked style)
+    and a tenth are written as RNA, so those forms get pieces too. Without the genome
+    (embedded data), fall back to the 100-gene file."""
+    rng = random.Random(seed)
+    rel = GENOME if has_data(root, GENOME) else GENES
+    with open_data(root, rel) as f:
+        for _, seq in read_fasta(f):
+            for i in range(0, len(seq), chunk):
+                s = seq[i : i + chunk]
+                r = rng.random()
+                yield s.lower() if r < 0.1 else s.replace("T", "U") if r < 0.2 else s
+
+
+# The IUPAC corpus: nomenclature morphemes combined into systematic names.
+_MULT = ["", "di", "tri", "tetra"]
+_SUBST = ["methyl", "ethyl", "propyl", "butyl", "isopropyl", "tert-butyl", "phenyl", "benzyl",
+          "chloro", "bromo", "fluoro", "iodo", "nitro", "amino", "hydroxy", "methoxy", "ethoxy",
+          "oxo", "cyano", "trifluoromethyl", "acetyl", "carbamoyl", "sulfamoyl", "methylsulfonyl",
+          "piperidin-1-yl", "morpholin-4-yl", "pyridin-2-yl", "pyridin-3-yl", "thiophen-2-yl",
+          "cyclopropyl", "cyclohexyl", "furan-2-yl", "1H-indol-3-yl", "naphthalen-1-yl", "phenoxy",
+          "benzoyl", "dimethylamino", "carboxy", "vinyl", "allyl", "ethynyl", "imidazol-1-yl"]
+_PARENT = ["methane", "ethane", "propane", "butane", "pentane", "hexane", "heptane", "octane",
+           "benzene", "pyridine", "pyrimidine", "pyrazine", "piperidine", "piperazine", "morpholine",
+           "cyclohexane", "cyclopentane", "naphthalene", "quinoline", "isoquinoline", "indole",
+           "1H-pyrazole", "1,3-thiazole", "1,3-oxazole", "thiophene", "furan", "pyrrolidine",
+           "1H-imidazole", "1H-benzimidazole", "1,2,4-triazole", "azetidine", "oxolane", "oxane"]
+_SUFFIX = ["", "-1-ol", "-2-ol", "-1-amine", "-2-amine", "-1-carboxylic acid", "-2-carboxylic acid",
+           "-1-carbaldehyde", "-2-one", "-3-one", "-1-carbonitrile", "-1-sulfonamide",
+           "-2-carboxamide", "-1,2-diol", "-4-carboxylate", "-1-thiol", "-2-ylidene"]
+
+
+def _iupac_name(rng: random.Random) -> str:
+    subs = []
+    for _ in range(rng.choice([0, 1, 1, 2, 2, 3])):
+        mult = rng.choice(_MULT)
+        n = {"": 1, "di": 2, "tri": 3, "tetra": 4}[mult]
+        locs = ",".join(str(x) for x in sorted(rng.sample(range(1, 9), n)))
+        sub = rng.choice(_SUBST)
+        if mult and ("-" in sub or "(" in sub):  # complex substituents: bis(...), tris(...)
+            mult = {"di": "bis", "tri": "tris", "tetra": "tetrakis"}[mult]
+            sub = f"({sub})"
+        subs.append(f"{locs}-{mult}{sub}")
+    subs.sort(key=lambda s: s.split("-", 1)[1].lstrip("ditrakisb("))
+    name = "-".join(subs)
+    parent = rng.choice(_PARENT)
+    suffix = rng.choice(_SUFFIX)
+    if suffix and parent.endswith("e") and suffix[1:2].isdigit() and suffix.split("-")[-1][0] in "aeiouy":
+        parent = parent[:-1]
+    name = (name + ("" if not name or parent[0].isdigit() else "") + parent + suffix) if name else parent + suffix
+    salt = rng.random()
+    if salt < 0.05:
+        name += " hydrochloride"
+    elif salt < 0.08:
+        name = "(2S)-" + name
+    elif salt < 0.1:
+        name = "(E)-" + name
+    return name
+
+
+_NAME_WORD = re.compile(r"\b(?:\(?\d[\d,]*[A-Za-z]?\)?-)?[a-z]*(?:yl|ane|ene|yne|ol|one|oic|amine|amide|ate|ide|ine|ole)\w*\b")
+
+
+def iupac_corpus(root=None, n: int = 30_000, seed: int = 0) -> Iterator[str]:
+    rng = random.Random(seed)
+    for _ in range(n):
+        yield _iupac_name(rng)
+    # systematic-looking words in real chemistry problems (locants, -yl/-ane/-ol ...)
+    for name in ("mmlu_stem",):
+        for d in _jsonl(root, f"qa/qwen25math_{name}.jsonl"):
+            words = _NAME_WORD.findall(d.get("question", ""))
+            if words:
+                yield " ".join(words)
+
+
+# ---------------------------------------------------------------- trainers
+
+
+def train_base_bpe(texts: Iterable[str], vocab_size: int):
+    """A byte-level BPE with Qwen2's pre-tokenizer and no normaliser (lossless)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def train_sentencepiece(texts: Iterable[str], vocab_size: int, max_piece: int = 16) -> bytes:
+    """A lossless SentencePiece BPE model (serialized proto bytes)."""
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=(t for t in texts if t),
+        model_writer=buf,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        normalization_rule_name="identity",
+        add_dummy_prefix=False,
+        remove_extra_whitespaces=False,
+        byte_fallback=True,
+        character_coverage=1.0,
+        split_digits=False,
+        split_by_number=False,
+        split_by_unicode_script=False,
+        max_sentencepiece_length=max_piece,
+        max_sentence_length=1 << 16,
+        input_sentence_size=600_000,
+        shuffle_input_sentence=True,
+        unk_id=0,
+        bos_id=-1,
+        eos_id=-1,
+        pad_id=-1,
+        hard_vocab_limit=False,
+        num_threads=2,
+        minloglevel=2,
+    )
+    return buf.getvalue()
+
+
+def train_all(root=None, out: str | Path = "tokenizer", cfg: TrainConfig | None = None, log=print):
+    """Train every vocabulary from `root` and write a loadable tokenizer directory to `out`."""
+    from opens1.tokenizer.dynamic import DynamicTokenizer
+
+    cfg = cfg or TrainConfig()
+    root = data_root(root)
+    log(f"[tokenizer] data root {root}")
+    base = train_base_bpe(prose_corpus(root), cfg.base_vocab)
+    log(f"[tokenizer] base BPE: {base.get_vocab_size()} tokens")
+    models = {}
+    for name, corpus, size, max_piece in (
+        ("smiles", smiles_corpus(root, cfg), cfg.smiles_vocab, 16),
+        ("iupac", iupac_corpus(root, seed=cfg.seed), cfg.iupac_vocab, 16),
+        ("protein", protein_corpus(root), cfg.protein_vocab, 16),
+        ("dna", dna_corpus(root, seed=cfg.seed), cfg.dna_vocab, 16),
+    ):
+        models[name] = train_sentencepiece(corpus, size, max_piece)
+        log(f"[tokenizer] {name}: {len(models[name])} bytes")
+    tok = DynamicTokenizer.from_parts(base, models, provenance={"data_root": str(root), **vars(cfg)})
+    tok.save_pretrained(out)
+    log(f"[tokenizer] wrote {out}: {len(tok)} ids")
+    return tok

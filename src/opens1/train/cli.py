@@ -1,0 +1,184 @@
+"""`opens1 train`: continued pretraining, multimodal pretraining and SFT, from one CPU to
+FSDP2 on many GPUs (the same command).
+
+Examples
+    # one process (CPU or one GPU): text continued pretraining of the tiny MoE S1
+    opens1 train --preset pretrain --model tiny --steps 200 --out runs/pt
+
+    # the same on 2 processes (gloo on CPU, NCCL on GPUs), FSDP2-sharded
+    torchrun --nproc_per_node=2 -m opens1.train --preset pretrain --model tiny --steps 200 --out runs/pt2
+
+    # image-text + time-series pretraining from that checkpoint, square-averaged loss
+    opens1 train --preset multimodal --init runs/pt/final --steps 100 --out runs/mm
+
+    # SFT on the task environments with LoRA (rank 8) and a frozen vision tower / projector
+    opens1 train --preset sft --init runs/mm/final --lora-rank 8 --freeze vision,projector --out runs/sft
+
+    # any TrainConfig field: --set key=value (repeatable); resume is automatic from --out
+    opens1 train --preset pretrain --set lr=1e-3 --set seq_len=1024 --set activation_checkpointing=true
+
+    # padding with and without balanced packing, for the chosen data (no training)
+    opens1 train --preset pretrain --padding-report --world 8
+
+A run writes <out>/checkpoints/step_*/ (atomic, safetensors), <out>/metrics.jsonl,
+<out>/config.json and, at the end, <out>/final/ (model.save_pretrained: opens1.load_model
+reads it). Rerunning the same command resumes from the latest checkpoint; a changed
+config is refused unless --force. SIGTERM checkpoints and exits cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from opens1.train.config import apply_overrides, get_train_preset, stage_presets
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="opens1 train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--preset", default="pretrain", choices=stage_presets(), help="stage preset (default pretrain)")
+    p.add_argument("--model", help="model preset name (tiny, tiny-dense, debug, s1-100m, ...)")
+    p.add_argument("--init", dest="init_from", help="start from a saved model directory (opens1.load_model)")
+    p.add_argument("--data", dest="data_root", help="data root in the ../shared/data layout (default: embedded)")
+    p.add_argument("--sources", help="data mixture, e.g. 'gsm8k:2,smiles,molecule_images'")
+    p.add_argument("--tokenizer", help="tokenizer path (default: the bundled one)")
+    p.add_argument("--out", dest="out_dir", help="output directory")
+    p.add_argument("--steps", dest="max_steps", type=int, help="optimizer steps")
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--batch", dest="micro_batch_size", type=int, help="packed rows per micro-batch per rank")
+    p.add_argument("--accum", dest="grad_accum", type=int, help="micro-batches per step (after batch warm-up)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--max-seconds", type=float, help="wall-clock budget; stops cleanly with a checkpoint")
+    p.add_argument("--lora-rank", type=int)
+    p.add_argument("--freeze", help="comma list: vision,projector,router,timeseries,embeddings,language")
+    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any TrainConfig field (repeatable)")
+    p.add_argument("--no-resume", action="store_true", help="start fresh even if --out has checkpoints")
+    p.add_argument("--force", action="store_true", help="resume even if the config or data changed")
+    p.add_argument("--no-export", action="store_true", help="skip writing <out>/final")
+    p.add_argument("--padding-report", action="store_true", help="print padding with/without balanced packing and exit")
+    p.add_argument("--world", type=int, default=None, help="ranks to assume for --padding-report")
+    p.add_argument("--print-config", action="store_true", help="print the resolved TrainConfig and exit")
+    return p
+
+
+def resolve_config(args: argparse.Namespace):
+    flags = {k: getattr(args, k) for k in ("model", "init_from", "data_root", "sources", "out_dir", "max_steps",
+                                           "seq_len", "micro_batch_size", "grad_accum", "lr", "max_seconds",
+                                           "lora_rank", "freeze", "device", "seed") if getattr(args, k) is not None}
+    cfg = get_train_preset(args.preset, **flags)
+    return apply_overrides(cfg, args.overrides)
+
+
+def build_model(cfg, tokenizer):
+    """The model for a TrainConfig: a fresh preset (vocab sized for the tokenizer, media
+    token ids from it) or a saved checkpoint."""
+    import opens1
+    from opens1.config import get_preset
+    from opens1.models.s1 import S1ForConditionalGeneration
+    from opens1.processing.processor import configure
+
+    if cfg.init_from:
+        model = opens1.load_model(cfg.init_from)
+        return model, model.config
+    mcfg = get_preset(cfg.model)
+    need = -(-len(tokenizer) // 64) * 64  # room for every tokenizer id, a multiple of 64
+    mcfg.text.vocab_size = max(mcfg.text.vocab_size, need)
+    configure(tokenizer, mcfg)
+    return S1ForConditionalGeneration(mcfg), mcfg
+
+
+def prepare_model(model, cfg, device):
+    """Freeze / LoRA, move to the device, parallelize (checkpointing, compile, FSDP)."""
+    import torch
+
+    from opens1.train.lora import apply_lora, freeze
+    from opens1.train.parallelize import parallelize
+    from opens1.train.trainer import autocast_dtype
+
+    if cfg.freeze_list:
+        freeze(model, cfg.freeze_list)
+    if cfg.lora_rank > 0:
+        apply_lora(model, [t.strip() for t in cfg.lora_targets.split(",") if t.strip()], cfg.lora_rank,
+                   cfg.lora_alpha, cfg.lora_dropout)
+    model.to(device)
+    amp = autocast_dtype(cfg, torch.device(device))
+    return parallelize(model, activation_checkpointing=cfg.activation_checkpointing, compile=cfg.compile,
+                       param_dtype=amp if torch.device(device).type == "cuda" else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = resolve_config(args)
+    except (KeyError, ValueError) as e:
+        print(f"opens1 train: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(cfg.to_json())
+        return 0
+
+    import torch
+    import torch.distributed as dist
+
+    import opens1
+    from opens1.processing.processor import Processor
+    from opens1.train.data import build_documents_for, build_stream
+    from opens1.train.lora import trainable_parameters
+    from opens1.train.trainer import Trainer, init_distributed
+
+    tokenizer = opens1.load_tokenizer(args.tokenizer)
+    if args.padding_report:
+        from opens1.config import get_preset
+
+        mcfg = get_preset(cfg.model)
+        mcfg.text.vocab_size = max(mcfg.text.vocab_size, -(-len(tokenizer) // 64) * 64)
+        stream, _ = build_stream(cfg, tokenizer, Processor(tokenizer, mcfg))
+        print(json.dumps(stream.padding_report(world_size=args.world or 2), indent=2))
+        return 0
+
+    rank, world, device = init_distributed(cfg.device)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank (FSDP shards them)
+    try:
+        model, mcfg = build_model(cfg, tokenizer)
+        processor = Processor(tokenizer, mcfg)
+        docs = build_documents_for(cfg, tokenizer, processor)
+        stream, hashes = build_stream(cfg, tokenizer, processor, rank, world, docs=docs)
+        model = prepare_model(model, cfg, device)
+        n_train, n_total = trainable_parameters(model)
+        if rank == 0:
+            Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+            (Path(cfg.out_dir) / "config.json").write_text(cfg.to_json())
+            print(f"opens1 train: stage={cfg.stage} model={mcfg.name} world={world} device={device} "
+                  f"params={n_total / 1e6:.2f}M trainable={n_train / 1e6:.2f}M docs={len(stream.docs)} "
+                  f"(dropped {stream.dropped} too long) micro-batches/epoch/rank={stream.micro_batches_per_epoch()}",
+                  file=sys.stderr)
+        trainer = Trainer(model, cfg, stream, cfg.out_dir, device=device, resume=not args.no_resume,
+                          force=args.force, data_hashes=hashes, model_config=mcfg)
+        result = trainer.fit()
+        final = None
+        if not args.no_export and result.stopped != "sigterm":
+            final = trainer.export(Path(cfg.out_dir) / "final")
+        if rank == 0:
+            summary = {"stopped": result.stopped, "steps": result.steps, "tokens": result.tokens,
+                       "seconds": round(result.seconds, 2), "skipped": result.skipped,
+                       "first_loss": result.losses[0] if result.losses else None,
+                       "last_loss": result.losses[-1] if result.losses else None,
+                       "checkpoint": result.checkpoint, "final": str(final) if final else None}
+            print(json.dumps(summary))
+    except (ValueError, FileNotFoundError, PermissionError) as e:
+        print(f"opens1 train: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""OCR: text tidying, page rendering, and scans (no text layer) routed through tesseract."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from test_pdf import make_pdf, parse
+
+from opens1.corpus import ocr
+
+needs_tesseract = pytest.mark.skipif(not ocr.tesseract_available(),
+                                     reason="tesseract not installed (apt-get install -y tesseract-ocr)")
+
+
+def test_tidy_joins_lines_and_drops_page_furniture():
+    raw = "12  Chapter One\n\nThe first line of a para-\ngraph goes on\nhere.\n\n商品 的\n使用价值\n\nNext paragraph.\n\n- 13 -\n\f"
+    assert ocr.tidy_ocr_text(raw) == "The first line of a paragraph goes on here.\n\n商品的使用价值\n\nNext paragraph."
+    assert ocr.tidy_ocr_text("") == ""
+
+
+def test_render_png(tmp_path):
+    pdf = make_pdf(tmp_path / "a.pdf", [[(0.1, 0.5, "Rendered", 30)]])
+    png = ocr.render_png(str(pdf), 0, dpi=72)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    from io import BytesIO
+
+    from PIL import Image
+
+    assert Image.open(BytesIO(png)).size == (612, 792)  # letter at 72 dpi
+
+
+def scanned_pdf(tmp_path, lines: list[str]):
+    """A scan: render a text PDF to pixels and save the image alone as a PDF (no text layer)."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    src = make_pdf(tmp_path / "src.pdf", [[(0.1, 0.85 - 0.05 * k, t, 16) for k, t in enumerate(lines)]])
+    img = Image.open(BytesIO(ocr.render_png(str(src), 0, dpi=150))).convert("L")
+    out = tmp_path / "scan.pdf"
+    img.save(out, "PDF", resolution=150.0)
+    src.unlink()
+    return out
+
+
+@needs_tesseract
+@pytest.mark.slow
+def test_scan_is_routed_to_ocr_and_yields_text(tmp_path):
+    lines = ["Optical character recognition", "reads pixels when a page", "has no text layer at all."]
+    scan = scanned_pdf(tmp_path, lines)
+    summary, (rec,) = parse(tmp_path, [scan])
+    assert rec["scores"]["n_chars"] == 0 and not rec["scores"]["text_layer"]
+    assert (rec["route"], rec["reason"], rec["parser"]) == ("heavy", "no-text-layer", "tesseract")
+    text = (tmp_path / "out" / "scan.md").read_text().lower()
+    got = set(re.findall(r"[a-z]+", text))
+    want = set(re.findall(r"[a-z]+", " ".join(lines).lower()))
+    assert len(got & want) >= 0.8 * len(want)
+    assert summary["by_parser"] == {"tesseract": 1}
+
+
+def test_no_ocr_records_the_scan_instead_of_dropping_it(tmp_path):
+    from PIL import Image
+
+    img = Image.new("L", (300, 400), 255)
+    img.paste(0, (50, 50, 250, 80))  # some ink, no text layer
+    img.save(tmp_path / "scan.pdf", "PDF", resolution=50.0)
+    _, (rec,) = parse(tmp_path, [tmp_path / "scan.pdf"], ocr=False)
+    assert rec["route"] == "heavy" and rec["parser"] == "text"
+    # the page survives as what the cheap path can see: a reference to its image
+    assert (tmp_path / "out" / "scan.md").read_text().strip() == "![Figure 1.1](scan_p1_fig1.png)"
+
+
+@needs_tesseract
+@pytest.mark.slow
+def test_real_scanned_book_page(shared_data):
+    text = ocr.ocr_page(str(shared_data / "pdfs" / "mineru_scanned_book.pdf"), 1)
+    han = re.findall(r"[\u4e00-\u9fff]", text)
+    assert len(han) > 300  # a full page of Chinese
+    assert "商品" in text  # the book is about commodities (商品)

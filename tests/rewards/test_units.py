@@ -1,0 +1,25 @@
+import math
+
+import pytest
+
+from opens1.rewards.units import parse_unit
+
+
+@pytest.mark.parametrize("a,b,ratio", [
+    ("kJ/mol", "J/mol", 1e3), ("$\\mathrm{kJ} \\mathrm{mol}^{-1}$", "J mol^-1", 1e3),
+    (" $\\mathrm{~J} \\mathrm{~mol}^{-1} \\mathrm{~K}^{-1}$", "J/(mol K)", 1.0), ("atm", "kPa", 101.325),
+    ("$\\mathrm{~m} \\cdot \\mathrm{s}^{-1}$", "km/h", 3.6), ("nm", "Å", 10.0), ("$\\mu \\mathrm{C}$", "nC", 1e3),
+    ("ft-lb", "J", 1.3558179483), ("10^6 m", "km", 1e3), ("kcal/mol", "kJ/mol", 4.184), ("$m/s^2$", "m s^-2", 1.0),
+])
+def test_conversions(a, b, ratio):
+    ua, ub = parse_unit(a), parse_unit(b)
+    assert ua is not None and ub is not None
+    assert ua.dim == ub.dim
+    assert math.isclose(ua.factor / ub.factor, ratio, rel_tol=1e-6)
+
+
+def test_dimension_mismatch_and_garbage():
+    assert parse_unit("kJ").dim != parse_unit("kJ/mol").dim
+    assert parse_unit("dollars") is None
+    assert parse_unit("eggs per day") is None
+    assert parse_unit("").dimensionless
