@@ -238,6 +238,7 @@ def test_config_parsing_and_errors(saved, tmp_path):
         opens1.load_model(tmp_path / "broken", dtype=torch.float32, device="cpu")
 
 
+@pytest.mark.slow
 def test_tiny_preset_with_images_and_series_round_trips(tmp_path):
     """Both towers (incl. the time-series tower's persistent sinusoid table) survive
     save_pretrained -> load_model, and a prompt with an image and an ECG series runs."""

@@ -136,3 +136,19 @@ def test_gradients_flow_and_checkpointing_matches():
     tower(x).square().mean().backward()
     torch.testing.assert_close(tower.embeddings.patch_embeddings.projection.weight.grad, g1)
     assert g1.abs().sum() > 0
+
+
+def test_bfloat16_tower_tracks_float32():
+    vcfg = small_vcfg(**VARIANTS["rms_qknorm_nobias"])
+    tower = InternVisionModel(vcfg).eval()
+    tower.init_weights(std=0.1)
+    proj = MultiModalProjector(vcfg, 16).eval()
+    proj.init_weights(std=0.1)
+    x = torch.randn(2, 3, 56, 56)
+    with torch.no_grad():
+        want = proj(tower(x))
+        tower.to(torch.bfloat16)
+        proj.to(torch.bfloat16)
+        got = proj(tower(x))  # pixel values are cast to the tower's dtype inside
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, atol=3e-2, rtol=3e-2)

@@ -30,6 +30,11 @@ def test_zscore_per_channel_and_shapes():
     assert x1.shape == (4, 1)
     xc, _ = preprocess_series(torch.ones(50, 3), 10)
     assert torch.equal(xc, torch.zeros(50, 3))
+    # channels-first input (JSON [[ch0...], [ch1...]]) is transposed to [T, C]
+    xt, _ = preprocess_series(raw.T.tolist(), 250.0)
+    torch.testing.assert_close(xt, x)
+    x1b, _ = preprocess_series([[1.0, 2.0, 3.0, 4.0]], 10)
+    torch.testing.assert_close(x1b, x1)
 
 
 def test_truncation_happens_before_normalisation():

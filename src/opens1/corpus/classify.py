@@ -198,6 +198,17 @@ def train(texts: Sequence[str], labels: Sequence[str], cfg: ClassifierConfig | N
     if unknown:
         raise ValueError(f"labels {sorted(unknown)} not in classes {classes}")
     torch.manual_seed(cfg.seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # [B, K] with K < 10: thread fan-out costs more than it saves
+    try:
+        return _fit(texts, labels, cfg, classes, index)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(texts, labels, cfg: ClassifierConfig, classes: list[str], index: dict[str, int]) -> ScienceClassifier:
+    import torch
+
     feats = [torch.from_numpy(features(t, cfg.buckets, cfg.char_ngram, cfg.max_tokens)) for t in texts]
     y = torch.tensor([index[l] for l in labels])
     # Balanced loss: half the weight on "none", half shared equally by the science domains, so the
@@ -209,7 +220,10 @@ def train(texts: Sequence[str], labels: Sequence[str], cfg: ClassifierConfig | N
     bag = torch.nn.EmbeddingBag(cfg.buckets, len(classes), mode="mean")
     torch.nn.init.zeros_(bag.weight)  # fastText starts the output layer at zero as well
     bias = torch.nn.Parameter(torch.zeros(len(classes)))
-    opt = torch.optim.Adagrad([bag.weight, bias], lr=cfg.lr)  # sparse-friendly, like fastText's SGD
+    params = [bag.weight, bias]
+    # Adagrad by hand (per-feature step sizes suit sparse hashed features, like fastText's SGD);
+    # torch.optim's first step imports torch._dynamo, which costs seconds per process.
+    accum = [torch.zeros_like(p) for p in params]
     order = list(range(len(texts)))
     rng = random.Random(cfg.seed)
     for _ in range(cfg.epochs):
@@ -222,9 +236,13 @@ def train(texts: Sequence[str], labels: Sequence[str], cfg: ClassifierConfig | N
             loss = torch.nn.functional.cross_entropy(logits, y[idx], weight=weight_c)
             if cfg.weight_decay:
                 loss = loss + cfg.weight_decay * bag.weight.pow(2).sum()
-            opt.zero_grad()
+            for p in params:
+                p.grad = None
             loss.backward()
-            opt.step()
+            with torch.no_grad():
+                for p, acc in zip(params, accum):
+                    acc.add_(p.grad * p.grad)
+                    p.sub_(cfg.lr * p.grad / (acc.sqrt() + 1e-10))
     return ScienceClassifier(bag.weight.detach().numpy(), bias.detach().numpy(), classes, cfg)
 
 

@@ -173,10 +173,13 @@ def _inside(w: dict, bbox, pad: float = 1.0) -> bool:
     return bbox[0] - pad <= cx <= bbox[2] + pad and bbox[1] - pad <= cy <= bbox[3] + pad
 
 
-def find_tables(page) -> list[Item]:
+def find_tables(page, words: list[dict]) -> list[Item]:
     """Ruled tables. Rules that are only horizontal (booktabs, LNCS) give pdfplumber no
     cell walls at the table's outer edge, so we add explicit vertical lines at the ends of
-    every long horizontal rule; then keep tables with at least 2 rows and 2 columns."""
+    every long horizontal rule. A table with real vertical rules inside is read from its
+    cells; one without (booktabs) only tells us where the table is, and its columns are
+    found from the words' alignment (_grid), as pdfplumber would put whole columns into
+    one cell."""
     hrules = [e for e in page.horizontal_edges if e["x1"] - e["x0"] > 0.2 * page.width]
     xs = sorted({round(e["x0"], 1) for e in hrules} | {round(e["x1"], 1) for e in hrules})
     settings = {"explicit_vertical_lines": xs} if xs else {}
@@ -186,14 +189,96 @@ def find_tables(page) -> list[Item]:
     except Exception:  # pdfplumber can fail on odd edge sets; prose still comes through
         tables = []
     for t in tables:
-        rows = [[re.sub(r"\s+", " ", c or "").strip() for c in r] for r in t.extract()]
+        x0, top, x1, bottom = t.bbox
+        inner = [e for e in page.vertical_edges if x0 + 2 < e["x0"] < x1 - 2
+                 and e["top"] < bottom and e["bottom"] > top and e["bottom"] - e["top"] > 5]
+        if not inner:
+            region = [w for w in words if _inside(w, t.bbox)]
+            rows = _grid(_cells_by_row(region)) if region else []
+        else:
+            rows = []
+            for r in t.extract():
+                cells = [(c or "").strip().split("\n") for c in r]
+                k = {len(c) for c in cells if c != [""]}
+                if len(k) == 1 and min(k) >= 2:  # every cell holds k stacked lines: k rows
+                    rows += [[c[i] if c != [""] else "" for c in cells] for i in range(min(k))]
+                else:
+                    rows.append([" ".join(c) for c in cells])
+            rows = [[re.sub(r"\s+", " ", c).strip() for c in r] for r in rows]
         rows = [r for r in rows if any(r)]
         # drop columns that are empty in every row (artefacts of the explicit lines)
         keep = [j for j in range(max((len(r) for r in rows), default=0)) if any(j < len(r) and r[j] for r in rows)]
         rows = [[r[j] if j < len(r) else "" for j in keep] for r in rows]
-        if len(rows) >= 2 and len(keep) >= 2:
+        if len(rows) >= 2 and len(keep) >= 2 and _plausible(rows):
             items.append(Item("table", tuple(t.bbox), rows))
     return items
+
+
+def _plausible(rows: list[list[str]]) -> bool:
+    """Tables are dense and not 20 columns wide: text in figures (diagram labels boxed by
+    rectangles) makes sparse, wide pseudo-tables that are better left as text."""
+    ncol = len(rows[0])
+    filled = sum(bool(c) for r in rows for c in r)
+    return ncol <= 15 and filled >= 0.4 * len(rows) * ncol
+
+
+def _cells_by_row(words: list[dict]) -> list[list[list[dict]]]:
+    """Rows of cells: words in a row, grouped where the gap is under 1 em."""
+    out = []
+    for r in sorted(_rows(words), key=lambda r: min(w["top"] for w in r)):
+        r.sort(key=lambda w: w["x0"])
+        cells = [[r[0]]]
+        for w in r[1:]:
+            if _gap(cells[-1][-1], w) > 1.0:
+                cells.append([])
+            cells[-1].append(w)
+        out.append(cells)
+    return out
+
+
+def _grid(run: list[list[list[dict]]]) -> list[list[str]]:
+    """Rows of cells -> a table. Column walls are x-ranges at least 0.5 em wide that are
+    free of words in 75% of the rows (spanning header cells may cross them); each cell
+    goes whole to the column of its centre; all-empty columns are dropped."""
+    ws = [w for row in run for c in row for w in c]
+    x0, x1 = min(w["x0"] for w in ws), max(w["x1"] for w in ws)
+    free = [0] * (int(x1 - x0) + 1)
+    for row in run:
+        busy = [False] * len(free)
+        for c in row:
+            for w in c:
+                for x in range(int(w["x0"] - x0), min(int(w["x1"] - x0) + 1, len(free))):
+                    busy[x] = True
+        for x, b in enumerate(busy):
+            free[x] += not b
+    em = statistics.median(w["size"] for w in ws)
+    walls, start = [], None
+    for x, f in enumerate(free + [0]):
+        if f >= 0.75 * len(run) and start is None:
+            start = x
+        elif f < 0.75 * len(run) and start is not None:
+            if x - start >= 0.5 * em:
+                walls.append(x0 + (start + x) / 2)
+            start = None
+    table = []
+    for row in run:
+        cells = [[] for _ in range(len(walls) + 1)]
+        for c in row:
+            # split a group only at a wall that falls into a gap between two of its words
+            # (tight numeric columns); a wall through a word ("BERT-Base" spanning two
+            # sub-columns) keeps the group whole, in the column of its centre
+            parts, cur = [], [c[0]]
+            for a, b in zip(c, c[1:]):
+                if any(a["x1"] <= x <= b["x0"] for x in walls):
+                    parts.append(cur)
+                    cur = []
+                cur.append(b)
+            parts.append(cur)
+            for part in parts:
+                cells[sum((part[0]["x0"] + part[-1]["x1"]) / 2 > x for x in walls)].extend(part)
+        table.append([join_words(c) for c in cells])
+    keep = [j for j in range(len(walls) + 1) if any(r[j] for r in table)]
+    return [[r[j] for j in keep] for r in table]
 
 
 def find_figures(page, min_area: float = 0.01) -> list[Item]:
@@ -320,14 +405,88 @@ def reading_order(frags: list[Frag], items: list[Item], gutter: float | None) ->
     return ordered, 2
 
 
+_NUMERIC = re.compile(r"^[\s(±~<>≈\-–−+]*[\d.,]+\s*[%)×x*†‡]*$|^n/?a$|^[-–—]$", re.I)
+
+
+def find_text_tables(words: list[dict], width: float, gutter: float | None = None) -> list[Item]:
+    """Borderless tables (see _text_tables). On a two-column page, tables that span the
+    gutter are taken first (most rows have cells on both sides); then each column is
+    searched alone, so prose in the other column never joins a table's rows."""
+    if gutter is None:
+        return [it for it, _ in _text_tables(words, width)]
+    items = []
+    for it, run in _text_tables(words, width):
+        both = sum(any(c[-1]["x1"] <= gutter for c in row) and any(c[0]["x0"] >= gutter for c in row) for row in run)
+        if both >= 0.6 * len(run):
+            items.append(it)
+    rest = [w for w in words if not any(_inside(w, it.bbox, pad=0.5) for it in items)]
+    for side in ([w for w in rest if w["x1"] <= gutter + 1], [w for w in rest if w["x0"] >= gutter - 1]):
+        items += [it for it, _ in _text_tables(side, width)] if side else []
+    return items
+
+
+def _text_tables(words: list[dict], width: float) -> list[tuple[Item, list]]:
+    """Borderless tables from aligned columns. A row is a table candidate when, after
+    setting aside prose fragments (6+ words, over a quarter of the page wide), at least
+    three cells separated by 1-em gaps remain. Runs of 3+ candidate rows (short label rows
+    such as a lone "DEP" are absorbed; rows in another column are skipped) become a
+    region; its column walls are the x-ranges free of words in 75% of its rows. A region
+    is kept if it has 3+ columns and a fifth of its cells are numbers, which keeps
+    author lists and other gapped prose out."""
+    parsed = []  # per row: its cells, prose fragments set aside
+    for cells in _cells_by_row(words):
+        cells = [c for c in cells if not (len(c) >= 6 and c[-1]["x1"] - c[0]["x0"] > 0.25 * width)]
+        if cells and _CAPTION.match(join_words(cells[0])):
+            cells = []  # "Table 2: ..." ends a table even when its words are gapped
+        parsed.append(cells)
+    runs: list[list[list[list[dict]]]] = []
+    cur: list = []
+    for cells in parsed + [None]:
+        if cells == []:  # a caption: always a break
+            cells = None
+        if cells is not None and len(cells) >= 3:
+            cur.append(cells)
+            continue
+        if cur and cells:
+            x0 = min(c[0]["x0"] for row in cur for c in row)
+            x1 = max(c[-1]["x1"] for row in cur for c in row)
+            inside = [c for c in cells if c[-1]["x1"] > x0 and c[0]["x0"] < x1]
+            if not inside:
+                continue  # another column's line: does not interrupt the table
+            if sum(len(c) for c in inside) <= 3 and sum(c[-1]["x1"] - c[0]["x0"] for c in inside) < 0.3 * (x1 - x0):
+                cur.append(inside)  # a short label row
+                continue
+        if sum(len(r) >= 3 for r in cur) >= 3:
+            runs.append(cur)
+        cur = []
+    items = []
+    for run in runs:
+        ws = [w for row in run for c in row for w in c]
+        table = _grid(run)
+        ncol = len(table[0])
+        filled = [c for r in table for c in r if c]
+        if ncol >= 3 and _plausible(table) and sum(bool(_NUMERIC.match(c)) for c in filled) >= 0.2 * len(filled):
+            bbox = (min(w["x0"] for w in ws), min(w["top"] for w in ws), max(w["x1"] for w in ws),
+                    max(w["bottom"] for w in ws))
+            items.append((Item("table", bbox, table), run))
+    return items
+
+
 def extract_layout(page, number: int) -> PageLayout:
     """One pdfplumber page -> PageLayout (fragments and items in reading order)."""
     words = page.extract_words(x_tolerance=1.0, y_tolerance=2.0, keep_blank_chars=False,
                                use_text_flow=False, extra_attrs=["size", "fontname"], return_chars=True)
+    words = [w for w in words if w["text"].strip()]
     n_chars = len(page.chars)
-    items = find_tables(page) + find_figures(page)
-    tables = [it.bbox for it in items if it.kind == "table"]
-    words = [w for w in words if not any(_inside(w, b) for b in tables) and w["text"].strip()]
+    items = find_tables(page, words)
+    words = [w for w in words if not any(_inside(w, it.bbox) for it in items)]
+    if words:  # borderless tables among what the ruled ones left
+        rows = [sorted(r, key=lambda w: w["x0"]) for r in _rows(words)]
+        gutter = find_gutter(_split(rows, lambda a, b: _gap(a, b) > 1.0), page.width)
+        text_tables = find_text_tables(words, page.width, gutter)
+        words = [w for w in words if not any(_inside(w, it.bbox, pad=0.5) for it in text_tables)]
+        items += text_tables
+    items += find_figures(page)
     frags, gutter = _frags(words, page.width) if words else ([], None)
     ordered, cols = reading_order(frags, items, gutter)
     lay = PageLayout(number, float(page.width), float(page.height), [], [], n_chars=n_chars, columns=cols)

@@ -188,9 +188,8 @@ class CanonicalSmilesEnv(MoleculeEnv):
 
     def shown_smiles(self, item):
         mol = mol_from_smiles(item["smiles"])
-        rng = random.Random(item["key"])
-        Chem.rdBase.SeedRandomNumberGenerator(rng.randrange(1 << 30))
-        return Chem.MolToSmiles(mol, doRandom=True, canonical=False, isomericSmiles=False)
+        seed = random.Random(item["key"]).randrange(1 << 30)  # fixed per molecule
+        return Chem.MolToRandomSmilesVect(mol, 1, randomSeed=seed, isomericSmiles=False)[0]
 
     def answer(self, mol, item):
         return item["key"]

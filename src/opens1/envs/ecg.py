@@ -16,6 +16,7 @@ visible), medium 1 s, hard 0.6 s around the beat.
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -36,8 +37,10 @@ def _record(root):
     import wfdb  # only this environment needs it
 
     path = str(find_data(root, RECORD + ".hea"))[: -len(".hea")]
-    rec = wfdb.rdrecord(path)
-    ann = wfdb.rdann(path, "atr")
+    with warnings.catch_warnings():  # wfdb trips pandas deprecation warnings; not ours to fix
+        warnings.simplefilter("ignore")
+        rec = wfdb.rdrecord(path)
+        ann = wfdb.rdann(path, "atr")
     return np.asarray(rec.p_signal, dtype=np.float32), np.asarray(ann.sample), list(ann.symbol)
 
 

@@ -105,8 +105,12 @@ class LocalBackend:
         kw = {}
         for k in ("pixel_values", "time_series", "sampling_rates"):
             v = enc.get(k)
+            if isinstance(v, list):  # time_series: a list of [T_i, C_i] tensors
+                v = [x.to(self.device) if hasattr(x, "to") else x for x in v]
+            elif hasattr(v, "to"):
+                v = v.to(self.device)
             if v is not None:
-                kw[k] = v.to(self.device) if hasattr(v, "to") else v
+                kw[k] = v
         return enc["input_ids"].to(self.device), enc.get("attention_mask"), kw
 
     def generate(self, conversations: list[list[dict]], n: int, sampling: Sampling) -> list[list[str]]:

@@ -145,6 +145,7 @@ class Engine:
         max_seq_len: int | None = None,
         max_queue: int = 256,
         cache_budget_tokens: int | None = None,
+        valid_vocab_size: int | None = None,
         seed: int = 0,
     ):
         self.model = model.eval()
@@ -155,6 +156,9 @@ class Engine:
         # the promise budget: by default, what the slot pool physically holds
         self.cache_budget_tokens = cache_budget_tokens or self.max_batch_size * self.max_seq_len
         self.eos_token_ids = tuple(int(t) for t in eos_token_ids)
+        # checkpoints pad the vocabulary (e.g. to a multiple of 64): ids past the tokenizer
+        # are never sampled, since nothing could decode them
+        self.valid_vocab_size = valid_vocab_size
         self.runner = SlotRunner(model, max_batch_size, self.max_seq_len)
         self.stats = EngineStats()
         self._generator = torch.Generator(device=self.runner.device).manual_seed(seed)
@@ -322,6 +326,8 @@ class Engine:
     def _emit(self, reqs: list[GenerationRequest], logits: torch.Tensor) -> None:
         """Sample one token per row of `logits` [B, V], send events, retire finished rows."""
         logits = logits.float()
+        if self.valid_vocab_size is not None and self.valid_vocab_size < logits.shape[-1]:
+            logits[:, self.valid_vocab_size :] = float("-inf")
         next_ids = self._sample(reqs, logits)  # [B]
         want_lp = [r.params.logprobs is not None for r in reqs]
         logprobs = torch.log_softmax(logits, dim=-1) if any(want_lp) else None

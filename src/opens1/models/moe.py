@@ -100,9 +100,11 @@ class Experts(nn.Module):
         h = grouped_matmul(xs, self.gate_up_proj, offsets, counts)  # [N*k, 2I]
         gate, up = h.split(self.intermediate, dim=-1)
         h = (F.silu(gate) * up).contiguous()
-        y = grouped_matmul(h, self.down_proj, offsets, counts)  # [N*k, H]
-        y = y * top_w.reshape(-1)[order, None].to(y.dtype)
-        return torch.zeros_like(x).index_add_(0, token, y)
+        y = grouped_matmul(h, self.down_proj, offsets, counts)  # [N*k, H], sorted by expert
+        # un-sort with a gather (inverse permutation) and mix the k outputs of each token
+        # with one batched matmul: deterministic, unlike index_add_ (atomics on GPU)
+        y = y[order.argsort()].view(N, k, -1)  # [N, k, H] in (token, choice) order
+        return torch.bmm(top_w.to(y.dtype)[:, None, :], y).squeeze(1)
 
 
 class SparseMoeBlock(nn.Module):

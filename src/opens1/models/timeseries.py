@@ -63,7 +63,7 @@ def patch_geometry(num_samples: int, sampling_rate: float, stride_base: int = 16
 def num_tokens(num_samples: int, sampling_rate: float, stride_base: int = 160) -> int:
     """Tokens the tower emits: n patches -> n//2 frames -> ceil(frames/2) after the stride-2 conv."""
     _, _, n = patch_geometry(num_samples, sampling_rate, stride_base)
-    return max(n // 2 + 1, 0) // 2 if n > 0 else 0
+    return (n // 2 + 1) // 2 if n > 0 else 0
 
 
 def check_length(num_samples: int, sampling_rate: float, stride_base: int = 160) -> int:

@@ -71,7 +71,7 @@ def _decode(raw: bytes, what: str) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(raw))
         img.load()  # decode now so corrupt data fails here, not later
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
         raise ValueError(f"{what} is not a readable image: {e}") from None
     return img.convert("RGB")
 

@@ -35,8 +35,10 @@ def default_sampling_rate(num_samples: int) -> float:
 def preprocess_series(x, sampling_rate: float | None = None, max_samples: int = MAX_SAMPLES) -> tuple[torch.Tensor, float]:
     """Values -> (FloatTensor[T, C], sampling rate).
 
-    A 1-D series becomes [T, 1]. NaN/inf values, empty input or more than 2 dimensions are a
-    ValueError. Channels are z-scored independently over time after truncation."""
+    A 1-D series becomes [T, 1]; a 2-D one with fewer rows than columns is read as
+    channels-first [C, T] and transposed. NaN/inf values, empty input or more than 2
+    dimensions are a ValueError. Channels are z-scored independently over time after
+    truncation."""
     if isinstance(x, torch.Tensor):
         arr = x.detach().to("cpu", torch.float64).numpy()
     else:
@@ -48,6 +50,9 @@ def preprocess_series(x, sampling_rate: float | None = None, max_samples: int = 
         arr = arr[:, None]
     if arr.ndim != 2:
         raise ValueError(f"a time series must be [T] or [T, C], got shape {arr.shape}")
+    if arr.shape[0] < arr.shape[1]:
+        # more channels than samples: it was written channels-first (JSON's [[ch0...], [ch1...]])
+        arr = arr.T
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"time series is empty (shape {arr.shape})")
     if not np.isfinite(arr).all():

@@ -41,8 +41,7 @@ def _moses(n: int, rng: random.Random) -> list[str]:
 
 def _random_smiles(smiles: str, rng: random.Random) -> str:
     mol = mol_from_smiles(smiles)
-    Chem.rdBase.SeedRandomNumberGenerator(rng.randrange(1 << 30))
-    return Chem.MolToSmiles(mol, doRandom=True, canonical=False)
+    return Chem.MolToRandomSmilesVect(mol, 1, randomSeed=rng.randrange(1 << 30))[0]
 
 
 def _mutant(smiles: str, rng: random.Random) -> str | None:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from opens1.rl.algorithms import (
     RLLossConfig,
@@ -97,10 +98,17 @@ class RLTrainer:
         self.model, self.tok, self.proc, self.cfg = model, tokenizer, processor, cfg
         self.envs = {name: get_env(name, data_root=cfg.data_root) for name in cfg.envs}
         freeze_for_rl(model, cfg.freeze_vision, cfg.freeze_router)
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        # The rollout copy is taken before sharding: under torchrun every rank keeps a full
+        # colocated copy for generation, while the trainer's copy is sharded with FSDP2.
+        self.engine = engine or LocalEngine(model, pad_token_id=tokenizer.pad_token_id or 0)
+        if self.world > 1:
+            from opens1.train.parallelize import apply_fsdp
+
+            apply_fsdp(model)
         params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
-        self.engine = engine or LocalEngine(model, pad_token_id=tokenizer.pad_token_id or 0)
-        self.rng = random.Random(cfg.seed)
+        self.rng = random.Random(cfg.seed + self.rank)  # each rank draws its own prompts
         self.sampling = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
                                        eos_token_id=tokenizer.eos_token_id)
         self.log_path = Path(log_path) if log_path else None
@@ -109,7 +117,7 @@ class RLTrainer:
     # ------------------------------------------------------------ prompts and rewards
 
     def _prompt_inputs(self, case) -> dict:
-        messages = case.prompt if isinstance(case.prompt, list) else [{"role": "user", "content": case.prompt}]
+        messages = case.messages()
         return self.proc(messages, enable_thinking=self.cfg.enable_thinking, add_generation_prompt=True)
 
     def _draw_cases(self, k: int):
@@ -163,9 +171,9 @@ class RLTrainer:
         metrics = self._reward_metrics(cases, groups, rewards)
         keep = ~degenerate_groups(rewards)
         metrics["kept_groups"] = int(keep.sum())
-        if keep.any():
+        if self._global_sum(int(keep.sum())) > 0:  # the same decision on every rank
             metrics.update(self._update(groups, rewards, keep))
-            self.engine.update_weights(self.model.state_dict())
+            self.engine.update_weights(self.full_state_dict())
         metrics["seconds"] = time.perf_counter() - t0
         self.result.steps += 1
         self.result.history.append(metrics)
@@ -183,9 +191,40 @@ class RLTrainer:
                 m[f"reward/{name}"] = float(rewards[rows].mean())
         return m
 
+    def _global_sum(self, x: float) -> float:
+        if self.world == 1:
+            return x
+        t = torch.tensor([float(x)])
+        dist.all_reduce(t)
+        return float(t)
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """Unsharded weights (every rank gets them under FSDP) for the rollout engine and export."""
+        if self.world == 1:
+            return self.model.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))
+
+    def export(self, path) -> None:
+        """Write the policy with save_pretrained (rank 0 under FSDP)."""
+        sd = self.full_state_dict()
+        if self.rank != 0:
+            return
+        if self.world == 1:
+            self.model.save_pretrained(path)
+            return
+        from opens1.models.s1 import S1ForConditionalGeneration
+
+        plain = S1ForConditionalGeneration(self.model.config)
+        plain.load_state_dict(sd)
+        plain.save_pretrained(path)
+
     def _update(self, groups, rewards, keep) -> dict:
         cfg = self.cfg
         self.model.train()
+        if not keep.any():  # other ranks have data: join their collectives with a zero loss
+            return self._null_update()
         adv = group_advantages(rewards)[keep].flatten()
         kept = [r for g, k in zip(groups, keep.tolist()) if k for r in g]
         correct = (rewards[keep].flatten() >= cfg.correct_threshold)
@@ -223,6 +262,16 @@ class RLTrainer:
         self.result.tokens += n_tok
         self.model.eval()
         return metrics
+
+    def _null_update(self) -> dict:
+        self.opt.zero_grad(set_to_none=True)
+        ids = torch.zeros((1, 2), dtype=torch.long)
+        (self.model(input_ids=ids).logits.sum() * 0.0).backward()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        self.opt.step()
+        self.model.eval()
+        return {}
 
     # ------------------------------------------------------------ loop and held-out reward
 

@@ -606,6 +606,10 @@ async def _chat_stream(state, gen: Generation, rid: str, thinking_open: bool, in
         if include_usage:
             yield sse(P.ChatCompletionChunk(id=rid, model=state.model_name, choices=[], usage=gen.usage()))
         yield "data: [DONE]\n\n"
+    except Exception as e:  # headers are sent: report in-band instead of dropping the connection
+        log.exception("chat stream failed")
+        yield sse(P.ErrorResponse(error=P.ErrorBody(message=f"internal error: {type(e).__name__}: {e}", type="server_error")))
+        yield "data: [DONE]\n\n"
     finally:
         gen.cancel()  # client gone or stream over: free the slots now
 
@@ -732,6 +736,10 @@ async def _completion_stream(state, gens: list[Generation], prompts, req: P.Comp
                 usage.completion_tokens += u.completion_tokens
             usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
             yield sse(P.CompletionResponse(id=rid, model=state.model_name, choices=[], usage=usage))
+        yield "data: [DONE]\n\n"
+    except Exception as e:
+        log.exception("completion stream failed")
+        yield sse(P.ErrorResponse(error=P.ErrorBody(message=f"internal error: {type(e).__name__}: {e}", type="server_error")))
         yield "data: [DONE]\n\n"
     finally:
         for t in tasks:

@@ -104,7 +104,7 @@ def build_state(
     engine = Engine(
         m, eos_token_ids=_eos_ids(tok, m.config), max_batch_size=max_batch_size,
         max_seq_len=min(max_seq_len or ctx, ctx), max_queue=max_queue,
-        cache_budget_tokens=cache_budget_tokens, seed=seed,
+        cache_budget_tokens=cache_budget_tokens, valid_vocab_size=len(tok), seed=seed,
     )
     if start:
         engine.start()

@@ -105,7 +105,7 @@ def prepare_model(model, cfg, device):
         freeze(model, cfg.freeze_list)
     if cfg.lora_rank > 0:
         apply_lora(model, [t.strip() for t in cfg.lora_targets.split(",") if t.strip()], cfg.lora_rank,
-                   cfg.lora_alpha, cfg.lora_dropout)
+                   cfg.lora_alpha, cfg.lora_dropout, scope=cfg.lora_scope)
     model.to(device)
     amp = autocast_dtype(cfg, torch.device(device))
     return parallelize(model, activation_checkpointing=cfg.activation_checkpointing, compile=cfg.compile,

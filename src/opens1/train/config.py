@@ -65,6 +65,7 @@ class TrainConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     lora_targets: str = "q_proj,k_proj,v_proj,o_proj"  # nn.Linear names (suffix match)
+    lora_scope: str = "language_model"  # module prefix the targets are looked for under ("" = all)
     # -- systems
     dtype: str = "auto"  # auto (bf16 autocast where supported) | bf16 | fp32
     device: str = "auto"  # auto | cpu | cuda

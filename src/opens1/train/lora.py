@@ -79,9 +79,11 @@ class LoRALinear(nn.Linear):
 
 
 def apply_lora(model: nn.Module, targets: list[str], r: int, alpha: float = 16.0, dropout: float = 0.0,
-               freeze_rest: bool = True) -> int:
-    """Replace every nn.Linear whose name ends with one of `targets` by a LoRALinear.
-    With freeze_rest, everything except the LoRA matrices is frozen. Returns the count."""
+               freeze_rest: bool = True, scope: str = "language_model") -> int:
+    """Replace every nn.Linear under `scope` (a module-name prefix; "" = everywhere) whose
+    name ends with one of `targets` by a LoRALinear. The default scope keeps the vision and
+    time-series towers (which also have q/k/v projections) out. With freeze_rest,
+    everything except the LoRA matrices is frozen. Returns the count."""
     if freeze_rest:
         for p in model.parameters():
             p.requires_grad_(False)
@@ -89,11 +91,12 @@ def apply_lora(model: nn.Module, targets: list[str], r: int, alpha: float = 16.0
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
-            if type(child) is nn.Linear and any(full.endswith(t) for t in targets):
+            in_scope = not scope or full == scope or full.startswith(scope + ".")
+            if in_scope and type(child) is nn.Linear and any(full.endswith(t) for t in targets):
                 setattr(module, child_name, LoRALinear(child, r, alpha, dropout))
                 n += 1
     if n == 0:
-        raise ValueError(f"no nn.Linear matched the LoRA targets {targets}")
+        raise ValueError(f"no nn.Linear under {scope!r} matched the LoRA targets {targets}")
     return n
 
 

@@ -1,0 +1,98 @@
+"""Serving throughput: N concurrent streaming clients vs the same N requests served
+one at a time, through the real HTTP API (uvicorn on loopback, official `openai` client).
+
+    python bench/serve_throughput.py                         # tiny preset, 16 clients, 64 tokens each
+    python bench/serve_throughput.py --clients 32 --max-tokens 256 --device cuda --model s1-100m
+
+Every request generates exactly --max-tokens tokens (ignore_eos), so both runs do the
+same work. Reported: total generated tokens/s for each mode and their ratio (the gain
+from continuous batching), time to first token (p50/p95), and that every client completed.
+Random weights: the numbers measure the serving stack, not answer quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+
+import openai
+import torch
+
+from opens1.serve.cli import BackgroundServer, build_state
+
+
+async def one_request(client: openai.AsyncOpenAI, model: str, i: int, max_tokens: int) -> dict:
+    t0 = time.perf_counter()
+    ttft = None
+    tokens = 0
+    stream = await client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": f"Request {i}: tell me about molecule number {i}."}],
+        max_tokens=max_tokens, stream=True, stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True, "chat_template_kwargs": {"enable_thinking": False}},
+    )
+    async for chunk in stream:
+        if ttft is None and chunk.choices and (chunk.choices[0].delta.content or getattr(chunk.choices[0].delta, "reasoning_content", None)):
+            ttft = time.perf_counter() - t0
+        if chunk.usage:
+            tokens = chunk.usage.completion_tokens
+    return {"tokens": tokens, "ttft": ttft if ttft is not None else float("nan"), "latency": time.perf_counter() - t0}
+
+
+async def run(url: str, model: str, n: int, max_tokens: int, concurrent: bool) -> tuple[float, list[dict]]:
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="bench", max_retries=0, timeout=600)
+    t0 = time.perf_counter()
+    if concurrent:
+        results = await asyncio.gather(*(one_request(client, model, i, max_tokens) for i in range(n)))
+    else:
+        results = [await one_request(client, model, i, max_tokens) for i in range(n)]
+    wall = time.perf_counter() - t0
+    await client.close()
+    return wall, list(results)
+
+
+def summarize(name: str, wall: float, results: list[dict], want_tokens: int) -> float:
+    tokens = sum(r["tokens"] for r in results)
+    done = sum(r["tokens"] == want_tokens for r in results)
+    ttft = sorted(r["ttft"] for r in results)
+    p95 = ttft[min(len(ttft) - 1, int(0.95 * len(ttft)))]
+    print(f"{name:>11}: {done}/{len(results)} complete, {tokens} tokens in {wall:6.2f} s = {tokens / wall:8.1f} tok/s;"
+          f" TTFT p50 {statistics.median(ttft) * 1000:7.1f} ms, p95 {p95 * 1000:7.1f} ms")
+    return tokens / wall
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny", help="preset or checkpoint directory")
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--max-seq-len", type=int, default=512)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default=None)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    state = build_state(args.model, max_batch_size=args.clients, max_seq_len=args.max_seq_len,
+                        device=args.device, dtype=args.dtype)
+    print(f"model {args.model} on {args.device}: {args.clients} requests x {args.max_tokens} tokens, "
+          f"{args.clients} KV-cache slots")
+    with BackgroundServer(state) as url:
+        asyncio.run(run(url, state.model_name, 2, 4, concurrent=True))  # warm-up
+        seq_wall, seq = asyncio.run(run(url, state.model_name, args.clients, args.max_tokens, concurrent=False))
+        seq_tps = summarize("sequential", seq_wall, seq, args.max_tokens)
+        state.engine.stats.max_running = 0
+        con_wall, con = asyncio.run(run(url, state.model_name, args.clients, args.max_tokens, concurrent=True))
+        con_tps = summarize("concurrent", con_wall, con, args.max_tokens)
+    print(f"largest decode batch: {state.engine.stats.max_running} sequences")
+    print(f"throughput ratio concurrent/sequential: {con_tps / seq_tps:.2f}x")
+    ok = all(r["tokens"] == args.max_tokens for r in seq + con)
+    if not ok:
+        print("ERROR: some requests did not complete", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

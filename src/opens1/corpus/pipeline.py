@@ -1,0 +1,478 @@
+"""The corpus pipeline: filter, validity, classify, domain decisions, dedup, sharded Parquet; run
+locally (multiprocessing) or on a Ray cluster from ONE pipeline definition.
+
+The pipeline is three phases over shards (a shard = a row range of one input file):
+
+    A (map, per shard)   clean lines -> quality rules -> SMILES/sequence validity -> science
+                         classifier -> exact key + MinHash signature; writes work/a/shard-N.parquet
+    B (reduce, driver)   per-source keep/drop from k judged samples (classifier or LLM judge),
+                         doc-level P(science) cut, global exact + MinHash-LSH dedup over the
+                         stored keys/signatures only (no text): writes work/decisions.json
+    C (map, per shard)   keep the decided rows, drop the working columns: out/shard-N.parquet
+
+`PHASES` is that list; `run_pipeline(cfg, executor)` walks it and an executor only provides
+`map(fn, items)`: `LocalExecutor` (multiprocessing Pool, or inline with 1 worker) and
+`RayExecutor` (`ray.remote` tasks; `ray.init(address=...)` or a local instance). The per-document
+stages of phase A are the list `MAP_STAGES` of functions `(docs, cfg) -> docs`.
+
+Resumable: every shard output and decisions.json is written to a temp file then `os.replace`d, so
+a file that exists is complete; a rerun skips finished shards (and a finished phase B when its
+config fingerprint matches). Killing a run loses at most the shards in flight.
+
+Output schema (Parquet, one file per input shard, `out/shard-NNNNN.parquet`), read by the
+training data readers:
+    text            string   the document (after boilerplate-line cleanup)
+    id              string   original id (or "<file stem>:<row>" when the input had none)
+    source          string   input `source`, else the URL's domain, else the file stem
+    domain          string   classifier label: math|physics|chemistry|life|earth|materials|none
+    science_score   float32  classifier P(science)
+    domain_probs    string   JSON {class: probability}
+    filters_passed  list<string>  quality rules passed (all of filters.RULE_NAMES) + "validity"
+    quality         string   JSON of the quality metrics (filters.quality_metrics)
+    n_validity      int32    SMILES/sequences checked (all valid, else the row was dropped)
+plus `out/_manifest.json` (config, counts per phase and per drop reason, domain decisions).
+
+CLI (`opens1 data build`):
+
+    opens1 data build docs.jsonl more.parquet -o corpus/ --shard-size 5000 --workers 2
+    opens1 data build docs.jsonl -o corpus/ --executor ray [--ray-address auto]
+    opens1 data build docs.jsonl -o corpus/ --judge-endpoint http://127.0.0.1:8000/v1 --domain-k 50
+    opens1 data build docs.jsonl -o corpus/ --min-words 20 --min-science 0.3 --dedup-threshold 0.7
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+from urllib.parse import urlparse
+
+import numpy as np
+
+from opens1.corpus import dedup as D
+from opens1.corpus import filters as F
+from opens1.corpus.validity import check_record
+
+
+@dataclass
+class PipelineConfig:
+    inputs: list[str]
+    output: str
+    work: str = ""  # default: <output>/_work
+    shard_size: int = 10_000
+    min_words: int = F.QualityConfig.min_words
+    clean_lines: bool = True
+    validity: bool = True
+    classifier: str = "default"  # "default" (shipped), a model path, or "" to skip classification
+    min_science: float = 0.5  # doc-level cut on P(science); 0 keeps all
+    domain_k: int = 20  # samples judged per source
+    domain_threshold: float = 0.3  # keep a source if >= this fraction of its samples is science
+    judge_endpoint: str = ""  # OpenAI-compatible endpoint: the LLM judges sources instead
+    judge_model: str = "default"
+    dedup: bool = True
+    dedup_threshold: float = D.DedupConfig.threshold
+    num_perm: int = D.DedupConfig.num_perm
+    ngram: int = D.DedupConfig.ngram
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.work:
+            self.work = str(Path(self.output) / "_work")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        if not 0.0 <= self.min_science <= 1.0 or not 0.0 <= self.domain_threshold <= 1.0:
+            raise ValueError("min_science and domain_threshold must be in [0, 1]")
+
+    def fingerprint(self) -> str:
+        """Hash of everything phase B depends on: a changed config re-decides instead of reusing."""
+        keys = ("min_science", "domain_k", "domain_threshold", "judge_endpoint", "judge_model", "dedup",
+                "dedup_threshold", "num_perm", "ngram", "seed", "classifier", "min_words", "validity")
+        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True) + json.dumps(self.inputs)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    path: str
+    start: int  # first row (inclusive) of the input file
+    stop: int  # last row (exclusive)
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.index:05d}.parquet"
+
+
+# ------------------------------------------------------------------------------ input planning
+
+
+def _count_rows(path: str) -> int:
+    p = Path(path)
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(p).metadata.num_rows
+    return sum(1 for _ in F.read_documents(p))
+
+
+def plan_shards(inputs: Sequence[str], shard_size: int) -> list[Shard]:
+    """Deterministic row-range shards over the inputs (same inputs -> same shards on a rerun)."""
+    shards = []
+    for path in inputs:
+        n = _count_rows(path)
+        for start in range(0, n, shard_size):
+            shards.append(Shard(len(shards), str(path), start, min(start + shard_size, n)))
+    return shards
+
+
+def read_shard(shard: Shard) -> list[dict]:
+    docs = []
+    stem = Path(shard.path).name.split(".")[0]
+    for i, d in enumerate(F.read_documents(shard.path)):
+        if i < shard.start:
+            continue
+        if i >= shard.stop:
+            break
+        d = dict(d)
+        d["id"] = str(d.get("id") or f"{stem}:{i}")
+        src = d.get("source") or (urlparse(d["url"]).netloc if d.get("url") else "") or stem
+        d["source"] = str(src)
+        docs.append(d)
+    return docs
+
+
+# ------------------------------------------------------------------- phase A: per-doc stages
+# Each stage maps a list of documents to the documents that survive it, adding provenance fields.
+# A dropped document is counted in doc["_drop"] bookkeeping by `_apply`.
+
+
+def stage_clean(docs: list[dict], cfg: PipelineConfig) -> list[dict]:
+    if cfg.clean_lines:
+        for d in docs:
+            d["text"] = F.clean_lines(d["text"])
+    return docs
+
+
+def stage_quality(docs: list[dict], cfg: PipelineConfig) -> list[dict]:
+    qcfg = F.QualityConfig(min_words=cfg.min_words)
+    for d in docs:
+        m = F.quality_metrics(d["text"])
+        fails = F.quality_check(m, qcfg)
+        d["quality"] = json.dumps({k: round(v, 4) for k, v in m.items()})
+        d["filters_passed"] = [r for r in F.RULE_NAMES if r not in fails]
+        if fails:
+            d["_drop"] = "quality:" + fails[0]
+    return docs
+
+
+def stage_validity(docs: list[dict], cfg: PipelineConfig) -> list[dict]:
+    for d in docs:
+        if "_drop" in d:
+            continue
+        res = check_record(d) if cfg.validity else None
+        d["n_validity"] = res.n_checked if res else 0
+        if res and not res.ok:
+            d["_drop"] = "validity"
+        elif res:
+            d["filters_passed"].append("validity")
+    return docs
+
+
+@lru_cache(maxsize=4)
+def _classifier(path: str):
+    from opens1.corpus.classify import load_classifier
+
+    return load_classifier(None if path == "default" else path)
+
+
+def stage_classify(docs: list[dict], cfg: PipelineConfig) -> list[dict]:
+    live = [d for d in docs if "_drop" not in d]
+    if not cfg.classifier:
+        for d in live:
+            d.update(domain="none", science_score=float("nan"), domain_probs="{}")
+        return docs
+    clf = _classifier(cfg.classifier)
+    for d, p in zip(live, clf.predict([d["text"] for d in live])):
+        d.update(domain=p.domain, science_score=p.science,
+                 domain_probs=json.dumps({k: round(v, 4) for k, v in p.probs.items()}))
+    return docs
+
+
+def stage_signature(docs: list[dict], cfg: PipelineConfig) -> list[dict]:
+    live = [d for d in docs if "_drop" not in d]
+    hasher = D.MinHasher(cfg.num_perm, cfg.seed + 1)
+    sigs = hasher.signatures([D.shingle_hashes(d["text"], cfg.ngram) for d in live])  # [N, P]
+    for d, s in zip(live, sigs):
+        d["exact_key"] = D.exact_key(d["text"])
+        d["minhash"] = s.tobytes()
+    return docs
+
+
+MAP_STAGES: list[Callable[[list[dict], PipelineConfig], list[dict]]] = [
+    stage_clean, stage_quality, stage_validity, stage_classify, stage_signature,
+]
+OUT_COLUMNS = ["text", "id", "source", "domain", "science_score", "domain_probs", "filters_passed", "quality",
+               "n_validity"]
+WORK_COLUMNS = OUT_COLUMNS + ["exact_key", "minhash"]
+
+
+def _schema(work: bool):
+    import pyarrow as pa
+
+    fields = [("text", pa.string()), ("id", pa.string()), ("source", pa.string()), ("domain", pa.string()),
+              ("science_score", pa.float32()), ("domain_probs", pa.string()),
+              ("filters_passed", pa.list_(pa.string())), ("quality", pa.string()), ("n_validity", pa.int32())]
+    if work:
+        fields += [("exact_key", pa.string()), ("minhash", pa.binary())]
+    return pa.schema(fields)
+
+
+def _write_parquet(path: Path, rows: list[dict], work: bool, meta: dict | None = None) -> None:
+    """Atomic Parquet write: a file at `path` is always complete."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = _schema(work)
+    cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    table = pa.table(cols, schema=schema)
+    if meta:
+        table = table.replace_schema_metadata({"opens1": json.dumps(meta)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def run_phase_a(job: tuple[Shard, PipelineConfig]) -> dict:
+    """Phase A on one shard; returns drop counts. Skips (reads the counts back) if already done."""
+    import pyarrow.parquet as pq
+
+    shard, cfg = job
+    out = Path(cfg.work) / "a" / shard.name
+    if out.is_file():
+        return json.loads(pq.read_schema(out).metadata[b"opens1"])
+    docs = read_shard(shard)
+    for stage in MAP_STAGES:
+        docs = stage(docs, cfg)
+    counts: dict[str, int] = {"in": len(docs)}
+    for d in docs:
+        if "_drop" in d:
+            counts[d["_drop"]] = counts.get(d["_drop"], 0) + 1
+    kept = [d for d in docs if "_drop" not in d]
+    counts["kept"] = len(kept)
+    _write_parquet(out, kept, work=True, meta=counts)
+    return counts
+
+
+# ------------------------------------------------------------------- phase B: global decisions
+
+
+def _judge_rows(cfg: PipelineConfig, shards: list[Shard], table) -> Callable[[list[int]], list[bool]]:
+    """Row-index judge: the LLM over the rows' text (read lazily) or the stored classifier scores."""
+    if cfg.judge_endpoint:
+        import pyarrow.parquet as pq
+
+        from opens1.corpus.classify import LLMJudge
+
+        llm = LLMJudge(cfg.judge_endpoint, cfg.judge_model)
+        shard_of = table["_shard"].to_numpy()
+        row_of = table["_row"].to_numpy()
+
+        def judge(rows: list[int]) -> list[bool]:
+            texts = []
+            for i in rows:
+                t = pq.read_table(Path(cfg.work) / "a" / shards[shard_of[i]].name, columns=["text"])
+                texts.append(t["text"][int(row_of[i])].as_py())
+            return llm(texts)
+
+        return judge
+    scores = table["science_score"].to_numpy(zero_copy_only=False)
+    return lambda rows: [bool(scores[i] >= cfg.min_science) for i in rows]
+
+
+def run_phase_b(cfg: PipelineConfig, shards: list[Shard]) -> dict:
+    """Domain decisions + doc-level cut + global dedup -> work/decisions.json (atomic)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from opens1.corpus.classify import decide_domains
+
+    path = Path(cfg.work) / "decisions.json"
+    fp = cfg.fingerprint()
+    if path.is_file():
+        dec = json.loads(path.read_text())
+        if dec.get("fingerprint") == fp:
+            return dec
+    parts = []
+    for s in shards:
+        t = pq.read_table(Path(cfg.work) / "a" / s.name, columns=["source", "science_score", "exact_key", "minhash"])
+        t = t.append_column("_shard", pa.array(np.full(len(t), s.index, dtype=np.int32)))
+        parts.append(t.append_column("_row", pa.array(np.arange(len(t), dtype=np.int32))))
+    table = pa.concat_tables(parts) if parts else None
+    n = len(table) if table is not None else 0
+    keep = np.ones(n, dtype=bool)
+    reasons: dict[str, int] = {}
+    domains = {}
+    if n and cfg.classifier:
+        sources = table["source"].to_pylist()
+        decisions = decide_domains(sources, _judge_rows(cfg, shards, table), cfg.domain_k, cfg.domain_threshold,
+                                   cfg.seed)
+        domains = {k: asdict(v) for k, v in decisions.items()}
+        src_keep = np.array([decisions[s].keep for s in sources], dtype=bool)
+        reasons["domain_dropped"] = int((~src_keep).sum())
+        keep &= src_keep
+        scores = table["science_score"].to_numpy(zero_copy_only=False)
+        low = keep & (scores < cfg.min_science)
+        reasons["low_science"] = int(low.sum())
+        keep &= ~low
+    if n and cfg.dedup:
+        idx = np.nonzero(keep)[0]
+        keys = table["exact_key"].to_pylist()
+        seen: set[str] = set()
+        survivors = []
+        for i in idx:  # exact: first occurrence in shard order wins
+            if keys[i] in seen:
+                keep[i] = False
+            else:
+                seen.add(keys[i])
+                survivors.append(i)
+        reasons["exact_dup"] = len(idx) - len(survivors)
+        if len(survivors) > 1:
+            blobs = table["minhash"].to_pylist()
+            sigs = np.stack([np.frombuffer(blobs[i], dtype=np.uint32) for i in survivors])  # [M, P]
+            roots = D.lsh_clusters(sigs, cfg.dedup_threshold)
+            dup = roots != np.arange(len(survivors))
+            keep[np.asarray(survivors)[dup]] = False
+            reasons["near_dup"] = int(dup.sum())
+    shard_of = table["_shard"].to_numpy() if n else np.zeros(0, dtype=np.int32)
+    row_of = table["_row"].to_numpy() if n else np.zeros(0, dtype=np.int32)
+    per_shard = {s.name: row_of[(shard_of == s.index) & keep].tolist() for s in shards}
+    dec = {"fingerprint": fp, "keep_rows": per_shard, "reasons": reasons, "domains": domains,
+           "n_in": n, "n_kept": int(keep.sum())}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(dec))
+    os.replace(tmp, path)
+    return dec
+
+
+# ------------------------------------------------------------------------ phase C: final shards
+
+
+def run_phase_c(job: tuple[Shard, PipelineConfig, list[int]]) -> int:
+    import pyarrow.parquet as pq
+
+    shard, cfg, rows = job
+    out = Path(cfg.output) / shard.name
+    if out.is_file():
+        return pq.ParquetFile(out).metadata.num_rows
+    t = pq.read_table(Path(cfg.work) / "a" / shard.name, columns=OUT_COLUMNS)
+    kept = t.take(rows).to_pylist() if rows else []
+    _write_parquet(out, kept, work=False)
+    return len(kept)
+
+
+# -------------------------------------------------------------------------------- executors
+
+
+class LocalExecutor:
+    """multiprocessing.Pool over the host's cores; workers=1 runs inline (debuggable, no fork)."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = workers or os.cpu_count() or 1
+
+    def map(self, fn: Callable, items: list) -> list:
+        if self.workers <= 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(min(self.workers, len(items))) as pool:
+            return pool.map(fn, items, chunksize=1)
+
+
+class RayExecutor:
+    """Each item becomes a Ray task. `address` joins a cluster ("auto" or ray://...); without it a
+    local instance starts (num_cpus caps it). Install with `pip install opens1[ray]`."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None):
+        try:
+            import ray
+        except ImportError as e:
+            raise ImportError("the Ray executor needs `pip install ray==2.60.0` (opens1[ray])") from e
+        self.ray = ray
+        if not ray.is_initialized():
+            kw = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
+            ray.init(ignore_reinit_error=True, log_to_driver=False, **kw)
+
+    def map(self, fn: Callable, items: list) -> list:
+        remote = self.ray.remote(fn)
+        return self.ray.get([remote.remote(x) for x in items])
+
+
+# ------------------------------------------------------------------------------ the pipeline
+
+PHASES = ("A: map shards through MAP_STAGES", "B: reduce to decisions", "C: map shards to final output")
+
+
+def run_pipeline(cfg: PipelineConfig, executor=None) -> dict:
+    """Run phases A, B, C with `executor` (default LocalExecutor); returns the manifest dict."""
+    executor = executor or LocalExecutor()
+    for p in cfg.inputs:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"no input file {p!r}")
+    shards = plan_shards(cfg.inputs, cfg.shard_size)
+    counts_a = executor.map(run_phase_a, [(s, cfg) for s in shards])
+    dec = run_phase_b(cfg, shards)
+    n_out = executor.map(run_phase_c, [(s, cfg, dec["keep_rows"][s.name]) for s in shards])
+    phase_a: dict[str, int] = {}
+    for c in counts_a:
+        for k, v in c.items():
+            phase_a[k] = phase_a.get(k, 0) + v
+    manifest = {"config": asdict(cfg), "shards": [s.name for s in shards], "phase_a": phase_a,
+                "phase_b": dec["reasons"], "domains": dec["domains"], "n_out": int(sum(n_out))}
+    path = Path(cfg.output) / "_manifest.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, path)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="opens1 data build", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("inputs", nargs="+", help="JSONL(.gz) or Parquet files with a 'text' field")
+    ap.add_argument("-o", "--output", required=True, help="output folder of shard-N.parquet files")
+    ap.add_argument("--work", default="", help="working folder (default <output>/_work)")
+    ap.add_argument("--shard-size", type=int, default=10_000)
+    ap.add_argument("--executor", choices=["local", "ray"], default="local")
+    ap.add_argument("--workers", type=int, default=0, help="local processes (default: all cores)")
+    ap.add_argument("--ray-address", default=None, help="join a Ray cluster ('auto'); default: local")
+    ap.add_argument("--min-words", type=int, default=F.QualityConfig.min_words)
+    ap.add_argument("--classifier", default="default", help="'default', a model path, or 'none'")
+    ap.add_argument("--min-science", type=float, default=0.5)
+    ap.add_argument("--domain-k", type=int, default=20)
+    ap.add_argument("--domain-threshold", type=float, default=0.3)
+    ap.add_argument("--judge-endpoint", default="", help="OpenAI-compatible URL: LLM judges each source")
+    ap.add_argument("--judge-model", default="default")
+    ap.add_argument("--no-dedup", action="store_true")
+    ap.add_argument("--no-validity", action="store_true")
+    ap.add_argument("--dedup-threshold", type=float, default=D.DedupConfig.threshold)
+    args = ap.parse_args(argv)
+    cfg = PipelineConfig(inputs=args.inputs, output=args.output, work=args.work, shard_size=args.shard_size,
+                         min_words=args.min_words, classifier="" if args.classifier == "none" else args.classifier,
+                         min_science=args.min_science, domain_k=args.domain_k, domain_threshold=args.domain_threshold,
+                         judge_endpoint=args.judge_endpoint, judge_model=args.judge_model, dedup=not args.no_dedup,
+                         validity=not args.no_validity, dedup_threshold=args.dedup_threshold)
+    ex = RayExecutor(args.ray_address) if args.executor == "ray" else LocalExecutor(args.workers or None)
+    m = run_pipeline(cfg, ex)
+    print(json.dumps({k: m[k] for k in ("phase_a", "phase_b", "n_out")}), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

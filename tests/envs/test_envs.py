@@ -1,0 +1,153 @@
+"""Environments: registry, determinism, SFT targets that verify, fixed decontaminated splits."""
+
+import pytest
+
+from opens1.envs import Case, get_env, list_envs, stable_hash
+from opens1.envs.base import DIFFICULTIES, is_heldout
+
+ALL = list_envs(available_only=True)
+
+
+def test_registry_covers_domains():
+    names = list_envs()
+    assert len(names) >= 20
+    assert {n.split("/")[0] for n in names} >= {"chem", "bio", "physics", "math", "logic", "ecg"}
+    with pytest.raises(ValueError, match="unknown environment"):
+        get_env("chem/alchemy")
+
+
+def test_stable_hash_is_fixed():
+    # The split manifest depends on this value: changing the hash silently reshuffles splits.
+    assert stable_hash("CCO") == stable_hash("CCO") and stable_hash("CCO") != stable_hash("OCC")
+    assert stable_hash("abc") == 0xBA7816BF8F01CFEA
+
+
+def test_scibench_needs_a_data_root():
+    assert "physics/scibench" not in ALL
+    with pytest.raises(FileNotFoundError):
+        get_env("physics/scibench")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_env_contract(name):
+    env = get_env(name)
+    assert env.domain and env.name == name
+    splits = [s for s in ("train", "heldout") if env.num_cases(s) > 0]
+    assert splits, "no cases at all"
+    for split in splits:
+        for i in range(2):
+            case = env.case(i, split)
+            assert isinstance(case, Case)
+            assert case == env.case(i, split), "cases must be deterministic"
+            assert case.meta["split"] == split and case.meta["difficulty"] in DIFFICULTIES
+            assert case.meta["source"]
+            text = case.prompt if isinstance(case.prompt, str) else case.prompt[-1]["content"][-1]["text"]
+            assert "Answer:" in text  # the answer format is spelled out
+            sft = env.sft_response(case)
+            assert sft is not None and sft.rstrip().splitlines()[-1].startswith("Answer:")
+            assert env.verify(sft, case).score == 1.0, (case.reference, sft[-100:])
+            assert env.verify("<think>" + sft, case).score == 0.0  # unclosed thinking
+            assert env.verify("I don't know.", case).score == 0.0
+    with pytest.raises(ValueError):
+        env.case(0, "test")
+    with pytest.raises(ValueError):
+        env.case(0, splits[0], "impossible")
+    with pytest.raises(IndexError):
+        env.case(env.num_cases(splits[0]), splits[0])
+
+
+@pytest.mark.parametrize("name", ["chem/formula", "logic/sudoku_mini", "bio/translate", "math/gsm8k"])
+def test_difficulty_levels(name):
+    env = get_env(name)
+    for d in DIFFICULTIES:
+        if env.num_cases("train", d):
+            assert env.case(0, "train", d).meta["difficulty"] == d
+
+
+def _keys(env, split):
+    return {it["key"] for it in env._items(split, None)}
+
+
+def test_molecules_decontaminated():
+    env = get_env("chem/formula")
+    train, held = _keys(env, "train"), _keys(env, "heldout")
+    assert held and train and not (train & held)
+    # Keys are canonical SMILES: every shown molecule of a train case canonicalises outside held-out.
+    from opens1.rewards.chem import canonical_smiles
+
+    for i in range(0, env.num_cases("train"), 97):
+        assert canonical_smiles(env.case(i, "train").meta["smiles"]) not in held
+    # The same split holds for every MOSES task (one manifest per molecule).
+    assert _keys(get_env("chem/ring_count"), "heldout") == held
+
+
+def test_qm9_and_protein_hash_splits():
+    for name in ("chem/qm9_gap", "bio/protein_length"):
+        env = get_env(name)
+        train, held = _keys(env, "train"), _keys(env, "heldout")
+        assert not (train & held)
+        assert all(is_heldout(k) for k in held) and not any(is_heldout(k) for k in train)
+        assert 0.05 < len(held) / (len(held) + len(train)) < 0.15
+
+
+def test_reactions_split_by_product():
+    env = get_env("chem/reaction_product")
+    train, held = _keys(env, "train"), _keys(env, "heldout")
+    assert held and train and not (train & held)
+    assert _keys(get_env("chem/retrosynthesis"), "heldout") == held
+
+
+def test_gene_windows_split_by_gene():
+    env = get_env("bio/translate")
+    genes = {s: {it["gene"] for it in env._items(s, None)} for s in ("train", "heldout")}
+    assert genes["heldout"] and not (genes["train"] & genes["heldout"])
+
+
+def test_gsm8k_uses_its_test_split_and_math500_is_heldout_only():
+    env = get_env("math/gsm8k")
+    assert env.num_cases("heldout") == 1319 and not (_keys(env, "train") & _keys(env, "heldout"))
+    m = get_env("math/math500")
+    assert m.num_cases("train") == 0 and m.num_cases("heldout") == 500
+
+
+def test_procedural_splits_never_overlap():
+    for name in ("logic/arithmetic_chain", "logic/sorting", "logic/sat", "logic/counting", "logic/sudoku_mini"):
+        env = get_env(name)
+        train = {env.case(i, "train").meta["key"] for i in range(150)}
+        held = {env.case(i, "heldout").meta["key"] for i in range(50)}
+        assert not (train & held)
+        assert all(is_heldout(k) for k in held)
+
+
+def test_ecg_case_format_and_split():
+    env = get_env("ecg/beat_label")
+    case = env.case(0, "train", "medium")
+    (msg,) = case.prompt
+    ts = msg["content"][0]
+    assert ts["type"] == "time_series" and ts["time_series"]["sampling_rate"] == 360
+    values = ts["time_series"]["values"]
+    assert len(values) == 360 and len(values[0]) == 2  # [T, C]: 1 s of MLII + V5
+    labels = {env.case(i, "train").reference for i in range(env.num_cases("train"))}
+    assert {"N", "A"} <= labels
+    # No held-out minute of the recording appears in training.
+    blocks = {s: {it["split_key"] for it in env._items(s, None)} for s in ("train", "heldout")}
+    assert not (blocks["train"] & blocks["heldout"])
+
+
+def test_ecg_prompt_is_accepted_by_the_series_preprocessor():
+    series = pytest.importorskip("opens1.processing.series")
+    env = get_env("ecg/beat_label")
+    ts = env.case(0, "train", "hard").prompt[0]["content"][0]["time_series"]
+    x, sr = series.preprocess_series(ts["values"], ts["sampling_rate"], 100_000)
+    assert tuple(x.shape)[1] == 2 and sr == 360
+
+
+def test_scibench_from_shared_data(shared_data):
+    env = get_env("physics/scibench", shared_data)
+    assert env.num_cases("train") > 100 and env.num_cases("heldout") > 10
+    case = env.case(0, "heldout")
+    assert env.verify(env.sft_response(case), case).score == 1.0
+    # Nothing of SciBench is packaged.
+    from opens1.data.paths import EMBEDDED
+
+    assert not (EMBEDDED / "qa" / "scibench").exists()

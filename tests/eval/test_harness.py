@@ -1,0 +1,138 @@
+"""Evaluation against a fake OpenAI-compatible endpoint started in-test on 127.0.0.1."""
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from opens1.envs import get_env
+from opens1.eval.backends import EndpointBackend, Sampling
+from opens1.eval.cli import main
+from opens1.eval.harness import generate_records, read_jsonl, rescore_records, resolve_tasks, summarize
+from opens1.eval.report import to_markdown
+
+TASKS = ["logic/sorting", "chem/formula"]
+
+
+def _answer_book() -> dict[str, str]:
+    """prompt text -> a correct response, for the first held-out cases of TASKS."""
+    book = {}
+    for name in TASKS:
+        env = get_env(name)
+        for case in env.cases(6, "heldout"):
+            book[case.prompt] = env.sft_response(case)
+    return book
+
+
+@pytest.fixture(scope="module")
+def server():
+    fastapi = pytest.importorskip("fastapi")
+    uvicorn = pytest.importorskip("uvicorn")
+    book = _answer_book()
+    app = fastapi.FastAPI()
+    calls = []
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: dict):
+        calls.append(body)
+        prompt = body["messages"][-1]["content"]
+        good = book.get(prompt, "Answer: ?")
+        choices = []
+        for k in range(body.get("n", 1)):
+            # Sample 0 is right; others are right only for even-length prompts: a known mean.
+            right = k == 0 or len(prompt) % 2 == 0
+            content = good if right else "Answer: wrong"
+            msg = {"role": "assistant", "content": content, "reasoning_content": "thinking about it"}
+            choices.append({"index": k, "message": msg, "finish_reason": "stop"})
+        return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": choices,
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    for _ in range(100):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/v1", calls, book
+    srv.should_exit = True
+    th.join(timeout=5)
+
+
+def test_endpoint_generation_scores_and_protocol(server):
+    url, calls, book = server
+    backend = EndpointBackend(url, model="fake")
+    sampling = Sampling(temperature=0.8, top_k=50)
+    records = generate_records(backend, TASKS, n_items=4, n_samples=3, sampling=sampling, model_name="fake")
+    assert len(records) == 2 * 4 * 3
+    body = calls[-1]
+    assert body["temperature"] == 0.8 and body["top_p"] == 1.0 and body["top_k"] == 50
+    assert body["chat_template_kwargs"] == {"enable_thinking": True}
+    r0 = records[0]
+    assert r0["generation"].startswith("<think>thinking about it</think>")  # reasoning re-joined
+    assert r0["sampling"]["temperature"] == 0.8 and r0["template_hash"].startswith("endpoint:")
+    assert all(r["score"] == 1.0 for r in records if r["sample"] == 0)
+    # Expected mean from the fake server's rule, computed independently of the harness.
+    summary = summarize(records)
+    for task in TASKS:
+        rs = [r for r in records if r["task"] == task]
+        even = sum(len(r["case"]["prompt"]) % 2 == 0 for r in rs if r["sample"] == 0)
+        expected = (4 + 2 * even) / 12
+        t = summary["tasks"][task]
+        assert t["mean"] == pytest.approx(expected)
+        assert t["n_items"] == 4 and t["n_samples"] == 3 and t["pass@3"] == 1.0
+        assert t["stderr"] >= 0
+    assert "| logic/sorting | 4 | 3 |" in to_markdown(summary)
+
+
+def test_cli_end_to_end_and_rescore(server, tmp_path, capsys):
+    url, _, _ = server
+    out = tmp_path / "run"
+    rc = main(["--endpoint", url, "--api-model", "fake", "--tasks", "logic/sort*", "--n-items", "3",
+               "--samples", "2", "--out", str(out)])
+    assert rc == 0
+    gens = read_jsonl(out / "generations.jsonl")
+    results = json.loads((out / "results.json").read_text())
+    assert len(gens) == 6 and "logic/sorting" in results["tasks"]
+    assert (out / "results.md").read_text().startswith("| task |")
+    # Re-scoring saved generations reproduces the scores exactly, without a server.
+    assert [r["score"] for r in rescore_records(gens)] == [r["score"] for r in gens]
+    rc = main(["--rescore", str(out / "generations.jsonl"), "--out", str(out)])
+    assert rc == 0
+    res2 = json.loads((out / "results.rescored.json").read_text())
+    assert res2["tasks"]["logic/sorting"]["mean"] == results["tasks"]["logic/sorting"]["mean"]
+
+
+def test_rescore_applies_the_current_verifier(tmp_path):
+    env = get_env("logic/arithmetic_chain")
+    case = env.case(0, "heldout")
+    rec = {"task": env.name, "case": {"id": case.id, "prompt": case.prompt, "reference": case.reference,
+                                      "meta": case.meta},
+           "sample": 0, "generation": f"Answer: {case.reference}", "score": 0.0, "reason": "old bug",
+           "extracted": None, "sampling": {}, "template_hash": "t", "model": "m"}
+    (new,) = rescore_records([rec])
+    assert new["score"] == 1.0 and new["reason"] != "old bug"
+
+
+def test_task_resolution_errors():
+    assert resolve_tasks(["logic/*"]) == ["logic/arithmetic_chain", "logic/counting", "logic/sat",
+                                          "logic/sorting", "logic/sudoku_mini"]
+    with pytest.raises(ValueError, match="no task matches"):
+        resolve_tasks(["astrology/*"])
+    with pytest.raises(FileNotFoundError):
+        resolve_tasks(["physics/scibench"])
+
+
+def test_cli_usage_errors(capsys):
+    assert main([]) == 2
+    assert main(["--list"]) == 0
+    assert "chem/formula" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError):
+        main(["--rescore", "/nonexistent/generations.jsonl"])
+    with pytest.raises(ValueError):
+        Sampling(temperature=-1)

@@ -1,0 +1,84 @@
+"""The RL loop end to end on a tiny random model: rollouts, rewards, filtering, update, weight sync."""
+
+import pytest
+import torch
+
+import opens1
+from opens1.config import get_preset
+from opens1.models.s1 import S1ForConditionalGeneration
+from opens1.processing.processor import Processor, configure
+from opens1.rl.algorithms import RLLossConfig
+from opens1.rl.rollout import LocalEngine, SamplingParams
+from opens1.rl.trainer import RLConfig, RLTrainer, freeze_for_rl
+
+
+@pytest.fixture(scope="module")
+def parts():
+    torch.manual_seed(0)
+    tok = opens1.load_tokenizer()
+    cfg = get_preset("debug")
+    cfg.text.vocab_size = (len(tok) + 63) // 64 * 64
+    configure(tok, cfg)
+    model = S1ForConditionalGeneration(cfg)
+    return tok, Processor(tok, cfg), model
+
+
+def test_weight_sync_between_trainer_and_engine(parts):
+    tok, proc, model = parts
+    engine = LocalEngine(model, pad_token_id=tok.pad_token_id)
+    prompt = proc([{"role": "user", "content": "Sort 3, 1, 2."}], enable_thinking=False)
+    greedy = SamplingParams(max_new_tokens=6, temperature=0.0)
+    before = engine.generate([prompt], 1, greedy)[0][0].response_ids
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    # the engine holds its own copy: unchanged until the trainer pushes weights
+    assert engine.generate([prompt], 1, greedy)[0][0].response_ids == before
+    engine.update_weights(model.state_dict())
+    assert engine.version == 1
+    for (k, a), b in zip(engine.model.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), k
+    ref = model.generate(prompt["input_ids"], max_new_tokens=6, temperature=0.0)[0, prompt["input_ids"].shape[1]:]
+    # no eos given: all 6 tokens come back, the same as the trainer's own greedy decode
+    assert engine.generate([prompt], 1, greedy)[0][0].response_ids == ref.tolist()
+
+
+def test_freeze_router_and_vision(parts):
+    _, _, model = parts
+    m = S1ForConditionalGeneration(model.config)
+    n = freeze_for_rl(m)
+    frozen = {k for k, p in m.named_parameters() if not p.requires_grad}
+    assert n == len(frozen) > 0
+    assert any(k.startswith("vision_tower.") for k in frozen)
+    assert any(k.endswith("mlp.gate.weight") for k in frozen)
+    assert not any(k.startswith("language_model.embed") for k in frozen)
+
+
+@pytest.mark.parametrize("algorithm", ["oreal", "grpo"])
+def test_rl_steps_run_and_log(parts, tmp_path, algorithm):
+    tok, proc, model = parts
+    m = S1ForConditionalGeneration(model.config)
+    m.load_state_dict(model.state_dict())
+    cfg = RLConfig(envs=["logic/counting", "bio/gc_content"], prompts_per_step=2, rollouts_per_prompt=4,
+                   max_new_tokens=6, heldout_items=4, loss=RLLossConfig(algorithm=algorithm))
+    trainer = RLTrainer(m, tok, proc, cfg, log_path=tmp_path / "rl.jsonl")
+    before, n = trainer.heldout_reward()
+    assert n == 4 and 0.0 <= before <= 1.0
+    res = trainer.train(steps=2)
+    assert res.steps == 2 and len(res.history) == 2
+    for h in res.history:
+        assert 0.0 <= h["reward_mean"] <= 1.0 and h["kept_groups"] >= 0 and h["response_len"] > 0
+    assert (tmp_path / "rl.jsonl").read_text().count("\n") == 2
+
+
+def test_degenerate_groups_skip_the_update(parts, monkeypatch):
+    tok, proc, model = parts
+    m = S1ForConditionalGeneration(model.config)
+    m.load_state_dict(model.state_dict())
+    trainer = RLTrainer(m, tok, proc, RLConfig(envs=["logic/counting"], prompts_per_step=2,
+                                               rollouts_per_prompt=3, max_new_tokens=4))
+    monkeypatch.setattr(trainer, "_score", lambda *a: 0.0)  # every rollout wrong: all groups degenerate
+    snapshot = {k: v.clone() for k, v in m.state_dict().items()}
+    h = trainer.step()
+    assert h["kept_groups"] == 0 and "entropy" not in h
+    assert all(torch.equal(snapshot[k], v) for k, v in m.state_dict().items())

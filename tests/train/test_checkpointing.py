@@ -1,0 +1,98 @@
+"""Checkpoints: pickle-free round trips, atomic writes, and clear errors that lose nothing."""
+
+import errno
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from opens1.train import checkpointing as ck
+
+
+def _model_opt():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2, betas=(0.9, 0.95))
+    m(torch.randn(3, 4)).sum().backward()
+    opt.step()
+    return m, opt
+
+
+def test_optimizer_state_flattens_to_tensors_and_json():
+    m, opt = _model_opt()
+    osd = ck.optimizer_state(m, opt)
+    tensors, rest = ck.flatten_optimizer_state(osd)
+    assert all(isinstance(v, torch.Tensor) for v in tensors.values())
+    json.dumps(rest)  # the non-tensor part is plain JSON
+    back = ck.unflatten_optimizer_state(tensors, rest)
+    assert back["param_groups"][0]["betas"] == (0.9, 0.95)
+    for p, entries in osd["state"].items():
+        for k, v in entries.items():
+            assert torch.equal(back["state"][p][k], v)
+
+
+def test_rng_states_round_trip_as_uint8():
+    torch.manual_seed(1)
+    random.seed(2)
+    np.random.seed(3)
+    st = ck.rng_state()
+    assert all(v.dtype == torch.uint8 for v in st.values())
+    a = (torch.rand(3), random.random(), np.random.rand())
+    ck.set_rng_state(st)
+    b = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(a[0], b[0]) and a[1] == b[1] and a[2] == b[2]
+
+
+def test_save_load_round_trip(tmp_path):
+    m, opt = _model_opt()
+    path = ck.save_checkpoint(tmp_path, 7, m, opt, meta={"config": {"lr": 1}}, data_state={"epoch": 0, "index": 3})
+    assert sorted(p.name for p in path.iterdir()) == [
+        "meta.json", "model.safetensors", "optimizer.json", "optimizer.safetensors", "rng.safetensors"]
+    assert not any(p.name.endswith((".pt", ".pkl", ".bin")) for p in tmp_path.rglob("*"))
+    assert ck.latest_checkpoint(tmp_path) == path
+    m2, opt2 = _model_opt()
+    with torch.no_grad():
+        for p in m2.parameters():
+            p.zero_()
+    meta = ck.load_checkpoint(path, m2, opt2)
+    assert meta["step"] == 7 and meta["data_state"] == {"epoch": 0, "index": 3}
+    for a, b in zip(m.parameters(), m2.parameters()):
+        assert torch.equal(a, b)
+    assert torch.equal(opt.state_dict()["state"][0]["exp_avg"], opt2.state_dict()["state"][0]["exp_avg"])
+
+
+def test_keep_prunes_old_checkpoints(tmp_path):
+    m, opt = _model_opt()
+    for s in (1, 2, 3):
+        ck.save_checkpoint(tmp_path, s, m, opt, keep=2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == ["step_00000002", "step_00000003"]
+
+
+def test_full_disk_is_clear_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    m, opt = _model_opt()
+    good = ck.save_checkpoint(tmp_path, 1, m, opt)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ck, "save_file", full)
+    with pytest.raises(ck.CheckpointError, match="disk is full.*intact"):
+        ck.save_checkpoint(tmp_path, 2, m, opt)
+    assert ck.latest_checkpoint(tmp_path) == good and (good / "model.safetensors").is_file()
+    assert not list((tmp_path / "checkpoints").glob(".tmp*"))  # no half-written debris
+
+
+def test_unwritable_directory_is_a_clear_error(tmp_path):
+    m, opt = _model_opt()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ck.CheckpointError, match="was not written"):
+        ck.save_checkpoint(blocker, 1, m, opt)
+
+
+def test_not_a_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        ck.read_meta(tmp_path)
+    assert ck.latest_checkpoint(tmp_path) is None
