@@ -31,7 +31,7 @@ _THINK_CLOSE = "</think>"
 # "Answer: C", "The final answer is (B).", "answer is 42 kJ/mol" -- captured to end
 # of line. `[^\n]{0,400}` is bounded, so no catastrophic backtracking is possible.
 _ANSWER_RE = re.compile(
-    r"(?:final\s+answer|answer)\s*(?:is|:|=)\s*:?\s*([^\n]{0,400})",
+    r"(?:final\s+answer|answer)\s*(?:is|:|=)\s*:?\s*([^\n]{0,4000})",
     re.IGNORECASE,
 )
 

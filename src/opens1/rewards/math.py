@@ -33,7 +33,9 @@ def _mv_parse(text: str):
     from math_verify import parse  # lazy: sympy import costs ~0.3 s
 
     # Bare answers ("1/2", "\frac{1}{2}") need math delimiters for the LaTeX extractor.
-    wrapped = text if ("$" in text or "\\boxed" in text) else f"${text}$"
+    # An escaped dollar (\\$36, MATH's money answers) is not a math delimiter.
+    has_delim = re.search(r"(?<!\\)\$", text) is not None
+    wrapped = text if (has_delim or "\\boxed" in text) else f"${text}$"
     return parse(wrapped, parsing_timeout=_timeout())
 
 

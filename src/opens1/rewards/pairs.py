@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 
 from rdkit import Chem
 
@@ -41,6 +42,11 @@ def _moses(n: int, rng: random.Random) -> list[str]:
 
 def _random_smiles(smiles: str, rng: random.Random) -> str:
     mol = mol_from_smiles(smiles)
+    if rng.random() < 0.3:  # Kekulé form: explicit single/double bonds instead of aromatic atoms
+        mol = Chem.Mol(mol)
+        Chem.Kekulize(mol, clearAromaticFlags=True)
+        return Chem.MolToSmiles(mol, kekuleSmiles=True, canonical=False,
+                                rootedAtAtom=rng.randrange(mol.GetNumAtoms()))
     return Chem.MolToRandomSmilesVect(mol, 1, randomSeed=rng.randrange(1 << 30))[0]
 
 
@@ -138,6 +144,11 @@ def math_pairs(n: int, rng: random.Random) -> list[dict]:
     for i in range(n):
         ans = simple[i]
         pred = ans.replace("\\frac", "\\dfrac") if rng.random() < 0.5 else ans.replace(" ", "")
+        m = re.fullmatch(r"\\frac\{(\d+)\}\{(2|4|5|8|10)\}", ans)
+        if m and rng.random() < 0.7:  # an exact decimal for a simple fraction
+            pred = f"{int(m.group(1)) / int(m.group(2)):g}"
+        elif re.fullmatch(r"-?\d+", ans) and rng.random() < 0.5:
+            pred = f"x = {ans}"
         tmpl = rng.choice(["\\boxed{{{x}}}", "Answer: ${x}$", "<think>hmm</think>The final answer is $\\boxed{{{x}}}$."])
         out.append({"kind": "math", "prediction": tmpl.format(x=pred), "reference": ans, "options": {}, "label": 1})
         other = next(a for a in simple[i + 1:] + simple[:i] if a.replace(" ", "") != ans.replace(" ", ""))

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"params={n_total / 1e6:.2f}M trainable={n_train / 1e6:.2f}M docs={len(stream.docs)} "
                   f"(dropped {stream.dropped} too long) micro-batches/epoch/rank={stream.micro_batches_per_epoch()}",
                   file=sys.stderr)
-        trainer = Trainer(model, cfg, stream, cfg.out_dir, device=device, resume=not args.no_resume,
+        trainer = Trainer(model, cfg, stream, cfg.out_dir, device=device, resume=False if args.no_resume else "auto",
                           force=args.force, data_hashes=hashes, model_config=mcfg)
         result = trainer.fit()
         final = None

@@ -221,4 +221,13 @@ $("composer").addEventListener("submit", async (ev) => {
   }
 });
 
-loadModel();
+// `/?q=...&smiles=...&thinking=0` pre-fills and sends a message: shareable demo links,
+// and what the headless-browser test drives.
+(async () => {
+  await loadModel();
+  const params = new URLSearchParams(location.search);
+  if (params.get("thinking") === "0") $("thinking").checked = false;
+  if (params.get("max_tokens")) $("max-tokens").value = params.get("max_tokens");
+  if (params.get("smiles")) { attachments.push({ kind: "smiles", smiles: params.get("smiles") }); renderAttachments(); }
+  if (params.get("q")) { $("prompt").value = params.get("q"); $("composer").requestSubmit(); }
+})();
