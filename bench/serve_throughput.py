@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import statistics
+import subprocess
 import sys
 import time
 
+import httpx
 import openai
 import torch
 
-from opens1.serve.cli import BackgroundServer, build_state
+from opens1.serve.cli import BackgroundServer, build_state, free_port
 
 
 async def one_request(client: openai.AsyncOpenAI, model: str, i: int, max_tokens: int) -> dict:
@@ -63,6 +67,40 @@ def summarize(name: str, wall: float, results: list[dict], want_tokens: int) -> 
     return tokens / wall
 
 
+@contextlib.contextmanager
+def server(args):
+    """`opens1 serve` in its own process (the client's SSE parsing then does not share
+    the server's GIL), or uvicorn in a thread with --in-process."""
+    if args.in_process:
+        torch.set_num_threads(args.threads)
+        state = build_state(args.model, max_batch_size=args.clients, max_seq_len=args.max_seq_len, device=args.device, dtype=args.dtype)
+        with BackgroundServer(state) as url:
+            yield url
+        return
+    port = free_port()
+    cmd = [sys.executable, "-m", "opens1.cli", "serve", "--model", args.model, "--port", str(port),
+           "--max-batch-size", str(args.clients), "--max-seq-len", str(args.max_seq_len), "--device", args.device,
+           "--log-level", "warning"] + (["--dtype", args.dtype] if args.dtype else [])
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    proc = subprocess.Popen(cmd, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", help="preset or checkpoint directory")
@@ -71,22 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seq-len", type=int, default=512)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None)
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads of the server")
+    ap.add_argument("--in-process", action="store_true", help="run the server in this process (a thread)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
 
-    state = build_state(args.model, max_batch_size=args.clients, max_seq_len=args.max_seq_len,
-                        device=args.device, dtype=args.dtype)
     print(f"model {args.model} on {args.device}: {args.clients} requests x {args.max_tokens} tokens, "
-          f"{args.clients} KV-cache slots")
-    with BackgroundServer(state) as url:
-        asyncio.run(run(url, state.model_name, 2, 4, concurrent=True))  # warm-up
-        seq_wall, seq = asyncio.run(run(url, state.model_name, args.clients, args.max_tokens, concurrent=False))
+          f"{args.clients} KV-cache slots, server {'in-process' if args.in_process else 'in a subprocess'}")
+    with server(args) as url:
+        name = httpx.get(url + "/v1/models").json()["data"][0]["id"]
+        asyncio.run(run(url, name, 2, 4, concurrent=True))  # warm-up
+        seq_wall, seq = asyncio.run(run(url, name, args.clients, args.max_tokens, concurrent=False))
         seq_tps = summarize("sequential", seq_wall, seq, args.max_tokens)
-        state.engine.stats.max_running = 0
-        con_wall, con = asyncio.run(run(url, state.model_name, args.clients, args.max_tokens, concurrent=True))
+        con_wall, con = asyncio.run(run(url, name, args.clients, args.max_tokens, concurrent=True))
         con_tps = summarize("concurrent", con_wall, con, args.max_tokens)
-    print(f"largest decode batch: {state.engine.stats.max_running} sequences")
     print(f"throughput ratio concurrent/sequential: {con_tps / seq_tps:.2f}x")
     ok = all(r["tokens"] == args.max_tokens for r in seq + con)
     if not ok:

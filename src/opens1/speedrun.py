@@ -144,7 +144,7 @@ def run_train_stage(name: str, model, tok, proc, scfg: SpeedrunConfig, seconds: 
                            ckpt_every=0, progress=False, tensorboard=False, max_steps=10_000)
     if samples is None:
         samples = load_mixture(sources or cfg.sources, scfg.data, samples_per_unit=cfg.samples_per_source, seed=scfg.seed)
-    docs = build_documents(samples, cfg.stage, tok, proc, enable_thinking=False)
+    docs = build_documents(samples, cfg.stage, tok, proc)
     stream, hashes = build_stream(cfg, tok, proc, docs=docs)
     # Calibrate: time a couple of steps, then size the schedule (WSD needs its length up front)
     # so that warm-up, stable phase and decay all fit in the time left.
@@ -187,7 +187,7 @@ def sft_samples(data, per_env: int, tasks: list[str]) -> list:
 def evaluate(model, tok, proc, tasks: list[str], items: int, seconds: float, data) -> dict:
     """Greedy held-out scores per task, batched, inside `seconds` (tasks share the time)."""
     from opens1.envs import get_env
-    from opens1.rl.rollout import LocalEngine, SamplingParams
+    from opens1.rl.rollout import LocalEngine, SamplingParams, response_text
 
     engine = LocalEngine(model, pad_token_id=tok.pad_token_id, share=True)
     greedy = SamplingParams(max_new_tokens=48, temperature=0.0, eos_token_id=tok.eos_token_id)
@@ -205,8 +205,7 @@ def evaluate(model, tok, proc, tasks: list[str], items: int, seconds: float, dat
             prompts = [proc(c.messages(), enable_thinking=False) for c in cases]
             gens = engine.generate(prompts, 1, greedy, seed=0)
             for c, g in zip(cases, gens):
-                text = tok.decode(g[0].response_ids, skip_special_tokens=True)
-                scores.append(float(env.verify(text, c).score))
+                scores.append(float(env.verify(response_text(tok, g[0]), c).score))
         if scores:
             out[task] = {"score": sum(scores) / len(scores), "items": len(scores)}
     return out
@@ -293,7 +292,7 @@ def run(scfg: SpeedrunConfig) -> dict:
 def choose_rl_envs(model, tok, proc, data, seconds: float) -> list[str]:
     """RL candidates on which the SFT model scores above zero when sampling (a quick train-split probe)."""
     from opens1.envs import get_env
-    from opens1.rl.rollout import LocalEngine, SamplingParams
+    from opens1.rl.rollout import LocalEngine, SamplingParams, response_text
 
     engine = LocalEngine(model, pad_token_id=tok.pad_token_id, share=True)
     sampling = SamplingParams(max_new_tokens=24, temperature=1.0, eos_token_id=tok.eos_token_id)
@@ -304,7 +303,7 @@ def choose_rl_envs(model, tok, proc, data, seconds: float) -> list[str]:
         env = get_env(name, data_root=data)
         cases = [env.case(i, split="train") for i in range(4)]
         gens = engine.generate([proc(c.messages(), enable_thinking=False) for c in cases], 4, sampling, seed=k)
-        score = sum(env.verify(tok.decode(r.response_ids, skip_special_tokens=True), c).score
+        score = sum(env.verify(response_text(tok, r), c).score
                     for c, g in zip(cases, gens) for r in g) / 16
         log(f"rl probe {name}: sampled reward {score:.2f}")
         if 0 < score < 1:

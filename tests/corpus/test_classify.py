@@ -42,6 +42,7 @@ def test_shipped_classifier_on_unseen_real_questions():
     assert np.mean([p.domain == "math" for p in preds]) > 0.9
 
 
+@pytest.mark.slow  # imports torch: seconds on a loaded 2-core machine
 def test_train_save_load_roundtrip(tmp_path, shared_data):
     pairs = C.science_examples(shared_data, per_domain=50)
     assert {d for _, d in pairs} >= {"math", "physics", "chemistry", "life"}

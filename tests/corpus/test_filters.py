@@ -66,3 +66,12 @@ def test_bad_input_errors(tmp_path):
     p.write_text('{"body": "no text field"}\n')
     with pytest.raises(ValueError, match="text"):
         list(read_documents(p))
+
+
+def test_science_text_is_not_garble_but_run_together_words_are():
+    calc = "She pays 450-150-36-50-20-10=<<450-150-36-50-20-10=184>>184 dollars in total for the trip."
+    assert garble_score(calc) == 0.0
+    broken = "The " + "thisisrunthroughtextfromabrokenpdfextractionwithoutanyspaces" + " end of it."
+    assert garble_score(broken) > 0.5
+    money = "Tom has $400 in the box and spends $25 on food, so he has $375 left for the rest of the week."
+    assert quality_metrics(money)["n_words"] >= 20  # dollars are money, not a $...$ formula

@@ -19,6 +19,13 @@ def test_tidy_joins_lines_and_drops_page_furniture():
     assert ocr.tidy_ocr_text("") == ""
 
 
+def test_clean_vlm_text():
+    assert ocr.clean_vlm_text("```markdown\n# Title\n\nBody\n```") == "# Title\n\nBody"
+    looped = "Intro\n" + "the the the\n" * 50 + "End"
+    assert ocr.clean_vlm_text(looped) == "Intro\n" + "the the the\n" * 3 + "End"
+    assert ocr.clean_vlm_text("a\n\n\n\nb") == "a\n\n\n\nb"  # blank lines are not a loop
+
+
 def test_render_png(tmp_path):
     pdf = make_pdf(tmp_path / "a.pdf", [[(0.1, 0.5, "Rendered", 30)]])
     png = ocr.render_png(str(pdf), 0, dpi=72)

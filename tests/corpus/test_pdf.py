@@ -5,6 +5,7 @@ carry a real text layer); the copyrighted papers are read from ../shared/data on
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -19,8 +20,26 @@ LOREM = ("Stellar spectra reveal the chemical composition of distant stars and t
 
 
 def make_pdf(path: Path, pages: list[list[tuple]], lines: list[list[tuple]] | None = None) -> Path:
-    """Write a PDF: pages[i] = [(x, y, text, fontsize), ...] in figure fractions (y up);
-    lines[i] = [(x0, y0, x1, y1), ...] ruling lines in figure fractions."""
+    """Write a PDF: pages[i] = [(x, y, text, fontsize[, family]), ...] in figure fractions
+    (y up); lines[i] = [(x0, y0, x1, y1), ...] ruling lines in figure fractions."""
+    key = repr((pages, lines))
+    path.write_bytes(_pdf_bytes(key))
+    return path
+
+
+@functools.lru_cache(maxsize=64)
+def _pdf_bytes(key: str) -> bytes:
+    """Rendering is the slow part of these tests: the same document is drawn once."""
+    import ast
+    import io
+
+    pages, lines = ast.literal_eval(key)
+    buf = io.BytesIO()
+    _draw(buf, pages, lines)
+    return buf.getvalue()
+
+
+def _draw(path, pages: list[list[tuple]], lines: list[list[tuple]] | None) -> None:
     import matplotlib
 
     matplotlib.use("pdf")
@@ -38,7 +57,6 @@ def make_pdf(path: Path, pages: list[list[tuple]], lines: list[list[tuple]] | No
                 fig.add_artist(Line2D([x0, x1], [y0, y1], color="black", linewidth=0.8))
             pp.savefig(fig)
             plt.close(fig)
-    return path
 
 
 def prose(seed: int, n_lines: int, x: float = 0.1, y: float = 0.8, width: int = 12, size: int = 10) -> list[tuple]:
@@ -133,7 +151,7 @@ def minimal_pdf(body: bytes = b"BT /F1 24 Tf 72 700 Td (Hello) Tj ET", encrypt: 
             b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
             b"/Resources << /Font << /F1 5 0 R >> >> >>",
             b"<< /Length %d >>\nstream\n" % len(body) + body + b"\nendstream",
-            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"]
     if encrypt:
         objs.append(b"<< /Filter /Standard /V 1 /R 2 /O <" + b"ab" * 32 + b"> /U <" + b"cd" * 32 + b"> /P -4 >>")
     out = b"%PDF-1.4\n"
@@ -154,27 +172,31 @@ def test_minimal_pdf_parses(tmp_path):
     assert check_pdf(str(tmp_path / "hello.pdf")) == 1
 
 
-@pytest.mark.parametrize("name,data,msg", [
-    ("empty.pdf", b"", "empty file"),
-    ("notpdf.pdf", b"<html><body>not a pdf</body></html>", "not a PDF"),
-    ("truncated.pdf", None, "PDF"),
-    ("encrypted.pdf", None, "encrypted"),
-])
-def test_bad_input_is_recorded_and_run_goes_on(tmp_path, name, data, msg):
+def test_bad_input_is_recorded_and_run_goes_on(tmp_path):
+    """Every kind of bad input in one run: each gets an error record naming the file and
+    the problem, and the good document between them is still parsed."""
     good = paper(tmp_path, "good.pdf", n_pages=1)
-    if name == "truncated.pdf":
-        data = good.read_bytes()[:300]
-    if name == "encrypted.pdf":
-        data = minimal_pdf(encrypt=True)
-    bad = tmp_path / name
-    bad.write_bytes(data)
+    bad = {
+        "empty.pdf": (b"", "empty file"),
+        "notpdf.pdf": (b"<html><body>not a pdf</body></html>", "not a PDF"),
+        "truncated.pdf": (good.read_bytes()[:300], "PDF"),
+        "encrypted.pdf": (minimal_pdf(encrypt=True), "encrypted"),
+        "garbage.pdf": (b"%PDF-1.7\n" + bytes(range(256)) * 8, "PDF"),
+    }
+    paths = []
+    for name, (data, _) in bad.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(tmp_path / name)
     missing = tmp_path / "missing.pdf"
-    summary, recs = parse(tmp_path, [bad, good, missing])
-    errs = {r["file"]: r for r in recs if r["route"] == "error"}
-    assert set(errs) == {str(bad), str(missing)}
-    assert msg in errs[str(bad)]["error"] and str(bad) in errs[str(bad)]["error"]
-    assert "no such file" in errs[str(missing)]["error"]
-    assert (tmp_path / "out" / "good.md").is_file() and summary["documents"] == 1 and summary["errors"] == 2
+    summary, recs = parse(tmp_path, paths[:2] + [good] + paths[2:] + [missing])
+    errs = {Path(r["file"]).name: r for r in recs if r["route"] == "error"}
+    assert set(errs) == set(bad) | {"missing.pdf"}
+    for name, (_, msg) in bad.items():
+        assert msg in errs[name]["error"] and name in errs[name]["error"], errs[name]
+        assert errs[name]["page"] is None and errs[name]["doc"] == name[:-4]
+    assert "no such file" in errs["missing.pdf"]["error"]
+    assert (tmp_path / "out" / "good.md").is_file() and summary["documents"] == 1 and summary["errors"] == 6
+    assert not (tmp_path / "out" / "empty.md").exists()
 
 
 def test_cli_main(tmp_path, capsys):
@@ -198,6 +220,9 @@ def test_resume_skips_done_documents(tmp_path):
     (out / ".done" / "a.json").write_text("{truncated")  # a damaged marker: parse again
     s3, _ = parse(tmp_path, [a, b])
     assert s3["skipped_done"] == 1
+    paper(tmp_path, "b.pdf", 2)  # b replaced by a longer document under the same name
+    s4, recs = parse(tmp_path, [a, b])
+    assert s4["skipped_done"] == 1 and len(recs) == 3
     assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
 
 
@@ -242,3 +267,45 @@ def test_real_paper_page_against_ground_truth(shared_data, tmp_path):
     assert recovered(headings(truth), headings(ours)) >= len(headings(truth)) / 2
     assert recovered(table_rows(truth), table_rows(ours)) >= len(table_rows(truth)) / 2
     assert "Optimized Table Tokenization" not in ours  # the running header
+
+
+def test_broken_page_is_recorded_and_the_rest_kept(tmp_path, monkeypatch):
+    from opens1.corpus import markdown
+
+    pdf = paper(tmp_path, n_pages=2)
+    real = markdown.extract_layout
+
+    def flaky(page, number):
+        if number == 2:
+            raise RuntimeError("page 2 content stream is corrupt")
+        return real(page, number)
+
+    monkeypatch.setattr(markdown, "extract_layout", flaky)
+    _, recs = parse(tmp_path, [pdf])
+    assert [r["route"] for r in recs] == ["cheap", "error"]
+    assert recs[1]["page"] == 2 and "corrupt" in recs[1]["error"]
+    text = (tmp_path / "out" / "paper.md").read_text()
+    assert "s0l0" in text and "s1l0" not in text
+
+
+def test_garbled_text_layer_is_routed(tmp_path):
+    # glyph codes 1..31 in a simple font: a text layer of control characters
+    junk = b"(" + bytes(range(1, 32)).replace(b"(", b"").replace(b")", b"").replace(b"\\", b"") * 3 + b")"
+    body = b"BT /F1 12 Tf 72 700 Td " + junk + b" Tj 0 -20 Td (readable words here) Tj ET"
+    (tmp_path / "junk.pdf").write_bytes(minimal_pdf(body))
+    _, (rec,) = parse(tmp_path, [tmp_path / "junk.pdf"], ocr=False)
+    assert rec["scores"]["garble_ratio"] > 0.5
+    assert (rec["route"], rec["reason"]) == ("heavy", "garbled")
+    # glyphs without text are cleaned out of the cheap path's output; the rest is kept
+    text = (tmp_path / "out" / "junk.md").read_text()
+    assert text.strip() == "readable words here" and "dropped" not in rec
+
+
+def test_still_garbled_page_is_dropped_with_a_record(tmp_path):
+    # UTF-8 bytes shown through WinAnsi: "cafÃ©" mojibake, which no clean-up can undo
+    body = b"BT /F1 12 Tf 72 700 Td (" + b"caf\xc3\xa9 na\xc3\xafve " * 12 + b") Tj ET"
+    (tmp_path / "moji.pdf").write_bytes(minimal_pdf(body))
+    summary, (rec,) = parse(tmp_path, [tmp_path / "moji.pdf"], ocr=False)
+    assert rec["reason"] == "garbled" and rec["dropped"] == "garbled" and rec["final_garble"] > 0.2
+    assert (tmp_path / "out" / "moji.md").read_text().strip() == ""
+    assert summary["dropped_garbled"] == 1 and summary["chars_removed_fraction"] == 1.0

@@ -39,6 +39,11 @@ def test_route_decisions():
     assert route(scan, RouterConfig(ocr=False)).parser == "text"  # nothing better available
     blank = scores(n_chars=0, text_layer=False)
     assert route(blank, cfg).parser == "blank" and not route(blank, cfg).heavy
+    outlines = scores(n_chars=0, text_layer=False, n_vectors=400)  # text converted to curves
+    assert route(outlines, cfg).parser == "ocr"
+    stamped = scores(n_chars=80, image_coverage=0.95)  # scan + "Downloaded from" line
+    assert (route(stamped, cfg).parser, route(stamped, cfg).reason) == ("ocr", "scanned")
+    assert route(scores(n_chars=3000, image_coverage=0.95), cfg).parser == "text"  # text over a background
     maths = scores(formula_density=0.2)
     assert route(maths, cfg).heavy and route(maths, cfg).parser == "text"  # OCR would lose the maths
     assert route(maths, vlm).parser == "vlm" and route(maths, vlm).reason == "formula"

@@ -1,9 +1,7 @@
 """Validity checks on real molecules and sequences from the embedded data subset."""
 
 import csv
-import gzip
 
-import pytest
 
 from opens1.corpus.validity import check_record, dna_valid, protein_valid, sequence_valid, smiles_valid
 from opens1.data.paths import open_data

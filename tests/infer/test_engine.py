@@ -13,6 +13,9 @@ from opens1.config import get_preset
 from opens1.infer.engine import CacheFull, Engine, GenerationRequest, QueueFull, SamplingParams
 from opens1.models.s1 import S1ForConditionalGeneration
 
+# a hung server or engine must fail the test, not stall the suite
+pytestmark = pytest.mark.timeout(120)
+
 GREEDY = dict(temperature=0.0, top_k=0, top_p=1.0)
 
 

@@ -186,8 +186,8 @@ def test_fp8_checkpoint_dequantises(tmp_path, kind, block):
     (tmp_path / "config.json").write_text(json.dumps(conf))
     model = opens1.load_model(tmp_path)
     params = model.state_dict()
-    wq = params["language_model.layers.0.self_attn.q_proj.weight"]
-    assert torch.equal(wq, quant["model.layers.0.self_attn.q_proj.weight"])
+    wk = params["language_model.layers.0.self_attn.qkv_proj.weight"][32:48]  # k rows of the fused qkv
+    assert torch.equal(wk, quant["model.layers.0.self_attn.k_proj.weight"])
     if kind == "moe":
         gu = params["language_model.layers.1.mlp.experts.gate_up_proj"]
         assert torch.equal(gu[2, 16:], quant["model.layers.1.mlp.experts.2.up_proj.weight"])

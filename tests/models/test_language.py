@@ -27,7 +27,7 @@ def text_only(t: TextConfig):
 
 def hf_pair(t: TextConfig, seed=0):
     """A random transformers model and our model with the same weights."""
-    from opens1.models.checkpoint import text_config_to_hf
+    from opens1.models.checkpoint import convert_state_dict, text_config_to_hf
 
     torch.manual_seed(seed)
     d = text_config_to_hf(t)
@@ -38,8 +38,7 @@ def hf_pair(t: TextConfig, seed=0):
         hf = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**d))
     hf.eval()
     ours = S1ForConditionalGeneration(text_only(t)).eval()
-    sd = {k.replace("model.", "language_model.", 1): v for k, v in hf.state_dict().items()}
-    ours.load_state_dict(sd, strict=True)
+    ours.load_state_dict(convert_state_dict(hf.state_dict(), ours.config), strict=True)
     return hf, ours
 
 

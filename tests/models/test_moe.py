@@ -77,3 +77,18 @@ def test_grouped_mm_disabled_still_works(monkeypatch):
     idx = torch.tensor([[0, 1], [1, 2], [3, 0], [0, 2], [1, 3]])
     w = torch.rand(5, 2)
     torch.testing.assert_close(ex(x, idx, w), loop_reference(ex, x, idx, w), atol=1e-4, rtol=1e-4)
+
+
+def test_cpu_decode_path_equals_grouped():
+    torch.manual_seed(0)
+    ex = Experts(8, 16, 8)
+    torch.nn.init.normal_(ex.gate_up_proj)
+    torch.nn.init.normal_(ex.down_proj)
+    x = torch.randn(3, 16)
+    idx = torch.tensor([[0, 5], [5, 7], [2, 1]])
+    w = torch.rand(3, 2)
+    grouped = ex(x, idx, w)  # grad mode on: grouped path
+    with torch.no_grad():
+        small = ex(x, idx, w)  # 6 assignments on CPU without grad: per-assignment path
+    torch.testing.assert_close(small, grouped, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(small, loop_reference(ex, x, idx, w), atol=1e-4, rtol=1e-4)

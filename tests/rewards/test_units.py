@@ -23,3 +23,19 @@ def test_dimension_mismatch_and_garbage():
     assert parse_unit("dollars") is None
     assert parse_unit("eggs per day") is None
     assert parse_unit("").dimensionless
+
+
+def test_spelled_out_units_and_degrees():
+    assert math.isclose(parse_unit("inches").factor, 0.0254)
+    assert parse_unit("hours").factor == 3600.0 and parse_unit("years").dim == parse_unit("s").dim
+    assert parse_unit("$^{\\circ} \\mathrm{C}$").dim == parse_unit("K").dim
+    assert parse_unit(" $^{\\circ}$").dimensionless
+
+
+def test_prose_after_the_unit_is_ignored():
+    from opens1.rewards import verify
+
+    assert verify("number", "Answer: 3.2 kJ/mol in total", "3200 J/mol").score == 1.0
+    assert verify("number", "Answer: 3.2 kJ mol^-1 at 298 K", "3200 J/mol").score == 1.0
+    assert verify("number", "Answer: 2 hours", "7200 s").score == 1.0
+    assert verify("number", "Answer: 2 hours", "7200 m").score == 0.0

@@ -110,3 +110,34 @@ def test_bad_reference_and_kind_raise():
         verify("choice", "Answer: A", "AB")
     with pytest.raises(ValueError):
         verify("formula", "Answer: H2O", "Zz9")
+
+
+@pytest.mark.parametrize("pred", ["Answer: (A) and (B)", "Answer: A or B", "Answer: A, C", "Answer: A/B"])
+def test_hedging_over_options_scores_zero(pred):
+    assert verify("choice", pred, "A").score == 0.0
+
+
+def test_choice_with_trailing_explanation():
+    assert verify("choice", "The answer is (A), because B is wrong", "A").score == 1.0
+    assert verify("choice", "Answer: (A) 42 J", "A").score == 1.0
+
+
+def test_reaction_side_for_plain_set_references():
+    full = "Answer: CCO.CC(=O)O>>CCOC(C)=O"
+    assert verify("reaction", full, "CCOC(C)=O").score == 1.0  # forward: products
+    assert verify("reaction", full, "CC(=O)O.CCO", side="reactants").score == 1.0  # retrosynthesis
+    assert verify("reaction", full, "CC(=O)O.CCO").score == 0.0
+    with pytest.raises(ValueError, match="side"):
+        verify("reaction", full, "CCO", side="agents")
+
+
+@pytest.mark.parametrize("kind,pred,ref", [
+    ("smiles", "Answer: [CH3][CH2][OH]", "CCO"), ("smiles", "Answer: C1=CC=CC=C1", "c1ccccc1"),
+    ("smiles", "Answer: [Na+].[Cl-]", "[Cl-].[Na+]"), ("formula", "Answer: CH3COOH", "C2H4O2"),
+    ("formula", "Answer: Fe2(SO4)3", "Fe2S3O12"), ("formula", "Answer: $\\mathrm{C_6H_{12}O_6}$", "C6H12O6"),
+    ("math", "Answer: (-\\infty, 3]", "(-\\infty,3]"), ("math", "Answer: x^2+2x+1", "(x+1)^2"),
+    ("number", "Answer: 3.2e3 J/mol", "3.2 kJ/mol"), ("number", "Answer: 1/3", "0.3333"),
+    ("sequence", "Answer: ATG GCC TAA", "ATGGCCTAA"),
+])
+def test_more_equivalent_notations(kind, pred, ref):
+    assert verify(kind, pred, ref, **({"rel_tol": 1e-3} if kind == "number" else {})).score == 1.0

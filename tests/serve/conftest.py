@@ -19,7 +19,6 @@ from torch import nn
 
 from opens1.config import get_preset
 from opens1.infer.engine import Engine
-from opens1.serve.api import ServerState
 from opens1.serve.cli import BackgroundServer, build_state
 
 SCRIPT = [

@@ -10,6 +10,9 @@ import httpx
 import pytest
 from PIL import Image
 
+# a hung server or engine must fail the test, not stall the suite
+pytestmark = pytest.mark.timeout(120)
+
 
 HI = [{"role": "user", "content": "Hi"}]
 
@@ -85,6 +88,9 @@ def test_top_k_1_is_greedy(client):
     # top_k is not an OpenAI argument: it travels in the body, as with vLLM
     k1 = client.chat.completions.create(temperature=1.5, extra_body={"top_k": 1, "ignore_eos": True}, **kw)
     assert k1.choices[0].message.reasoning_content == greedy.choices[0].message.reasoning_content
+    # min_p = 1 keeps only tokens as likely as the best one: greedy again
+    p1 = client.chat.completions.create(temperature=1.5, extra_body={"min_p": 1.0, "top_k": 0, "ignore_eos": True}, **kw)
+    assert p1.choices[0].message.reasoning_content == greedy.choices[0].message.reasoning_content
 
 
 def test_image_and_time_series_parts(client, tiny_state):
@@ -192,6 +198,15 @@ def test_concurrent_clients_are_batched(client, tiny_state):
     engine.stats.max_running = max(before, engine.stats.max_running)
 
 
+def _wait_idle(engine, timeout=10.0):
+    import time
+
+    deadline = time.time() + timeout
+    while engine.load()["running"] and time.time() < deadline:
+        time.sleep(0.01)
+    return engine.load()["running"] == 0
+
+
 def test_client_disconnect_frees_the_slot(tiny, tiny_state):
     engine = tiny_state.engine
     body = {"model": "tiny", "messages": HI, "max_tokens": 250, "stream": True, "ignore_eos": True}
@@ -200,11 +215,17 @@ def test_client_disconnect_frees_the_slot(tiny, tiny_state):
         lines = r.iter_lines()
         got = [next(lines) for _ in range(6)]
     assert any(line.startswith("data: ") for line in got)
-    import time
+    assert _wait_idle(engine)
+    assert engine.stats.generated_tokens - before < 250
+    assert engine.load()["reserved_tokens"] == 0
 
-    deadline = time.time() + 10
-    while engine.load()["running"] and time.time() < deadline:
-        time.sleep(0.01)
-    assert engine.load()["running"] == 0
+
+def test_non_streamed_client_disconnect_frees_the_slot(tiny, tiny_state):
+    engine = tiny_state.engine
+    body = {"model": "tiny", "messages": HI, "max_tokens": 250, "ignore_eos": True}
+    before = engine.stats.generated_tokens
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up (and closes the connection)
+        httpx.post(tiny + "/v1/chat/completions", json=body, timeout=httpx.Timeout(5.0, read=0.05))
+    assert _wait_idle(engine)
     assert engine.stats.generated_tokens - before < 250
     assert engine.load()["reserved_tokens"] == 0

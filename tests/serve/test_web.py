@@ -14,6 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+# a hung server or engine must fail the test, not stall the suite
+pytestmark = pytest.mark.timeout(120)
+
 WEB = Path(__file__).resolve().parents[2] / "src" / "opens1" / "serve" / "web"
 
 
@@ -30,8 +33,7 @@ def test_page_and_assets_are_served(tiny):
 def test_no_external_assets():
     # no CDN, no remote fonts: the page works on an offline machine
     for f in WEB.iterdir():
-        assert not re.search(r"(src|href)\s*=\s*[\"']https?://", f.read_text()), f.name
-        assert "googleapis" not in f.read_text() and "cdn" not in f.read_text().lower(), f.name
+        assert not re.search(r"https?://", f.read_text()), f.name
 
 
 def test_molecule_endpoint(tiny):
@@ -58,7 +60,8 @@ class PipeCDP:
         self.proc = subprocess.Popen(
             [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
              "--window-size=1200,800", "about:blank"],
-            preexec_fn=fds, pass_fds=(to_chrome_r, from_chrome_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # fds 3 and 4 are what preexec_fn made them; pass_fds keeps them open in the child
+            preexec_fn=fds, pass_fds=(3, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         os.close(to_chrome_r)
         os.close(from_chrome_w)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 import statistics
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -60,7 +61,7 @@ LATEX = {
     "∪": r"\cup", "∩": r"\cap", "∀": r"\forall", "∃": r"\exists", "→": r"\rightarrow",
     "←": r"\leftarrow", "⇒": r"\Rightarrow", "⇔": r"\Leftrightarrow", "↔": r"\leftrightarrow",
     "−": "-", "′": "'", "…": r"\ldots", "⋯": r"\cdots", "∥": r"\|", "⟨": r"\langle", "⟩": r"\rangle",
-    "ℓ": r"\ell", "∅": r"\emptyset", "⊗": r"\otimes", "⊕": r"\oplus", "∘": r"\circ",
+    "ℓ": r"\ell", "∆": r"\Delta", "Ω": r"\Omega", "µ": r"\mu", "∅": r"\emptyset", "⊗": r"\otimes", "⊕": r"\oplus", "∘": r"\circ",
 }
 
 
@@ -83,7 +84,10 @@ class Frag:
 
     @property
     def bold(self) -> bool:
-        return bool(_BOLD.search(self.font))
+        """Every word with letters is bold (a bold run-in lead such as "Datasets. We
+        use ..." does not make the line bold)."""
+        ws = [w for w in self.words if re.search(r"\w", w["text"])]
+        return bool(ws) and all(_BOLD.search(w["fontname"]) for w in ws)
 
     @property
     def mono(self) -> bool:
@@ -148,6 +152,35 @@ def _font(name: str) -> str:
     return name.split("+", 1)[-1]
 
 
+def _compat_table() -> dict[int, str]:
+    """Code points to fold with NFKC: Kangxi/CJK radicals and compatibility ideographs
+    (PDFs from CJK fonts often map 一 to the radical ⼀), Latin ligatures (ﬁ -> fi);
+    control and private-use code points (glyph pieces of big brackets) are deleted.
+    Everything else is left alone: NFKC on all text would turn x² into x2."""
+    table: dict[int, str] = {}
+    for lo, hi in ((0x2E80, 0x2FDF), (0xF900, 0xFAFF), (0xFB00, 0xFB06)):
+        for cp in range(lo, hi + 1):
+            folded = unicodedata.normalize("NFKC", chr(cp))
+            if folded != chr(cp):
+                table[cp] = folded
+    for cp in list(range(0x00, 0x20)) + list(range(0x7F, 0xA0)) + list(range(0xE000, 0xF900)):
+        if chr(cp) not in "\n\t":
+            table[cp] = ""
+    return table
+
+
+_COMPAT = _compat_table()
+
+
+_CID = re.compile(r"\(cid:\d+\)")
+
+
+def clean_text(text: str) -> str:
+    """Fold compatibility code points and drop glyphs that carry no text (pdfminer's
+    "(cid:N)" for glyphs without a Unicode mapping, control and private-use codes)."""
+    return _CID.sub("", text).translate(_COMPAT)
+
+
 def join_words(words: list[dict]) -> str:
     """Join words left to right: a space only where the glyph gap is a real word gap, and
     never between two CJK characters (Chinese/Japanese have no inter-word spaces)."""
@@ -161,7 +194,7 @@ def join_words(words: list[dict]) -> str:
                 out += " "
         out += w["text"]
         prev = w
-    return out
+    return clean_text(out)
 
 
 # ---------------------------------------------------------------------------------------
@@ -193,8 +226,17 @@ def find_tables(page, words: list[dict]) -> list[Item]:
         inner = [e for e in page.vertical_edges if x0 + 2 < e["x0"] < x1 - 2
                  and e["top"] < bottom and e["bottom"] > top and e["bottom"] - e["top"] > 5]
         if not inner:
+            # the rules only locate the table (pdfplumber may also merge two stacked
+            # tables with the caption between them): split it into runs of rows
             region = [w for w in words if _inside(w, t.bbox)]
-            rows = _grid(_cells_by_row(region)) if region else []
+            for run in _runs(region, page.width, min_cells=2, min_rows=2) if region else []:
+                grid = _grid(run)
+                ws = [w for row in run for c in row for w in c]
+                if len(grid) >= 2 and len(grid[0]) >= 2 and _plausible(grid):
+                    bbox = (min(w["x0"] for w in ws), min(w["top"] for w in ws), max(w["x1"] for w in ws),
+                            max(w["bottom"] for w in ws))
+                    items.append(Item("table", bbox, grid))
+            continue
         else:
             rows = []
             for r in t.extract():
@@ -204,7 +246,7 @@ def find_tables(page, words: list[dict]) -> list[Item]:
                     rows += [[c[i] if c != [""] else "" for c in cells] for i in range(min(k))]
                 else:
                     rows.append([" ".join(c) for c in cells])
-            rows = [[re.sub(r"\s+", " ", c).strip() for c in r] for r in rows]
+            rows = [[re.sub(r"\s+", " ", clean_text(c)).strip() for c in r] for r in rows]
         rows = [r for r in rows if any(r)]
         # drop columns that are empty in every row (artefacts of the explicit lines)
         keep = [j for j in range(max((len(r) for r in rows), default=0)) if any(j < len(r) and r[j] for r in rows)]
@@ -243,7 +285,10 @@ def _grid(run: list[list[list[dict]]]) -> list[list[str]]:
     ws = [w for row in run for c in row for w in c]
     x0, x1 = min(w["x0"] for w in ws), max(w["x1"] for w in ws)
     free = [0] * (int(x1 - x0) + 1)
-    for row in run:
+    # walls come from the body rows: label rows and spanning headers have few cells
+    most = max(len(row) for row in run)
+    body = [row for row in run if len(row) >= max(2, 0.5 * most)]
+    for row in body:
         busy = [False] * len(free)
         for c in row:
             for w in c:
@@ -254,9 +299,9 @@ def _grid(run: list[list[list[dict]]]) -> list[list[str]]:
     em = statistics.median(w["size"] for w in ws)
     walls, start = [], None
     for x, f in enumerate(free + [0]):
-        if f >= 0.75 * len(run) and start is None:
+        if f >= 0.75 * len(body) and start is None:
             start = x
-        elif f < 0.75 * len(run) and start is not None:
+        elif f < 0.75 * len(body) and start is not None:
             if x - start >= 0.5 * em:
                 walls.append(x0 + (start + x) / 2)
             start = None
@@ -425,26 +470,27 @@ def find_text_tables(words: list[dict], width: float, gutter: float | None = Non
     return items
 
 
-def _text_tables(words: list[dict], width: float) -> list[tuple[Item, list]]:
-    """Borderless tables from aligned columns. A row is a table candidate when, after
-    setting aside prose fragments (6+ words, over a quarter of the page wide), at least
-    three cells separated by 1-em gaps remain. Runs of 3+ candidate rows (short label rows
-    such as a lone "DEP" are absorbed; rows in another column are skipped) become a
-    region; its column walls are the x-ranges free of words in 75% of its rows. A region
-    is kept if it has 3+ columns and a fifth of its cells are numbers, which keeps
-    author lists and other gapped prose out."""
+def _runs(words: list[dict], width: float, min_cells: int = 3, min_rows: int = 3) -> list[list]:
+    """Runs of table-like rows. A row is a candidate when, after setting aside prose
+    fragments (6+ words, over a quarter of the page wide), at least `min_cells` cells
+    separated by 1-em gaps remain. Captions and sentence-like rows without numbers end a
+    run; short label rows (a lone "DEP") are absorbed; rows entirely in another column
+    are skipped. Runs with `min_rows` candidate rows are returned."""
     parsed = []  # per row: its cells, prose fragments set aside
     for cells in _cells_by_row(words):
         cells = [c for c in cells if not (len(c) >= 6 and c[-1]["x1"] - c[0]["x0"] > 0.25 * width)]
         if cells and _CAPTION.match(join_words(cells[0])):
             cells = []  # "Table 2: ..." ends a table even when its words are gapped
+        texts = [join_words(c) for c in cells]
+        if any(len(c) >= 5 for c in cells) and not any(_NUMERIC.match(t) for t in texts):
+            cells = []  # a sentence-long cell and no number: justified prose, a table note
         parsed.append(cells)
     runs: list[list[list[list[dict]]]] = []
     cur: list = []
     for cells in parsed + [None]:
         if cells == []:  # a caption: always a break
             cells = None
-        if cells is not None and len(cells) >= 3:
+        if cells is not None and len(cells) >= min_cells:
             cur.append(cells)
             continue
         if cur and cells:
@@ -456,9 +502,17 @@ def _text_tables(words: list[dict], width: float) -> list[tuple[Item, list]]:
             if sum(len(c) for c in inside) <= 3 and sum(c[-1]["x1"] - c[0]["x0"] for c in inside) < 0.3 * (x1 - x0):
                 cur.append(inside)  # a short label row
                 continue
-        if sum(len(r) >= 3 for r in cur) >= 3:
+        if sum(len(r) >= min_cells for r in cur) >= min_rows:
             runs.append(cur)
         cur = []
+    return runs
+
+
+def _text_tables(words: list[dict], width: float) -> list[tuple[Item, list]]:
+    """Borderless tables from aligned columns (_runs, then _grid). A run is kept if it
+    has 3+ columns and a fifth of its cells are numbers, which keeps author lists and
+    other gapped prose out."""
+    runs = _runs(words, width)
     items = []
     for run in runs:
         ws = [w for row in run for c in row for w in c]
@@ -476,7 +530,9 @@ def extract_layout(page, number: int) -> PageLayout:
     """One pdfplumber page -> PageLayout (fragments and items in reading order)."""
     words = page.extract_words(x_tolerance=1.0, y_tolerance=2.0, keep_blank_chars=False,
                                use_text_flow=False, extra_attrs=["size", "fontname"], return_chars=True)
-    words = [w for w in words if w["text"].strip()]
+    # rotated text (arXiv side stamps, rotated axis labels) would scatter single letters
+    # over the reading order; it is left out of the layout
+    words = [w for w in words if w["text"].strip() and w.get("upright", True)]
     n_chars = len(page.chars)
     items = find_tables(page, words)
     words = [w for w in words if not any(_inside(w, it.bbox) for it in items)]
@@ -495,6 +551,22 @@ def extract_layout(page, number: int) -> PageLayout:
     lay.items = [o for o in ordered if isinstance(o, Item)]
     lay.order = ordered
     return lay
+
+
+_EQNUM = re.compile(r"^\(\d{1,3}[a-z]?\)$")
+
+
+def count_display_math(lay: PageLayout) -> int:
+    """Rows that look like display maths: a fragment mostly in math fonts/symbols, or an
+    equation number "(n)" standing apart at the end of a row. Counted per row, so an
+    equation split into several fragments counts once. A routing signal that works even
+    when the maths is set in text fonts (where formula_density stays low)."""
+    rows: set[int] = set()
+    for f in lay.frags:
+        t = f.text.strip()
+        if _EQNUM.match(t) or (len(re.sub(r"\s", "", t)) >= 3 and f.math_fraction() > 0.5):
+            rows.add(int(f.top // 4))
+    return len(rows)
 
 
 # ---------------------------------------------------------------------------------------
@@ -545,7 +617,8 @@ def strip_running_lines(layouts: list[PageLayout], style: DocStyle, margin: floa
         elif len(layouts) >= 2 and counts[_mask(t)] >= pages_needed:
             why = "running"
         elif nums and len(t.split()) <= 15 and not any(f.bold for f in row) and apart \
-                and max(f.size for f in row) <= style.body_size:
+                and max(f.size for f in row) <= style.body_size and (i == 0 or i == len(rows) - 1) \
+                and not re.match(r"^\d+(\.\d+)*\.?\s+[A-Z][a-z]", t):  # "1. Introduction" stays
             why = "running"
         for f in row:
             f.removed = why
@@ -575,12 +648,14 @@ def _latex(frags: list[Frag]) -> str:
                 if m:
                     out += m + "{"
                 mode = m
+            if "\U0001d400" <= t <= "\U0001d7ff":  # math italic/bold letters -> plain letters
+                t = unicodedata.normalize("NFKC", t)
             cmd = LATEX.get(t, t)
             out += (cmd + " ") if cmd.startswith("\\") and len(cmd) > 2 else cmd
         if mode:
             out += "}"
         parts.append(re.sub(r"\(cid:\d+\)", "", out).strip())  # unmapped glyphs carry no text
-    tex = " ".join(parts)
+    tex = clean_text(" ".join(parts))
     tex = re.sub(r"\s*\((\d{1,3}[a-z]?)\)\s*$", r" \\tag{\1}", tex)
     return re.sub(r"\s+", " ", tex).strip()
 
@@ -603,7 +678,7 @@ def _code(lines: list[Frag]) -> str:
         for c in sorted((c for w in f.words for c in w.get("chars", [])), key=lambda c: c["x0"]):
             col = int(round((c["x0"] - left) / cw))
             line += " " * max(col - len(line), 0) + c["text"]
-        out.append(line.rstrip())
+        out.append(clean_text(line).rstrip())
     return "\n".join(out)
 
 
@@ -614,14 +689,18 @@ def _is_heading(lines: list[Frag], style: DocStyle) -> int:
         return 0
     size = max(f.size for f in lines)
     big = size >= 1.15 * style.body_size
-    other_font = all(f.font != style.body_font for f in lines)
+    if "(cid:" in text or max(f.math_fraction() for f in lines) > 0.3:
+        return 0  # a formula line with a number in front is not "1 Introduction"
+    lettered = [w for f in lines for w in f.words if re.search(r"[^\W\d_]{2}", w["text"])]
+    other_font = bool(lettered) and all(_font(w["fontname"]) != style.body_font for w in lettered)
     numbered = bool(_NUMBERED.match(text))
     if not big and (text.endswith((".", ",", ";")) and not numbered or len(text.split()) > 14):
         return 0
     if big:
         return 1 if size >= 1.6 * style.body_size else 2
-    caps = numbered and text.upper() == text and len(text.split()) <= 8  # "II. RELATED WORK"
-    if (all(f.bold for f in lines) or (numbered and other_font) or caps) and size >= 0.95 * style.body_size:
+    caps = numbered and text.upper() == text and len(text.split()) <= 8 and bool(re.search(r"[A-Z]{3,}", text))
+    # small caps ("II. RELATED WORK" in IEEE) are set smaller than the body: no size test
+    if ((all(f.bold for f in lines) or (numbered and other_font)) and size >= 0.95 * style.body_size) or caps:
         if numbered and not re.match(r"^\d+(\.\d+)*\.?\s+[A-Z\u4e00-\u9fff]|^[IVX]+\.\s|^[A-Z]\.\s", text):
             return 0  # "3 apples were ..." is a sentence, not a section
         depth = len(re.match(r"^(\d+(\.\d+)*)", text).group(1).split(".")) if re.match(r"^\d", text) else 1
@@ -667,8 +746,11 @@ def _blocks(frags: list[Frag]) -> list[list[Frag]]:
             # font (a heading set in bold or a different face) ends its block too
             new = bool(short_prev) or (p.x1 < col_right - 2 * p.size and p.font != f.font) or (p.bold != f.bold)
             # a centred line (shorter than its neighbour on both sides) stands alone
+            # (and short: the lines of a centred multi-line title stay together)
             em = 2 * f.size
-            new = new or (p.x0 > f.x0 + em and p.x1 < f.x1 - em) or (f.x0 > p.x0 + em and f.x1 < p.x1 - em)
+            pw, fw = p.x1 - p.x0, f.x1 - f.x0
+            new = new or (p.x0 > f.x0 + em and p.x1 < f.x1 - em and pw < 0.5 * fw) \
+                or (f.x0 > p.x0 + em and f.x1 < p.x1 - em and fw < 0.5 * pw)
         if not new and (p.math_fraction() > 0.5) != (f.math_fraction() > 0.5):
             new = True
         if new:
@@ -693,16 +775,25 @@ def page_markdown(lay: PageLayout, style: DocStyle, stem: str = "page") -> str:
     fig = 0
 
     def flush():
+        prev_heading = None  # (level, last line) of the block just written, if a heading
         for b in _blocks(run):
             text = _paragraph(b)
             if not text:
                 continue
+            lvl = 0 if all(f.mono for f in b) else _is_heading(b, style)
+            if lvl and prev_heading and prev_heading[0] == lvl and not _NUMBERED.match(text) \
+                    and b[0].top - prev_heading[1].bottom < 0.9 * b[0].size and abs(b[0].size - prev_heading[1].size) < 0.5:
+                out[-1] += " " + text  # second line of a wrapped heading
+                prev_heading = (lvl, b[-1])
+                continue
+            prev_heading = (lvl, b[-1]) if lvl else None
             if all(f.mono for f in b):
                 out.append("```\n" + _code(b) + "\n```")
-            elif (lvl := _is_heading(b, style)):
+            elif lvl:
                 out.append("#" * lvl + " " + text)
             elif len(b) <= 3 and all(f.math_fraction() > 0.5 for f in b) and len(text) >= 3:
-                out.append("$$" + _latex(b) + "$$")
+                tex = _latex(b)
+                out.append("$$" + tex + "$$" if tex else text)
             else:
                 out.append(text)
         run.clear()

@@ -169,7 +169,18 @@ def vlm_png(png: bytes, endpoint: str, model: str, prompt: str = VLM_PROMPT, tim
             {"type": "text", "text": prompt},
         ]}],
     )
-    text = reply.choices[0].message.content or ""
-    # models like to wrap the answer in a ```markdown fence
+    return clean_vlm_text(reply.choices[0].message.content or "")
+
+
+def clean_vlm_text(text: str, max_repeats: int = 3) -> str:
+    """Rule-based clean-up of a VLM transcription: unwrap a ```markdown fence, and cut
+    the degenerate loops VLMs fall into (the same line over and over) to `max_repeats`."""
     m = re.fullmatch(r"\s*```(?:markdown|md)?\s*\n(.*?)\n```\s*", text, re.S)
-    return (m.group(1) if m else text).strip()
+    text = m.group(1) if m else text
+    out: list[str] = []
+    run = 0
+    for line in text.strip().splitlines():
+        run = run + 1 if out and line.strip() and line == out[-1] else 1
+        if run <= max_repeats:
+            out.append(line)
+    return "\n".join(out).strip()

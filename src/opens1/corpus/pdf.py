@@ -56,13 +56,15 @@ class ParseConfig:
     formula_threshold: float = RouterConfig.formula_threshold
     symbol_threshold: float = RouterConfig.symbol_threshold
     garble_threshold: float = RouterConfig.garble_threshold
+    display_math_threshold: int = RouterConfig.display_math_threshold
     drop_garble: float = 0.2  # drop a page whose final text is still this garbled
     dedup_threshold: float = 0.85  # MinHash Jaccard for page near-duplicates; <= 0 disables
     force: bool = False  # ignore done markers
 
     def router(self) -> RouterConfig:
         return RouterConfig(formula_threshold=self.formula_threshold, symbol_threshold=self.symbol_threshold,
-                            garble_threshold=self.garble_threshold, vlm=bool(self.vlm_endpoint and self.vlm_model),
+                            garble_threshold=self.garble_threshold,
+                            display_math_threshold=self.display_math_threshold, vlm=bool(self.vlm_endpoint and self.vlm_model),
                             ocr=self.ocr and ocr.tesseract_available())
 
 
@@ -128,11 +130,15 @@ def parse_document(path: str, stem: str, cfg: ParseConfig) -> tuple[list[str], l
             rec = {"doc": stem, "file": path, "page": i + 1}
             t0 = time.perf_counter()
             try:
-                scores = score_page(page, rcfg.min_chars)
+                # the cheap layout runs on every page with a text layer: it is both the
+                # fallback and a routing signal (display-maths rows)
+                lay = md.extract_layout(page, i + 1) if len(page.chars) >= rcfg.min_chars else None
+                scores = score_page(page, rcfg.min_chars, lay)
                 r = route(scores, rcfg)
                 rec.update(route="heavy" if r.heavy else "cheap", reason=r.reason, parser=r.parser,
                            scores=scores.to_dict())
-                lay = md.extract_layout(page, i + 1) if r.parser == "text" else None
+                if r.parser == "text" and lay is None:  # no heavy parser for a scan: what the text path sees
+                    lay = md.extract_layout(page, i + 1)
             except Exception as e:  # one broken page must not sink the document
                 rec.update(route="error", parser="none", error=f"{type(e).__name__}: {e}")
                 r, lay = None, None
@@ -152,6 +158,7 @@ def parse_document(path: str, stem: str, cfg: ParseConfig) -> tuple[list[str], l
             records.append(rec)
             texts.append(text)
             layouts.append(lay if text is None else None)
+            page.close()  # drop pdfplumber's per-page object cache: long books stay small
     # document-level passes over the cheap-path pages: body font, running lines
     cheap = [lay for lay in layouts if lay is not None]
     style = md.DocStyle.from_layouts(cheap)
@@ -169,8 +176,18 @@ def parse_document(path: str, stem: str, cfg: ParseConfig) -> tuple[list[str], l
 
 
 def _doc_markdown(pages: list[str], records: list[dict]) -> str:
-    kept = [p for p, r in zip(pages, records) if p.strip() and not r.get("dropped")]
-    return "\n\n".join(kept).strip() + "\n"
+    """Join the kept pages. A sentence cut by a page break is put back together: when a
+    page ends in prose without closing punctuation and the next starts in lower case."""
+    out = ""
+    for page in (p.strip() for p, r in zip(pages, records) if p.strip() and not r.get("dropped")):
+        last = out.rsplit("\n\n", 1)[-1]
+        prose = last and not re.match(r"[#|`$!]|```", last) and not re.search(r"[.!?:;。！？)\]]$", last)
+        if prose and re.match(r"[a-z]", page):
+            # "archi-" + "tecture" -> "architecture"; otherwise one space
+            out = out[:-1] + page if re.search(r"[A-Za-z]-$", out) else out + " " + page
+        else:
+            out += ("\n\n" if out else "") + page
+    return out.strip() + "\n"
 
 
 def _stems(paths: list[str]) -> list[str]:
@@ -198,10 +215,16 @@ def process_one(path: str, stem: str, cfg: ParseConfig) -> dict:
         return {"error": {"doc": stem, "file": path, "page": None, "route": "error",
                           "error": f"{type(e).__name__}: {e}"[:1000]}}
     atomic_write(out / f"{stem}.md", _doc_markdown(pages, records))
-    payload = {"version": MARKER_VERSION, "file": path, "stem": stem, "pages": pages, "records": records,
-               "seconds": round(time.perf_counter() - t0, 3)}
+    payload = {"version": MARKER_VERSION, "file": path, "source": _fingerprint(path), "stem": stem,
+               "pages": pages, "records": records, "seconds": round(time.perf_counter() - t0, 3)}
     atomic_write(out / ".done" / f"{stem}.json", json.dumps(payload, ensure_ascii=False))
     return payload
+
+
+def _fingerprint(path: str) -> list:
+    """Size and mtime: a document replaced under the same name is parsed again."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
 
 
 def _load_marker(out: Path, path: str, stem: str) -> dict | None:
@@ -212,7 +235,11 @@ def _load_marker(out: Path, path: str, stem: str) -> dict | None:
         payload = json.loads(m.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # a damaged marker means: parse again
-    ok = payload.get("version") == MARKER_VERSION and payload.get("file") == path
+    try:
+        same = payload.get("source") == _fingerprint(path)
+    except OSError:
+        return None
+    ok = payload.get("version") == MARKER_VERSION and payload.get("file") == path and same
     return payload if ok else None
 
 
@@ -333,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--formula-threshold", type=float, default=RouterConfig.formula_threshold)
     ap.add_argument("--symbol-threshold", type=float, default=RouterConfig.symbol_threshold)
     ap.add_argument("--garble-threshold", type=float, default=RouterConfig.garble_threshold)
+    ap.add_argument("--display-math-threshold", type=int, default=RouterConfig.display_math_threshold)
     ap.add_argument("--dedup-threshold", type=float, default=0.85, help="MinHash Jaccard; 0 disables")
     ap.add_argument("--force", action="store_true", help="reparse documents that are already done")
     a = ap.parse_args(argv)
@@ -343,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ParseConfig(out=a.out, workers=a.workers, vlm_endpoint=a.vlm_endpoint, vlm_model=a.vlm_model,
                       ocr=not a.no_ocr, ocr_lang=a.ocr_lang, dpi=a.dpi, formula_threshold=a.formula_threshold,
                       symbol_threshold=a.symbol_threshold, garble_threshold=a.garble_threshold,
+                      display_math_threshold=a.display_math_threshold,
                       dedup_threshold=a.dedup_threshold, force=a.force)
     summary = run([str(p) for p in a.pdfs], cfg, log=lambda s: print(s, file=sys.stderr))
     print(json.dumps(summary, indent=1))

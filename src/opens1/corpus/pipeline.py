@@ -6,7 +6,8 @@ The pipeline is three phases over shards (a shard = a row range of one input fil
     A (map, per shard)   clean lines -> quality rules -> SMILES/sequence validity -> science
                          classifier -> exact key + MinHash signature; writes work/a/shard-N.parquet
     B (reduce, driver)   per-source keep/drop from k judged samples (classifier or LLM judge),
-                         doc-level P(science) cut, global exact + MinHash-LSH dedup over the
+                         doc-level P(science) cut (per-domain strictness optional), global
+                         exact + MinHash-LSH dedup over the
                          stored keys/signatures only (no text): writes work/decisions.json
     C (map, per shard)   keep the decided rows, drop the working columns: out/shard-N.parquet
 
@@ -17,7 +18,11 @@ stages of phase A are the list `MAP_STAGES` of functions `(docs, cfg) -> docs`.
 
 Resumable: every shard output and decisions.json is written to a temp file then `os.replace`d, so
 a file that exists is complete; a rerun skips finished shards (and a finished phase B when its
-config fingerprint matches). Killing a run loses at most the shards in flight.
+config fingerprint matches). Killing a run loses at most the shards in flight. The work folder is
+stamped with the phase-A config: resuming with other filter/shard settings is refused, while a
+changed phase-B setting (thresholds, judge, dedup) re-decides and rewrites only the final shards.
+Plain JSONL shards seek to a byte offset found while planning; gzipped JSONL is re-read from the
+top per shard and Parquet read whole per shard: split huge compressed inputs into several files.
 
 Output schema (Parquet, one file per input shard, `out/shard-NNNNN.parquet`), read by the
 training data readers:
@@ -38,6 +43,7 @@ CLI (`opens1 data build`):
     opens1 data build docs.jsonl -o corpus/ --executor ray [--ray-address auto]
     opens1 data build docs.jsonl -o corpus/ --judge-endpoint http://127.0.0.1:8000/v1 --domain-k 50
     opens1 data build docs.jsonl -o corpus/ --min-words 20 --min-science 0.3 --dedup-threshold 0.7
+    opens1 data build docs.jsonl -o corpus/ --domain-min-science life=0.8,materials=0.3
 """
 
 from __future__ import annotations
@@ -71,6 +77,10 @@ class PipelineConfig:
     validity: bool = True
     classifier: str = "default"  # "default" (shipped), a model path, or "" to skip classification
     min_science: float = 0.5  # doc-level cut on P(science); 0 keeps all
+    # Per-domain cut overriding min_science for documents whose most likely science is that domain:
+    # Intern-S1 filters life science strictly and materials science loosely, because their natural
+    # shares of the web differ by orders of magnitude (notes §2.1).
+    domain_min_science: dict[str, float] = field(default_factory=dict)
     domain_k: int = 20  # samples judged per source
     domain_threshold: float = 0.3  # keep a source if >= this fraction of its samples is science
     judge_endpoint: str = ""  # OpenAI-compatible endpoint: the LLM judges sources instead
@@ -86,14 +96,20 @@ class PipelineConfig:
             self.work = str(Path(self.output) / "_work")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
-        if not 0.0 <= self.min_science <= 1.0 or not 0.0 <= self.domain_threshold <= 1.0:
-            raise ValueError("min_science and domain_threshold must be in [0, 1]")
+        cuts = [self.min_science, self.domain_threshold, *self.domain_min_science.values()]
+        if not all(0.0 <= c <= 1.0 for c in cuts):
+            raise ValueError(f"min_science, domain_threshold and domain_min_science must be in [0, 1], got {cuts}")
 
-    def fingerprint(self) -> str:
-        """Hash of everything phase B depends on: a changed config re-decides instead of reusing."""
-        keys = ("min_science", "domain_k", "domain_threshold", "judge_endpoint", "judge_model", "dedup",
-                "dedup_threshold", "num_perm", "ngram", "seed", "classifier", "min_words", "validity")
-        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True) + json.dumps(self.inputs)
+    PHASE_A_KEYS = ("inputs", "shard_size", "min_words", "clean_lines", "validity", "classifier", "num_perm",
+                    "ngram", "seed")
+    PHASE_B_KEYS = ("min_science", "domain_min_science", "domain_k", "domain_threshold", "judge_endpoint", "judge_model", "dedup",
+                    "dedup_threshold")
+
+    def fingerprint(self, phase: str = "b") -> str:
+        """Hash of what phase A (or B, which includes A) depends on. Phase-A shards made under another
+        fingerprint are refused; a changed phase-B config re-decides and rewrites the final shards."""
+        keys = self.PHASE_A_KEYS + (self.PHASE_B_KEYS if phase == "b" else ())
+        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -103,6 +119,7 @@ class Shard:
     path: str
     start: int  # first row (inclusive) of the input file
     stop: int  # last row (exclusive)
+    offset: int = -1  # byte offset of row `start` in a plain JSONL file (seekable), else -1
 
     @property
     def name(self) -> str:
@@ -112,33 +129,68 @@ class Shard:
 # ------------------------------------------------------------------------------ input planning
 
 
-def _count_rows(path: str) -> int:
-    p = Path(path)
-    if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(p).metadata.num_rows
-    return sum(1 for _ in F.read_documents(p))
+def _row_offsets(path: str, shard_size: int) -> tuple[int, list[int]]:
+    """(rows, byte offset of every shard_size-th row) of a plain JSONL file, in one binary pass."""
+    n, offsets, pos = 0, [], 0
+    with open(path, "rb") as f:
+        for line in f:
+            if line.strip():
+                if n % shard_size == 0:
+                    offsets.append(pos)
+                n += 1
+            pos += len(line)
+    return n, offsets
 
 
 def plan_shards(inputs: Sequence[str], shard_size: int) -> list[Shard]:
-    """Deterministic row-range shards over the inputs (same inputs -> same shards on a rerun)."""
+    """Deterministic row-range shards over the inputs (same inputs -> same shards on a rerun).
+    Plain JSONL shards carry a byte offset so each worker seeks to its rows; compressed JSONL is
+    re-read from the top per shard, Parquet is read whole (split big inputs into several files)."""
     shards = []
     for path in inputs:
-        n = _count_rows(path)
-        for start in range(0, n, shard_size):
-            shards.append(Shard(len(shards), str(path), start, min(start + shard_size, n)))
+        p = Path(path)
+        offsets: list[int] = []
+        if p.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            n = pq.ParquetFile(p).metadata.num_rows
+        elif p.suffix == ".gz":
+            n = sum(1 for _ in F.read_documents(p))
+        else:
+            n, offsets = _row_offsets(str(p), shard_size)
+        for k, start in enumerate(range(0, n, shard_size)):
+            off = offsets[k] if offsets else -1
+            shards.append(Shard(len(shards), str(path), start, min(start + shard_size, n), off))
     return shards
+
+
+def _shard_rows(shard: Shard):
+    """(row index, document) for the shard's rows."""
+    if shard.offset < 0:
+        for i, d in enumerate(F.read_documents(shard.path)):
+            if i >= shard.stop:
+                return
+            if i >= shard.start:
+                yield i, d
+        return
+    with open(shard.path, "rb") as f:
+        f.seek(shard.offset)
+        i = shard.start
+        for line in f:
+            if i >= shard.stop:
+                return
+            if line.strip():
+                try:
+                    yield i, F._checked(json.loads(line), Path(shard.path))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{shard.path}: row {i}: not valid JSON ({e})") from None
+                i += 1
 
 
 def read_shard(shard: Shard) -> list[dict]:
     docs = []
     stem = Path(shard.path).name.split(".")[0]
-    for i, d in enumerate(F.read_documents(shard.path)):
-        if i < shard.start:
-            continue
-        if i >= shard.stop:
-            break
+    for i, d in _shard_rows(shard):
         d = dict(d)
         d["id"] = str(d.get("id") or f"{stem}:{i}")
         src = d.get("source") or (urlparse(d["url"]).netloc if d.get("url") else "") or stem
@@ -148,8 +200,9 @@ def read_shard(shard: Shard) -> list[dict]:
 
 
 # ------------------------------------------------------------------- phase A: per-doc stages
-# Each stage maps a list of documents to the documents that survive it, adding provenance fields.
-# A dropped document is counted in doc["_drop"] bookkeeping by `_apply`.
+# Each stage takes and returns the shard's documents, adding provenance fields. A stage rejects a
+# document by setting doc["_drop"] = reason; later stages skip it, and run_phase_a counts the
+# reasons and writes only the survivors.
 
 
 def stage_clean(docs: list[dict], cfg: PipelineConfig) -> list[dict]:
@@ -273,11 +326,16 @@ def run_phase_a(job: tuple[Shard, PipelineConfig]) -> dict:
 # ------------------------------------------------------------------- phase B: global decisions
 
 
+@lru_cache(maxsize=8)
+def _shard_texts(path: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=["text"])["text"].to_pylist()
+
+
 def _judge_rows(cfg: PipelineConfig, shards: list[Shard], table) -> Callable[[list[int]], list[bool]]:
     """Row-index judge: the LLM over the rows' text (read lazily) or the stored classifier scores."""
     if cfg.judge_endpoint:
-        import pyarrow.parquet as pq
-
         from opens1.corpus.classify import LLMJudge
 
         llm = LLMJudge(cfg.judge_endpoint, cfg.judge_model)
@@ -286,14 +344,19 @@ def _judge_rows(cfg: PipelineConfig, shards: list[Shard], table) -> Callable[[li
 
         def judge(rows: list[int]) -> list[bool]:
             texts = []
-            for i in rows:
-                t = pq.read_table(Path(cfg.work) / "a" / shards[shard_of[i]].name, columns=["text"])
-                texts.append(t["text"][int(row_of[i])].as_py())
+            for i in rows:  # samples of one source cluster in few shards: read each text column once
+                texts.append(_shard_texts(str(Path(cfg.work) / "a" / shards[shard_of[i]].name))[int(row_of[i])])
             return llm(texts)
 
         return judge
     scores = table["science_score"].to_numpy(zero_copy_only=False)
     return lambda rows: [bool(scores[i] >= cfg.min_science) for i in rows]
+
+
+def _top_science(probs_json: str) -> str:
+    """The most likely science class in a stored domain_probs JSON ("none" if there is none)."""
+    probs = {k: v for k, v in json.loads(probs_json or "{}").items() if k != "none"}
+    return max(probs, key=probs.get) if probs else "none"
 
 
 def run_phase_b(cfg: PipelineConfig, shards: list[Shard]) -> dict:
@@ -311,7 +374,8 @@ def run_phase_b(cfg: PipelineConfig, shards: list[Shard]) -> dict:
             return dec
     parts = []
     for s in shards:
-        t = pq.read_table(Path(cfg.work) / "a" / s.name, columns=["source", "science_score", "exact_key", "minhash"])
+        cols = ["source", "science_score", "exact_key", "minhash"] + (["domain_probs"] if cfg.domain_min_science else [])
+        t = pq.read_table(Path(cfg.work) / "a" / s.name, columns=cols)
         t = t.append_column("_shard", pa.array(np.full(len(t), s.index, dtype=np.int32)))
         parts.append(t.append_column("_row", pa.array(np.arange(len(t), dtype=np.int32))))
     table = pa.concat_tables(parts) if parts else None
@@ -328,7 +392,13 @@ def run_phase_b(cfg: PipelineConfig, shards: list[Shard]) -> dict:
         reasons["domain_dropped"] = int((~src_keep).sum())
         keep &= src_keep
         scores = table["science_score"].to_numpy(zero_copy_only=False)
-        low = keep & (scores < cfg.min_science)
+        cut = np.full(n, cfg.min_science, dtype=np.float32)
+        if cfg.domain_min_science:
+            for i, probs in enumerate(table["domain_probs"].to_pylist()):
+                top = _top_science(probs)
+                if top in cfg.domain_min_science:
+                    cut[i] = cfg.domain_min_science[top]
+        low = keep & (scores < cut)
         reasons["low_science"] = int(low.sum())
         keep &= ~low
     if n and cfg.dedup:
@@ -355,6 +425,8 @@ def run_phase_b(cfg: PipelineConfig, shards: list[Shard]) -> dict:
     per_shard = {s.name: row_of[(shard_of == s.index) & keep].tolist() for s in shards}
     dec = {"fingerprint": fp, "keep_rows": per_shard, "reasons": reasons, "domains": domains,
            "n_in": n, "n_kept": int(keep.sum())}
+    for old in Path(cfg.output).glob("shard-*.parquet"):  # made under other decisions: stale
+        old.unlink()
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(dec))
     os.replace(tmp, path)
@@ -419,6 +491,30 @@ class RayExecutor:
 PHASES = ("A: map shards through MAP_STAGES", "B: reduce to decisions", "C: map shards to final output")
 
 
+def _remove_stale_temps(cfg: PipelineConfig) -> None:
+    """Temp files of a killed run are garbage: a finished file was renamed away from its temp name."""
+    for folder in (Path(cfg.output), Path(cfg.work), Path(cfg.work) / "a"):
+        if folder.is_dir():
+            for p in folder.glob("*.tmp*"):
+                p.unlink(missing_ok=True)
+
+
+def _claim_work_dir(cfg: PipelineConfig) -> None:
+    """Refuse to resume from phase-A shards built with a different filter/shard config."""
+    stamp = Path(cfg.work) / "phase_a.json"
+    fp = cfg.fingerprint("a")
+    if stamp.is_file():
+        old = json.loads(stamp.read_text())["fingerprint"]
+        if old != fp:
+            raise ValueError(f"{cfg.work} holds shards built with another config (fingerprint {old}, now {fp}): "
+                             "use a new output folder or --work, or delete it")
+        return
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    tmp = stamp.with_name(stamp.name + ".tmp")
+    tmp.write_text(json.dumps({"fingerprint": fp, "config": {k: getattr(cfg, k) for k in cfg.PHASE_A_KEYS}}))
+    os.replace(tmp, stamp)
+
+
 def run_pipeline(cfg: PipelineConfig, executor=None) -> dict:
     """Run phases A, B, C with `executor` (default LocalExecutor); returns the manifest dict."""
     executor = executor or LocalExecutor()
@@ -426,6 +522,8 @@ def run_pipeline(cfg: PipelineConfig, executor=None) -> dict:
         if not Path(p).is_file():
             raise FileNotFoundError(f"no input file {p!r}")
     shards = plan_shards(cfg.inputs, cfg.shard_size)
+    _remove_stale_temps(cfg)
+    _claim_work_dir(cfg)
     counts_a = executor.map(run_phase_a, [(s, cfg) for s in shards])
     dec = run_phase_b(cfg, shards)
     n_out = executor.map(run_phase_c, [(s, cfg, dec["keep_rows"][s.name]) for s in shards])
@@ -455,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-words", type=int, default=F.QualityConfig.min_words)
     ap.add_argument("--classifier", default="default", help="'default', a model path, or 'none'")
     ap.add_argument("--min-science", type=float, default=0.5)
+    ap.add_argument("--domain-min-science", default="", help="per-domain cuts, e.g. life=0.8,materials=0.3")
     ap.add_argument("--domain-k", type=int, default=20)
     ap.add_argument("--domain-threshold", type=float, default=0.3)
     ap.add_argument("--judge-endpoint", default="", help="OpenAI-compatible URL: LLM judges each source")
@@ -463,11 +562,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-validity", action="store_true")
     ap.add_argument("--dedup-threshold", type=float, default=D.DedupConfig.threshold)
     args = ap.parse_args(argv)
-    cfg = PipelineConfig(inputs=args.inputs, output=args.output, work=args.work, shard_size=args.shard_size,
-                         min_words=args.min_words, classifier="" if args.classifier == "none" else args.classifier,
-                         min_science=args.min_science, domain_k=args.domain_k, domain_threshold=args.domain_threshold,
-                         judge_endpoint=args.judge_endpoint, judge_model=args.judge_model, dedup=not args.no_dedup,
-                         validity=not args.no_validity, dedup_threshold=args.dedup_threshold)
+    try:
+        per_domain = {k.strip(): float(v) for k, v in (kv.split("=") for kv in args.domain_min_science.split(",") if kv)}
+    except ValueError:
+        ap.error(f"--domain-min-science wants name=value pairs, got {args.domain_min_science!r}")
+    cfg = PipelineConfig(
+        inputs=args.inputs, output=args.output, work=args.work, shard_size=args.shard_size,
+        min_words=args.min_words, classifier="" if args.classifier == "none" else args.classifier,
+        min_science=args.min_science, domain_min_science=per_domain, domain_k=args.domain_k,
+        domain_threshold=args.domain_threshold, judge_endpoint=args.judge_endpoint, judge_model=args.judge_model,
+        dedup=not args.no_dedup, validity=not args.no_validity, dedup_threshold=args.dedup_threshold)
     ex = RayExecutor(args.ray_address) if args.executor == "ray" else LocalExecutor(args.workers or None)
     m = run_pipeline(cfg, ex)
     print(json.dumps({k: m[k] for k in ("phase_a", "phase_b", "n_out")}), file=sys.stderr)

@@ -100,6 +100,7 @@ class Env:
         return [self.case(i, split, difficulty) for i in range(start, min(start + n, total))]
 
     def verify(self, prediction: str | None, case: Case) -> VerifyResult:
+        # Per-case options (stored in meta) override the environment's defaults.
         opts = {**self.verify_options, **case.meta.get("verify_options", {})}
         return verify(self.kind, prediction, case.reference, **opts)
 
@@ -109,6 +110,8 @@ class Env:
 
     def _make_case(self, split: str, index: int, key: str, prompt, reference, difficulty: str,
                    source: str, **meta) -> Case:
+        # The id derives from the identity key, not the index: it survives re-ordering
+        # and lets two eval runs be joined item by item.
         cid = f"{self.name}/{split}/{stable_hash(key) % 16**10:010x}"
         return Case(cid, prompt, reference,
                     {"env": self.name, "source": source, "difficulty": difficulty, "split": split,
@@ -133,6 +136,8 @@ class ItemEnv(Env):
     def _items(self, split: str, difficulty: str | None) -> list[dict]:
         check_split(split)
         check_difficulty(difficulty)
+        # Loading canonicalises thousands of SMILES: do it once per class and data root,
+        # and pre-filter every difficulty so case(i, difficulty=d) is O(1).
         ck = (type(self).__name__, str(self.data_root))
         if ck not in ItemEnv._cache:
             data = self._load()
@@ -142,6 +147,14 @@ class ItemEnv(Env):
 
     def num_cases(self, split: str = "train", difficulty: str | None = None) -> int:
         return len(self._items(split, difficulty))
+
+    def manifest(self, split: str) -> list[str]:
+        """The identity keys of a split, sorted: the split manifest."""
+        return sorted(it["key"] for it in self._items(split, None))
+
+    def manifest_digest(self, split: str) -> str:
+        """SHA-256 of the manifest: pin it to notice any change of a split."""
+        return hashlib.sha256("\n".join(self.manifest(split)).encode("utf-8")).hexdigest()
 
     def case(self, index: int, split: str = "train", difficulty: str | None = None) -> Case:
         items = self._items(split, difficulty)
@@ -158,6 +171,7 @@ def split_items(items: Sequence[dict], heldout: Sequence[dict] | None = None) ->
     seen: set[str] = set()
     out: dict[str, list[dict]] = {"train": [], "heldout": []}
     if heldout is not None:
+        # Held-out first: a key present in both source splits stays held-out.
         for it in heldout:
             if it["key"] not in seen:
                 seen.add(it["key"])
@@ -195,10 +209,13 @@ class ProceduralEnv(Env):
         check_difficulty(difficulty)
         if not 0 <= index < self.size[split]:
             raise IndexError(f"{self.name}: index {index} out of range")
+        # Rejection sampling on the key's hash: ~1.1 draws for train, ~10 for held-out.
         for attempt in range(1000):
             rng = random.Random(f"{self.name}|{split}|{index}|{difficulty}|{attempt}")
             diff = difficulty or DIFFICULTIES[rng.randrange(3)]
             key, prompt, reference, meta = self._generate(rng, diff)
+            # The env name is part of the key so that two puzzle families with the
+            # same parameters do not share one split decision.
             if is_heldout(f"{self.name}|{key}") == (split == "heldout"):
                 return self._make_case(split, index, f"{self.name}|{key}", prompt, reference, diff,
                                        source="generated", **meta)
@@ -228,17 +245,24 @@ def list_envs(domain: str | None = None, data_root=None, available_only: bool = 
                   if (domain is None or c.domain == domain) and (not available_only or c.available(data_root)))
 
 
-def get_env(name: str, data_root=None) -> Env:
+def resolve_name(name: str) -> str:
+    """A registered name; a bare task name ("gc_content") resolves if it is unambiguous."""
     _load_all()
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        raise ValueError(f"unknown environment {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    if name in _REGISTRY:
+        return name
+    hits = [n for n in _REGISTRY if n.split("/", 1)[-1] == name]
+    if len(hits) == 1:
+        return hits[0]
+    raise ValueError(f"unknown environment {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+
+
+def get_env(name: str, data_root=None) -> Env:
+    cls = _REGISTRY[resolve_name(name)]
     if not cls.available(data_root):
         raise FileNotFoundError(f"environment {name!r} needs data not found under data root {data_root!r}")
     return cls(data_root)
 
 
 def env_class(name: str) -> type[Env]:
-    _load_all()
-    return _REGISTRY[name]
+    return _REGISTRY[resolve_name(name)]
 

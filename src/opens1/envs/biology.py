@@ -94,6 +94,7 @@ class ProteinEnv(ItemEnv):
         raise NotImplementedError
 
     def _build(self, item, split, index):
+        # The FASTA tag routes the sequence to the tokenizer's protein vocabulary.
         prompt = (self.question + f"\n<FASTA>{item['seq']}</FASTA>\n" + ANSWER_FORMAT.format(what=self.what))
         return self._make_case(split, index, item["key"], prompt, self.value(item["seq"]), item["difficulty"],
                                source="proteome", protein_id=item["id"])
@@ -151,6 +152,7 @@ def _gene_split(root) -> dict:
         dna = dna.upper()
         if set(dna) - set("ACGT"):
             continue
+        # In-frame windows starting at codon boundaries, so translation is well defined.
         for diff, n in _WINDOW_CODONS.items():
             # Up to 6 non-overlapping in-frame windows per gene and difficulty.
             for w in range(6):

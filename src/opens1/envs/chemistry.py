@@ -220,7 +220,7 @@ def _qm9_split(root, limit: int) -> dict:
 class QM9Env(ItemEnv):
     domain = "chemistry"
     kind = "number"
-    limit = 6000
+    limit = 4000
     field_name, unit, question = "", "", ""
 
     @classmethod
@@ -285,7 +285,7 @@ def _uspto_split(root, limit_train: int, limit_heldout: int) -> dict:
 
 class ReactionEnv(ItemEnv):
     domain = "chemistry"
-    limit_train, limit_heldout = 1200, 400
+    limit_train, limit_heldout = 1000, 300
 
     @classmethod
     def available(cls, data_root=None) -> bool:
@@ -313,6 +313,7 @@ class ForwardReactionEnv(ReactionEnv):
 @register
 class RetrosynthesisEnv(ReactionEnv):
     name, kind = "chem/retrosynthesis", "reaction"
+    verify_options = {"side": "reactants"}
     description = "USPTO single-step retrosynthesis: product -> reactant set"
 
     def _build(self, item, split, index):

@@ -54,7 +54,7 @@ class SortingEnv(ProceduralEnv):
     _sizes = {"easy": 5, "medium": 10, "hard": 20}
 
     def _generate(self, rng, difficulty):
-        lo = -99 if difficulty == "hard" else 0
+        lo = -99 if difficulty == "hard" else 0  # negatives trip up digit-wise sorting
         xs = [rng.randint(lo, 99) for _ in range(self._sizes[difficulty])]
         prompt = (f"Sort these numbers in ascending order: {', '.join(map(str, xs))}. "
                   + ANSWER_FORMAT.format(what="comma-separated numbers"))
@@ -64,6 +64,7 @@ class SortingEnv(ProceduralEnv):
         ans, how = _answer(prediction)
         if ans is None:
             return VerifyResult(0.0, f"no answer ({how})")
+        # Any separator is fine ("1, 2", "[1 2]"): only the integers and their order count.
         got = [int(x) for x in _INT_RE.findall(ans)]
         want = [int(x) for x in _INT_RE.findall(case.reference)]
         ok = got == want
@@ -118,7 +119,9 @@ class SudokuMiniEnv(ProceduralEnv):
         cells = list(range(16))
         rng.shuffle(cells)
         blanks = 0
-        for cell in cells:  # blank cells while the solution stays unique
+        # Blank cells one by one, keeping only blanks that leave a unique solution, so the
+        # stored solution is *the* answer (the verifier still accepts any valid grid).
+        for cell in cells:
             if blanks == self._blanks[difficulty]:
                 break
             keep, puzzle[cell] = puzzle[cell], 0
@@ -157,6 +160,8 @@ class SatEnv(ProceduralEnv):
 
     def _generate(self, rng, difficulty):
         n = self._vars[difficulty]
+        # Planted model: only clauses it satisfies are kept, so the formula is satisfiable.
+        # Ratio 4 clauses/variable sits near the 3-SAT phase transition (~4.26): hard-ish.
         planted = [rng.random() < 0.5 for _ in range(n)]
         clauses = []
         while len(clauses) < int(4.0 * n):
@@ -199,6 +204,7 @@ class CountingEnv(ProceduralEnv):
     def _generate(self, rng, difficulty):
         words = [rng.choice(_WORDS) for _ in range(self._nwords[difficulty])]
         text = " ".join(words)
+        # Letter counting is a known tokenizer blind spot; sorted() keeps the draw deterministic.
         letter = rng.choice(sorted(set(text.replace(" ", ""))))
         prompt = (f"How many times does the letter '{letter}' appear in: \"{text}\"? "
                   + ANSWER_FORMAT.format(what="integer"))

@@ -66,5 +66,5 @@ class SciBenchEnv(ItemEnv):
                                source=f"scibench/{item['source']}")
 
     def sft_response(self, case):
-        ref = case.reference
-        return f"Applying the relevant relation with consistent units.\nAnswer: {ref['value']:g} {ref['unit'] or ''}".rstrip()
+        value, unit = case.reference["value"], case.reference["unit"] or ""
+        return f"Applying the relevant relation with consistent units.\nAnswer: {value:g} {unit}".rstrip()

@@ -74,8 +74,10 @@ class EndpointBackend:
                 raise RuntimeError("endpoint returned no choices")
             for ch in resp.choices:
                 content = ch.message.content or ""
-                reasoning = getattr(ch.message, "reasoning_content", None) or (
-                    (ch.message.model_extra or {}).get("reasoning_content") if hasattr(ch.message, "model_extra") else None)
+                # vLLM/SGLang return reasoning separately; the openai client keeps unknown
+                # fields in model_extra.
+                extra = getattr(ch.message, "model_extra", None) or {}
+                reasoning = getattr(ch.message, "reasoning_content", None) or extra.get("reasoning_content")
                 texts.append(f"<think>{reasoning}</think>{content}" if reasoning else content)
         return texts[:n]
 

@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 from opens1.eval.backends import EndpointBackend, LocalBackend, Sampling
-from opens1.eval.harness import generate_records, read_jsonl, rescore_records, resolve_tasks, summarize, \
-    write_jsonl_atomic
+from opens1.eval.harness import (generate_records, read_jsonl, rescore_records, resolve_tasks, summarize,
+                                 write_jsonl_atomic)
 from opens1.eval.report import to_markdown, write_report
 
 
@@ -56,12 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.list:
-        from opens1.envs import get_env, list_envs
+        from opens1.envs import list_envs
 
+        available = set(list_envs(data_root=args.data, available_only=True))
         for name in list_envs():
-            ok = name in list_envs(data_root=args.data, available_only=True)
-            note = "" if ok else "  (data not available)"
-            print(f"{name}{note}")
+            print(name + ("" if name in available else "  (data not under --data)"))
         return 0
     out = Path(args.out)
     if args.rescore:
@@ -83,9 +82,11 @@ def main(argv: list[str]) -> int:
         backend, name = EndpointBackend(args.endpoint, args.api_model, args.api_key), args.api_model
     else:
         backend, name = LocalBackend(args.model, device=args.device), str(args.model)
-    records = generate_records(backend, tasks, args.n_items, args.samples, sampling, args.split, args.difficulty,
-                               args.data, args.batch_size, name)
-    write_jsonl_atomic(out / "generations.jsonl", records)
+    records: list[dict] = []
+    for task in tasks:  # save after every task: a crash loses at most one task's generations
+        records += generate_records(backend, [task], args.n_items, args.samples, sampling, args.split,
+                                   args.difficulty, args.data, args.batch_size, name)
+        write_jsonl_atomic(out / "generations.jsonl", records)
     summary = summarize(records)
     js, md = write_report(summary, out)
     print(to_markdown(summary))

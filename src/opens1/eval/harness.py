@@ -30,6 +30,8 @@ from opens1.eval.backends import Sampling
 
 def resolve_tasks(patterns: list[str], data_root=None) -> list[str]:
     """Task names from names or globs ("chem/*"); unknown names are an error."""
+    # Globs match only tasks whose data exists, so "physics/*" without a SciBench
+    # root is an error below rather than a silent empty run.
     available = list_envs(data_root=data_root, available_only=True)
     everything = list_envs()
     out: list[str] = []
@@ -44,6 +46,8 @@ def resolve_tasks(patterns: list[str], data_root=None) -> list[str]:
 
 
 def _case_record(case: Case) -> dict:
+    # The whole case is stored, not just its id: re-scoring must not depend on the
+    # environment regenerating identical cases (data roots and code change).
     return {"id": case.id, "prompt": case.prompt, "reference": case.reference, "meta": case.meta}
 
 
@@ -83,7 +87,7 @@ def generate_records(backend, tasks: list[str], n_items: int, n_samples: int, sa
             batch = cases[start:start + batch_size]
             t0 = time.time()
             outs = backend.generate([c.messages() for c in batch], n_samples, sampling)
-            dt = (time.time() - t0) / max(1, len(batch) * n_samples)
+            dt = (time.time() - t0) / max(1, len(batch) * n_samples)  # seconds per sample, for cost logs
             for case, texts in zip(batch, outs):
                 for k, text in enumerate(texts):
                     res = env.verify(text, case)
@@ -100,6 +104,7 @@ def rescore_records(records: list[dict]) -> list[dict]:
     for r in records:
         c = r["case"]
         case = Case(c["id"], c["prompt"], c["reference"], c["meta"])
+        # Verifying needs no data files, so the environment is built without a root.
         res = env_class(r["task"])(None).verify(r["generation"], case)
         out.append({**r, "score": res.score, "reason": res.reason, "extracted": res.extracted})
     return out
@@ -118,17 +123,19 @@ def summarize(records: list[dict]) -> dict:
     for task, rs in tasks.items():
         n_samples = 1 + max(r["sample"] for r in rs)
         items = sorted({r["case"]["id"] for r in rs})
+        # Run k = the k-th sample of every item (OpenCompass's "average over N runs").
         runs = [[r["score"] for r in rs if r["sample"] == k] for k in range(n_samples)]
         run_means = [_mean(run) for run in runs if run]
         mean = _mean(run_means)
         if len(run_means) > 1:
             sd = math.sqrt(sum((m - mean) ** 2 for m in run_means) / (len(run_means) - 1))
             se = sd / math.sqrt(len(run_means))
-        else:
+        else:  # one run: binomial error over items (exact for 0/1 scores, an upper bound otherwise)
             se = math.sqrt(max(mean * (1 - mean), 0.0) / len(items)) if items else float("nan")
         by_diff: dict[str, list[float]] = {}
         for r in rs:
             by_diff.setdefault(r["case"]["meta"].get("difficulty", "?"), []).append(r["score"])
+        # pass@n: an item counts if any of its n samples is fully correct.
         pass_at_n = _mean([float(any(r["score"] >= 1.0 for r in rs if r["case"]["id"] == i)) for i in items])
         first = rs[0]
         results[task] = {"mean": mean, "stderr": se, "n_items": len(items), "n_samples": n_samples,
@@ -136,5 +143,6 @@ def summarize(records: list[dict]) -> dict:
                          "by_difficulty": {d: _mean(v) for d, v in sorted(by_diff.items())},
                          "sampling": first.get("sampling"), "template_hash": first.get("template_hash"),
                          "model": first.get("model", "")}
+    # Macro mean: every task weighs the same, whatever its number of items.
     overall = _mean([v["mean"] for v in results.values()])
     return {"tasks": results, "macro_mean": overall}

@@ -17,12 +17,17 @@ Design choices:
   (prompts differ in length and may carry images or series); decode runs all
   running slots as one [B, 1] batch with per-row positions.
 - Admission control: the waiting queue is bounded (`QueueFull` -> HTTP 429), and
-  every accepted request reserves prompt + max_tokens positions of the cache's
-  total budget (`CacheFull` -> HTTP 503 when the budget is promised away). A prompt
-  that can never fit is a `ValueError` (-> HTTP 400).
-- Sampling uses `opens1.infer.sampling.sample`; rows with the same sampling
-  settings and no seed are sampled together, a seeded request gets its own
-  generator so its output does not depend on who else is in the batch.
+  every accepted request, running or waiting, reserves prompt + max_tokens positions
+  of a token budget (default: twice what the slot pool holds, i.e. one full cache
+  running and one waiting). When that budget is promised away the KV cache cannot
+  take more work (`CacheFull` -> HTTP 503). A prompt that can never fit is a
+  `ValueError` (-> HTTP 400).
+- The KV cache is `opens1.infer.KVCache` used through its slot API (`cache_rows`):
+  `SlotRunner` below is the only code that touches the model and the cache.
+- Sampling uses `opens1.infer.sampling.sample` with per-row knobs: all unseeded
+  rows in one call (narrowed to their top-k candidates first, see `_draw`); a
+  seeded request gets its own generator, so its output does not depend on who
+  else is in the batch. Ids past the tokenizer (vocabulary padding) are masked.
 - Stop strings are the API layer's business (they need detokenized text); it
   calls `cancel(req, "stop")`, which frees the slot before the next step.
 """
@@ -153,8 +158,9 @@ class Engine:
         self.max_batch_size = max_batch_size
         self.max_seq_len = int(max_seq_len or cfg.text.max_position_embeddings)
         self.max_queue = max_queue
-        # the promise budget: by default, what the slot pool physically holds
-        self.cache_budget_tokens = cache_budget_tokens or self.max_batch_size * self.max_seq_len
+        # the promise budget: by default what the slot pool holds, plus as much again waiting,
+        # so a full batch of full-context requests can queue behind the running one
+        self.cache_budget_tokens = cache_budget_tokens or 2 * self.max_batch_size * self.max_seq_len
         self.eos_token_ids = tuple(int(t) for t in eos_token_ids)
         # checkpoints pad the vocabulary (e.g. to a multiple of 64): ids past the tokenizer
         # are never sampled, since nothing could decode them
@@ -329,22 +335,18 @@ class Engine:
         if self.valid_vocab_size is not None and self.valid_vocab_size < logits.shape[-1]:
             logits[:, self.valid_vocab_size :] = float("-inf")
         next_ids = self._sample(reqs, logits)  # [B]
-        want_lp = [r.params.logprobs is not None for r in reqs]
-        logprobs = torch.log_softmax(logits, dim=-1) if any(want_lp) else None
+        chosen, tops = self._logprobs(reqs, logits, next_ids)
         now = time.perf_counter()
-        for i, req in enumerate(reqs):
-            tok = int(next_ids[i])
+        for i, (req, tok) in enumerate(zip(reqs, next_ids.tolist())):  # one device sync for the batch
             req.output_ids.append(tok)
             if req.first_token_at is None:
                 req.first_token_at = now
             self.stats.generated_tokens += 1
             ev = TokenEvent(tok)
-            if want_lp[i]:
-                ev.logprob = float(logprobs[i, tok])
+            if req.params.logprobs is not None:
+                ev.logprob = chosen[i]
                 k = req.params.logprobs
-                if k:
-                    top = torch.topk(logprobs[i], k)
-                    ev.top_logprobs = [(int(t), float(v)) for v, t in zip(top.values, top.indices)]
+                ev.top_logprobs = list(zip(tops[1][i][:k], tops[0][i][:k])) if k else None
             is_eos = tok in self.eos_token_ids and not req.params.ignore_eos
             if is_eos or tok in req.params.stop_token_ids:
                 ev.finish_reason = "stop"
@@ -354,27 +356,34 @@ class Engine:
                 self._release(req)  # before the event: a client that sees the end finds the slot free
             self._send(req, ev)
 
+    @staticmethod
+    def _logprobs(reqs, logits, next_ids):
+        """Raw-distribution logprobs of the chosen tokens [B] and the top k (values, ids),
+        computed for the whole batch at once; (None, None) when no row asked for them."""
+        if all(r.params.logprobs is None for r in reqs):
+            return None, None
+        lp = torch.log_softmax(logits, dim=-1)  # [B, V]
+        chosen = lp.gather(1, next_ids[:, None]).squeeze(1).tolist()
+        k = max(r.params.logprobs or 0 for r in reqs)
+        if k == 0:
+            return chosen, None
+        top = torch.topk(lp, k, dim=-1)  # [B, k], sorted
+        return chosen, (top.values.tolist(), top.indices.tolist())
+
     def _sample(self, reqs: list[GenerationRequest], logits: torch.Tensor) -> torch.Tensor:
         """One token per row. Unseeded rows are drawn together, with per-row knobs as
         tensors [B]; a seeded row is drawn alone from its own generator, so what it
         gets does not depend on which other requests share the batch."""
-        from opens1.infer.sampling import sample
-
         out = torch.empty(len(reqs), dtype=torch.long, device=logits.device)
         shared = [i for i, r in enumerate(reqs) if r.generator is None]
-        if shared:
-            ps = [reqs[i].params for i in shared]
-            dev = logits.device
-            knob = lambda name, dt: torch.tensor([getattr(p, name) for p in ps], dtype=dt, device=dev)
-            idx = torch.tensor(shared, device=dev)
-            out[idx] = sample(
-                logits[idx], temperature=knob("temperature", torch.float32), top_k=knob("top_k", torch.long),
-                top_p=knob("top_p", torch.float32), min_p=knob("min_p", torch.float32), generator=self._generator,
-            )
+        # top-k rows and unrestricted rows go separately: only the former can be narrowed
+        for rows in ([i for i in shared if reqs[i].params.top_k > 0], [i for i in shared if reqs[i].params.top_k <= 0]):
+            if rows:
+                idx = torch.tensor(rows, device=logits.device)
+                out[idx] = _draw(logits[idx], [reqs[i].params for i in rows], self._generator)
         for i, r in enumerate(reqs):
             if r.generator is not None:
-                p = r.params
-                out[i] = sample(logits[i : i + 1], p.temperature, p.top_k, p.top_p, p.min_p, r.generator)[0]
+                out[i] = _draw(logits[i : i + 1], [r.params], r.generator)[0]
         return out
 
     def _send(self, req: GenerationRequest, ev: TokenEvent) -> None:
@@ -399,6 +408,27 @@ class Engine:
             return
         self._release(req)
         self._send(req, TokenEvent(None, finish_reason=reason, error=error))
+
+
+def _draw(logits: torch.Tensor, params: list[SamplingParams], generator: torch.Generator) -> torch.Tensor:
+    """Sample rows of logits [B, V] with per-row knobs -> token ids [B].
+
+    When every row has a top-k, only the top max(k) candidates are handed to `sample`:
+    top-k comes first in its filter order, and temperature does not change the ranking,
+    so the distribution is exactly the same, but sorting ~50 candidates instead of the
+    whole vocabulary makes sampling cheap next to the forward (it dominated a batched
+    decode step on CPU)."""
+    from opens1.infer.sampling import sample
+
+    dev = logits.device
+    knob = lambda name, dt: torch.tensor([getattr(p, name) for p in params], dtype=dt, device=dev)
+    kw = dict(temperature=knob("temperature", torch.float32), top_k=knob("top_k", torch.long),
+              top_p=knob("top_p", torch.float32), min_p=knob("min_p", torch.float32), generator=generator)
+    k_max = max(p.top_k for p in params)
+    if min(p.top_k for p in params) > 0 and k_max < logits.shape[-1]:
+        vals, cand = logits.topk(k_max, dim=-1)  # [B, k_max], sorted
+        return cand.gather(1, sample(vals, **kw)[:, None]).squeeze(1)
+    return sample(logits, **kw)
 
 
 class SlotRunner:

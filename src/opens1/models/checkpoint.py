@@ -272,9 +272,29 @@ def _expert_piece(m: re.Match, cfg: S1Config) -> list[Piece]:
     return [Piece(f"{base}.down_proj", (e,))]
 
 
+def _qkv_rows(cfg: S1Config) -> dict[str, slice]:
+    t = cfg.text
+    q, kv = t.num_attention_heads * t.head_dim, t.num_key_value_heads * t.head_dim
+    return {"q": slice(0, q), "k": slice(q, q + kv), "v": slice(q + kv, q + 2 * kv)}
+
+
+def _qkv_piece(m: re.Match, cfg: S1Config) -> list[Piece]:
+    # HF q_proj / k_proj / v_proj -> row blocks of our fused qkv_proj
+    return [Piece(f"{m.group(1)}.qkv_proj.{m.group(3)}", (_qkv_rows(cfg)[m.group(2)],))]
+
+
+def _gate_up_piece(m: re.Match, cfg: S1Config) -> list[Piece]:
+    # dense SwiGLU: HF gate_proj / up_proj -> halves of our fused gate_up_proj
+    inter = cfg.text.intermediate_size
+    rows = slice(0, inter) if m.group(2) == "gate" else slice(inter, 2 * inter)
+    return [Piece(f"{m.group(1)}.gate_up_proj.weight", (rows,))]
+
+
 # (regex on our renamed key, fn(match, cfg) -> pieces). First match wins; no match = one whole piece.
 TRANSFORMS: list[tuple[str, Callable[[re.Match, S1Config], list[Piece]]]] = [
-    (r"^(.*\.mlp\.experts)\.(\d+)\.(gate|up|down)_proj\.weight$", _expert_piece),
+    (r"^(language_model\.layers\.\d+\.mlp\.experts)\.(\d+)\.(gate|up|down)_proj\.weight$", _expert_piece),
+    (r"^(language_model\.layers\.\d+\.self_attn)\.(q|k|v)_proj\.(weight|bias)$", _qkv_piece),
+    (r"^(language_model\.layers\.\d+\.mlp)\.(gate|up)_proj\.weight$", _gate_up_piece),
 ]
 
 
@@ -287,7 +307,7 @@ def _pieces(name: str, cfg: S1Config) -> list[Piece]:
 
 
 # (regex on our name, fn(name, tensor, cfg) -> [(our-style name, tensor)]) used when saving
-def _split_experts(name: str, w: torch.Tensor, cfg: S1Config) -> list[tuple[str, torch.Tensor]]:
+def _export_experts(name: str, w: torch.Tensor, cfg: S1Config) -> list[tuple[str, torch.Tensor]]:
     base, kind = name.rsplit(".", 1)
     out = []
     for e in range(w.shape[0]):
@@ -299,9 +319,62 @@ def _split_experts(name: str, w: torch.Tensor, cfg: S1Config) -> list[tuple[str,
     return out
 
 
+def _export_qkv(name: str, w: torch.Tensor, cfg: S1Config) -> list[tuple[str, torch.Tensor]]:
+    base, kind = name.rsplit(".qkv_proj.", 1)
+    return [(f"{base}.{p}_proj.{kind}", w[rows]) for p, rows in _qkv_rows(cfg).items()]
+
+
+def _export_gate_up(name: str, w: torch.Tensor, cfg: S1Config) -> list[tuple[str, torch.Tensor]]:
+    base = name.rsplit(".gate_up_proj.", 1)[0]
+    gate, up = w.chunk(2, dim=0)
+    return [(f"{base}.gate_proj.weight", gate), (f"{base}.up_proj.weight", up)]
+
+
 EXPORT_TRANSFORMS: list[tuple[str, Callable]] = [
-    (r"^.*\.mlp\.experts\.(gate_up_proj|down_proj)$", _split_experts),
+    (r"^language_model\..*\.mlp\.experts\.(gate_up_proj|down_proj)$", _export_experts),
+    (r"^language_model\..*\.self_attn\.qkv_proj\.(weight|bias)$", _export_qkv),
+    (r"^language_model\..*\.mlp\.gate_up_proj\.weight$", _export_gate_up),
 ]
+
+
+def convert_state_dict(sd: dict[str, torch.Tensor], cfg: S1Config, layout: str = "qwen3") -> dict[str, torch.Tensor]:
+    """An in-memory checkpoint state dict (HF names, e.g. transformers' `model.state_dict()`)
+    -> our parameter names (fused qkv / gate_up, stacked experts). Tensors not fully
+    covered raise a ValueError, as loading does."""
+    lay = LAYOUTS[layout]
+    out: dict[str, torch.Tensor] = {}
+    shapes = {k: tuple(v.shape) for k, v in _meta_model(cfg).state_dict().items()}
+    for key, t in sd.items():
+        if any(re.search(p, key) for p in lay.ignore):
+            continue
+        name = lay.to_ours(key)
+        if name is None:
+            raise ValueError(f"no rule of layout {layout!r} maps key {key!r}")
+        for p in _pieces(name, cfg):
+            if p.dest not in shapes:
+                raise ValueError(f"{key} maps to {p.dest}, which the model does not have")
+            if p.dest_index is None:
+                out[p.dest] = t if p.src_index is None else t[p.src_index]
+                continue
+            if p.dest not in out:
+                out[p.dest] = torch.full(shapes[p.dest], float("nan"), dtype=t.dtype, device=t.device)
+            out[p.dest][p.dest_index] = t if p.src_index is None else t[p.src_index]
+    if cfg.text.tie_word_embeddings:
+        out.pop("lm_head.weight", None)
+        out["lm_head.weight"] = out["language_model.embed_tokens.weight"]
+    return out
+
+
+def export_state_dict(model, layout: str = "interns1") -> dict[str, torch.Tensor]:
+    """Our model -> a state dict with the layout's checkpoint names (HF q/k/v, per-expert keys)."""
+    return dict(_export_tensors(model, LAYOUTS[layout]))
+
+
+def _meta_model(cfg: S1Config):
+    from opens1.models.s1 import S1ForConditionalGeneration
+
+    with torch.device("meta"):
+        return S1ForConditionalGeneration(cfg)
 
 
 # ====================================================================== reading safetensors

@@ -33,7 +33,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # normalise in float32, cast back, then scale: HF's order (matters in bf16)
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # one fused call
+        # lower precision: normalise in float32, cast back, then scale (HF's order)
         y = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
         return self.weight * y
 
@@ -116,13 +118,21 @@ def _llama3(rs: dict, inv_freq: torch.Tensor, cfg: TextConfig) -> torch.Tensor:
 
 
 class RotaryEmbedding(nn.Module):
-    """cos/sin tables for given position ids. Holds no parameters or buffers."""
+    """cos/sin for given position ids. Holds no parameters or buffers.
+
+    Returns `sin` with the rotate-half sign folded in (first half negated), so that
+    rope(x) = x * cos + roll(x, D/2) * sin: one roll instead of chunk/neg/cat, and
+    bit-identical to HF's x * cos + rotate_half(x) * sin. On CPU the angles come from
+    a table grown on demand (reading the largest position is free there), which spares
+    the per-step trigonometry in decode; elsewhere they are computed on the fly (no
+    host sync). Both evaluate the same float32 expression, position * inv_freq."""
 
     def __init__(self, cfg: TextConfig):
         super().__init__()
         self.cfg = cfg
         self.dynamic = (cfg.rope_scaling or {}).get("rope_type") == "dynamic"
         self._cache: dict = {}  # device -> (inv_freq, scaling)
+        self._table: dict = {}  # (device, dtype) -> (cos [L, D], signed sin [L, D])
 
     def _freqs(self, device: torch.device, max_pos: int | None) -> tuple[torch.Tensor, float]:
         if self.dynamic and max_pos is not None and max_pos > self.cfg.max_position_embeddings:
@@ -134,32 +144,48 @@ class RotaryEmbedding(nn.Module):
             self._cache[key] = (inv.to(device), scale)
         return self._cache[key]
 
-    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        # position_ids [B, T] -> cos, sin [B, 1, T, head_dim] (the 1 broadcasts over heads)
-        max_pos = int(position_ids.max()) + 1 if self.dynamic else None
-        inv_freq, scale = self._freqs(position_ids.device, max_pos)
-        freqs = position_ids.float()[..., None] * inv_freq  # [B, T, D/2] in float32
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos(), emb.sin()
+    def _angles(self, pos: torch.Tensor, inv_freq: torch.Tensor, scale: float, dtype):
+        freqs = pos.float()[..., None] * inv_freq  # [..., D/2] in float32
+        cos, sin = freqs.cos(), freqs.sin()
         if scale != 1.0:
             cos, sin = cos * scale, sin * scale
-        return cos.to(dtype)[:, None], sin.to(dtype)[:, None]
+        return torch.cat((cos, cos), -1).to(dtype), torch.cat((-sin, sin), -1).to(dtype)
 
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # position_ids [B, T] -> cos, signed sin [B, 1, T, head_dim] (the 1 broadcasts over heads)
+        dev = position_ids.device
+        if dev.type != "cpu" or self.dynamic:
+            max_pos = int(position_ids.max()) + 1 if self.dynamic else None
+            inv_freq, scale = self._freqs(dev, max_pos)
+            cos, sin = self._angles(position_ids, inv_freq, scale, dtype)
+            return cos[:, None], sin[:, None]
+        need = int(position_ids.max()) + 1
+        key = (str(dev), dtype)
+        table = self._table.get(key)
+        if table is None or table[0].shape[0] < need:
+            size = max(need, 2 * (table[0].shape[0] if table else 0), 256)
+            inv_freq, scale = self._freqs(dev, None)
+            table = self._angles(torch.arange(size, device=dev), inv_freq, scale, dtype)
+            self._table[key] = table
+        return table[0][position_ids][:, None], table[1][position_ids][:, None]
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return x * cos + rotate_half(x) * sin
+    """x [B, heads, T, D]; sin carries the rotate-half sign (see RotaryEmbedding)."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
 
 
 # ---------------------------------------------------------------- attention and MLP
 
 
 class Attention(nn.Module):
-    """GQA with per-head RMSNorm on q and k before RoPE (Qwen3)."""
+    """GQA with per-head RMSNorm on q and k before RoPE (Qwen3).
+
+    q, k and v come from ONE fused projection, `qkv_proj` [(Hq + 2 Hkv) * D, H]
+    (rows: q heads, then k heads, then v heads); the checkpoint adapter maps HF's
+    separate q_proj/k_proj/v_proj onto its row blocks. One matmul instead of three,
+    and q and k are normalised and rotated together, which matters for decode where
+    every op's fixed cost dominates."""
 
     def __init__(self, cfg: TextConfig, layer_idx: int):
         super().__init__()
@@ -168,40 +194,54 @@ class Attention(nn.Module):
         if self.n_heads % self.n_kv:
             raise ValueError(f"num_attention_heads {self.n_heads} is not a multiple of num_key_value_heads {self.n_kv}")
         h, bias = cfg.hidden_size, cfg.attention_bias
-        self.q_proj = nn.Linear(h, self.n_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(h, self.n_kv * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(h, self.n_kv * self.head_dim, bias=bias)
+        self.qkv_proj = nn.Linear(h, (self.n_heads + 2 * self.n_kv) * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, h, bias=bias)
         self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+        self.eps = cfg.rms_norm_eps
+
+    def _qk_norm_weight(self) -> torch.Tensor:
+        """[Hq + Hkv, 1, D]: q_norm's weight for the q heads, k_norm's for the k heads.
+        Rebuilt every call under autograd; cached for inference until a weight changes."""
+        q, k = self.q_norm.weight, self.k_norm.weight
+        if torch.is_grad_enabled():
+            return torch.cat([q.expand(self.n_heads, -1), k.expand(self.n_kv, -1)])[:, None]
+        key = (q._version, k._version, q.data_ptr(), k.data_ptr(), q.dtype)
+        if getattr(self, "_qk_key", None) != key:
+            self._qk_w = torch.cat([q.expand(self.n_heads, -1), k.expand(self.n_kv, -1)])[:, None].detach()
+            self._qk_key = key
+        return self._qk_w
 
     def forward(self, x, cos, sin, mask=None, is_causal=True, kv_cache=None):
         # x [B, T, H]; cos/sin [B, 1, T, D]; mask None or bool [B, 1, T, Tk] (True = attend);
         # is_causal only applies without a mask (plain causal self-attention over T == Tk)
         B, T, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(B, T, self.n_heads, self.head_dim)).transpose(1, 2)
-        k = self.k_norm(self.k_proj(x).view(B, T, self.n_kv, self.head_dim)).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # [B, heads, T, D]
+        Hq, Hkv, D = self.n_heads, self.n_kv, self.head_dim
+        qkv = self.qkv_proj(x).view(B, T, Hq + 2 * Hkv, D).transpose(1, 2)  # [B, heads, T, D]
+        qk, v = qkv[:, : Hq + Hkv], qkv[:, Hq + Hkv:]
+        # per-head RMSNorm of q and k in one call (weights differ only between q and k)
+        dt = qk.dtype
+        qk = F.rms_norm(qk.float(), (D,), eps=self.eps).to(dt)
+        qk = apply_rope(qk * self._qk_norm_weight(), cos, sin)
+        q, k = qk[:, :Hq], qk[:, Hq:]
         if kv_cache is not None:
-            k, v = kv_cache.update(self.layer_idx, k, v)  # [B, n_kv, Tk, D]: all cached slots
-        if self.n_kv != self.n_heads:
-            # explicit repeat: SDPA's enable_gqa falls back to the slow math kernel on CPU
-            rep = self.n_heads // self.n_kv
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+            k, v = kv_cache.update(self.layer_idx, k, v)  # [B, Hkv, Tk, D]: all cached slots
         causal = is_causal and mask is None and T > 1
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+        # enable_gqa: the CPU flash kernel and CUDA kernels share kv heads without copying
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=Hq != Hkv)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, Hq * D))
 
 
 class MLP(nn.Module):
-    """SwiGLU: down(silu(gate(x)) * up(x))."""
+    """SwiGLU: down(silu(gate(x)) * up(x)), with gate and up fused into `gate_up_proj`
+    [2I, H] (gate rows first; the checkpoint adapter maps HF's gate_proj/up_proj)."""
 
     def __init__(self, hidden: int, intermediate: int):
         super().__init__()
-        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
-        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.intermediate = intermediate
+        self.gate_up_proj = nn.Linear(hidden, 2 * intermediate, bias=False)
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x).split(self.intermediate, dim=-1)
+        return self.down_proj(F.silu(gate) * up)

@@ -23,6 +23,10 @@ from torch import nn
 
 from opens1.config import TextConfig
 
+# CPU inference with at most this many (token, expert) assignments takes the per-assignment
+# path (decode steps); everything else, and anything with autograd, runs grouped
+SMALL_DECODE = 16
+
 # (device type, dtype) -> whether torch._grouped_mm worked there; filled on first use
 _GROUPED_MM_OK: dict[tuple[str, torch.dtype], bool] = {}
 
@@ -91,6 +95,8 @@ class Experts(nn.Module):
     def forward(self, x: torch.Tensor, top_idx: torch.Tensor, top_w: torch.Tensor) -> torch.Tensor:
         # x [N, H]; top_idx, top_w [N, k] -> [N, H]
         N, k = top_idx.shape
+        if x.device.type == "cpu" and N * k <= SMALL_DECODE and not torch.is_grad_enabled():
+            return self._decode_cpu(x, top_idx, top_w)
         flat = top_idx.reshape(-1)
         order = flat.argsort(stable=True)  # assignments sorted by expert
         token = order // k  # source token of each sorted assignment
@@ -105,6 +111,21 @@ class Experts(nn.Module):
         # with one batched matmul: deterministic, unlike index_add_ (atomics on GPU)
         y = y[order.argsort()].view(N, k, -1)  # [N, k, H] in (token, choice) order
         return torch.bmm(top_w.to(y.dtype)[:, None, :], y).squeeze(1)
+
+    def _decode_cpu(self, x, top_idx, top_w):
+        """CPU decode specialisation (a handful of tokens, no autograd): on CPU the
+        grouped kernel visits all E experts (two matmul calls each, most of them empty),
+        while a decode step needs only its N*k chosen ones. k matrix-vector products per
+        token, read straight from the stacked weights (no gather copy); the indices are
+        already on the host, so .tolist() costs no device sync."""
+        out = torch.zeros_like(x)
+        experts, weights = top_idx.tolist(), top_w.to(x.dtype)
+        for n, row in enumerate(experts):
+            xn = x[n:n + 1]
+            for j, e in enumerate(row):
+                gate, up = F.linear(xn, self.gate_up_proj[e]).split(self.intermediate, dim=-1)
+                out[n:n + 1] += F.linear(F.silu(gate) * up, self.down_proj[e]) * weights[n, j]
+        return out
 
 
 class SparseMoeBlock(nn.Module):

@@ -148,17 +148,19 @@ class S1ForConditionalGeneration(nn.Module):
         hidden, router_logits = self.language_model(
             inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, doc_ids=doc_ids,
             kv_cache=kv_cache, cache_rows=cache_rows)
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden)
-        out = ModelOutput(logits=logits, kv_cache=kv_cache)
+        out = ModelOutput(logits=None, kv_cache=kv_cache)
+        if labels is not None:
+            # head and loss in one autograd node: no log-softmax copy, no zero-filled grad
+            target = shifted_targets(labels, doc_ids)
+            out.ce_loss, out.logits = linear_cross_entropy(hidden, self.lm_head.weight, target)
+            out.loss = out.ce_loss
+        else:
+            out.logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
         t = self.config.text
         if router_logits and (labels is not None or output_router_logits):
             mask = None if attention_mask is None else attention_mask.reshape(-1)
             out.aux_loss = load_balancing_loss(router_logits, t.num_experts_per_tok, mask)
         if labels is not None:
-            out.ce_loss = causal_lm_loss(logits, labels, doc_ids)
-            out.loss = out.ce_loss
             if out.aux_loss is not None:
                 out.loss = out.ce_loss + t.router_aux_loss_coef * out.aux_loss.to(out.ce_loss.dtype)
         return out
@@ -203,13 +205,58 @@ class S1ForConditionalGeneration(nn.Module):
         return torch.cat([input_ids, new[:, :n]], dim=1)
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean next-token cross entropy over targets != -100 (float32)."""
-    target = labels[:, 1:].clone()
+def shifted_targets(labels: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """labels [B, T] aligned with input_ids -> next-token targets [B, T] (-100 at the last
+    position and, with doc_ids, where the next token starts another document)."""
+    target = F.pad(labels[:, 1:], (0, 1), value=-100)
     if doc_ids is not None:
-        target[doc_ids[:, 1:] != doc_ids[:, :-1]] = -100  # never predict across documents
-    pred = logits[:, :-1]
-    return F.cross_entropy(pred.reshape(-1, pred.shape[-1]).float(), target.reshape(-1), ignore_index=-100)
+        cross = F.pad(doc_ids[:, 1:] != doc_ids[:, :-1], (0, 1), value=False)
+        target = target.masked_fill(cross, -100)
+    return target
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean next-token cross entropy over targets != -100 (float32), from full logits."""
+    target = shifted_targets(labels, doc_ids)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=-100)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """logits = h @ W^T and their mean CE against targets, in one node. Backward forms
+    softmax - onehot once ([N, V]) and feeds both matmuls; gradients that flow into the
+    returned logits (e.g. another loss on them) are added, so nothing is detached."""
+
+    @staticmethod
+    def forward(ctx, h, w, target):
+        logits = h @ w.t()  # [N, V]
+        lf = logits.float()
+        lse = torch.logsumexp(lf, dim=-1)  # [N]
+        valid = target != -100
+        picked = lf.gather(1, target.clamp_min(0)[:, None]).squeeze(1)
+        n = valid.sum().clamp_min(1)
+        loss = ((lse - picked) * valid).sum() / n
+        ctx.save_for_backward(h, w, logits, lse, target, n)
+        return loss, logits
+
+    @staticmethod
+    def backward(ctx, g_loss, g_logits):
+        h, w, logits, lse, target, n = ctx.saved_tensors
+        valid = target != -100
+        p = (logits.float() - lse[:, None]).exp_()  # softmax [N, V]
+        rows = valid.nonzero().squeeze(1)
+        p[rows, target[rows]] -= 1.0
+        p.mul_((g_loss / n) * valid[:, None])
+        if g_logits is not None:
+            p.add_(g_logits)
+        p = p.to(h.dtype)
+        return p @ w, p.t() @ h, None
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor):
+    """hidden [B, T, H], weight [V, H], target [B, T] -> (mean CE, logits [B, T, V])."""
+    B, T, H = hidden.shape
+    loss, logits = _LinearCrossEntropy.apply(hidden.reshape(B * T, H), weight, target.reshape(-1))
+    return loss, logits.view(B, T, -1)
 
 
 def _splice(x, input_ids, token_id, feats, what):

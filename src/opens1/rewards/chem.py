@@ -57,6 +57,7 @@ def canonical_smiles(smiles: str, stereo: bool = False) -> str | None:
     if mol is None:
         return None
     if any(a.GetAtomMapNum() for a in mol.GetAtoms()):
+        # Copy first: the parsed Mol is shared through the lru_cache.
         mol = Chem.Mol(mol)
         for atom in mol.GetAtoms():
             atom.SetAtomMapNum(0)
@@ -85,6 +86,8 @@ def find_smiles(text: str, accept=None) -> str | None:
     tags = _SMILES_TAG_RE.findall(text)
     if tags:
         return tags[-1]
+    # A one-token answer is taken whole (it may end in "." as a sentence, which RDKit
+    # would otherwise read as an empty fragment).
     whole = text.strip().strip(_STRIP)
     if whole and " " not in whole and accept(whole):
         return whole
@@ -119,6 +122,8 @@ def verify_smiles(prediction: str | None, reference: str, stereo: bool = False,
     if pred == ref:
         return VerifyResult(1.0, "same molecule", cand)
     if partial:
+        # Capped below 1: different molecules can share a fingerprint (e.g. stereoisomers),
+        # and only the right molecule may earn full reward.
         sim = tanimoto(cand, str(reference).strip())
         return VerifyResult(round(min(sim, 0.999), 6), f"Tanimoto {sim:.3f}", cand)
     return VerifyResult(0.0, "different molecule", cand)
@@ -148,6 +153,7 @@ def _parse_group(s: str) -> Counter | None:
             last = Counter({el: 1})
             stack[-1].update(last)
         elif num:
+            # A count multiplies the preceding element or group (already added once).
             if last is None:
                 return None
             n = int(num)
@@ -174,6 +180,7 @@ def parse_formula(text: str, hydrate: str = "strict") -> Counter | None:
     s = clean_latex(text).replace("_", "").replace(" ", "")
     if not s or len(s) > 200:
         return None
+    # Charges ("SO4^2-", "NH4+") do not change element counts: drop them.
     s = _CHARGE_RE.sub("", s) if re.search(r"[A-Za-z\)\]]\^?\(?\d*[+-]\)?$", s) else s
     total: Counter = Counter()
     for i, part in enumerate(p for p in _HYDRATE_SPLIT_RE.split(s) if p):
@@ -184,6 +191,7 @@ def parse_formula(text: str, hydrate: str = "strict") -> Counter | None:
         counts = _parse_group(part)
         if counts is None:
             return None
+        # Water of crystallisation is every part after the first that is only H and O.
         if i > 0 and hydrate == "ignore" and set(counts) <= {"H", "O"}:
             continue
         for k, v in counts.items():
@@ -234,6 +242,8 @@ def _fragments(smiles_set: str) -> list[str] | None:
 
 def _sides(text: str) -> tuple[str | None, str]:
     """`reactants>agents>products` -> (reactants, products); a plain set -> (None, set)."""
+    # Reaction SMILES put agents (solvents, catalysts) between the two ">"; they are
+    # not part of the answer, so they are ignored.
     if ">" in text:
         parts = text.split(">")
         if len(parts) == 3:
@@ -260,7 +270,13 @@ def _looks_like_reaction(tok: str) -> bool:
     return _fragments(right) is not None and (left is None or _fragments(left) is not None)
 
 
-def verify_reaction(prediction: str | None, reference: str, partial: bool = False, **opts) -> VerifyResult:
+def verify_reaction(prediction: str | None, reference: str, partial: bool = False, side: str = "products",
+                    **opts) -> VerifyResult:
+    """`reference`: a full reaction (`r>a>p`, both sides must match) or a plain molecule set.
+    For a plain set, a predicted full reaction is graded on its `side` ("products" for
+    forward prediction, "reactants" for retrosynthesis)."""
+    if side not in ("products", "reactants"):
+        raise ValueError(f"side must be 'products' or 'reactants', got {side!r}")
     ref_left, ref_right = _sides(str(reference).strip())
     ref_r = _fragments(ref_right)
     ref_l = _fragments(ref_left) if ref_left is not None else None
@@ -273,6 +289,8 @@ def verify_reaction(prediction: str | None, reference: str, partial: bool = Fals
     if cand is None:
         return VerifyResult(0.0, "no parseable reaction or molecule set")
     left, right = _sides(cand)
+    if ref_left is None and left is not None and side == "reactants":
+        right = left  # a retrosynthesis answer written as a full reaction: grade its reactants
     score = _multiset_score(_fragments(right), ref_r, partial)
     if ref_l is not None and left is not None:
         # Both sides given: both must match (mean of the two for partial credit).

@@ -12,13 +12,14 @@
 
 from __future__ import annotations
 
+import logging
 import math as _math
 import re
 import threading
 
 from opens1.rewards.extract import extract
 from opens1.rewards.result import VerifyResult
-from opens1.rewards.units import DIMENSIONLESS, Unit, clean_latex, parse_unit
+from opens1.rewards.units import Unit, clean_latex, parse_unit
 
 # Longer "answers" are almost surely not a final answer; parsing them with sympy
 # could take seconds, so they are rejected up front.
@@ -26,7 +27,20 @@ MAX_MATH_CHARS = 512
 
 
 def _timeout() -> int | None:
+    # SIGALRM only works in the main thread; elsewhere only MAX_MATH_CHARS bounds the work
+    # (a pathological power tower can still be slow there: run RL scoring in processes).
     return 5 if threading.current_thread() is threading.main_thread() else None
+
+
+class _QuietNoTimeout(logging.Filter):
+    """math-verify warns on every call made without a timeout; once is documented above."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Timeout is disabled" not in record.getMessage()
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_QuietNoTimeout())
 
 
 def _mv_parse(text: str):
@@ -71,6 +85,10 @@ _NUM_RE = re.compile(
 _FRAC_RE = re.compile(r"\\[dt]?frac\s*\{\s*(-?[\d.]+)\s*\}\s*\{\s*(-?[\d.]+)\s*\}")
 
 
+_STOPWORDS = {"in", "at", "for", "is", "are", "and", "or", "of", "to", "the", "with", "which", "from", "so",
+              "because", "since", "when", "if", "as", "was", "be", "this", "that", "on", "by"}
+
+
 def parse_quantity(text: str, last: bool = False) -> tuple[float, Unit | None] | None:
     """First (or last) number in `text` and the unit written right after it, if any."""
     s = clean_latex(_FRAC_RE.sub(lambda m: f"{m.group(1)}/{m.group(2)}", text))
@@ -89,6 +107,10 @@ def parse_quantity(text: str, last: bool = False) -> tuple[float, Unit | None] |
     # The unit is the longest run of words after the number that parses as one
     # ("kJ/mol is the enthalpy" -> kJ/mol; "dollars" -> no unit).
     words = rest.strip().rstrip(".;,").split()[:6]
+    for i, w in enumerate(words):  # prose after the unit ("kJ/mol at 298 K") is not part of it
+        if w.lower().strip(".,;") in _STOPWORDS:
+            words = words[:i]
+            break
     for k in range(len(words), 0, -1):
         u = parse_unit(" ".join(words[:k]).rstrip(".;,)"))
         if u is not None:
@@ -137,6 +159,9 @@ def verify_number(prediction: str | None, reference, rel_tol: float = 1e-4, abs_
 
 # --- multiple choice ----------------------------------------------------------
 
+# "A and B", "(A), (C)", "B/D": hedging over several options is not an answer.
+_HEDGE_RE = re.compile(r"^\(?\s*[A-Za-z]\s*\)?\s*(?:,|and|or|&|/|\+)\s*\(?\s*[A-Za-z]\s*\)?(?:[\s.,;:)]|$)",
+                       re.IGNORECASE)
 _LETTER_RE = re.compile(r"^\(?\s*\**\s*([A-Za-z])\s*\**\s*\)?(?:[.:)\s]|$)")
 _PAREN_LETTER_RE = re.compile(r"\(([A-Z])\)|\b([A-Z])\b")
 
@@ -146,6 +171,8 @@ def _choice_letter(ex) -> str | None:
         text = clean_latex(ex.answer).strip()
         # "Answer: (B) 42" / "Answer: B." / "\boxed{C}" / "option D"
         text = re.sub(r"^(?:option|choice)\s+", "", text, flags=re.IGNORECASE)
+        if _HEDGE_RE.match(text):
+            return None
         m = _LETTER_RE.match(text)
         return m.group(1).upper() if m else None
     # No marker: accept a response that is just a letter, e.g. "B" or "(B)".

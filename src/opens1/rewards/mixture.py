@@ -73,6 +73,7 @@ class MixtureOfRewards:
     def rule(self, source: str) -> RewardRule:
         if source in self.rules:
             return self.rules[source]
+        # Longest matching prefix wins, so "chem/qm9_*" can override "chem/*".
         best = None
         for pattern in self.rules:
             if pattern.endswith("*") and source.startswith(pattern[:-1]):
@@ -98,6 +99,8 @@ class MixtureOfRewards:
         rule = self.rule(source)
         res = self.verify(source, prediction, case)
         reward = rule.weight * res.score
+        # Penalise only a missing answer (format failure), not a wrong one: wrong answers
+        # already get 0, and mixing the two signals would blur the policy gradient.
         if res.extracted is None and res.score == 0.0 and res.reason.startswith("no answer"):
             reward += self.format_penalty
         return reward

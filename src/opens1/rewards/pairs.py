@@ -149,7 +149,8 @@ def math_pairs(n: int, rng: random.Random) -> list[dict]:
             pred = f"{int(m.group(1)) / int(m.group(2)):g}"
         elif re.fullmatch(r"-?\d+", ans) and rng.random() < 0.5:
             pred = f"x = {ans}"
-        tmpl = rng.choice(["\\boxed{{{x}}}", "Answer: ${x}$", "<think>hmm</think>The final answer is $\\boxed{{{x}}}$."])
+        tmpl = rng.choice(["\\boxed{{{x}}}", "Answer: ${x}$",
+                           "<think>hmm</think>The final answer is $\\boxed{{{x}}}$."])
         out.append({"kind": "math", "prediction": tmpl.format(x=pred), "reference": ans, "options": {}, "label": 1})
         other = next(a for a in simple[i + 1:] + simple[:i] if a.replace(" ", "") != ans.replace(" ", ""))
         out.append({"kind": "math", "prediction": f"Answer: ${other}$", "reference": ans, "options": {}, "label": 0})

@@ -28,6 +28,7 @@ _SEQ_LINE_RE = re.compile(r"[A-Za-z*\-]+")
 
 
 def normalise_sequence(text: str) -> str:
+    # FASTA headers start with ">"; gaps ("-") and the stop "*" are not residues.
     lines = [ln for ln in str(text).splitlines() if not ln.startswith(">")]
     seq = re.sub(r"[^A-Za-z*\-]", "", "".join(lines)).upper().replace("-", "")
     return seq.rstrip("*")
@@ -71,6 +72,7 @@ def verify_sequence(prediction: str | None, reference: str, partial: bool = Fals
     if not partial:
         return VerifyResult(0.0, "different sequence", pred[:80])
     a, b = pred[:MAX_SEQ], ref[:MAX_SEQ]
+    # Same length: point mutations only, Hamming identity is exact and O(n).
     if len(a) == len(b):
         ident = sum(x == y for x, y in zip(a, b)) / len(b)
     else:
@@ -85,6 +87,7 @@ _FENCE_RE = re.compile(r"```(?:json)?\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
 def find_json(text: str):
     """(value, True) for the JSON a response gives, or (None, False)."""
+    # A fenced block is the most explicit answer; the last one wins (models revise).
     fences = _FENCE_RE.findall(text)
     for block in reversed(fences):
         try:

@@ -70,7 +70,7 @@ _EXACT: dict[str, Unit] = {
     "atm": Unit(101325.0, _d(m=-1, kg=1, s=-2)), "Torr": Unit(133.322368, _d(m=-1, kg=1, s=-2)),
     "torr": Unit(133.322368, _d(m=-1, kg=1, s=-2)), "mmHg": Unit(133.322387, _d(m=-1, kg=1, s=-2)),
     "psi": Unit(6894.757, _d(m=-1, kg=1, s=-2)), "ft": Unit(0.3048, _d(m=1)),
-    "in": Unit(0.0254, _d(m=1)), "mi": Unit(1609.344, _d(m=1)), "lb": Unit(0.45359237, _d(kg=1)),
+"mi": Unit(1609.344, _d(m=1)), "lb": Unit(0.45359237, _d(kg=1)),
     "lbf": Unit(4.4482216, _d(m=1, kg=1, s=-2)), "amu": Unit(1.66053906660e-27, _d(kg=1)),
     "D": Unit(3.33564e-30, _d(m=1, s=1, A=1)),  # debye
     "Eh": Unit(4.3597447222071e-18, _J.dim), "hartree": Unit(4.3597447222071e-18, _J.dim),
@@ -80,6 +80,16 @@ _EXACT: dict[str, Unit] = {
     "degC": Unit(1.0, _d(K=1)), "kg": Unit(1.0, _d(kg=1)), "cc": Unit(1e-6, _d(m=3)),
     "mph": Unit(0.44704, _d(m=1, s=-1)), "gal": Unit(3.785411784e-3, _d(m=3)),
     "kWh": Unit(3.6e6, _J.dim), "bohr": Unit(5.29177210903e-11, _d(m=1)),
+}
+# Spelled-out units (matched case-insensitively, singular or plural).
+_WORDS: dict[str, Unit] = {
+    "second": Unit(1.0, _d(s=1)), "sec": Unit(1.0, _d(s=1)), "minute": Unit(60.0, _d(s=1)),
+    "hour": Unit(3600.0, _d(s=1)), "day": Unit(86400.0, _d(s=1)), "week": Unit(604800.0, _d(s=1)),
+    "month": Unit(2.629746e6, _d(s=1)), "year": Unit(3.15576e7, _d(s=1)),
+    "meter": Unit(1.0, _d(m=1)), "metre": Unit(1.0, _d(m=1)), "gram": Unit(1e-3, _d(kg=1)),
+    "slug": Unit(14.5939029, _d(kg=1)), "inch": Unit(0.0254, _d(m=1)), "au": Unit(1.495978707e11, _d(m=1)),
+    "electron": DIMENSIONLESS, "photon": DIMENSIONLESS, "particle": DIMENSIONLESS, "atom": DIMENSIONLESS,
+    "molecule": DIMENSIONLESS, "percent": Unit(0.01, _ZERO), "degree": Unit(math.pi / 180, _ZERO),
 }
 _PREFIXES = {
     "Y": 1e24, "Z": 1e21, "E": 1e18, "P": 1e15, "T": 1e12, "G": 1e9, "M": 1e6, "k": 1e3,
@@ -94,7 +104,7 @@ _LATEX_SUBS = [
     (re.compile(r"\\(?:mu|micro)\b"), "µ"),
     (re.compile(r"\\Omega\b"), "Ω"),
     (re.compile(r"\\(?:AA|mathring\{A\}|angstrom)"), "Å"),
-    (re.compile(r"\^\s*\\circ|\\circ|\\degree"), "°"),
+    (re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree"), "°"),
     (re.compile(r"\\%"), "%"),
     (re.compile(r"\\[,;:! ]|~"), " "),
     (re.compile(r"\\(?:left|right)"), ""),
@@ -109,6 +119,7 @@ def clean_latex(text: str) -> str:
     for pat, rep in _LATEX_SUBS:
         s = pat.sub(rep, s)
     s = s.replace("{", "").replace("}", "").replace("−", "-")
+    s = re.sub(r"°\s+(?=[CF]\b)", "°", s)  # "^{\circ} \mathrm{C}" -> "°C"
     return re.sub(r"([µμ])\s+(?=[A-Za-z])", r"\1", s).strip()  # "\mu \mathrm{C}" -> "µC"
 
 
@@ -116,6 +127,10 @@ def lookup(symbol: str) -> Unit | None:
     """One unit symbol, exact first, then SI prefix + prefixable base."""
     if symbol in _EXACT:
         return _EXACT[symbol]
+    word = symbol.lower()
+    for w in (word, word[:-1] if word.endswith("s") else word, word[:-2] if word.endswith("es") else word):
+        if w in _WORDS and (len(symbol) > 2 or symbol == "AU"):
+            return _WORDS[w]
     if symbol in _PREFIXABLE:
         return _PREFIXABLE[symbol]
     for plen in (2, 1):

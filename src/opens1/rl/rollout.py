@@ -44,6 +44,13 @@ class Rollout:
     extra: dict = field(default_factory=dict)  # multimodal inputs of the prompt, for scoring logprobs
 
 
+def response_text(tokenizer, rollout: Rollout) -> str:
+    """The response as text for a verifier: without the final eos, but with <think> tags kept
+    (verifiers grade only what follows </think>, so they must see it)."""
+    ids = rollout.response_ids[:-1] if rollout.finished else rollout.response_ids
+    return tokenizer.decode(ids, skip_special_tokens=False)
+
+
 class RolloutEngine(ABC):
     version: int = 0  # bumped by every update_weights: lets the trainer check rollouts are on-policy
 

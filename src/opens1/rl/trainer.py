@@ -37,7 +37,7 @@ from opens1.rl.algorithms import (
     policy_loss,
     token_logprobs_and_entropy,
 )
-from opens1.rl.rollout import LocalEngine, Rollout, RolloutEngine, SamplingParams
+from opens1.rl.rollout import LocalEngine, Rollout, RolloutEngine, SamplingParams, response_text
 
 
 @dataclass
@@ -131,8 +131,7 @@ class RLTrainer:
         return out
 
     def _score(self, name: str, case, rollout: Rollout) -> float:
-        text = self.tok.decode(rollout.response_ids, skip_special_tokens=True)
-        return float(self.envs[name].verify(text, case).score)
+        return float(self.envs[name].verify(response_text(self.tok, rollout), case).score)
 
     # ------------------------------------------------------------ log-probs of rollouts
 

@@ -42,6 +42,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opens1.infer.engine import CacheFull, Engine, EngineStopped, GenerationRequest, QueueFull, SamplingParams, TokenEvent
@@ -307,16 +308,32 @@ class Generation:
     def done(self) -> bool:
         return all(c.finish_reason is not None for c in self.choices)
 
+    async def watch_disconnect(self, request: Request) -> None:
+        """Cancel the choices as soon as the client goes away (non-streamed requests:
+        a streamed response notices on its own when a write fails)."""
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                self.cancel()
+                return
+
     async def events(self, request: Request | None = None) -> AsyncIterator[tuple[Choice, Any]]:
-        """Yields (choice, Delta-or-None) as tokens arrive; sets finish reasons."""
+        """Yields (choice, Delta-or-None) as tokens arrive; sets finish reasons.
+        With `request`, a client disconnect cancels the generation at once."""
+        watcher = asyncio.create_task(self.watch_disconnect(request)) if request is not None else None
+        try:
+            async for item in self._events():
+                yield item
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    async def _events(self) -> AsyncIterator[tuple[Choice, Any]]:
         while not self.done:
-            try:
-                idx, ev = await asyncio.wait_for(self.queue.get(), timeout=1.0)
-            except asyncio.TimeoutError:
-                if request is not None and await request.is_disconnected():
-                    self.cancel()
-                    return
-                continue
+            if not self.queue.empty():  # drain without a timer: most events arrive in bursts
+                idx, ev = self.queue.get_nowait()
+            else:
+                idx, ev = await self.queue.get()
             c = self._by_index[idx]
             if c.finish_reason is not None:
                 continue  # a token that raced a stop-string cancel
@@ -355,34 +372,16 @@ class Generation:
 
 
 def parse_final(c: Choice, thinking_open: bool) -> tuple[str | None, str | None, list[P.ToolCall] | None]:
-    """(reasoning, content, tool_calls) of a finished choice, through the chat parser."""
+    """(reasoning, content, tool_calls) of a finished choice, through the chat parser.
+    Intern-S1 writes `parameters`; OpenAI clients get them as the JSON `arguments` string."""
     from opens1.tokenizer.chat import parse_response
 
     parsed = parse_response(c.out.text, prompt_ends_in_think=thinking_open)
-    calls = None
-    if parsed.tool_calls:
-        calls = []
-        for tc in parsed.tool_calls:
-            name, args = _tool_call_fields(tc)
-            calls.append(P.ToolCall(function=P.FunctionCall(name=name, arguments=args)))
-    return parsed.reasoning or None, parsed.content, calls
-
-
-def _tool_call_fields(tc: Any) -> tuple[str, str]:
-    """Name and JSON arguments of a parsed tool call (a dict or an object)."""
-    get = tc.get if isinstance(tc, dict) else (lambda k, d=None: getattr(tc, k, d))
-    fn = get("function")
-    if fn is not None:  # OpenAI shape
-        fget = fn.get if isinstance(fn, dict) else (lambda k, d=None: getattr(fn, k, d))
-        name, args = fget("name"), fget("arguments")
-    else:
-        name = get("name")
-        args = get("arguments", None)
-        if args is None:
-            args = get("parameters", {})
-    if not isinstance(args, str):
-        args = json.dumps(args, ensure_ascii=False)
-    return str(name), args
+    calls = [
+        P.ToolCall(function=P.FunctionCall(name=tc.name, arguments=json.dumps(tc.arguments, ensure_ascii=False)))
+        for tc in parsed.tool_calls
+    ]
+    return parsed.reasoning or None, parsed.content, calls or None
 
 
 def sse(obj: Any) -> str:
@@ -540,7 +539,9 @@ def _token_id(tok, s: str) -> int | None:
 
 
 async def chat_completion(state: ServerState, req: P.ChatCompletionRequest, request: Request):
-    inputs, _thinking, thinking_open = render_chat(state, req)
+    # decoding images and tiling / encoding series is CPU work: off the event loop, so
+    # other clients' streams keep flowing meanwhile
+    inputs, _thinking, thinking_open = await run_in_threadpool(render_chat, state, req)
     prompt_ids = inputs["input_ids"][0].tolist()
     n_lp = (req.top_logprobs or 0) if req.logprobs else None
     params = sampling_params(state, req, len(prompt_ids), req.max_completion_tokens or req.max_tokens, n_lp)
@@ -560,6 +561,9 @@ async def chat_completion(state: ServerState, req: P.ChatCompletionRequest, requ
 
 
 def _finish_error(c: Choice) -> APIError:
+    # the model's own checks (e.g. placeholder/feature counts) raise ValueError: the input's fault
+    if (c.error or "").startswith("ValueError"):
+        return APIError(400, f"the model rejected the input: {c.error}", code="invalid_input")
     return APIError(500, f"generation failed: {c.error}", type="server_error", code="generation_error")
 
 
@@ -644,7 +648,7 @@ def completion_prompts(state: ServerState, prompt) -> list[tuple[list[int], str]
 
 
 async def text_completion(state: ServerState, req: P.CompletionRequest, request: Request):
-    prompts = completion_prompts(state, req.prompt)
+    prompts = await run_in_threadpool(completion_prompts, state, req.prompt)
     gens: list[Generation] = []
     try:
         for k, (ids, _) in enumerate(prompts):

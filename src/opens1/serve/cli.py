@@ -21,6 +21,7 @@ import argparse
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -76,7 +77,8 @@ def load_for_serving(model: str, dtype: str | None = None, device: str | None = 
 
 
 def _has_tokenizer(path: Path) -> bool:
-    return any((path / f).exists() for f in ("tokenizer.json", "vocab.json", "tokenizer_config.json"))
+    # OpenS1's own layout, or an Intern-S1 HF directory
+    return any((path / f).exists() for f in ("opens1_tokenizer.json", "vocab.json"))
 
 
 def build_state(
@@ -163,6 +165,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--max-batch-size", type=int, default=16, help="KV-cache slots = sequences decoded together")
     ap.add_argument("--max-seq-len", type=int, default=4096, help="context per sequence (prompt + completion)")
     ap.add_argument("--max-queue", type=int, default=256, help="waiting requests before answering 429")
+    ap.add_argument("--cache-budget-tokens", type=int, default=None,
+                    help="prompt+max_tokens promised to running and waiting requests before answering 503 "
+                         "(default: 2 x slots x context)")
     ap.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"])
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     ap.add_argument("--seed", type=int, default=0)
@@ -177,11 +182,15 @@ def main(argv: list[str]) -> int:
 
     from opens1.serve.api import create_app
 
-    state = build_state(
-        args.model, api_key=args.api_key, served_name=args.served_model_name, max_batch_size=args.max_batch_size,
-        max_seq_len=args.max_seq_len, max_queue=args.max_queue, dtype=args.dtype, device=device,
-        tokenizer_path=args.tokenizer, seed=args.seed,
-    )
+    try:
+        state = build_state(
+            args.model, api_key=args.api_key, served_name=args.served_model_name, max_batch_size=args.max_batch_size,
+            max_seq_len=args.max_seq_len, max_queue=args.max_queue, dtype=args.dtype, device=device,
+            tokenizer_path=args.tokenizer, seed=args.seed, cache_budget_tokens=args.cache_budget_tokens,
+        )
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"opens1 serve: {e}", file=sys.stderr)
+        return 2
     log.info("serving %s on http://%s:%d (slots=%d, context=%d)", state.model_name, args.host, args.port, args.max_batch_size, state.max_seq_len)
     try:
         uvicorn.run(create_app(state), host=args.host, port=args.port, log_level=args.log_level.lower())

@@ -18,8 +18,9 @@ Two ways into a domain span, as in Intern-S1:
   - protein: >= 20 letters of the 20 amino acids + X (optional stop `*`), >= 6
     distinct. Intern-S1 sends any 27+ capitals (and DNA) to its protein model;
     English words almost always contain O, U, J, B or Z, which we exclude.
-  Runs must stand alone (no adjacent letter, digit or `_`), which keeps URLs,
-  identifiers, hashes and all-caps words in prose.
+  Runs must stand alone (no adjacent letter, digit or `_`), which keeps
+  identifiers, hashes and all-caps words in prose; nothing inside a URL or an e-mail
+  address is detected.
 * `<MOLFORMULA>..</MOLFORMULA>` protects its content from detection; the tags
   themselves stay ordinary text (as in Intern-S1, they have no ids).
 
@@ -43,6 +44,10 @@ _TAG_RE = regex.compile(r"<(/?)(SMILES|SELFIES|IUPAC|FASTA|DNA|MOLFORMULA)>")
 _UNIT = r"(?:\[[^\[\]\s]{1,20}\]|Cl|Br|[BCNOPSFI]|[bcnops]|%\d\d|\d|[()=#\-+@/\\.:*$~>])"
 _SMILES_RE = regex.compile(rf"(?<![A-Za-z0-9_]){_UNIT}{{10,}}(?![A-Za-z0-9_])")
 _SEQ_RE = regex.compile(r"(?<![A-Za-z0-9_])(?:[A-Z]{20,}\*?|[acgtun]{20,})(?![A-Za-z0-9_])")
+# URLs and e-mail addresses are never molecules, whatever their query strings contain
+_URL_RE = regex.compile(
+    r"(?<![a-z0-9+.-])(?:[a-z][a-z0-9+.-]*+://|www\.)[^\s<>\"']++|(?<![\w.+-])[\w.+-]++@[\w-]++\.[\w.-]++", regex.I
+)  # lookbehinds + possessive runs: linear time on long SMILES full of '@'
 _AMINO = frozenset("ACDEFGHIKLMNPQRSTVWYX*")
 _BASES = frozenset("ACGTUN")
 _MIN_LETTERS = 5
@@ -64,6 +69,7 @@ def _rdkit_ok(smiles: str) -> bool:
     return Chem.MolFromSmiles(smiles) is not None
 
 
+@lru_cache(maxsize=1 << 16)
 def is_smiles(s: str) -> bool:
     """A plausible molecule or reaction: enough letters, not all lowercase words, RDKit parses it."""
     if sum(ch.isalpha() for ch in s) < _MIN_LETTERS:
@@ -112,8 +118,13 @@ def detect(text: str, start: int, end: int, domains: frozenset[str]) -> list[Spa
     if "smiles" in domains:
         for m in _SMILES_RE.finditer(text, start, end):
             a, b = _trim(text, m.start(), m.end())
+            if b - a >= 10 and not is_smiles(text[a:b]) and text[a] == "(" and text[b - 1] == ")":
+                a, b = a + 1, b - 1  # a molecule in parentheses: "(CN1C=NC2=C1...C)"
             if b - a >= 10 and is_smiles(text[a:b]):
                 found.append(Span(a, b, "smiles"))
+    if found and ("://" in text or "www." in text or "@" in text):
+        urls = [m.span() for m in _URL_RE.finditer(text, start, end)]
+        found = [s for s in found if not any(a < s.end and s.start < b for a, b in urls)]
     if len(found) > 1:
         found.sort(key=lambda s: s.start)
         kept = [found[0]]

@@ -14,8 +14,8 @@ and SELFIES tags, IUPAC pieces and tags, FASTA pieces, then the other added toke
 Encoding (`detect.segment` decides the spans):
 * prose spans -> base BPE, all prose of a batch in one Rust `encode_batch` call;
 * domain spans -> that domain's SentencePiece model (one batched call per domain);
-  a literal U+2581 (SentencePiece's whitespace symbol) inside a span is sent to the
-  base BPE instead, because SentencePiece would decode it as a space;
+  characters the model cannot round-trip (a literal U+2581, SentencePiece's space
+  symbol; any unseen character for a model without byte fallback) go to the base BPE;
 * explicit tags -> their ids; auto-detected spans get no tag ids.
 Special-token strings in text (`<|im_end|>`, `<think>`, ...) are plain text: the base
 BPE has no added tokens. Control ids come only from `encode_special` and the chat
@@ -70,6 +70,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; tokenizer files are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -121,6 +122,7 @@ class DynamicTokenizer:
         self._check_layout()
         self._id_to_special = {i: s for s, i in self.special_tokens.items()}
         self._build_tables()
+        self._foreign = {d: self._foreign_pattern(sp) for d, sp in self.sp.items()}
 
     # ------------------------------------------------------------ construction
 
@@ -170,6 +172,26 @@ class DynamicTokenizer:
                     table[off + j] = sp.id_to_piece(j).replace("\u2581", " ").encode("utf-8")
                 self._kind[off + j] = 3
         self._bytes = table
+
+    @staticmethod
+    def _foreign_pattern(sp):
+        """Characters a domain model cannot encode losslessly, sent to the base BPE instead:
+        always a literal U+2581 (SentencePiece decodes it as a space), spaces if the model
+        has no piece for its space symbol, and, for a model
+        without byte fallback (Intern-S1's), every character absent from its pieces,
+        which would otherwise become <unk> (Intern-S1 also falls back to BPE there)."""
+        if any(sp.is_byte(j) for j in range(sp.get_piece_size())):
+            if sp.is_unknown(sp.piece_to_id("\u2581")):
+                # a model that never saw a space byte-encodes the space *symbol*: lossy
+                return regex.compile("[\u2581 ]+")
+            return _SP_SPACE
+        chars = set()
+        for j in range(sp.get_piece_size()):
+            if not (sp.is_unknown(j) or sp.is_control(j) or sp.is_unused(j)):
+                chars.update(sp.id_to_piece(j).replace("\u2581", " "))
+        chars.discard("\u2581")
+        cls = "".join(regex.escape(c) for c in sorted(chars))
+        return regex.compile(f"[^{cls}]+|\u2581+" if cls else ".+", regex.S)
 
     # ------------------------------------------------------------ properties
 
@@ -284,16 +306,17 @@ class DynamicTokenizer:
         return out
 
     def _plan_domain(self, domain: str, piece: str, plan: list, prose: list, items: list) -> None:
-        # SentencePiece would turn a literal U+2581 into a space on decode: route it to the base
-        parts = _SP_SPACE.split(piece) if "\u2581" in piece else [piece]
-        seps = _SP_SPACE.findall(piece) if len(parts) > 1 else []
-        for k, part in enumerate(parts):
-            if part:
+        pos = 0
+        for m in self._foreign[domain].finditer(piece):
+            if m.start() > pos:
                 plan.append(("sp", domain, len(items)))
-                items.append(part)
-            if k < len(seps):
-                plan.append(("base", len(prose)))
-                prose.append(seps[k])
+                items.append(piece[pos : m.start()])
+            plan.append(("base", len(prose)))
+            prose.append(m.group())
+            pos = m.end()
+        if pos < len(piece):
+            plan.append(("sp", domain, len(items)))
+            items.append(piece[pos:] if pos else piece)
 
     # ------------------------------------------------------------ decoding
 
@@ -436,12 +459,15 @@ def qwen3_tokenizer(tiktoken_path: str | os.PathLike, domains: str | os.PathLike
 
     Ids 0..151642 are Qwen3's BPE, 151643..151668 its 26 added tokens, then OpenS1's
     other control tokens and tags, then the domain pieces. `domains`: a tokenizer
-    directory whose domain models to use (default: the bundled ones)."""
+    directory whose domain models to use (default: the bundled large ones, sized for
+    real models, else the default ones)."""
     from opens1.tokenizer.base import base_from_tiktoken
 
     base = base_from_tiktoken(tiktoken_path)
     n = base.get_vocab_size(with_added_tokens=False)
-    donor = DynamicTokenizer.from_directory(domains or ASSETS)
+    if domains is None:
+        domains = ASSETS / "large" if (ASSETS / "large" / LAYOUT_FILE).is_file() else ASSETS
+    donor = DynamicTokenizer.from_directory(domains)
     specials = {t: n + i for i, t in enumerate(QWEN3_ADDED)}
     for t in CONTROL_TOKENS + tuple(t for d in DOMAINS for t in DOMAIN_TAGS[d]):
         specials.setdefault(t, n + len(specials))

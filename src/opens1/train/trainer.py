@@ -9,12 +9,22 @@ Usage (the library API the speedrun builds on; keep it stable):
     from opens1.train.trainer import train
     from opens1.train.data import build_stream          # sources -> tokens -> packed stream
 
-    cfg = get_train_preset("pretrain", max_steps=100, seq_len=256, out_dir="runs/pt")
-    model = S1ForConditionalGeneration(get_preset("tiny"))
-    stream = build_stream(cfg, tokenizer, processor)     # or any iterator of PackedBatch
-    result = train(model, cfg, stream, cfg.out_dir, max_seconds=300)
+    import opens1
+    from opens1.train.cli import build_model           # preset sized for the tokenizer, media ids set
+
+    tokenizer = opens1.load_tokenizer()
+    cfg = get_train_preset("pretrain", model="tiny", max_steps=100, seq_len=256, out_dir="runs/pt")
+    model, model_cfg = build_model(cfg, tokenizer)     # or S1ForConditionalGeneration(config)
+    processor = opens1.Processor(tokenizer, model_cfg)
+    stream, hashes = build_stream(cfg, tokenizer, processor)   # or any iterator of PackedBatch
+    result = train(model, cfg, stream, cfg.out_dir, max_seconds=300, data_hashes=hashes)
     result.losses, result.steps, result.tokens, result.seconds   # TrainResult
-    # then: model.save_pretrained(dir)  (or Trainer.export(dir) under FSDP / with LoRA)
+    model.save_pretrained("runs/pt/final")   # or Trainer(...).export(dir) under FSDP / with LoRA
+
+    # then multimodal pretraining and SFT continue from the same model object:
+    cfg2 = get_train_preset("sft", max_steps=50, out_dir="runs/sft")
+    stream2, _ = build_stream(cfg2, tokenizer, processor)
+    train(model, cfg2, stream2, cfg2.out_dir, max_seconds=120)
 
 Each optimizer step:
   1. take `accum` micro-batches (accum follows the batch-size warm-up),
@@ -37,6 +47,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -227,6 +238,12 @@ class Trainer:
             lines = [f"  {k}: {a!r} -> {b!r}" for k, (a, b) in {**diff, **hashes_changed}.items()]
             raise ValueError(f"refusing to resume from {path}: the config or data changed\n" + "\n".join(lines)
                              + "\n(pass force=True / --force to resume anyway, or use a new out_dir)")
+        if int(old.get("world_size", 1)) != self.world:
+            # allowed (the data order is world-size independent), but the global batch changes
+            msg = f"resuming a {old.get('world_size')}-rank run on {self.world} rank(s): the global batch size changes"
+            self._log_event({"event": "world_size_changed", "message": msg})
+            if self.rank == 0:
+                print(f"opens1 train: warning: {msg}", file=sys.stderr)
         meta = ckpt.load_checkpoint(path, self.model, self.optimizer)
         self.step = int(meta["step"])
         self.tokens = int(meta.get("tokens", 0))

@@ -1,0 +1,9 @@
+"""Serving: an OpenAI-compatible HTTP API and a web chat page over the
+continuous-batching engine (`opens1.infer.engine`).
+
+    opens1 serve --model DIR_OR_PRESET [--host H] [--port P] [--api-key KEY]
+
+Modules: `cli` (the command, model loading, a background server for tests),
+`api` (FastAPI routes), `protocol` (pydantic request/response schemas),
+`text` (streamed detokenization, stop strings, reasoning split), `web/` (the page).
+"""

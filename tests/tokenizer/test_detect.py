@@ -1,0 +1,99 @@
+"""Auto-detection precision, both directions: what must go to a domain vocabulary and
+what must stay in the base BPE."""
+
+import pytest
+
+from opens1.tokenizer import detect
+
+AUTO = frozenset({"smiles", "protein", "dna"})
+TAGS = frozenset({"SMILES", "SELFIES", "IUPAC", "FASTA", "DNA"})
+
+
+def spans(text):
+    return [(s.domain, text[s.start : s.end]) for s in detect.segment(text, TAGS, AUTO) if s.domain and not s.tag]
+
+
+@pytest.mark.parametrize(
+    "text, domain, span",
+    [
+        ("Aspirin is CC(=O)Oc1ccccc1C(=O)O.", "smiles", "CC(=O)Oc1ccccc1C(=O)O"),
+        ("caffeine (CN1C=NC2=C1C(=O)N(C(=O)N2C)C) is", "smiles", "CN1C=NC2=C1C(=O)N(C(=O)N2C)C"),
+        ("salt: CC(=O)Oc1ccccc1C(=O)[O-].[Na+], dissolved", "smiles", "CC(=O)Oc1ccccc1C(=O)[O-].[Na+]"),
+        ("stereo C[C@H](N)C(=O)O here", "smiles", "C[C@H](N)C(=O)O"),
+        ("Kekulé form CC1=CC=CC=C1C=O too", "smiles", "CC1=CC=CC=C1C=O"),
+        ("trans: F/C=C/F and F/C=C/Cl", "smiles", None),  # short (< 10 units) stays prose
+        ("reaction CCO.CC(=O)O>>CCOC(C)=O works", "smiles", "CCO.CC(=O)O>>CCOC(C)=O"),
+        ("with agent CC(=O)Cl>N1CCCCC1>CC(=O)N1CCCCC1 ok", "smiles", "CC(=O)Cl>N1CCCCC1>CC(=O)N1CCCCC1"),
+        ("Line1\nO=C(O)c1ccccc1O\nend", "smiles", "O=C(O)c1ccccc1O"),
+        ("the protein MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEK binds", "protein",
+         "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEK"),
+        ("stop codon MKVLAAGIVALLLAAGCSSHKEEKK* ends it", "protein", "MKVLAAGIVALLLAAGCSSHKEEKK*"),
+        ("gene ATGACACTATGGGAGATGTTCACAGCAGCCGTTTTGG here", "dna", "ATGACACTATGGGAGATGTTCACAGCAGCCGTTTTGG"),
+        ("mRNA AUGGCCAUUGUAAUGGGCCGCUGAAAGGGUGCC here", "dna", "AUGGCCAUUGUAAUGGGCCGCUGAAAGGGUGCC"),
+        ("soft-masked acgtacgtttgacgatcgatcgatgc", "dna", "acgtacgtttgacgatcgatcgatgc"),
+    ],
+)
+def test_detected(text, domain, span):
+    got = spans(text)
+    if span is None:
+        assert got == []
+    else:
+        assert (domain, span) in got, got
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Sulfuric acid is H2SO4 and ethanol is CH3CH2OH or C2H5OH; glucose C6H12O6.",
+        "Condensed: CH3CH2CH2CH2CH2OH and (CH3)3COH.",
+        "See https://example.com/api/v1/items?id=COc1ccccc1&sort=asc for details.",
+        "def f(x): return x.CCCC(1) + g(a=1, b=2)  # code",
+        "NASA, CERN, IUPAC and NCBI are acronyms; so is SARS-CoV-2.",
+        "THIS IS A SHOUTED SENTENCE WITH MANY CAPITAL LETTERS IN IT.",
+        "SUPERCALIFRAGILISTICEXPIALIDOCIOUSLY long word.",
+        "INTERNATIONALIZATIONANDLOCALIZATIONSTANDARDS run together",
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZ is the alphabet.",
+        "sha256 9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08",
+        "base64 QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo= token",
+        "MAX_SEQUENCE_LENGTH_FOR_THE_ENCODER_MODEL = 512",
+        "Numbers 1234567890 12345678901234567890 and 3.14159265358979.",
+        "The cocoon was concocted in ccccccccccc fashion.",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaa screams",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAH!",
+        "/usr/local/bin/python3 -m pip install --upgrade pip",
+        "C:\\Program Files\\CCleaner\\CCleaner64.exe",
+        "2024-01-01T12:00:00+00:00 is an ISO date",
+        "Mr. O'Brien (CNN) said: 'OK.'",
+        "Energy E = mc^2, F = ma, PV = nRT.",
+        "catalog number CN1234-56789/OCC",
+    ],
+)
+def test_stays_prose(text):
+    assert spans(text) == [], spans(text)
+
+
+def test_smiles_validation_is_cached():
+    detect._rdkit_ok.cache_clear()
+    detect.is_smiles.cache_clear()
+    assert detect.is_smiles("CC(=O)Oc1ccccc1C(=O)O") and detect.is_smiles("CC(=O)Oc1ccccc1C(=O)O")
+    assert detect.is_smiles.cache_info().hits >= 1
+
+
+def test_invalid_smiles_rejected():
+    assert not detect.is_smiles("C1CCCCC(((((O")  # unbalanced
+    assert not detect.is_smiles("CC(C)(C)(C)(C)C")  # pentavalent carbon
+    assert not detect.is_smiles("CCO>>")  # reaction without product
+
+
+def test_segment_covers_text_exactly():
+    text = "a <SMILES>CCO</SMILES> b CC(=O)Oc1ccccc1C(=O)O c <MOLFORMULA>CC(=O)Oc1ccccc1C(=O)O</MOLFORMULA> <DNA>AC"
+    segs = detect.segment(text, TAGS, AUTO)
+    assert segs[0].start == 0 and segs[-1].end == len(text)
+    assert all(a.end == b.start for a, b in zip(segs, segs[1:]))
+    tags = [text[s.start : s.end] for s in segs if s.tag]
+    assert tags == ["<SMILES>", "</SMILES>", "<DNA>"]
+
+
+def test_tags_without_ids_are_text():
+    segs = detect.segment("<DNA>ACGT</DNA>", frozenset({"SMILES"}), AUTO)
+    assert all(not s.tag for s in segs)
