@@ -69,7 +69,7 @@ def bench_ours(args, name, tok, docs, rank=0, world=1, lora_rank=0) -> dict:
     if lora_rank:
         from opens1.train.lora import apply_lora
 
-        apply_lora(model, ["q_proj", "k_proj", "v_proj", "o_proj"], lora_rank)
+        apply_lora(model, ["qkv_proj", "q_proj", "k_proj", "v_proj", "o_proj"], lora_rank)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     if world > 1:

@@ -64,11 +64,13 @@ class SpeedrunConfig:
 
 class Clock:
     """The wall-clock budget. Stages ask for their share of what is left, so an early stage
-    that finishes early hands its time to the later ones, and nothing runs past the end."""
+    that finishes early hands its time to the later ones. A final reserve (saving the model
+    and writing the report) is never handed out, so the whole run ends inside the budget."""
 
     def __init__(self, minutes: float):
         self.t0 = time.perf_counter()
         self.total = minutes * 60.0
+        self.reserve = max(8.0, 0.04 * self.total)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -77,10 +79,11 @@ class Clock:
         return max(0.0, self.total - self.elapsed())
 
     def share(self, stage: str, remaining_stages: list[str]) -> float:
-        """Seconds for `stage`: its share of the time left, in proportion to the stages still to run."""
-        weights = {**STAGE_SHARE, "eval": EVAL_SHARE, "report": 0.04}
-        todo = sum(weights[s] for s in remaining_stages)
-        return self.left() * weights[stage] / todo
+        """Seconds for `stage`: its share of the time left (less the final reserve), in
+        proportion to the stages still to run."""
+        weights = {**STAGE_SHARE, "eval": EVAL_SHARE}
+        todo = sum(weights[s] for s in remaining_stages if s in weights)
+        return max(0.0, self.left() - self.reserve) * weights[stage] / todo
 
 
 def git_revision() -> str | None:
@@ -139,7 +142,9 @@ def run_train_stage(name: str, model, tok, proc, scfg: SpeedrunConfig, seconds: 
     from opens1.train.trainer import Trainer
 
     t0 = time.perf_counter()
+    per_source = int(min(400, max(20, 15 * scfg.minutes)))  # samples per source scale with the budget
     cfg = get_train_preset(name, seq_len=scfg.seq_len, micro_batch_size=scfg.micro_batch_size,
+                           samples_per_source=per_source,
                            data_root=scfg.data, seed=scfg.seed, out_dir=str(out / "stages" / name),
                            ckpt_every=0, progress=False, tensorboard=False, max_steps=10_000)
     if samples is None:
@@ -190,7 +195,7 @@ def evaluate(model, tok, proc, tasks: list[str], items: int, seconds: float, dat
     from opens1.rl.rollout import LocalEngine, SamplingParams, response_text
 
     engine = LocalEngine(model, pad_token_id=tok.pad_token_id, share=True)
-    greedy = SamplingParams(max_new_tokens=48, temperature=0.0, eos_token_id=tok.eos_token_id)
+    greedy = SamplingParams(max_new_tokens=48, temperature=0.0, eos_token_id=tok.eos_token_id, vocab_limit=len(tok))
     t0 = time.perf_counter()
     out = {}
     for k, task in enumerate(tasks):
@@ -242,7 +247,7 @@ def run(scfg: SpeedrunConfig) -> dict:
         torch.set_num_threads(scfg.threads)
     out = Path(scfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    stages_todo = ["pretrain", "multimodal", "sft", "rl", "eval", "report"]
+    stages_todo = ["pretrain", "multimodal", "sft", "rl", "eval"]
     report: dict = {"config": asdict(scfg), "git_revision": git_revision(), "stages": {},
                     "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                                 "python": platform.python_version(), "torch": torch.__version__}}
@@ -258,7 +263,8 @@ def run(scfg: SpeedrunConfig) -> dict:
     report["stages"]["multimodal"] = run_train_stage(
         "multimodal", model, tok, proc, scfg, clock.share("multimodal", stages_todo), out)
     stages_todo.remove("multimodal")
-    samples, tasks = sft_samples(scfg.data, per_env=2000, tasks=SFT_TASKS)
+    # documents scale with the budget: building 20k chat examples would eat a 3-minute run
+    samples, tasks = sft_samples(scfg.data, per_env=int(min(2000, max(20, 40 * scfg.minutes))), tasks=SFT_TASKS)
     report["stages"]["sft"] = run_train_stage(
         "sft", model, tok, proc, scfg, clock.share("sft", stages_todo), out, samples=samples)
     stages_todo.remove("sft")
@@ -295,7 +301,7 @@ def choose_rl_envs(model, tok, proc, data, seconds: float) -> list[str]:
     from opens1.rl.rollout import LocalEngine, SamplingParams, response_text
 
     engine = LocalEngine(model, pad_token_id=tok.pad_token_id, share=True)
-    sampling = SamplingParams(max_new_tokens=24, temperature=1.0, eos_token_id=tok.eos_token_id)
+    sampling = SamplingParams(max_new_tokens=24, temperature=1.0, eos_token_id=tok.eos_token_id, vocab_limit=len(tok))
     chosen, t0 = [], time.perf_counter()
     for k, name in enumerate(RL_CANDIDATES):
         if time.perf_counter() - t0 > seconds and chosen:

@@ -3,7 +3,8 @@
 import csv
 
 
-from opens1.corpus.validity import check_record, dna_valid, protein_valid, sequence_valid, smiles_valid
+from opens1.corpus.validity import (check_record, dna_valid, protein_valid, reaction_valid, sequence_valid,
+                                    smiles_valid)
 from opens1.data.paths import open_data
 
 
@@ -46,3 +47,13 @@ def test_check_record_fields_and_tags():
     bad = check_record({"text": "x", "smiles": ["CCO", "C1CC"], "dna": "ACGU"})
     assert not bad.ok and bad.n_checked == 3 and len(bad.errors) == 1 and "C1CC" in bad.errors[0]
     assert check_record({"text": "no chemistry here"}).n_checked == 0
+
+
+def test_real_uspto_reactions():
+    with open_data(None, "reactions/uspto_valT.csv") as f:
+        rows = [r for _, r in zip(range(100), csv.DictReader(f))]
+    rxns = [f"{r['target']}>>{r['input']}" for r in rows]  # reactants >> product, atom-mapped
+    assert all(reaction_valid(x) for x in rxns)
+    assert not reaction_valid(rows[0]["input"])  # a molecule is not a reaction
+    assert not reaction_valid(">>" + rows[0]["input"]) and not reaction_valid(rxns[0].replace("]", "", 1))
+    assert check_record({"text": "USPTO", "reaction": rxns[:3]}).n_checked == 3

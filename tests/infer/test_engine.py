@@ -83,6 +83,35 @@ def test_queued_requests_join_running_batch(model):
         engine.shutdown()
     assert engine.stats.max_running == 3
     assert engine.stats.steps == 4  # 5 tokens: one from prefill, four batched decode steps
+    assert engine.stats.prefills == 3 and engine.stats.prefill_forwards == 1  # one padded prefill
+
+
+def test_batched_prefill_matches_generate(model):
+    # prompts of different lengths, prefilled together (left padded), then decoded together
+    prompts = [[5], list(range(1, 30)), [7, 8, 9], list(range(40, 52))]
+    engine = _engine(model, max_batch_size=4)
+    events = {i: [] for i in range(len(prompts))}
+    for i, p in enumerate(prompts):
+        engine.submit(GenerationRequest(p, SamplingParams(max_tokens=10, **GREEDY), events[i].append))
+    engine.start()
+    try:
+        assert _wait(lambda: all(e and e[-1].finish_reason for e in events.values()))
+    finally:
+        engine.shutdown()
+    assert engine.stats.prefill_forwards == 1
+    for i, p in enumerate(prompts):
+        ref = model.generate(torch.tensor([p]), max_new_tokens=10)[0, len(p):].tolist()
+        assert _tokens(events[i]) == ref, f"prompt {i}"
+
+
+def test_prefill_groups_respect_slot_room(model):
+    engine = _engine(model, max_batch_size=4, prefill_tokens=64)
+    mk = lambda n, max_tokens: GenerationRequest([1] * n, SamplingParams(max_tokens=max_tokens), lambda e: None)
+    a, b, c, d, e = mk(10, 5), mk(20, 5), mk(5, 120), mk(30, 5), mk(40, 5)
+    groups = [[len(r.prompt_ids) for r in g] for g in engine._prefill_groups([a, b, c, d, e])]
+    # c cannot be padded to 20 (20 + 120 > 128 slots), nor d join c (30 + 120 > 128);
+    # d and e would pad to 2 x 40 = 80 tokens, more than prefill_tokens
+    assert groups == [[10, 20], [5], [30], [40]]
 
 
 def test_seeded_sampling_is_batch_independent(model):

@@ -153,3 +153,70 @@ def test_splice_count_mismatch_is_a_clear_error():
     assert out[0, 1:3].eq(1).all() and out[0, 0].eq(0).all()
     with pytest.raises(ValueError, match="3 feature tokens but 2 placeholder"):
         _splice(x, ids, 7, torch.ones(3, 8), "image")
+
+
+def test_linear_cross_entropy_gradients():
+    from opens1.models.s1 import linear_cross_entropy
+
+    torch.manual_seed(0)
+    h = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(11, 8, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 11, (2, 5))
+    target[0, 2] = -100
+    extra = torch.randn(2, 5, 11, dtype=torch.float64)
+
+    def ref_fn(h, w):
+        logits = h @ w.t()
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 11), target.reshape(-1), ignore_index=-100)
+        return ce + (logits * extra).sum()  # a second loss on the logits must get its gradient too
+
+    def ours_fn(h, w):
+        ce, logits = linear_cross_entropy(h, w, target)
+        return ce + (logits * extra).sum()
+
+    torch.testing.assert_close(ours_fn(h, w), ref_fn(h, w))
+    g1 = torch.autograd.grad(ours_fn(h, w), (h, w))
+    g2 = torch.autograd.grad(ref_fn(h, w), (h, w))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda h, w: linear_cross_entropy(h, w, target)[0], (h, w))
+
+
+def test_count_parameters_of_real_presets():
+    from opens1.config import count_parameters
+
+    mini = count_parameters("intern-s1-mini")
+    assert abs(mini / 1e9 - 8.54) < 0.05  # Qwen3-8B (153216 vocab) + InternViT-300M + projector
+    assert count_parameters("intern-s1-mini", active=True) == mini  # dense
+
+
+@pytest.mark.slow
+def test_count_parameters_intern_s1():
+    from opens1.config import count_parameters
+
+    assert abs(count_parameters("intern-s1") / 1e9 - 240.7) < 0.1
+    assert abs(count_parameters("intern-s1", active=True) / 1e9 - 27.8) < 0.1  # 22B LM + 6B ViT (paper: 28B)
+
+
+def test_multimodal_forward_splices_image_and_series():
+    """The tiny preset end to end: image tiles and a time series spliced into the prompt."""
+    cfg = get_preset("tiny")
+    torch.manual_seed(0)
+    model = S1ForConditionalGeneration(cfg).eval()
+    img_id, ts_id = 7, 9
+    cfg.image_token_id, cfg.ts_token_id = img_id, ts_id
+    pixel_values = torch.randn(2, 3, cfg.vision.image_size, cfg.vision.image_size)
+    series = [torch.randn(400, 1)]
+    with torch.no_grad():
+        n_ts = model.ts_projector(model.ts_tower(series, [100.0])[0]).shape[0]
+    n_img = 2 * cfg.image_tokens_per_tile
+    ids = torch.tensor([[1] + [img_id] * n_img + [2] + [ts_id] * n_ts + [3, 4]])
+    with torch.no_grad():
+        out = model(ids, pixel_values=pixel_values, time_series=series, sampling_rates=[100.0])
+        text_only = model(ids)
+    assert out.logits.shape == (1, ids.shape[1], cfg.text.vocab_size)
+    assert not torch.allclose(out.logits[0, -1], text_only.logits[0, -1])  # the features changed the answer
+    gen = model.generate(ids, max_new_tokens=3, pixel_values=pixel_values, time_series=series, sampling_rates=[100.0])
+    assert gen.shape == (1, ids.shape[1] + 3)
+    with pytest.raises(ValueError, match="placeholder"):
+        model(ids[:, 2:], pixel_values=pixel_values, time_series=series, sampling_rates=[100.0])

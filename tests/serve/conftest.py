@@ -47,14 +47,14 @@ class ScriptedLM(nn.Module):
         self.script, self.filler = script, filler
         self.prompt_len: dict[int, int] = {}
 
-    def forward(self, input_ids, position_ids=None, kv_cache=None, cache_rows=None, logits_to_keep=0, **_):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, kv_cache=None, cache_rows=None, logits_to_keep=0, **_):
         B, T = input_ids.shape
-        plan = kv_cache.prepare(None, T, cache_rows)
+        plan = kv_cache.prepare(attention_mask, T, cache_rows)
         pos = plan.position_ids[:, -1] if position_ids is None else position_ids[:, -1]
         logits = torch.full((B, 1, self.config.text.vocab_size), -1e4)
         for b, row in enumerate(cache_rows.tolist()):
-            if T > 1 or position_ids is None:  # prefill: remember where the reply starts
-                self.prompt_len[row] = T
+            if position_ids is None:  # prefill (maybe left padded): remember where the reply starts
+                self.prompt_len[row] = T if attention_mask is None else int(attention_mask[b].sum())
             k = int(pos[b]) - self.prompt_len[row] + 1  # index of the token to produce
             logits[b, 0, self.script[k] if k < len(self.script) else self.filler] = 0.0
         return type("Out", (), {"logits": logits})()

@@ -122,3 +122,36 @@ def test_render_parse_roundtrip_of_a_reply(tok):
 
 def test_template_hash_is_stable_sha256():
     assert len(chat.TEMPLATE_HASH) == 64 and int(chat.TEMPLATE_HASH, 16) >= 0
+
+
+def test_jinja_template_matches_renderer():
+    """CHAT_TEMPLATE (for HF apply_chat_template / vLLM) renders exactly like render_text."""
+    pytest.importorskip("transformers")
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    tools = TOOLS + [{"name": "bare", "description": "ünïcode", "parameters": {}}]
+    convs = [
+        [{"role": "user", "content": "2+2?"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+        [{"role": "user", "content": [{"type": "text", "text": "see"}, {"type": "image"}, {"type": "time_series"}]},
+         {"role": "assistant", "content": "Checking.", "reasoning_content": "Need the tool.",
+          "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+         {"role": "tool", "content": '{"temp": 21}'}, {"role": "assistant", "content": "21 degrees."}],
+    ]
+    for thinking in (True, False):
+        for gen in (True, False):
+            for t in (None, tools):
+                for conv in convs:
+                    out = render_jinja_template([conv], tools=t, chat_template=chat.CHAT_TEMPLATE,
+                                                add_generation_prompt=gen, enable_thinking=thinking)
+                    rendered = out[0][0]
+                    assert rendered == chat.render_text(conv, t, thinking, gen)
+
+
+def test_default_prompt_tags_are_control_tokens_user_tags_are_not(tok):
+    think = tok.token_to_id("<think>")
+    ids, _ = chat.render_ids(tok, [{"role": "user", "content": "x"}], add_generation_prompt=False)
+    assert ids.count(think) == 1  # "...within <think>...</think> tags." in the default prompt
+    own, _ = chat.render_ids(tok, [{"role": "system", "content": "Use <think> tags."}, {"role": "user", "content": "x"}],
+                             add_generation_prompt=False)
+    assert think not in own

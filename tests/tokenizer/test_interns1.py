@@ -12,6 +12,8 @@ import json
 
 import pytest
 import sentencepiece as spm
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from opens1.tokenizer import load_tokenizer
 from opens1.tokenizer.dynamic import QWEN3_ADDED
@@ -85,11 +87,18 @@ def _check_example(tok, n):
     return ids[:i], tail[:k]
 
 
-def test_interns1_layout_with_small_bpe(tmp_path):
+@pytest.fixture(scope="module")
+def small_s1(tmp_path_factory):
+    """An Intern-S1-format directory over our small base BPE: (directory, len(vocab.json))."""
     base = json.loads(load_tokenizer().base.to_str())["model"]
     merges = [m if isinstance(m, str) else " ".join(m) for m in base["merges"]]
-    n = make_interns1_dir(tmp_path / "s1", base["vocab"], merges)
-    tok = load_tokenizer(tmp_path / "s1")
+    path = tmp_path_factory.mktemp("interns1") / "s1"
+    return path, make_interns1_dir(path, base["vocab"], merges)
+
+
+def test_interns1_layout_with_small_bpe(small_s1, tmp_path):
+    path, n = small_s1
+    tok = load_tokenizer(path)
     _check_layout(tok, n)
     _check_example(tok, n)
     # a model without byte fallback: unseen characters inside a span fall back to the BPE
@@ -101,6 +110,28 @@ def test_interns1_layout_with_small_bpe(tmp_path):
     tok.save_pretrained(tmp_path / "saved")
     again = load_tokenizer(tmp_path / "saved")
     assert again.encode(EXAMPLE) == tok.encode(EXAMPLE) and again.special_tokens == tok.special_tokens
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["<SMILES>", "</SMILES>", "<IUPAC>", "</IUPAC>", "<SELFIES>", "<FASTA>",
+                                 "CC(=O)Oc1ccccc1C(=O)O", "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEV", " ", "\u2581", "é"])
+                | st.text(max_size=6), max_size=10))
+def test_interns1_roundtrip_without_byte_fallback(small_s1, parts):
+    """Intern-S1's models have no byte fallback: whatever a span holds, nothing is lost."""
+    tok = _loaded(small_s1[0])
+    text = "".join(parts)
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    assert not {tok.offsets[d] + tok.sp[d].unk_id() for d in tok.sp} & set(ids)
+
+
+_CACHE = {}
+
+
+def _loaded(path):
+    if path not in _CACHE:
+        _CACHE[path] = load_tokenizer(path)
+    return _CACHE[path]
 
 
 @pytest.mark.slow

@@ -190,7 +190,11 @@ def join_words(words: list[dict]) -> str:
         if prev is not None:
             gap = w["x0"] - prev["x1"]
             cjk = _CJK.match(prev["text"][-1:]) and _CJK.match(w["text"][:1])
-            if gap > 0.12 * max(w["size"], 1.0) and not cjk:
+            # same font: extract_words split there because of a >1 pt gap, a word space;
+            # font or size change (small caps, a bold letter): split by the attribute, so
+            # only a wider gap is a space ("I" + "NTRODUCTION" is one word)
+            same = prev["fontname"] == w["fontname"] and abs(prev["size"] - w["size"]) < 0.1
+            if gap > (0.05 if same else 0.15) * max(w["size"], 1.0) and not cjk:
                 out += " "
         out += w["text"]
         prev = w
@@ -223,8 +227,14 @@ def find_tables(page, words: list[dict]) -> list[Item]:
         tables = []
     for t in tables:
         x0, top, x1, bottom = t.bbox
-        inner = [e for e in page.vertical_edges if x0 + 2 < e["x0"] < x1 - 2
-                 and e["top"] < bottom and e["bottom"] > top and e["bottom"] - e["top"] > 5]
+        # real column rules run most of the table's height; short verticals inside the
+        # box are figure strokes or rules of a smaller table
+        # (summed per x: ruled grids draw them as one segment per row)
+        runs: Counter = Counter()
+        for e in page.vertical_edges:
+            if x0 + 2 < e["x0"] < x1 - 2 and e["top"] < bottom and e["bottom"] > top:
+                runs[round(e["x0"])] += min(e["bottom"], bottom) - max(e["top"], top)
+        inner = [x for x, length in runs.items() if length > 0.5 * (bottom - top)]
         if not inner:
             # the rules only locate the table (pdfplumber may also merge two stacked
             # tables with the caption between them): split it into runs of rows
@@ -239,7 +249,7 @@ def find_tables(page, words: list[dict]) -> list[Item]:
             continue
         else:
             rows = []
-            for r in t.extract():
+            for r in t.extract(x_tolerance=1):
                 cells = [(c or "").strip().split("\n") for c in r]
                 k = {len(c) for c in cells if c != [""]}
                 if len(k) == 1 and min(k) >= 2:  # every cell holds k stacked lines: k rows
@@ -403,15 +413,19 @@ def _frag(words: list[dict]) -> Frag:
 
 def find_gutter(frags: list[Frag], width: float) -> float | None:
     """The x of a two-column gutter, or None. A gutter is an x in the middle 40% of the
-    page that few fragments cross while many fragments lie wholly on each side of it."""
-    if len(frags) < 10:
+    page that few fragments cross while many fragments lie wholly on each side of it.
+    Fragments wider than 55% of the page (titles, full-width figures and tables with
+    their labels) do not vote: they span the gutter by design and the band logic of
+    reading_order reads them in place."""
+    narrow = [f for f in frags if f.x1 - f.x0 < 0.55 * width]
+    if len(narrow) < 10:
         return None
     best = None
     for x in range(int(0.3 * width), int(0.7 * width), 2):
-        cross = sum(f.x0 < x < f.x1 for f in frags)
-        left = sum(f.x1 <= x for f in frags)
-        right = sum(f.x0 >= x for f in frags)
-        if left >= 5 and right >= 5 and cross <= 0.2 * len(frags):
+        cross = sum(f.x0 < x < f.x1 for f in narrow)
+        left = sum(f.x1 <= x for f in narrow)
+        right = sum(f.x0 >= x for f in narrow)
+        if left >= 5 and right >= 5 and cross <= 0.2 * len(narrow):
             score = (cross, -min(left, right))
             if best is None or score < best[0]:
                 best = (score, x)
@@ -773,6 +787,10 @@ def page_markdown(lay: PageLayout, style: DocStyle, stem: str = "page") -> str:
     out: list[str] = []
     run: list[Frag] = []
     fig = 0
+    # Front matter of a first page: between the title (its first heading) and the first
+    # section ("Abstract", "1 Introduction"), big or bold lines are authors and
+    # affiliations, not headings.
+    front = {"on": lay.number == 1, "title": False}
 
     def flush():
         prev_heading = None  # (level, last line) of the block just written, if a heading
@@ -781,6 +799,13 @@ def page_markdown(lay: PageLayout, style: DocStyle, stem: str = "page") -> str:
             if not text:
                 continue
             lvl = 0 if all(f.mono for f in b) else _is_heading(b, style)
+            if lvl and front["on"]:
+                if re.match(r"(abstract|summary|introduction|keywords)\b", text, re.I) or _NUMBERED.match(text):
+                    front["on"] = False
+                elif not front["title"]:
+                    front["title"] = True
+                elif not (prev_heading and prev_heading[0] == lvl):  # (a wrapped title continues)
+                    lvl = 0
             if lvl and prev_heading and prev_heading[0] == lvl and not _NUMBERED.match(text) \
                     and b[0].top - prev_heading[1].bottom < 0.9 * b[0].size and abs(b[0].size - prev_heading[1].size) < 0.5:
                 out[-1] += " " + text  # second line of a wrapped heading

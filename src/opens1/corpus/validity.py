@@ -5,11 +5,13 @@ parse, or a "protein" with digits in it, teaches the model broken chemistry. Int
 strings in tags (<SMILES>, <FASTA>, ... see the tokenizer notes §2.6); this module finds them in
 text or in record fields and checks each one.
 
-- `smiles_valid(s)`: RDKit parses it with sanitisation (valences, aromaticity), logs silenced.
+- `smiles_valid(s)`: RDKit parses it with sanitisation (valences, aromaticity), logs silenced;
+  `reaction_valid(r)`: "reactants>agents>products" with every part a valid SMILES.
 - `protein_valid(s)` / `dna_valid(s)`: alphabet checks (IUPAC one-letter codes; a trailing stop
   `*` is allowed for proteins, as in predicted proteomes; `strict` allows only the canonical 20 / ACGT).
 - `check_record(rec)` -> `ValidityResult(ok, n_checked, errors)` over the fields `smiles`,
-  `sequence`/`protein`/`dna` and tagged spans in `text`. Records without any are trivially ok.
+  `reaction`, `sequence`/`protein`/`dna` and tagged spans in `text`. Records without any are
+  trivially ok.
 
 Design choice: sequences of unknown type in a `sequence` field are judged by alphabet: only
 nucleotide letters -> DNA, else protein. A protein made only of A, C, G, T letters is possible but
@@ -45,6 +47,15 @@ def smiles_valid(smiles: str) -> bool:
     return _rdkit().MolFromSmiles(s) is not None
 
 
+def reaction_valid(rxn: str) -> bool:
+    """Reaction SMILES "reactants>agents>products" (agents may be empty, "A>>B"): reactants and
+    products non-empty and every part a valid (dot-joined) SMILES; atom maps are fine."""
+    parts = rxn.strip().split(">")
+    if len(parts) != 3 or not parts[0] or not parts[2]:
+        return False
+    return all(smiles_valid(p) for p in parts if p)
+
+
 def _clean_seq(seq: str) -> str:
     lines = [ln for ln in seq.strip().splitlines() if not ln.startswith(">")]  # drop FASTA headers
     return "".join("".join(lines).split()).upper()
@@ -78,7 +89,8 @@ class ValidityResult:
 def check_record(rec: dict) -> ValidityResult:
     """Check every SMILES / sequence found in a record's fields and tagged text spans."""
     checks: list[tuple[str, str]] = []
-    for key, kind in (("smiles", "SMILES"), ("sequence", "SEQ"), ("protein", "PROTEIN"), ("dna", "DNA")):
+    for key, kind in (("smiles", "SMILES"), ("reaction", "REACTION"), ("sequence", "SEQ"), ("protein", "PROTEIN"),
+                      ("dna", "DNA")):
         val = rec.get(key)
         if isinstance(val, str):
             checks.append((kind, val))
@@ -89,7 +101,8 @@ def check_record(rec: dict) -> ValidityResult:
         checks += [(m.group(1), m.group(2)) for m in _TAGGED.finditer(text)]
     errors = []
     for kind, val in checks:
-        ok = {"SMILES": smiles_valid, "PROTEIN": protein_valid, "DNA": dna_valid}.get(kind, sequence_valid)(val)
+        check = {"SMILES": smiles_valid, "REACTION": reaction_valid, "PROTEIN": protein_valid, "DNA": dna_valid}
+        ok = check.get(kind, sequence_valid)(val)
         if not ok:
             errors.append(f"invalid {kind}: {val[:60]!r}")
     return ValidityResult(not errors, len(checks), errors)

@@ -266,7 +266,7 @@ def read_ecg(root=None, window_s: float = 4.0, max_windows: int = 2000) -> Itera
         ], meta={"start": start})
 
 
-def read_seismic(root=None, window_s: float = 600.0) -> Iterator[Sample]:
+def read_seismic(root=None, window_s: float = 120.0) -> Iterator[Sample]:
     """A day of vertical seismometer data (BW.KW1 EHZ, 2011 day 090), when the root has it."""
     rel = "timeseries/BW.KW1._.EHZ.D.2011.090_downsampled.asc"
     if not has_data(root, rel):

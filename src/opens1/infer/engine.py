@@ -13,9 +13,10 @@ Design choices:
   during a forward, and torch never runs concurrently on the same tensors.
 - The KV cache is a fixed pool of `max_batch_size` slots of `max_seq_len` positions,
   allocated once (no fragmentation, no allocation on the hot path). A request holds
-  one slot from prefill to its last token. Prefill runs one request at a time
-  (prompts differ in length and may carry images or series); decode runs all
-  running slots as one [B, 1] batch with per-row positions.
+  one slot from prefill to its last token. Requests admitted together are prefilled
+  together when text-only (left padded, up to `prefill_tokens` padded tokens per
+  forward), alone when they carry images or series; decode runs all running slots
+  as one [B, 1] batch with per-row positions.
 - Admission control: the waiting queue is bounded (`QueueFull` -> HTTP 429), and
   every accepted request, running or waiting, reserves prompt + max_tokens positions
   of a token budget (default: twice what the slot pool holds, i.e. one full cache
@@ -129,7 +130,8 @@ _ids = itertools.count()
 @dataclass
 class EngineStats:
     steps: int = 0
-    prefills: int = 0
+    prefills: int = 0  # requests prefilled
+    prefill_forwards: int = 0  # forwards that did it (several text prompts share one)
     generated_tokens: int = 0
     max_running: int = 0  # the largest decode batch seen
 
@@ -151,6 +153,7 @@ class Engine:
         max_queue: int = 256,
         cache_budget_tokens: int | None = None,
         valid_vocab_size: int | None = None,
+        prefill_tokens: int = 4096,
         seed: int = 0,
     ):
         self.model = model.eval()
@@ -165,6 +168,7 @@ class Engine:
         # checkpoints pad the vocabulary (e.g. to a multiple of 64): ids past the tokenizer
         # are never sampled, since nothing could decode them
         self.valid_vocab_size = valid_vocab_size
+        self.prefill_tokens = prefill_tokens  # padded tokens per batched prefill forward
         self.runner = SlotRunner(model, max_batch_size, self.max_seq_len)
         self.stats = EngineStats()
         self._generator = torch.Generator(device=self.runner.device).manual_seed(seed)
@@ -295,28 +299,52 @@ class Engine:
             self._finish(r, r.cancelled)
 
     def _admit(self) -> None:
-        # Admit as many waiting requests as there are free slots, prefilling each.
-        while True:
-            with self._cond:
-                if not self._waiting or not self._free_slots:
-                    return
+        """Move waiting requests into free slots and prefill them. Text-only prompts are
+        prefilled together, left padded, in groups (`_prefill_groups`); a request with
+        images or series is prefilled alone."""
+        with self._cond:
+            admitted = []
+            while self._waiting and self._free_slots:
                 req = self._waiting.popleft()
                 req.slot = self._free_slots.pop()
                 self._running[req.slot] = req
+                admitted.append(req)
+        for group in self._prefill_groups(admitted):
             try:
-                logits = self.runner.prefill(
-                    req.slot,
-                    torch.tensor([req.prompt_ids], device=self.runner.device),
-                    pixel_values=req.pixel_values,
-                    time_series=req.time_series,
-                    sampling_rates=req.sampling_rates,
-                )  # [1, V]
-            except Exception as e:  # bad multimodal input etc.: only this request fails
-                log.warning("prefill failed for request %d: %s", req.id, e)
-                self._finish(req, "error", error=f"{type(e).__name__}: {e}")
+                if len(group) == 1:
+                    req = group[0]
+                    logits = self.runner.prefill(
+                        req.slot, torch.tensor([req.prompt_ids], device=self.runner.device),
+                        pixel_values=req.pixel_values, time_series=req.time_series, sampling_rates=req.sampling_rates,
+                    )  # [1, V]
+                else:
+                    logits = self.runner.prefill_batch([r.slot for r in group], [r.prompt_ids for r in group])  # [b, V]
+            except Exception as e:  # bad multimodal input etc.: only this group fails
+                log.warning("prefill failed for requests %s: %s", [r.id for r in group], e)
+                for req in group:
+                    self._finish(req, "error", error=f"{type(e).__name__}: {e}")
                 continue
-            self.stats.prefills += 1
-            self._emit([req], logits)
+            self.stats.prefills += len(group)
+            self.stats.prefill_forwards += 1
+            self._emit(group, logits)
+
+    def _prefill_groups(self, reqs: list[GenerationRequest]) -> list[list[GenerationRequest]]:
+        """Greedy FIFO grouping. A group's rows are padded to its longest prompt, so it is
+        closed when padding would cost more than `prefill_tokens` or would push a row past
+        its slot (the padding occupies cache positions too)."""
+        groups: list[list[GenerationRequest]] = []
+        for req in reqs:
+            multimodal = req.pixel_values is not None or req.time_series is not None
+            g = groups[-1] if groups else None
+            if g and not multimodal and g[0].pixel_values is None and g[0].time_series is None:
+                t_max = max(len(r.prompt_ids) for r in g + [req])
+                if t_max * (len(g) + 1) <= self.prefill_tokens and all(
+                    t_max + r.params.max_tokens <= self.max_seq_len for r in g + [req]
+                ):
+                    g.append(req)
+                    continue
+            groups.append([req])
+        return groups
 
     def _decode(self) -> None:
         reqs = sorted(self._running.values(), key=lambda r: r.slot)
@@ -451,6 +479,22 @@ class SlotRunner:
         if mm.get("pixel_values") is not None:  # the processor builds them on the CPU
             mm["pixel_values"] = mm["pixel_values"].to(self.device)
         out = self.model(input_ids, kv_cache=self.cache, cache_rows=rows, logits_to_keep=1, **mm)
+        return out.logits[:, -1]
+
+    def prefill_batch(self, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
+        """Several text prompts into their slots in one forward, left padded so every
+        row's last position is real -> next-token logits [b, V]. The cache marks the
+        padding invalid and derives positions from real tokens only."""
+        T = max(len(p) for p in prompts)
+        ids = torch.zeros(len(prompts), T, dtype=torch.long)
+        mask = torch.zeros(len(prompts), T, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, T - len(p) :] = torch.tensor(p)
+            mask[i, T - len(p) :] = 1
+        self.cache.reset(rows=slots)
+        rows = torch.tensor(slots, device=self.device)
+        out = self.model(ids.to(self.device), attention_mask=mask.to(self.device), kv_cache=self.cache,
+                         cache_rows=rows, logits_to_keep=1)
         return out.logits[:, -1]
 
     def decode(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

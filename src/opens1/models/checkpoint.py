@@ -109,6 +109,10 @@ def parse_text_config(d: dict, where: str = "text config") -> TextConfig:
         t.router_aux_loss_coef = d.get("router_aux_loss_coef", 0.001)
     if d.get("hidden_act", "silu") != "silu":
         raise ValueError(f"config.json ({where}): hidden_act {d['hidden_act']!r} is not supported (Qwen3 uses silu)")
+    if d.get("use_sliding_window"):
+        raise ValueError(f"config.json ({where}): use_sliding_window=true is not supported (full attention only)")
+    if float((scaling or {}).get("partial_rotary_factor", 1.0)) != 1.0:
+        raise ValueError(f"config.json ({where}): partial_rotary_factor != 1 is not supported")
     return t
 
 

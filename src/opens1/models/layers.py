@@ -217,7 +217,10 @@ class Attention(nn.Module):
         # is_causal only applies without a mask (plain causal self-attention over T == Tk)
         B, T, _ = x.shape
         Hq, Hkv, D = self.n_heads, self.n_kv, self.head_dim
-        qkv = self.qkv_proj(x).view(B, T, Hq + 2 * Hkv, D).transpose(1, 2)  # [B, heads, T, D]
+        # F.linear on the modules' weights: the module call machinery costs as much as a
+        # small matmul in decode (hooks on the layer, e.g. FSDP's, still run)
+        qkv = F.linear(x, self.qkv_proj.weight, self.qkv_proj.bias)
+        qkv = qkv.view(B, T, Hq + 2 * Hkv, D).transpose(1, 2)  # [B, heads, T, D]
         qk, v = qkv[:, : Hq + Hkv], qkv[:, Hq + Hkv:]
         # per-head RMSNorm of q and k in one call (weights differ only between q and k)
         dt = qk.dtype
@@ -229,7 +232,7 @@ class Attention(nn.Module):
         causal = is_causal and mask is None and T > 1
         # enable_gqa: the CPU flash kernel and CUDA kernels share kv heads without copying
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=Hq != Hkv)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, Hq * D))
+        return F.linear(y.transpose(1, 2).reshape(B, T, Hq * D), self.o_proj.weight, self.o_proj.bias)
 
 
 class MLP(nn.Module):
@@ -243,5 +246,5 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.intermediate, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        gate, up = F.linear(x, self.gate_up_proj.weight).split(self.intermediate, dim=-1)
+        return F.linear(F.silu(gate) * up, self.down_proj.weight)

@@ -107,10 +107,10 @@ class Experts(nn.Module):
         gate, up = h.split(self.intermediate, dim=-1)
         h = (F.silu(gate) * up).contiguous()
         y = grouped_matmul(h, self.down_proj, offsets, counts)  # [N*k, H], sorted by expert
-        # un-sort with a gather (inverse permutation) and mix the k outputs of each token
-        # with one batched matmul: deterministic, unlike index_add_ (atomics on GPU)
+        # un-sort with a gather (inverse permutation) and mix the k outputs of each token:
+        # deterministic, unlike index_add_ (atomics on GPU)
         y = y[order.argsort()].view(N, k, -1)  # [N, k, H] in (token, choice) order
-        return torch.bmm(top_w.to(y.dtype)[:, None, :], y).squeeze(1)
+        return (y * top_w.to(y.dtype)[:, :, None]).sum(dim=1)
 
     def _decode_cpu(self, x, top_idx, top_w):
         """CPU decode specialisation (a handful of tokens, no autograd): on CPU the
@@ -118,14 +118,16 @@ class Experts(nn.Module):
         while a decode step needs only its N*k chosen ones. k matrix-vector products per
         token, read straight from the stacked weights (no gather copy); the indices are
         already on the host, so .tolist() costs no device sync."""
-        out = torch.zeros_like(x)
-        experts, weights = top_idx.tolist(), top_w.to(x.dtype)
-        for n, row in enumerate(experts):
-            xn = x[n:n + 1]
-            for j, e in enumerate(row):
-                gate, up = F.linear(xn, self.gate_up_proj[e]).split(self.intermediate, dim=-1)
-                out[n:n + 1] += F.linear(F.silu(gate) * up, self.down_proj[e]) * weights[n, j]
-        return out
+        rows = []
+        weights = top_w.to(x.dtype)
+        for n, experts in enumerate(top_idx.tolist()):
+            xn, acc = x[n], None
+            for j, e in enumerate(experts):
+                gate, up = F.linear(xn, self.gate_up_proj[e]).split(self.intermediate)
+                y = F.linear(F.silu(gate) * up, self.down_proj[e]) * weights[n, j]
+                acc = y if acc is None else acc + y
+            rows.append(acc)
+        return torch.stack(rows)
 
 
 class SparseMoeBlock(nn.Module):
@@ -143,7 +145,7 @@ class SparseMoeBlock(nn.Module):
         # x [B, T, H] -> (out [B, T, H], router logits [B*T, E])
         B, T, H = x.shape
         flat = x.reshape(-1, H)
-        logits = self.gate(flat)
+        logits = F.linear(flat, self.gate.weight)
         probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
         top_w, top_idx = probs.topk(self.top_k, dim=-1)
         if self.norm_topk_prob:

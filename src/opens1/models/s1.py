@@ -170,10 +170,13 @@ class S1ForConditionalGeneration(nn.Module):
     @torch.inference_mode()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32, temperature=0.0, top_k=0, top_p=1.0,
                  min_p=0.0, eos_token_id=None, attention_mask=None, pixel_values=None, time_series=None,
-                 sampling_rates=None, generator: torch.Generator | None = None, pad_token_id=None) -> torch.Tensor:
+                 sampling_rates=None, generator: torch.Generator | None = None, pad_token_id=None,
+                 vocab_limit: int | None = None) -> torch.Tensor:
         """Prompt [B, T] (left padded, with attention_mask, for batches) -> [B, T + n] with
         n <= max_new_tokens new tokens; rows that finished early are filled with pad
-        (pad_token_id, else the first eos id, else 0). Greedy when temperature == 0."""
+        (pad_token_id, else the first eos id, else 0). Greedy when temperature == 0.
+        vocab_limit: never sample ids >= this (the tokenizer's size, when the embedding
+        is padded past it)."""
         from opens1.infer.kv_cache import KVCache
         from opens1.infer.sampling import sample
 
@@ -193,7 +196,11 @@ class S1ForConditionalGeneration(nn.Module):
         done = torch.zeros(B, dtype=torch.bool, device=self.device)
         n = 0
         for i in range(max_new_tokens):
-            tok = sample(out.logits[:, -1], temperature, top_k, top_p, min_p, generator)
+            logits = out.logits[:, -1]
+            if vocab_limit is not None:  # rows past the tokenizer (vocab padded to a multiple of 64)
+                logits = logits.clone()
+                logits[:, vocab_limit:] = float("-inf")
+            tok = sample(logits, temperature, top_k, top_p, min_p, generator)
             if eos is not None:
                 tok = torch.where(done, torch.full_like(tok, pad), tok)
                 done |= torch.isin(tok, eos)
@@ -221,6 +228,10 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, doc_ids: torch.Te
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=-100)
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """logits = h @ W^T and their mean CE against targets, in one node. Backward forms
     softmax - onehot once ([N, V]) and feeds both matmuls; gradients that flow into the
@@ -229,25 +240,31 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, w, target):
         logits = h @ w.t()  # [N, V]
-        lf = logits.float()
+        lf = _at_least_fp32(logits)
         lse = torch.logsumexp(lf, dim=-1)  # [N]
         valid = target != -100
         picked = lf.gather(1, target.clamp_min(0)[:, None]).squeeze(1)
         n = valid.sum().clamp_min(1)
         loss = ((lse - picked) * valid).sum() / n
-        ctx.save_for_backward(h, w, logits, lse, target, n)
+        ctx.save_for_backward(h, w, logits, target, n)
+        ctx.set_materialize_grads(False)  # unused logits get no zero-filled [N, V] gradient
         return loss, logits
 
     @staticmethod
     def backward(ctx, g_loss, g_logits):
-        h, w, logits, lse, target, n = ctx.saved_tensors
-        valid = target != -100
-        p = (logits.float() - lse[:, None]).exp_()  # softmax [N, V]
-        rows = valid.nonzero().squeeze(1)
-        p[rows, target[rows]] -= 1.0
-        p.mul_((g_loss / n) * valid[:, None])
-        if g_logits is not None:
-            p.add_(g_logits)
+        h, w, logits, target, n = ctx.saved_tensors
+        if g_loss is None and g_logits is None:
+            return None, None, None
+        if g_loss is not None:
+            valid = target != -100
+            p = torch.softmax(_at_least_fp32(logits), dim=-1)  # one fused pass, [N, V]
+            rows = valid.nonzero().squeeze(1)
+            p[rows, target[rows]] -= 1.0
+            p.mul_((g_loss / n) * valid[:, None])
+            if g_logits is not None:
+                p.add_(g_logits)
+        else:
+            p = g_logits
         p = p.to(h.dtype)
         return p @ w, p.t() @ h, None
 

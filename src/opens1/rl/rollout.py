@@ -34,6 +34,7 @@ class SamplingParams:
     top_p: float = 1.0
     min_p: float = 0.0
     eos_token_id: int | list[int] | None = None
+    vocab_limit: int | None = None  # len(tokenizer): padded embedding rows are never sampled
 
 
 @dataclass
@@ -135,7 +136,8 @@ class LocalEngine(RolloutEngine):
     def _sample(self, ids, mask, s: SamplingParams, gen, mm):
         return self.model.generate(
             ids, attention_mask=mask, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-            top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, eos_token_id=s.eos_token_id, generator=gen, **mm,
+            top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, eos_token_id=s.eos_token_id, generator=gen,
+            vocab_limit=s.vocab_limit, **mm,
         )
 
 

@@ -110,7 +110,7 @@ class RLTrainer:
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
         self.rng = random.Random(cfg.seed + self.rank)  # each rank draws its own prompts
         self.sampling = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
-                                       eos_token_id=tokenizer.eos_token_id)
+                                       eos_token_id=tokenizer.eos_token_id, vocab_limit=len(tokenizer))
         self.log_path = Path(log_path) if log_path else None
         self.result = RLResult()
 
@@ -245,7 +245,7 @@ class RLTrainer:
                 out = policy_loss(logp, old, adv[s:s + len(chunk)], correct[s:s + len(chunk)], mask, cfg.loss)
                 share = mask.sum().item() / max(1, total_resp)
                 (out.loss * share).backward()
-                ent_sum += float((ent * mask).sum())
+                ent_sum += float((ent.detach() * mask).sum())
                 n_tok += int(mask.sum())
                 for k, v in out.metrics.items():
                     metrics[k] = metrics.get(k, 0.0) + v * share
@@ -292,7 +292,8 @@ class RLTrainer:
         per_env = max(1, items // len(self.envs))
         cases = [(n, e.case(i, split="heldout")) for n, e in self.envs.items()
                  for i in range(min(per_env, e.num_cases("heldout")))]
-        greedy = SamplingParams(self.cfg.max_new_tokens, 0.0, eos_token_id=self.tok.eos_token_id)
+        greedy = SamplingParams(self.cfg.max_new_tokens, 0.0, eos_token_id=self.tok.eos_token_id,
+                                vocab_limit=len(self.tok))
         scores = []
         for s in range(0, len(cases), batch):
             chunk = cases[s:s + batch]

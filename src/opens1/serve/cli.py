@@ -10,6 +10,13 @@ Then:
          -d '{"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 32}'
 or open http://127.0.0.1:8000/ for the chat page.
 
+API: /v1/chat/completions (stream or not; `reasoning_content`, `tool_calls`; thinking on
+unless `chat_template_kwargs: {"enable_thinking": false}`; content parts text, image_url
+with data: URLs only, and OpenS1's `{"type": "time_series", "time_series": {"values":
+[[...]], "sampling_rate": 360}}`), /v1/completions, /v1/models, /health,
+/v1/opens1/molecule?smiles=... (RDKit SVG). Beyond OpenAI's fields: top_k, min_p,
+ignore_eos, chat_template_kwargs. Sampling defaults: Intern-S1's (0.7 / 1.0 / 50).
+
 A preset name serves randomly initialised weights whose vocabulary and multimodal
 token ids are set from the default tokenizer, so the whole path (template, images,
 series, streaming, batching) runs without a checkpoint.
@@ -168,7 +175,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--cache-budget-tokens", type=int, default=None,
                     help="prompt+max_tokens promised to running and waiting requests before answering 503 "
                          "(default: 2 x slots x context)")
-    ap.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"])
+    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="default: the checkpoint's (float32 on CPU)")
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log-level", default="info")

@@ -13,7 +13,7 @@ Rendered form (reference §6-7; the parts marked [?] there are decided here):
 * Thinking is on by default: with no system message the default thinking system
   prompt is used. `enable_thinking=False` drops it and does not open <think>.
 * Tools (OpenAI `{"type": "function", "function": {...}}` or bare function dicts)
-  are listed in the system message after "# External Tools".
+  are listed in the system message after "# External Tools", one JSON object a line.
 * Tool calls are JSON with `name` and `parameters` (not `arguments`); results come
   back as the `environment` role (InternLM2's convention), from `tool` messages.
 
@@ -49,6 +49,7 @@ _DEFINITION = {
     "thinking_system": DEFAULT_THINKING_SYSTEM_PROMPT,
     "tools_header": TOOLS_HEADER,
     "tools_join": "\n\n",
+    "tools_format": "one json.dumps(function spec) per line",
     "think": ["<think>", "\n{reasoning}\n", "</think>", "\n"],
     "generation_prompt": {"thinking": "assistant\n<think>\n", "plain": "assistant\n"},
     "tool_call": ["<|action_start|>", "<|plugin|>", "\n{json name+parameters}\n", "<|action_end|>"],
@@ -56,7 +57,61 @@ _DEFINITION = {
     "image": ["<img>", "<IMG_CONTEXT>*n", "</img>"],
     "time_series": ["<TS>", "<TS_CONTEXT>*n", "</TS>"],
 }
-TEMPLATE_HASH = hashlib.sha256(json.dumps(_DEFINITION, sort_keys=True).encode("utf-8")).hexdigest()
+# The same format as a Jinja chat template, for HF `apply_chat_template` and serving
+# engines (vLLM, SGLang). It renders text exactly like `render_text` (media parts as
+# single placeholders; tool-call arguments given as JSON strings are inserted verbatim).
+CHAT_TEMPLATE = (
+    "{%- set nl = '\\n' -%}"  # newlines as expressions: whitespace control would eat literal ones
+    "{%- set thinking = enable_thinking if enable_thinking is defined else true -%}"
+    "{%- if messages and messages[0].role == 'system' -%}"
+    "{%- set sys = messages[0].content if messages[0].content is string else "
+    "messages[0].content | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}"
+    "{%- set sys = " + json.dumps(DEFAULT_THINKING_SYSTEM_PROMPT) + " if thinking else none -%}"
+    "{%- set loop_messages = messages -%}"
+    "{%- endif -%}"
+    "{%- if tools -%}"
+    "{%- set ns = namespace(block=" + json.dumps(TOOLS_HEADER) + ") -%}"
+    "{%- for t in tools -%}"
+    "{%- set ns.block = ns.block ~ (nl if not loop.first else '') ~ "
+    "((t.function if (t.type is defined and t.type == 'function' and t.function is defined) else t) | tojson) -%}"
+    "{%- endfor -%}"
+    "{%- set sys = ns.block if not sys else sys ~ nl ~ nl ~ ns.block -%}"
+    "{%- endif -%}"
+    "{%- macro content(c) -%}"
+    "{%- if c is string -%}{{ c }}{%- elif c -%}{%- for p in c -%}"
+    "{%- if p.type == 'text' -%}{{ p.text }}"
+    "{%- elif p.type == 'time_series' -%}<TS><TS_CONTEXT></TS>"
+    "{%- else -%}<img><IMG_CONTEXT></img>{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{%- endmacro -%}"
+    "{%- if sys is not none -%}<|im_start|>system{{ nl }}{{ sys }}<|im_end|>{{ nl }}{%- endif -%}"
+    "{%- for m in loop_messages -%}"
+    "{%- if m.role == 'assistant' -%}"
+    "<|im_start|>assistant{{ nl }}"
+    "{%- set r = m.reasoning_content if m.reasoning_content is defined else (m.reasoning if m.reasoning is defined else none) -%}"
+    "{%- if r -%}<think>{{ nl }}{{ r }}{{ nl }}</think>{{ nl }}{%- endif -%}"
+    "{{ content(m.content) }}"
+    "{%- if m.tool_calls is defined and m.tool_calls -%}{%- for call in m.tool_calls -%}"
+    "{%- set f = call.function if call.function is defined else call -%}"
+    "{%- set a = f.parameters if f.parameters is defined else (f.arguments if f.arguments is defined else {}) -%}"
+    "<|action_start|><|plugin|>{{ nl }}{\"name\": {{ f.name | tojson }}, \"parameters\": "
+    "{{ a if a is string else a | tojson }}}{{ nl }}<|action_end|>"
+    "{%- endfor -%}{%- endif -%}"
+    "<|im_end|>{{ nl }}"
+    "{%- elif m.role in ['tool', 'environment', 'function'] -%}"
+    "<|im_start|>" + TOOL_ROLE + "<|plugin|>{{ nl }}{{ content(m.content) }}<|im_end|>{{ nl }}"
+    "{%- else -%}"
+    "<|im_start|>{{ m.role }}{{ nl }}{{ content(m.content) }}<|im_end|>{{ nl }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant{{ nl }}{%- if thinking -%}<think>{{ nl }}{%- endif -%}{%- endif -%}"
+)
+# sha256 of everything that defines the format (the structure above and its Jinja twin)
+TEMPLATE_HASH = hashlib.sha256(
+    json.dumps({**_DEFINITION, "jinja": CHAT_TEMPLATE}, sort_keys=True).encode("utf-8")
+).hexdigest()
 
 
 @dataclass
@@ -128,6 +183,24 @@ def _content_segments(content, train: bool) -> list[Segment]:
     return out
 
 
+def _template_segments(text: str, template_owned: bool) -> list[Segment]:
+    """Template-owned text (the default system prompt) keeps its control-token strings as
+    control tokens, as string-based template engines (HF, vLLM) produce for the real
+    checkpoints: the prompt's "<think>...</think>" are the <think> and </think> tokens.
+    User-provided text never does."""
+    if not text:
+        return []
+    if not template_owned:
+        return [Segment("text", text)]
+    out = []
+    for piece in re.split(r"(</?think>)", text):
+        if piece in ("<think>", "</think>"):
+            out.append(Segment("special", piece))
+        elif piece:
+            out.append(Segment("text", piece))
+    return out
+
+
 def _text_of(content) -> str:
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
@@ -155,15 +228,18 @@ def render(
     # system: the user's, else the default thinking prompt; tools appended to it
     system = None
     rest = messages
+    default_prompt = False
     if messages and messages[0]["role"] == "system":
         system, rest = _text_of(messages[0].get("content")), messages[1:]
     elif enable_thinking:
-        system = DEFAULT_THINKING_SYSTEM_PROMPT
-    if tools:
-        block = TOOLS_HEADER + json.dumps([_tool_spec(t) for t in tools], ensure_ascii=False, indent=2)
-        system = block if not system else system + _DEFINITION["tools_join"] + block
+        system, default_prompt = DEFAULT_THINKING_SYSTEM_PROMPT, True
+    tool_segs: list[Segment] = []
+    if tools:  # one compact JSON object per tool and line (easy to mirror in Jinja)
+        block = TOOLS_HEADER + "\n".join(json.dumps(_tool_spec(t), ensure_ascii=False) for t in tools)
+        tool_segs = [Segment("text", (_DEFINITION["tools_join"] if system else "") + block)]
+        system = system or ""
     if system is not None:
-        turn("system\n", [Segment("text", system)])
+        turn("system\n", _template_segments(system, default_prompt) + tool_segs)
 
     for m in rest:
         role = m["role"]

@@ -2,11 +2,12 @@
 
     opens1 tokenizer train --data ../shared/data --out src/opens1/tokenizer/assets \\
                            --large-out src/opens1/tokenizer/assets/large   # the shipped vocabularies
+    opens1 tokenizer train --fast --out /tmp/tok                            # default sizes, < 1 min
     opens1 tokenizer train --preset quick --out /tmp/tok                    # seconds, embedded data
     opens1 tokenizer info [--tokenizer DIR | qwen.tiktoken]
     opens1 tokenizer encode "Aspirin is CC(=O)Oc1ccccc1C(=O)O." --show
     opens1 tokenizer decode 12 345 6789
-    opens1 tokenizer export-hf --out /tmp/hf_tok        # transformers wrapper + fast tokenizer.json
+    opens1 tokenizer export-hf --out /tmp/hf_tok   # transformers wrapper; /tmp/hf_tok/fast: tokenizer.json
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import sys
 def _train(args) -> int:
     from opens1.tokenizer.train import TrainConfig, train_many
 
-    presets = {"default": TrainConfig(), "large": TrainConfig.large(), "quick": TrainConfig.quick()}
-    cfg = presets[args.preset]
+    presets = {"default": TrainConfig(), "large": TrainConfig.large(), "quick": TrainConfig.quick(),
+               "fast": TrainConfig.fast()}
+    cfg = presets["fast" if args.fast else args.preset]
     if args.n_smiles is not None:
         cfg.n_smiles = args.n_smiles
     outs = {args.out: cfg}
@@ -73,8 +75,8 @@ def _export(args) -> int:
 
     tok = _load(args.tokenizer)
     save_hf_wrapper(tok, args.out)
-    export_fast_tokenizer(tok, args.out)
-    print(f"wrote {args.out}")
+    export_fast_tokenizer(tok, f"{args.out}/fast")
+    print(f"wrote {args.out} (OpenS1HFTokenizer) and {args.out}/fast (PreTrainedTokenizerFast, no domain vocabularies)")
     return 0
 
 
@@ -84,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("train", help="train the base BPE and the domain vocabularies")
     t.add_argument("--data", default=None, help="data root in the ../shared/data layout (default: embedded subset)")
     t.add_argument("--out", required=True, help="output tokenizer directory")
-    t.add_argument("--preset", choices=("default", "large", "quick"), default="default")
+    t.add_argument("--preset", choices=("default", "large", "fast", "quick"), default="default",
+                   help="default/large: the shipped sizes; fast: default sizes, smaller corpora; quick: tiny, for tests")
+    t.add_argument("--fast", action="store_true", help="same as --preset fast")
     t.add_argument("--large-out", default=None, help="also write the large domain vocabularies here")
     t.add_argument("--n-smiles", type=int, default=None, help="MOSES molecules to sample")
     t.set_defaults(fn=_train)

@@ -114,8 +114,10 @@ def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict) -> d
         raise CheckpointError(f"unknown optimizer state format {rest.get('format')!r}")
     state: dict[str, dict[str, Any]] = {}
     for name, t in tensors.items():
-        _, param, key = name.split("/", 2) if name.count("/") >= 2 else (None, None, None)
-        if param is None:
+        # "state/<param fqn>/<key>": fqns hold dots, never slashes; keys are the last part
+        head, _, rest = name.partition("/")
+        param, _, key = rest.rpartition("/")
+        if head != "state" or not param or not key:
             raise CheckpointError(f"bad optimizer tensor name {name!r}")
         state.setdefault(param, {})[key] = t
     for param, entries in rest.get("scalars", {}).items():

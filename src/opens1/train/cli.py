@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import opens1
     from opens1.processing.processor import Processor
+    from opens1.train.checkpointing import CheckpointError
     from opens1.train.data import build_documents_for, build_stream
     from opens1.train.lora import trainable_parameters
     from opens1.train.trainer import Trainer, init_distributed
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                        "last_loss": result.losses[-1] if result.losses else None,
                        "checkpoint": result.checkpoint, "final": str(final) if final else None}
             print(json.dumps(summary))
-    except (ValueError, FileNotFoundError, PermissionError) as e:
+    except (ValueError, FileNotFoundError, PermissionError, CheckpointError) as e:
         print(f"opens1 train: {e}", file=sys.stderr)
         return 2
     finally:

@@ -64,7 +64,7 @@ class TrainConfig:
     lora_rank: int = 0  # 0: full fine-tuning
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
-    lora_targets: str = "q_proj,k_proj,v_proj,o_proj"  # nn.Linear names (suffix match)
+    lora_targets: str = "qkv_proj,q_proj,k_proj,v_proj,o_proj"  # nn.Linear names (last name component)
     lora_scope: str = "language_model"  # module prefix the targets are looked for under ("" = all)
     # -- systems
     dtype: str = "auto"  # auto (bf16 autocast where supported) | bf16 | fp32
@@ -146,7 +146,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         batch_warmup_steps=20,
     ),
     "multimodal": dict(
-        stage="multimodal", sources="molecule_images:2,ecg:1,gsm8k:1,smiles:1,protein:1",
+        stage="multimodal", sources="molecule_images:2,microscopy:1,ecg:1,seismic:1,gsm8k:1,smiles:1,protein:1",
         lr=2e-3, min_lr=2e-4, loss_reduction="square", seq_len=512,
     ),
     "sft": dict(

@@ -4,14 +4,16 @@
 "projector", "router", "timeseries", "embeddings", "language"). Intern-S1's RL stage
 freezes the vision tower and the MoE router; LoRA-SFT recipes also freeze the projector.
 
-`LoRALinear` is an nn.Linear subclass that keeps the original `weight`/`bias` (frozen)
-and adds a low-rank update: y = x W^T + (alpha / r) * dropout(x) A^T B^T, A [r, in]
-(Kaiming-uniform), B [out, r] (zeros, so training starts exactly at the base model).
-Being a subclass with the same parameter names, it leaves checkpoint keys unchanged
-(only `.lora_A`/`.lora_B` are added), works under FSDP2 and activation checkpointing,
-and `merge_lora` folds the update back into plain nn.Linear layers for export.
-We write our own (60 lines) rather than depend on peft, which wraps modules in ways
-that rename keys and does not know our model class.
+LoRA is a weight parametrization (torch.nn.utils.parametrize) on chosen nn.Linear
+layers: reading `layer.weight` gives W + (alpha / r) * B A, with A [r, in]
+(Kaiming-uniform) and B [out, r] (zeros, so training starts exactly at the base model),
+and W frozen. Weight space rather than a wrapper module because the model's hot paths
+read `proj.weight` directly (F.linear on the fused qkv projection): a wrapper's forward
+would be bypassed, a parametrization cannot be. The cost is one [out, in] add per layer
+per forward, like a merged adapter. `merge_lora` folds the update in and removes the
+parametrization, leaving plain nn.Linear layers and the original checkpoint keys.
+We write our own (~80 lines) rather than depend on peft, which wraps modules (renaming
+keys, and bypassed by direct weight reads) and does not know our model class.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 FREEZE_PARTS = {
     "vision": ("vision_tower",),
@@ -49,85 +51,98 @@ def freeze(model: nn.Module, parts: list[str]) -> int:
     return n
 
 
-class LoRALinear(nn.Linear):
-    def __init__(self, base: nn.Linear, r: int, alpha: float = 16.0, dropout: float = 0.0):
+class LoRAWeight(nn.Module):
+    """The parametrization: W [out, in] -> W + scaling * B @ A."""
+
+    def __init__(self, out_features: int, in_features: int, r: int, alpha: float, device=None, dtype=None):
+        super().__init__()
         if r < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {r}")
-        nn.Module.__init__(self)  # skip nn.Linear's allocation: reuse the base parameters
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight = base.weight
-        self.bias = base.bias
-        self.weight.requires_grad_(False)
-        if self.bias is not None:
-            self.bias.requires_grad_(False)
         self.r, self.scaling = r, alpha / r
-        dev, dt = base.weight.device, base.weight.dtype
-        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, device=dev, dtype=dt))
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, device=dev, dtype=dt))
+        self.lora_A = nn.Parameter(torch.empty(r, in_features, device=device, dtype=dtype))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, r, device=device, dtype=dtype))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x [..., in] -> [..., out]; the low-rank path costs r * (in + out) per token
-        return F.linear(x, self.weight, self.bias) + F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B) * self.scaling
-
-    def merged_weight(self) -> torch.Tensor:
-        return self.weight + (self.lora_B @ self.lora_A) * self.scaling
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + (self.lora_B @ self.lora_A).to(weight.dtype) * self.scaling
 
     def extra_repr(self) -> str:
-        return f"{self.in_features}, {self.out_features}, r={self.r}, scaling={self.scaling:g}"
+        return f"r={self.r}, scaling={self.scaling:g}"
+
+
+def add_lora(linear: nn.Linear, r: int, alpha: float = 16.0) -> LoRAWeight:
+    """Give one nn.Linear a LoRA update (its base weight and bias are frozen)."""
+    w = linear.weight
+    lora = LoRAWeight(w.shape[0], w.shape[1], r, alpha, device=w.device, dtype=w.dtype)
+    w.requires_grad_(False)
+    if linear.bias is not None:
+        linear.bias.requires_grad_(False)
+    parametrize.register_parametrization(linear, "weight", lora)
+    return lora
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRAWeight]:
+    """{module name: its LoRAWeight} for every layer with a LoRA update."""
+    out = {}
+    for name, m in model.named_modules():
+        if parametrize.is_parametrized(m, "weight"):
+            for p in m.parametrizations["weight"]:
+                if isinstance(p, LoRAWeight):
+                    out[name] = p
+    return out
 
 
 def apply_lora(model: nn.Module, targets: list[str], r: int, alpha: float = 16.0, dropout: float = 0.0,
                freeze_rest: bool = True, scope: str = "language_model") -> int:
-    """Replace every nn.Linear under `scope` (a module-name prefix; "" = everywhere) whose
-    name ends with one of `targets` by a LoRALinear. The default scope keeps the vision and
-    time-series towers (which also have q/k/v projections) out. With freeze_rest,
-    everything except the LoRA matrices is frozen. Returns the count."""
+    """Add LoRA to every nn.Linear under `scope` (a module-name prefix; "" = everywhere)
+    whose own name (the last dotted component) is one of `targets`. The default scope
+    keeps the vision and time-series towers (which also have q/k/v projections) out.
+    With freeze_rest, everything except the LoRA matrices is frozen. Returns the count."""
+    if dropout:
+        raise ValueError("lora_dropout is not supported: OpenS1's LoRA is a weight-space update")
     if freeze_rest:
         for p in model.parameters():
             p.requires_grad_(False)
     n = 0
     for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            in_scope = not scope or full == scope or full.startswith(scope + ".")
-            if in_scope and type(child) is nn.Linear and any(full.endswith(t) for t in targets):
-                setattr(module, child_name, LoRALinear(child, r, alpha, dropout))
-                n += 1
+        in_scope = not scope or name == scope or name.startswith(scope + ".")
+        own = name.rsplit(".", 1)[-1]
+        if in_scope and type(module) is nn.Linear and own in targets:
+            add_lora(module, r, alpha)
+            n += 1
     if n == 0:
         raise ValueError(f"no nn.Linear under {scope!r} matched the LoRA targets {targets}")
     return n
 
 
 def merge_lora(model: nn.Module) -> int:
-    """Fold every LoRALinear into a plain nn.Linear (in place); returns how many."""
-    n = 0
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, LoRALinear):
-                plain = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
-                                  device=child.weight.device, dtype=child.weight.dtype)
-                with torch.no_grad():
-                    plain.weight.copy_(child.merged_weight())
-                    if child.bias is not None:
-                        plain.bias.copy_(child.bias)
-                setattr(module, child_name, plain)
-                n += 1
-    return n
+    """Fold every LoRA update into its layer's weight and remove the parametrization (in
+    place): plain nn.Linear layers with the original keys again. Returns how many."""
+    layers = lora_layers(model)
+    for name in layers:
+        parametrize.remove_parametrizations(model.get_submodule(name), "weight", leave_parametrized=True)
+    return len(layers)
+
+
+_ORIG = ".parametrizations.weight.original"
 
 
 def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The full model state with LoRA folded in and lora_* keys removed (FSDP shards are
+    """The full model state with LoRA folded in, under the original keys (FSDP shards are
     gathered; collective; under FSDP only rank 0 receives the tensors)."""
     from opens1.train.checkpointing import model_state
 
     sd = model_state(model)
-    out = {k: v for k, v in sd.items() if ".lora_" not in k}
-    for k in [k for k in sd if k.endswith(".lora_A")]:
-        prefix = k[: -len(".lora_A")]
-        mod = model.get_submodule(prefix)
-        out[prefix + ".weight"] = sd[prefix + ".weight"] + (sd[prefix + ".lora_B"] @ sd[k]) * mod.scaling
+    layers = lora_layers(model)
+    out = {k: v for k, v in sd.items() if ".parametrizations.weight." not in k}
+    for k in [k for k in sd if k.endswith(_ORIG)]:
+        prefix = k[: -len(_ORIG)]
+        w = sd[k]
+        lora = layers.get(prefix)
+        if lora is not None:
+            a, b = sd[f"{prefix}.parametrizations.weight.0.lora_A"], sd[f"{prefix}.parametrizations.weight.0.lora_B"]
+            w = w + (b @ a).to(w.dtype) * lora.scaling
+        out[prefix + ".weight"] = w
     return out
 
 
