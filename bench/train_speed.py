@@ -11,7 +11,8 @@ pretraining documents (GSM8K, SMILES, QM9, reactions, proteins, DNA from the emb
 subset, through the real tokenizer). OpenS1 runs with document masks (`doc_ids`);
 the reference runs the same [B, T] batches with a plain causal mask (transformers has
 no packed-document mask on CPU), so the reference does slightly less masking work.
-Rates are the median over steps (after 2 warm-up steps) of per-step tokens/s.
+Contenders run their steps round-robin (so load from other processes hits all alike);
+rates are the median over steps (after 2 warm-up steps) of per-step tokens/s.
 MFU = tokens/s x FLOPs/token (6N + attention, trainer.flops_per_token) / measured peak
 matmul FLOP/s. On a shared 2-core machine timings are noisy: read ratios, not absolutes.
 """
@@ -54,48 +55,44 @@ def _train_cfg(args, out):
                        tensorboard=False, spike_factor=0.0, device=args.device)
 
 
-def bench_ours(args, name, tok, docs, rank=0, world=1, lora_rank=0) -> dict:
-    """Steps of opens1's Trainer; tokens/s over the steps after the first two (warm-up).
+def _device(args) -> torch.device:
+    return torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def make_ours(args, name, tok, docs, rank=0, world=1, lora_rank=0):
+    """A step function over opens1's Trainer -> (tokens, seconds, padded seq_len), and info.
     lora_rank > 0: LoRA on the decoder's attention projections, everything else frozen."""
     from opens1.data.packing import PackedStream
     from opens1.models.s1 import S1ForConditionalGeneration
     from opens1.train.parallelize import apply_fsdp
-    from opens1.train.trainer import Trainer, flops_per_token, measured_peak_flops
+    from opens1.train.trainer import Trainer
 
     mcfg = _model_cfg(name, tok)
     torch.manual_seed(0)
-    dev = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = _device(args)
     model = S1ForConditionalGeneration(mcfg).to(dev)
     if lora_rank:
         from opens1.train.lora import apply_lora
 
         apply_lora(model, ["qkv_proj", "q_proj", "k_proj", "v_proj", "o_proj"], lora_rank)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    info = {"trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "params": sum(p.numel() for p in model.parameters()), "config": mcfg}
     if world > 1:
         apply_fsdp(model)
-    with tempfile.TemporaryDirectory() as out:
-        cfg = _train_cfg(args, out)
-        stream = PackedStream(docs, args.seq_len, args.batch, rank=rank, world_size=world)
-        t = Trainer(model, cfg, stream, out, device=dev, resume=False)
-        times, toks, seqs = [], [], []
-        for _ in range(args.steps):
-            m = t.train_step()
-            times.append(m["seconds"])
-            toks.append(m["step_tokens"])
-            seqs.append(m["seq_len"])
-    times, toks, seqs = times[2:], toks[2:], seqs[2:]
-    # the median of per-step rates: robust to other processes stealing the CPU for a step
-    tps = statistics.median(k / t for k, t in zip(toks, times))
-    fpt = statistics.mean(flops_per_token(mcfg, s) for s in seqs)
-    peak = measured_peak_flops(dev, None)
-    return {"tok_per_s": tps, "mfu": tps * fpt / (peak * world), "step_s": statistics.median(times),
-            "peak_gflops_per_rank": peak / 1e9, "trainable_params": trainable, "params": total}
+    out = tempfile.mkdtemp(prefix="train_speed_")
+    stream = PackedStream(docs, args.seq_len, args.batch, rank=rank, world_size=world)
+    trainer = Trainer(model, _train_cfg(args, out), stream, out, device=dev, resume=False)
+
+    def step():
+        m = trainer.train_step()
+        return m["step_tokens"], m["seconds"], m["seq_len"]
+
+    return step, info
 
 
-def bench_reference(args, name, tok, docs) -> dict | None:
+def make_reference(args, name, tok, docs):
     """transformers' Qwen3ForCausalLM / Qwen3MoeForCausalLM with the same text shape, on the
-    same packed batches, same AdamW; None if transformers is not installed."""
+    same packed batches, same AdamW and clipping; None if transformers is not installed."""
     try:
         import transformers
     except ImportError:
@@ -117,12 +114,12 @@ def bench_reference(args, name, tok, docs) -> dict | None:
         model = transformers.Qwen3MoeForCausalLM(hf_cfg)
     else:
         model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**common))
-    dev = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = _device(args)
     model.to(dev).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
     stream = PackedStream(docs, args.seq_len, args.batch)
-    times, toks = [], []
-    for _ in range(args.steps):
+
+    def step():
         mb = next(stream).to(dev)
         t0 = time.perf_counter()
         out = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask.long())
@@ -135,10 +132,37 @@ def bench_reference(args, name, tok, docs) -> dict | None:
         opt.zero_grad(set_to_none=True)
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-        toks.append(mb.n_tokens)
-    return {"tok_per_s": statistics.median(k / t for k, t in zip(toks[2:], times[2:])),
-            "step_s": statistics.median(times[2:])}
+        return mb.n_tokens, time.perf_counter() - t0, mb.input_ids.shape[1]
+
+    return step
+
+
+def interleaved(steppers: dict, steps: int) -> dict:
+    """Run the contenders' steps round-robin (so load from other processes hits all of them
+    alike) and return each one's median per-step tokens/s after 2 warm-up steps."""
+    rates = {k: [] for k in steppers}
+    seqs = {k: [] for k in steppers}
+    for i in range(steps):
+        for k, step in steppers.items():
+            n, dt, T = step()
+            if i >= 2:
+                rates[k].append(n / dt)
+                seqs[k].append(T)
+    return {k: {"tok_per_s": statistics.median(v), "seq_len": statistics.mean(seqs[k])} for k, v in rates.items()}
+
+
+def _mfu(r: dict, mcfg, dev, world=1) -> float:
+    from opens1.train.trainer import flops_per_token, measured_peak_flops
+
+    return r["tok_per_s"] * flops_per_token(mcfg, int(r["seq_len"])) / (measured_peak_flops(dev) * world)
+
+
+def bench_ours(args, name, tok, docs, rank=0, world=1) -> dict:
+    """opens1 alone (used for the 2-rank run)."""
+    step, info = make_ours(args, name, tok, docs, rank, world)
+    r = interleaved({"ours": step}, args.steps)["ours"]
+    r["mfu"] = _mfu(r, info["config"], _device(args), world)
+    return r
 
 
 def _fsdp_worker(rank, world, port, args, name, result_path):
@@ -170,6 +194,7 @@ def bench_fsdp(args, name) -> dict:
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "r.json")
         mp.spawn(_fsdp_worker, args=(2, port, args, name, path), nprocs=2, join=True)
+        # note: the 2 ranks share this machine's cores, so on a 2-core CPU each rank gets one
         with open(path) as f:
             return json.load(f)
 
@@ -204,29 +229,40 @@ def main(argv=None) -> int:
     print(f"{len(docs)} real documents, {sum(len(d) for d in docs)} tokens; seq_len={args.seq_len} "
           f"micro_batch={args.batch}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     rows = []
-    for name in args.presets.split(","):
-        ours = bench_ours(args, name, tok, docs)
-        ref = None if args.no_reference else bench_reference(args, name, tok, docs)
-        line = (f"{name:11s} single  ours {ours['tok_per_s']:8.0f} tok/s  MFU {100 * ours['mfu']:5.1f}%  "
-                f"(peak {ours['peak_gflops_per_rank']:.0f} GFLOP/s)")
-        if ref:
-            line += f" | transformers {ref['tok_per_s']:8.0f} tok/s | ours/ref {ours['tok_per_s'] / ref['tok_per_s']:.2f}x"
+    dev = _device(args)
+    from opens1.train.trainer import measured_peak_flops
+
+    print(f"measured peak matmul: {measured_peak_flops(dev) / 1e9:.0f} GFLOP/s per rank", flush=True)
+    for i, name in enumerate(args.presets.split(",")):
+        steppers = {}
+        steppers["ours"], info = make_ours(args, name, tok, docs)
+        ref = None if args.no_reference else make_reference(args, name, tok, docs)
+        if ref is not None:
+            steppers["transformers"] = ref
+        if i == 0 and args.lora_rank:
+            steppers["lora"], lora_info = make_ours(args, name, tok, docs, lora_rank=args.lora_rank)
+        r = interleaved(steppers, args.steps)
+        ours = r["ours"]
+        ours["mfu"] = _mfu(ours, info["config"], dev)
+        line = f"{name:11s} single  ours {ours['tok_per_s']:8.0f} tok/s  MFU {100 * ours['mfu']:5.1f}%"
+        if "transformers" in r:
+            line += (f" | transformers {r['transformers']['tok_per_s']:8.0f} tok/s"
+                     f" | ours/ref {ours['tok_per_s'] / r['transformers']['tok_per_s']:.2f}x")
         print(line, flush=True)
-        row = {"preset": name, "single": ours, "reference": ref}
-        if not args.no_fsdp and (args.fsdp_all or name == args.presets.split(",")[0]):
+        row = {"preset": name, "single": ours, "reference": r.get("transformers")}
+        if "lora" in r:
+            lo = r["lora"]
+            print(f"{name:11s} LoRA r={args.lora_rank}: trainable {lora_info['trainable_params'] / 1e3:.1f}k of "
+                  f"{lora_info['params'] / 1e6:.2f}M ({100 * lora_info['trainable_params'] / lora_info['params']:.2f}%), "
+                  f"{lo['tok_per_s']:.0f} tok/s vs full fine-tuning {ours['tok_per_s']:.0f} tok/s "
+                  f"({lo['tok_per_s'] / ours['tok_per_s']:.2f}x)", flush=True)
+            row["lora"] = {**lo, "trainable_params": lora_info["trainable_params"], "params": lora_info["params"]}
+        if not args.no_fsdp and (args.fsdp_all or i == 0):
             fs = bench_fsdp(args, name)
             print(f"{name:11s} fsdp-2  ours {fs['tok_per_s']:8.0f} tok/s  MFU {100 * fs['mfu']:5.1f}%  "
                   f"(2 gloo ranks; x{fs['tok_per_s'] / ours['tok_per_s']:.2f} of single)", flush=True)
             row["fsdp2"] = fs
         rows.append(row)
-    if args.lora_rank:
-        name = args.presets.split(",")[0]
-        full, lo = rows[0]["single"], bench_ours(args, name, tok, docs, lora_rank=args.lora_rank)
-        print(f"{name:11s} LoRA r={args.lora_rank}: trainable {lo['trainable_params'] / 1e3:.1f}k of "
-              f"{lo['params'] / 1e6:.2f}M ({100 * lo['trainable_params'] / lo['params']:.2f}%), "
-              f"{lo['tok_per_s']:.0f} tok/s vs full fine-tuning {full['tok_per_s']:.0f} tok/s "
-              f"({lo['tok_per_s'] / full['tok_per_s']:.2f}x)", flush=True)
-        rows[0]["lora"] = lo
     pad = padding_report(args, tok, docs)
     for k, v in pad.items():
         print(f"packing {k:20s} padding {100 * v['padding_fraction']:5.1f}%  rank imbalance "

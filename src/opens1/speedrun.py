@@ -190,27 +190,26 @@ def sft_samples(data, per_env: int, tasks: list[str]) -> list:
 
 
 def evaluate(model, tok, proc, tasks: list[str], items: int, seconds: float, data) -> dict:
-    """Greedy held-out scores per task, batched, inside `seconds` (tasks share the time)."""
+    """Greedy held-out scores per task, batched, inside `seconds` (tasks share the time; a task
+    stops between batches when its share is spent, and reports how many items it scored)."""
     from opens1.envs import get_env
     from opens1.rl.rollout import LocalEngine, SamplingParams, response_text
 
     engine = LocalEngine(model, pad_token_id=tok.pad_token_id, share=True)
     greedy = SamplingParams(max_new_tokens=48, temperature=0.0, eos_token_id=tok.eos_token_id, vocab_limit=len(tok))
-    t0 = time.perf_counter()
+    deadline = time.perf_counter() + seconds
     out = {}
     for k, task in enumerate(tasks):
         env = get_env(task, data_root=data)
-        budget = (seconds - (time.perf_counter() - t0)) / (len(tasks) - k)
-        ts = time.perf_counter()
-        scores = []
-        for start in range(0, min(items, env.num_cases("heldout")), 16):
-            if scores and time.perf_counter() - ts > budget:
+        task_deadline = time.perf_counter() + (deadline - time.perf_counter()) / (len(tasks) - k)
+        n = min(items, env.num_cases("heldout"))
+        scores: list[float] = []
+        for start in range(0, n, 8):
+            if time.perf_counter() >= task_deadline:
                 break
-            cases = [env.case(i, split="heldout") for i in range(start, min(start + 16, items))]
-            prompts = [proc(c.messages(), enable_thinking=False) for c in cases]
-            gens = engine.generate(prompts, 1, greedy, seed=0)
-            for c, g in zip(cases, gens):
-                scores.append(float(env.verify(response_text(tok, g[0]), c).score))
+            cases = [env.case(i, split="heldout") for i in range(start, min(start + 8, n))]
+            gens = engine.generate([proc(c.messages(), enable_thinking=False) for c in cases], 1, greedy, seed=0)
+            scores += [float(env.verify(response_text(tok, g[0]), c).score) for c, g in zip(cases, gens)]
         if scores:
             out[task] = {"score": sum(scores) / len(scores), "items": len(scores)}
     return out

@@ -14,8 +14,10 @@ needs_tesseract = pytest.mark.skipif(not ocr.tesseract_available(),
 
 
 def test_tidy_joins_lines_and_drops_page_furniture():
-    raw = "12  Chapter One\n\nThe first line of a para-\ngraph goes on\nhere.\n\n商品 的\n使用价值\n\nNext paragraph.\n\n- 13 -\n\f"
-    assert ocr.tidy_ocr_text(raw) == "The first line of a paragraph goes on here.\n\n商品的使用价值\n\nNext paragraph."
+    raw = ("12  Chapter One\n\nThe first line of a para-\ngraph goes on\nhere.\n\n商品 的\n使用价值\n\n"
+           "Next paragraph.\n\n- 13 -\n\f")
+    want = "The first line of a paragraph goes on here.\n\n商品的使用价值\n\nNext paragraph."
+    assert ocr.tidy_ocr_text(raw) == want
     assert ocr.tidy_ocr_text("") == ""
 
 

@@ -309,3 +309,23 @@ def test_still_garbled_page_is_dropped_with_a_record(tmp_path):
     assert rec["reason"] == "garbled" and rec["dropped"] == "garbled" and rec["final_garble"] > 0.2
     assert (tmp_path / "out" / "moji.md").read_text().strip() == ""
     assert summary["dropped_garbled"] == 1 and summary["chars_removed_fraction"] == 1.0
+
+
+def test_document_timeout_is_an_error_record(tmp_path, monkeypatch):
+    import time
+
+    from opens1.corpus import pdf as pdfmod
+
+    slow, fast = paper(tmp_path, "slow.pdf", 1), paper(tmp_path, "fast.pdf", 1)
+    real = pdfmod.parse_document
+
+    def parse_document(path, stem, cfg):
+        if stem == "slow":
+            time.sleep(5)  # a file that keeps the parser busy
+        return real(path, stem, cfg)
+
+    monkeypatch.setattr(pdfmod, "parse_document", parse_document)
+    summary, recs = parse(tmp_path, [slow, fast], doc_timeout=0.5)
+    (err,) = [r for r in recs if r["route"] == "error"]
+    assert err["doc"] == "slow" and "DocumentTimeout" in err["error"]
+    assert summary["documents"] == 1 and (tmp_path / "out" / "fast.md").is_file()

@@ -54,7 +54,8 @@ def test_route_decisions():
 
 def formula_page(tmp_path, name="maths.pdf"):
     items = prose(1, 3, y=0.9)
-    items += [(0.2, 0.8 - 0.04 * k, f"∑ α{k} ≤ ∫ β γ ∂ δ / ∇ θ ≈ λ ∈ Ω ⊂ Φ", 12) for k in range(12)]
+    maths = "∑ α{} ≤ ∫ β γ ∂ δ / ∇ θ ≈ λ ∈ Ω ⊂ Φ"
+    items += [(0.2, 0.8 - 0.04 * k, maths.format(k), 12) for k in range(12)]
     return make_pdf(tmp_path / name, [items])
 
 

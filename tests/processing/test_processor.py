@@ -108,3 +108,27 @@ def test_errors(tok, cfg):
         p([{"role": "user", "content": [{"type": "time_series", "time_series": {"values": [1.0] * 100}}]}])
     with pytest.raises(ValueError, match="time_series"):
         Processor(tok, cfg)([{"role": "user", "content": [{"type": "time_series", "time_series": [1, 2]}]}])
+
+
+def test_outputs_feed_the_model(tok):
+    """The processor's batch runs through a debug S1 model: features land on the context ids."""
+    from opens1.models.s1 import S1ForConditionalGeneration
+
+    cfg = get_preset("debug")
+    cfg.text.vocab_size = (len(tok) + 63) // 64 * 64
+    configure(tok, cfg)
+    torch.manual_seed(0)
+    model = S1ForConditionalGeneration(cfg)
+    msgs = [
+        {"role": "user", "content": [
+            {"type": "image", "image": Image.new("RGB", (120, 60), (5, 5, 5))},
+            {"type": "time_series", "time_series": {"values": np.sin(np.arange(2000) / 7.0).tolist(), "sampling_rate": 100.0}},
+            {"type": "text", "text": "Describe CC(=O)Oc1ccccc1C(=O)O"},
+        ]},
+        {"role": "assistant", "content": "A signal and aspirin."},
+    ]
+    b = Processor(tok, cfg).for_training(msgs)
+    out = model(b["input_ids"], attention_mask=b["attention_mask"], pixel_values=b["pixel_values"],
+                time_series=b["time_series"], sampling_rates=b["sampling_rates"], labels=b["labels"])
+    assert out.logits.shape == (1, b["input_ids"].shape[1], cfg.text.vocab_size)
+    assert torch.isfinite(out.loss)

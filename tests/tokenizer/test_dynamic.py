@@ -114,6 +114,9 @@ def test_decode_skip_special_and_errors(tok):
         tok.decode([-1])
     with pytest.raises(TypeError):
         tok.encode(b"bytes")
+    for bad in ("a\ud800b", "<SMILES>C\ud800</SMILES>"):  # lone surrogates are not text
+        with pytest.raises(ValueError, match="Unicode"):
+            tok.encode(bad)
     with pytest.raises(TypeError):
         tok.encode_batch("not a list")
 
@@ -148,3 +151,11 @@ def test_apply_chat_template(tok):
     ids = tok.apply_chat_template([{"role": "user", "content": "hi <|im_end|>"}], enable_thinking=False)
     assert ids.count(tok.eos_token_id) == 1  # only the real end of the user turn
     assert tok.decode(ids) == "<|im_start|>user\nhi <|im_end|><|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_pickles_for_worker_processes(tok):
+    import pickle
+
+    again = pickle.loads(pickle.dumps(tok))
+    text = f"x <SMILES>{ASPIRIN}</SMILES> MKTAYIAKQRQISFVKSHFSRQLEERLGLIEV"
+    assert again.encode(text) == tok.encode(text) and len(again) == len(tok)

@@ -80,6 +80,36 @@ def test_fsdp_two_ranks_match_single_process(tmp_path):
     assert got == pytest.approx(ref, rel=1e-4, abs=1e-4)
 
 
+def test_fsdp_checkpoint_resumes_in_one_process(tmp_path):
+    """2 FSDP ranks write a full (unsharded) checkpoint; one process resumes from it."""
+    import opens1
+    from opens1.config import get_preset
+    from opens1.data.packing import PackedStream
+    from opens1.data.sources import build_documents, load_mixture
+    from opens1.models.s1 import S1ForConditionalGeneration
+    from opens1.processing.processor import configure
+    from opens1.train.checkpointing import latest_checkpoint
+    from opens1.train.config import TrainConfig
+    from opens1.train.trainer import Trainer
+
+    _spawn(tmp_path, "parity")
+    out = tmp_path / "fsdp_parity"
+    assert latest_checkpoint(out).name == "step_00000003"
+    tok = opens1.load_tokenizer()
+    mcfg = get_preset("debug")
+    mcfg.text.vocab_size = -(-len(tok) // 64) * 64
+    configure(tok, mcfg)
+    model = S1ForConditionalGeneration(mcfg)
+    docs = build_documents(load_mixture("gsm8k:1,smiles:1", None, samples_per_unit=30), "pretrain", tok)
+    cfg = TrainConfig(model="debug", seq_len=128, micro_batch_size=2, grad_accum=1, max_steps=5, lr=3e-3,
+                      warmup_steps=1, out_dir=str(out), ckpt_every=0, progress=False, tensorboard=False,
+                      spike_factor=0.0)
+    t = Trainer(model, cfg, PackedStream(docs, 128, 2), out, force=True)  # grad_accum 2 -> 1: forced
+    assert t.step == 3 and t.batches.state_dict()["index"] == 6  # 3 steps x 2 ranks x 1 micro-batch
+    res = t.fit()
+    assert res.steps == 5 and all(l == l for l in res.losses)
+
+
 def test_fsdp_moe_with_idle_experts_finishes(tmp_path):
     losses = _spawn(tmp_path, "moe_sparse")
     assert len(losses) == 3 and all(l == l and l < 20 for l in losses)

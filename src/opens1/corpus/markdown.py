@@ -3,10 +3,14 @@
 One page goes through three steps:
 
 1. `extract_layout(page)`: pdfplumber words (with font size and name) become line
-   fragments; ruled tables (`find_tables`) and raster figures are cut out first so their
-   text does not pollute the prose. Fragments are ordered for reading: a vertical gutter
-   found by x-gaps splits the page into two columns, and lines that span the gutter
-   (titles, full-width figures) act as section breaks.
+   fragments; tables and raster figures are cut out first so their text does not
+   pollute the prose. Tables come from ruling lines (`find_tables`: pdfplumber's grid
+   when there are column rules, aligned-column detection inside booktabs-style
+   horizontal rules) and from aligned columns alone (`find_text_tables`: runs of rows
+   with 3+ cells, columns where 75% of the rows have whitespace, a share of numeric
+   cells). Fragments are ordered for reading: a vertical gutter found by x-gaps splits
+   the page into two columns, and lines that span the gutter (titles, full-width
+   figures) act as section breaks.
 2. `strip_running_lines(layouts)`: running headers and footers are removed at document
    level (lines in the top/bottom margin that repeat across pages with digits masked,
    bare page numbers, short margin lines that carry a page number).
@@ -61,7 +65,8 @@ LATEX = {
     "∪": r"\cup", "∩": r"\cap", "∀": r"\forall", "∃": r"\exists", "→": r"\rightarrow",
     "←": r"\leftarrow", "⇒": r"\Rightarrow", "⇔": r"\Leftrightarrow", "↔": r"\leftrightarrow",
     "−": "-", "′": "'", "…": r"\ldots", "⋯": r"\cdots", "∥": r"\|", "⟨": r"\langle", "⟩": r"\rangle",
-    "ℓ": r"\ell", "∆": r"\Delta", "Ω": r"\Omega", "µ": r"\mu", "∅": r"\emptyset", "⊗": r"\otimes", "⊕": r"\oplus", "∘": r"\circ",
+    "ℓ": r"\ell", "∆": r"\Delta", "Ω": r"\Omega", "µ": r"\mu", "∅": r"\emptyset", "⊗": r"\otimes",
+    "⊕": r"\oplus", "∘": r"\circ",
 }
 
 
@@ -241,22 +246,18 @@ def find_tables(page, words: list[dict]) -> list[Item]:
             region = [w for w in words if _inside(w, t.bbox)]
             for run in _runs(region, page.width, min_cells=2, min_rows=2) if region else []:
                 grid = _grid(run)
-                ws = [w for row in run for c in row for w in c]
                 if len(grid) >= 2 and len(grid[0]) >= 2 and _plausible(grid):
-                    bbox = (min(w["x0"] for w in ws), min(w["top"] for w in ws), max(w["x1"] for w in ws),
-                            max(w["bottom"] for w in ws))
-                    items.append(Item("table", bbox, grid))
+                    items.append(Item("table", _bbox(run), grid))
             continue
-        else:
-            rows = []
-            for r in t.extract(x_tolerance=1):
-                cells = [(c or "").strip().split("\n") for c in r]
-                k = {len(c) for c in cells if c != [""]}
-                if len(k) == 1 and min(k) >= 2:  # every cell holds k stacked lines: k rows
-                    rows += [[c[i] if c != [""] else "" for c in cells] for i in range(min(k))]
-                else:
-                    rows.append([" ".join(c) for c in cells])
-            rows = [[re.sub(r"\s+", " ", clean_text(c)).strip() for c in r] for r in rows]
+        rows = []
+        for r in t.extract(x_tolerance=1):
+            cells = [(c or "").strip().split("\n") for c in r]
+            k = {len(c) for c in cells if c != [""]}
+            if len(k) == 1 and min(k) >= 2:  # every cell holds k stacked lines: k rows
+                rows += [[c[i] if c != [""] else "" for c in cells] for i in range(min(k))]
+            else:  # mixed (a merged cell next to stacked values): keep one row
+                rows.append([" ".join(c) for c in cells])
+        rows = [[re.sub(r"\s+", " ", clean_text(c)).strip() for c in r] for r in rows]
         rows = [r for r in rows if any(r)]
         # drop columns that are empty in every row (artefacts of the explicit lines)
         keep = [j for j in range(max((len(r) for r in rows), default=0)) if any(j < len(r) and r[j] for r in rows)]
@@ -264,6 +265,12 @@ def find_tables(page, words: list[dict]) -> list[Item]:
         if len(rows) >= 2 and len(keep) >= 2 and _plausible(rows):
             items.append(Item("table", tuple(t.bbox), rows))
     return items
+
+
+def _bbox(run: list) -> tuple[float, float, float, float]:
+    ws = [w for row in run for c in row for w in c]
+    return (min(w["x0"] for w in ws), min(w["top"] for w in ws), max(w["x1"] for w in ws),
+            max(w["bottom"] for w in ws))
 
 
 def _plausible(rows: list[list[str]]) -> bool:
@@ -529,14 +536,11 @@ def _text_tables(words: list[dict], width: float) -> list[tuple[Item, list]]:
     runs = _runs(words, width)
     items = []
     for run in runs:
-        ws = [w for row in run for c in row for w in c]
         table = _grid(run)
-        ncol = len(table[0])
         filled = [c for r in table for c in r if c]
-        if ncol >= 3 and _plausible(table) and sum(bool(_NUMERIC.match(c)) for c in filled) >= 0.2 * len(filled):
-            bbox = (min(w["x0"] for w in ws), min(w["top"] for w in ws), max(w["x1"] for w in ws),
-                    max(w["bottom"] for w in ws))
-            items.append((Item("table", bbox, table), run))
+        numeric = sum(bool(_NUMERIC.match(c)) for c in filled)
+        if len(table[0]) >= 3 and _plausible(table) and numeric >= 0.2 * len(filled):
+            items.append((Item("table", _bbox(run), table), run))
     return items
 
 
@@ -655,7 +659,9 @@ def _latex(frags: list[Frag]) -> str:
         for c in sorted(chars, key=lambda c: c["x0"]):
             t = c["text"]
             small = c["size"] < 0.85 * f.size
-            m = ("^" if c["bottom"] < base - 0.2 * f.size else "_" if c["bottom"] > base + 0.1 * f.size else "") if small else ""
+            m = ""
+            if small:  # raised above the baseline: superscript; sunk below: subscript
+                m = "^" if c["bottom"] < base - 0.2 * f.size else "_" if c["bottom"] > base + 0.1 * f.size else ""
             if m != mode:
                 if mode:
                     out += "}"
@@ -753,12 +759,12 @@ def _blocks(frags: list[Frag]) -> list[list[Frag]]:
         new = (gap > 0.7 * h or gap < -0.5 * h or abs(f.size - p.size) > 0.6 or f.mono != p.mono
                or (not f.mono and (f.x0 > p.x1 or f.x1 < p.x0)))
         if not new and not f.mono:
-            col_left = min(x.x0 for x in blocks[-1])
-            col_right = max(x.x1 for x in blocks[-1])
+            col_right = max(max(x.x1 for x in blocks[-1]), f.x1)
             short_prev = p.x1 < col_right - 2 * p.size and re.search(r"[.!?:。]$", p.text.strip())
             # a short line ending a sentence ends the paragraph; a short line in another
             # font (a heading set in bold or a different face) ends its block too
-            new = bool(short_prev) or (p.x1 < col_right - 2 * p.size and p.font != f.font) or (p.bold != f.bold)
+            new = bool(short_prev) or (p.x1 < col_right - 2 * p.size and p.font != f.font) \
+                or p.bold != f.bold
             # a centred line (shorter than its neighbour on both sides) stands alone
             # (and short: the lines of a centred multi-line title stay together)
             em = 2 * f.size
@@ -806,8 +812,9 @@ def page_markdown(lay: PageLayout, style: DocStyle, stem: str = "page") -> str:
                     front["title"] = True
                 elif not (prev_heading and prev_heading[0] == lvl):  # (a wrapped title continues)
                     lvl = 0
-            if lvl and prev_heading and prev_heading[0] == lvl and not _NUMBERED.match(text) \
-                    and b[0].top - prev_heading[1].bottom < 0.9 * b[0].size and abs(b[0].size - prev_heading[1].size) < 0.5:
+            wrapped = prev_heading and prev_heading[0] == lvl and not _NUMBERED.match(text) \
+                and b[0].top - prev_heading[1].bottom < 0.9 * b[0].size and abs(b[0].size - prev_heading[1].size) < 0.5
+            if lvl and wrapped:
                 out[-1] += " " + text  # second line of a wrapped heading
                 prev_heading = (lvl, b[-1])
                 continue

@@ -31,7 +31,9 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -60,11 +62,13 @@ class ParseConfig:
     drop_garble: float = 0.2  # drop a page whose final text is still this garbled
     dedup_threshold: float = 0.85  # MinHash Jaccard for page near-duplicates; <= 0 disables
     force: bool = False  # ignore done markers
+    doc_timeout: float = 1800.0  # seconds per document; <= 0 disables
 
     def router(self) -> RouterConfig:
         return RouterConfig(formula_threshold=self.formula_threshold, symbol_threshold=self.symbol_threshold,
                             garble_threshold=self.garble_threshold,
-                            display_math_threshold=self.display_math_threshold, vlm=bool(self.vlm_endpoint and self.vlm_model),
+                            display_math_threshold=self.display_math_threshold,
+                            vlm=bool(self.vlm_endpoint and self.vlm_model),
                             ocr=self.ocr and ocr.tesseract_available())
 
 
@@ -203,17 +207,35 @@ def _stems(paths: list[str]) -> list[str]:
     return out
 
 
+class DocumentTimeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise DocumentTimeout("document took longer than --doc-timeout")
+
+
 def process_one(path: str, stem: str, cfg: ParseConfig) -> dict:
     """Worker: parse, write DIR/<stem>.md, then the done marker (both atomically).
-    Returns the marker payload, or an error record."""
+    Returns the marker payload, or an error record. A document that runs past
+    cfg.doc_timeout seconds (a pathological file can keep pdfminer busy for hours) is
+    abandoned with an error record (SIGALRM: main thread of a process, as in the pool)."""
     logging.getLogger("pdfminer").setLevel(logging.ERROR)
     out = Path(cfg.out)
     t0 = time.perf_counter()
+    timed = cfg.doc_timeout > 0 and threading.current_thread() is threading.main_thread()
+    if timed:
+        old = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, cfg.doc_timeout)
     try:
         pages, records = parse_document(path, stem, cfg)
-    except Exception as e:
+    except Exception as e:  # DocumentTimeout included
         return {"error": {"doc": stem, "file": path, "page": None, "route": "error",
                           "error": f"{type(e).__name__}: {e}"[:1000]}}
+    finally:
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
     atomic_write(out / f"{stem}.md", _doc_markdown(pages, records))
     payload = {"version": MARKER_VERSION, "file": path, "source": _fingerprint(path), "stem": stem,
                "pages": pages, "records": records, "seconds": round(time.perf_counter() - t0, 3)}
@@ -363,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--display-math-threshold", type=int, default=RouterConfig.display_math_threshold)
     ap.add_argument("--dedup-threshold", type=float, default=0.85, help="MinHash Jaccard; 0 disables")
     ap.add_argument("--force", action="store_true", help="reparse documents that are already done")
+    ap.add_argument("--doc-timeout", type=float, default=1800.0, help="seconds per document (0: none)")
     a = ap.parse_args(argv)
     if bool(a.vlm_endpoint) != bool(a.vlm_model):
         ap.error("--vlm-endpoint and --vlm-model go together")
@@ -372,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                       ocr=not a.no_ocr, ocr_lang=a.ocr_lang, dpi=a.dpi, formula_threshold=a.formula_threshold,
                       symbol_threshold=a.symbol_threshold, garble_threshold=a.garble_threshold,
                       display_math_threshold=a.display_math_threshold,
-                      dedup_threshold=a.dedup_threshold, force=a.force)
+                      dedup_threshold=a.dedup_threshold, force=a.force, doc_timeout=a.doc_timeout)
     summary = run([str(p) for p in a.pdfs], cfg, log=lambda s: print(s, file=sys.stderr))
     print(json.dumps(summary, indent=1))
     return 0 if summary["documents"] or not summary["errors"] else 1

@@ -56,6 +56,9 @@ class KVCache(nn.Module):
         self.register_buffer("lengths", torch.zeros(batch_size, dtype=torch.long, device=device), persistent=False)
         self.register_buffer("valid", torch.zeros(batch_size, max_len, dtype=torch.bool, device=device), persistent=False)
         self.max_len, self.batch_size = max_len, batch_size
+        # per-layer views, made once: indexing k[layer] on every update is a dispatched op
+        self._k = [self.k[i] for i in range(num_layers)]
+        self._v = [self.v[i] for i in range(num_layers)]
         # host-side mirror of the aligned state, so the fast path needs no device sync
         self._aligned_len: int | None = 0  # common length of all rows, None when rows differ
         self._holes = False  # some written slot is invalid (left padding)
@@ -143,13 +146,15 @@ class KVCache(nn.Module):
         w = self._write
         if w is None:
             raise RuntimeError("KVCache.update() called before prepare()")
+        kl, vl = self._k[layer], self._v[layer]  # [B, n_kv, max_len, D]
         if w[0] == "aligned":
             _, start, T = w
-            self.k[layer, :, :, start:start + T] = k
-            self.v[layer, :, :, start:start + T] = v
-            return self.k[layer, :, :, : start + T], self.v[layer, :, :, : start + T]
+            end = start + T
+            kl[:, :, start:end] = k
+            vl[:, :, start:end] = v
+            return kl[:, :, :end], vl[:, :, :end]
         _, rows, pos, kv_len = w
         # advanced indices on dims 0 and 2 -> the indexed view is [b, T, n_kv, D]
-        self.k[layer][rows[:, None], :, pos] = k.transpose(1, 2)
-        self.v[layer][rows[:, None], :, pos] = v.transpose(1, 2)
-        return self.k[layer][rows, :, :kv_len], self.v[layer][rows, :, :kv_len]
+        kl[rows[:, None], :, pos] = k.transpose(1, 2)
+        vl[rows[:, None], :, pos] = v.transpose(1, 2)
+        return kl[rows, :, :kv_len], vl[rows, :, :kv_len]

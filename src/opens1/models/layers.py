@@ -223,8 +223,10 @@ class Attention(nn.Module):
         qkv = qkv.view(B, T, Hq + 2 * Hkv, D).transpose(1, 2)  # [B, heads, T, D]
         qk, v = qkv[:, : Hq + Hkv], qkv[:, Hq + Hkv:]
         # per-head RMSNorm of q and k in one call (weights differ only between q and k)
-        dt = qk.dtype
-        qk = F.rms_norm(qk.float(), (D,), eps=self.eps).to(dt)
+        if qk.dtype == torch.float32:
+            qk = F.rms_norm(qk, (D,), eps=self.eps)
+        else:  # normalise in float32 like HF
+            qk = F.rms_norm(qk.float(), (D,), eps=self.eps).to(qk.dtype)
         qk = apply_rope(qk * self._qk_norm_weight(), cos, sin)
         q, k = qk[:, :Hq], qk[:, Hq:]
         if kv_cache is not None:

@@ -189,15 +189,32 @@ def grpo_loss(logp, old_logp, advantages, mask, cfg: RLLossConfig, ref_logp=None
 
 def oreal_loss(logp, old_logp, advantages, correct, mask, cfg: RLLossConfig, ref_logp=None, generator=None) -> LossOutput:
     """OREAL-style: NLL (behaviour cloning) on correct rollouts, unclipped policy gradient with
-    the (negative) group advantage on wrong ones; entropy control on the PG tokens.
-    correct [B] bool; advantages [B]."""
+    the (negative) group advantage on wrong ones. correct [B] bool; advantages [B].
+
+    Entropy control sees ALL response tokens, as Intern-S1's separate L_KL-Cov term does: the
+    tokens with the largest Cov(A, logp) are confident tokens of correct rollouts (A > 0, high
+    logp), and behaviour cloning on exactly those is what collapses entropy. Restricting the
+    control to the policy-gradient (wrong) rollouts would leave that driver untouched."""
     pos = correct.to(logp.dtype).unsqueeze(-1) * mask  # [B, T]
     neg = (1 - correct.to(logp.dtype)).unsqueeze(-1) * mask
-    bc = aggregate(-logp, pos, cfg.loss_agg) if pos.sum() > 0 else logp.sum() * 0
     adv_tok = advantages.unsqueeze(-1).expand_as(logp).to(logp.dtype)
-    pg_tok, metrics = _policy_gradient_terms(logp, old_logp, adv_tok, neg, cfg, clip=False, generator=generator)
-    pg = aggregate(pg_tok, neg, cfg.loss_agg) if neg.sum() > 0 else logp.sum() * 0
+    cov = token_covariance(adv_tok, logp, mask)
+    metrics: dict[str, float] = {}
+    lp = logp
+    if cfg.entropy_control == "clip_cov":
+        sel = clip_cov_select(cov, mask, cfg.clip_cov_ratio, cfg.clip_cov_lb, cfg.clip_cov_ub, generator)
+        lp = torch.where(sel, logp.detach(), logp)  # selected tokens get no gradient, BC or PG
+        metrics["clip_cov_frac"] = float(sel.sum() / mask.sum().clamp_min(1))
+    bc = aggregate(-lp, pos, cfg.loss_agg) if pos.sum() > 0 else logp.sum() * 0
+    ratio = (lp - old_logp.detach()).exp()
+    pg = aggregate(-adv_tok * ratio, neg, cfg.loss_agg) if neg.sum() > 0 else logp.sum() * 0
     loss = cfg.sft_coef * bc + cfg.pg_coef * pg
+    if cfg.entropy_control == "kl_cov":
+        sel = kl_cov_select(cov, mask, cfg.kl_cov_ratio)
+        kl = sel * cfg.kl_cov_coef * (logp - old_logp.detach()).abs()
+        loss = loss + aggregate(kl, mask, cfg.loss_agg)
+        metrics["kl_cov_frac"] = float(sel.sum() / mask.sum().clamp_min(1))
+        metrics["kl_cov_pos_frac"] = float((sel * pos).sum() / sel.sum().clamp_min(1))
     if ref_logp is not None and cfg.ref_kl_coef > 0:
         loss = loss + cfg.ref_kl_coef * aggregate(ref_kl_term(logp, ref_logp), mask, cfg.loss_agg)
     return LossOutput(loss, {"bc_loss": float(bc.detach()), "pg_loss": float(pg.detach()), **metrics})

@@ -57,6 +57,7 @@ class RLConfig:
     grad_clip: float = 1.0
     grad_norm_skip: float | None = None  # Intern-S1 skipped updates with grad norm > 0.3
     ppo_epochs: int = 1
+    mini_batches: int = 1  # optimizer steps per batch of rollouts (per epoch)
     micro_batch_rows: int = 64
     loss: RLLossConfig = field(default_factory=RLLossConfig)
     correct_threshold: float = 1.0  # reward >= this counts as a correct rollout (OREAL's positives)
@@ -220,6 +221,11 @@ class RLTrainer:
         plain.save_pretrained(path)
 
     def _update(self, groups, rewards, keep) -> dict:
+        """`ppo_epochs` passes over the kept rollouts, each split into `mini_batches` optimizer
+        steps (Intern-S1: 8 mini-batches per training batch). The old log-probs are those of the
+        policy that sampled the rollouts, computed once before the first step; from the second
+        step on the policy has moved, so importance ratios and KL-Cov's |logp - old_logp| are
+        non-zero. With a single step per batch KL-Cov has no effect: |x| has zero gradient at 0."""
         cfg = self.cfg
         self.model.train()
         if not keep.any():  # other ranks have data: join their collectives with a zero loss
@@ -227,39 +233,60 @@ class RLTrainer:
         adv = group_advantages(rewards)[keep].flatten()
         kept = [r for g, k in zip(groups, keep.tolist()) if k for r in g]
         correct = (rewards[keep].flatten() >= cfg.correct_threshold)
+        n_mb = max(1, min(cfg.mini_batches, len(kept)))
+        # mini-batches of whole rows, interleaved so every mini-batch mixes groups and outcomes
+        order = [list(range(len(kept)))[j::n_mb] for j in range(n_mb)]
+        old_logp = None
+        if cfg.ppo_epochs > 1 or n_mb > 1:
+            old_logp = []  # per row [len(seq) - 1]: right padding, so a row's positions never shift
+            with torch.no_grad():
+                for s in range(0, len(kept), cfg.micro_batch_rows):
+                    chunk = kept[s:s + cfg.micro_batch_rows]
+                    lp = self._logprobs(chunk)[0]
+                    old_logp += [lp[i, :len(r.prompt_ids) + len(r.response_ids) - 1] for i, r in enumerate(chunk)]
         n_tok = 0
         metrics: dict = {}
+        n_updates = 0
         for _ in range(cfg.ppo_epochs):
-            old_logp = None
-            if cfg.ppo_epochs > 1:
-                with torch.no_grad():
-                    old_logp = [self._logprobs(kept[s:s + cfg.micro_batch_rows])[0]
-                                for s in range(0, len(kept), cfg.micro_batch_rows)]
-            self.opt.zero_grad(set_to_none=True)
-            total_resp = sum(len(r.response_ids) for r in kept)
-            ent_sum = 0.0
-            for j, s in enumerate(range(0, len(kept), cfg.micro_batch_rows)):
-                chunk = kept[s:s + cfg.micro_batch_rows]
-                logp, ent, mask = self._logprobs(chunk)
-                old = old_logp[j] if old_logp is not None else logp.detach()
-                out = policy_loss(logp, old, adv[s:s + len(chunk)], correct[s:s + len(chunk)], mask, cfg.loss)
-                share = mask.sum().item() / max(1, total_resp)
-                (out.loss * share).backward()
-                ent_sum += float((ent.detach() * mask).sum())
-                n_tok += int(mask.sum())
-                for k, v in out.metrics.items():
-                    metrics[k] = metrics.get(k, 0.0) + v * share
-            metrics["entropy"] = ent_sum / max(1, total_resp)
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            gnorm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-            metrics["grad_norm"] = gnorm
-            if not math.isfinite(gnorm) or (cfg.grad_norm_skip is not None and gnorm > cfg.grad_norm_skip):
-                metrics["skipped"] = 1
-                self.opt.zero_grad(set_to_none=True)
-                continue
-            self.opt.step()
+            for rows in order:
+                m = self._mini_step([kept[i] for i in rows], adv[rows], correct[rows],
+                                    None if old_logp is None else [old_logp[i] for i in rows])
+                n_tok += m.pop("_tokens")
+                n_updates += 1
+                for k, v in m.items():  # average over the updates of this batch
+                    metrics[k] = metrics.get(k, 0.0) + (v - metrics.get(k, 0.0)) / n_updates
         self.result.tokens += n_tok
         self.model.eval()
+        return metrics
+
+    def _mini_step(self, rows: list[Rollout], adv, correct, old_rows) -> dict:
+        """One optimizer step on `rows` (micro-batched); old_rows: per-row old log-probs or None
+        (on-policy: the current log-probs, detached)."""
+        cfg = self.cfg
+        self.opt.zero_grad(set_to_none=True)
+        total_resp = sum(len(r.response_ids) for r in rows)
+        ent_sum, n_tok, metrics = 0.0, 0, {}
+        for s in range(0, len(rows), cfg.micro_batch_rows):
+            chunk = rows[s:s + cfg.micro_batch_rows]
+            logp, ent, mask = self._logprobs(chunk)  # [b, W-1] each
+            old = logp.detach() if old_rows is None else _pad_rows(old_rows[s:s + len(chunk)], logp)
+            out = policy_loss(logp, old, adv[s:s + len(chunk)], correct[s:s + len(chunk)], mask, cfg.loss)
+            share = mask.sum().item() / max(1, total_resp)
+            (out.loss * share).backward()
+            ent_sum += float((ent.detach() * mask).sum())
+            n_tok += int(mask.sum())
+            for k, v in out.metrics.items():
+                metrics[k] = metrics.get(k, 0.0) + v * share
+        metrics["entropy"] = ent_sum / max(1, total_resp)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        gnorm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+        metrics["grad_norm"] = gnorm
+        metrics["_tokens"] = n_tok
+        if not math.isfinite(gnorm) or (cfg.grad_norm_skip is not None and gnorm > cfg.grad_norm_skip):
+            metrics["skipped"] = 1
+            self.opt.zero_grad(set_to_none=True)
+            return metrics
+        self.opt.step()
         return metrics
 
     def _null_update(self) -> dict:
@@ -312,6 +339,15 @@ def _concat_multimodal(extras: list[dict]) -> dict:
         out["pixel_values"] = torch.cat(pix)
     if series:
         out["time_series"], out["sampling_rates"] = series, rates
+    return out
+
+
+def _pad_rows(rows: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """Per-row old log-probs [T_i] -> [b, W] right-padded like `like` (same rows, new batch)."""
+    out = torch.zeros_like(like)
+    for i, r in enumerate(rows):
+        n = min(r.numel(), like.shape[1])
+        out[i, :n] = r[:n]
     return out
 
 

@@ -4,6 +4,7 @@
                            --large-out src/opens1/tokenizer/assets/large   # the shipped vocabularies
     opens1 tokenizer train --fast --out /tmp/tok                            # default sizes, < 1 min
     opens1 tokenizer train --preset quick --out /tmp/tok                    # seconds, embedded data
+    opens1 tokenizer train --data ../shared/data --sizes protein=4608 --out /tmp/tok   # other sizes
     opens1 tokenizer info [--tokenizer DIR | qwen.tiktoken]
     opens1 tokenizer encode "Aspirin is CC(=O)Oc1ccccc1C(=O)O." --show
     opens1 tokenizer decode 12 345 6789
@@ -25,6 +26,12 @@ def _train(args) -> int:
     cfg = presets["fast" if args.fast else args.preset]
     if args.n_smiles is not None:
         cfg.n_smiles = args.n_smiles
+    for item in filter(None, (args.sizes or "").split(",")):
+        name, _, value = item.partition("=")
+        field = f"{name.strip()}_vocab"
+        if not hasattr(cfg, field) or not value.strip().isdigit():
+            raise SystemExit(f"--sizes: expected e.g. 'protein=4608,smiles=2048' (base, smiles, iupac, protein, dna), got {item!r}")
+        setattr(cfg, field, int(value))
     outs = {args.out: cfg}
     if args.large_out:
         large = TrainConfig.large()
@@ -91,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--fast", action="store_true", help="same as --preset fast")
     t.add_argument("--large-out", default=None, help="also write the large domain vocabularies here")
     t.add_argument("--n-smiles", type=int, default=None, help="MOSES molecules to sample")
+    t.add_argument("--sizes", default=None, help="vocabulary sizes, e.g. 'protein=4608,smiles=2048'")
     t.set_defaults(fn=_train)
     for name, fn, help_ in (("info", _info, "show the id layout"), ("encode", _encode, "encode text"),
                             ("decode", _decode, "decode ids"), ("export-hf", _export, "write HF files")):

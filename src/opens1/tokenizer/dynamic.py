@@ -78,6 +78,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
 class DynamicTokenizer:
     """Encode/decode text with the base BPE and per-domain SentencePiece vocabularies.
 
@@ -115,10 +123,11 @@ class DynamicTokenizer:
         top = [self.n_base] + [i + 1 for i in self.special_tokens.values()]
         top += [offsets[n] + sp.get_piece_size() for n, sp in self.sp.items()]
         self.vocab_size = max(max(top), vocab_size or 0)
-        # explicit tags are honoured only when they have an id and their domain a model
+        # explicit tags are honoured only when both tags have ids and their domain a model
         self._tag_names = frozenset(
-            t.strip("</>") for d, tags in DOMAIN_TAGS.items() if d in self.sp for t in tags if t in self.special_tokens
-        )
+            t.strip("</>") for d, tags in DOMAIN_TAGS.items() if d in self.sp for t in tags
+            if t in self.special_tokens and f"</{t.strip('</>')}>" in self.special_tokens
+        )  # fmt: skip
         self._check_layout()
         self._id_to_special = {i: s for s, i in self.special_tokens.items()}
         self._build_tables()
@@ -285,13 +294,16 @@ class DynamicTokenizer:
             plans.append(plan)
         try:
             base_ids = [e.ids for e in self.base.encode_batch(prose, add_special_tokens=False)] if prose else []
-        except Exception as e:  # lone surrogates cannot be UTF-8 encoded
-            raise ValueError(f"cannot encode text: {e}") from e
-        dom_ids = {}
-        for d, items in per_domain.items():
-            if items:
-                off = self.offsets[d]
-                dom_ids[d] = [[off + j for j in ids] for ids in self.sp[d].encode(items)]
+            dom_ids = {}
+            for d, items in per_domain.items():
+                if items:
+                    off = self.offsets[d]
+                    dom_ids[d] = [[off + j for j in ids] for ids in self.sp[d].encode(items)]
+        except (TypeError, ValueError) as e:  # the libraries reject what is not valid Unicode
+            bad = next((t for t in texts if _not_utf8(t)), None)
+            if bad is not None:
+                raise ValueError(f"text is not valid Unicode (lone surrogate?): {bad[:40]!r}") from None
+            raise
         out = []
         for plan in plans:
             ids: list[int] = []

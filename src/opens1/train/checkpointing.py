@@ -115,8 +115,8 @@ def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict) -> d
     state: dict[str, dict[str, Any]] = {}
     for name, t in tensors.items():
         # "state/<param fqn>/<key>": fqns hold dots, never slashes; keys are the last part
-        head, _, rest = name.partition("/")
-        param, _, key = rest.rpartition("/")
+        head, _, tail = name.partition("/")
+        param, _, key = tail.rpartition("/")
         if head != "state" or not param or not key:
             raise CheckpointError(f"bad optimizer tensor name {name!r}")
         state.setdefault(param, {})[key] = t
