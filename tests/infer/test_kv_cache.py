@@ -1,8 +1,6 @@
 """KVCache: incremental decoding equals a full forward, per row and batched, with
 left padding and with slot-based (continuous batching) use."""
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -106,3 +104,9 @@ def test_sampled_generate_is_reproducible(model):
     a = model.generate(ids, max_new_tokens=8, temperature=1.0, top_p=0.9, generator=g())
     b = model.generate(ids, max_new_tokens=8, temperature=1.0, top_p=0.9, generator=g())
     assert torch.equal(a, b) and a.shape == (2, 12)
+
+
+def test_generate_respects_vocab_limit(model):
+    ids = torch.randint(0, 61, (2, 4))
+    out = model.generate(ids, max_new_tokens=6, vocab_limit=10)
+    assert (out[:, 4:] < 10).all()

@@ -3,7 +3,6 @@ transformers (logits and greedy tokens); our save round-trips bit-exactly; bad
 checkpoints fail with one clear error; FP8 block-quantised weights dequantise."""
 
 import json
-import shutil
 
 import pytest
 import torch

@@ -48,6 +48,7 @@ _MATHCHAR = re.compile(r"[\u0370-\u03ff\u2190-\u21ff\u2200-\u22ff\u2100-\u214f\u
 _NUMBERED = re.compile(r"^(\d+(\.\d+)*\.?|[IVX]+\.|[A-Z]\.(\d+\.?)*)\s+\S")
 _CAPTION = re.compile(r"^(fig\.?|figure|table|tab\.|listing|algorithm)\s*\d", re.I)
 _PAGENUM = re.compile(r"^[\s\-–—]*((page|p\.)\s*)?(\d{1,4}|[ivxlc]{1,6})(\s*(of|/)\s*\d{1,4})?[\s\-–—]*$", re.I)
+_FOOTNOTE = re.compile(r"^([0-9]{1,2}|[*†‡§¶∗])\s?\S")
 _CJK = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]")
 
 # Unicode math -> LaTeX for display formulas (the common subset; others pass through).
@@ -790,7 +791,9 @@ def table_markdown(rows: list[list[str]]) -> str:
 
 def page_markdown(lay: PageLayout, style: DocStyle, stem: str = "page") -> str:
     """Render one laid-out page as Markdown (running lines already marked removed)."""
-    out: list[str] = []
+    out: list[str] = []  # Markdown blocks in reading order
+    kinds: list[str] = []  # their kinds: text, heading, code, formula, table, figure
+    footnotes: list[str] = []
     run: list[Frag] = []
     fig = 0
     # Front matter of a first page: between the title (its first heading) and the first
@@ -820,15 +823,26 @@ def page_markdown(lay: PageLayout, style: DocStyle, stem: str = "page") -> str:
                 continue
             prev_heading = (lvl, b[-1]) if lvl else None
             if all(f.mono for f in b):
-                out.append("```\n" + _code(b) + "\n```")
+                emit("```\n" + _code(b) + "\n```", "code")
             elif lvl:
-                out.append("#" * lvl + " " + text)
+                emit("#" * lvl + " " + text, "heading")
             elif len(b) <= 3 and all(f.math_fraction() > 0.5 for f in b) and len(text) >= 3:
                 tex = _latex(b)
-                out.append("$$" + tex + "$$" if tex else text)
+                emit("$$" + tex + "$$" if tex else text, "formula")
+            elif max(f.size for f in b) <= 0.85 * style.body_size and b[0].top > 0.7 * lay.height \
+                    and _FOOTNOTE.match(text) and not _CAPTION.match(text):
+                footnotes.append(text)  # read after the body, not between two columns
+            elif kinds and kinds[-1] == "text" and not re.search(r"[.!?:;。！？]$", out[-1]) \
+                    and re.match(r"[a-z]", text):
+                # a paragraph cut by a column break (or a footnote moved away) continues
+                out[-1] = out[-1][:-1] + text if re.search(r"[A-Za-z]-$", out[-1]) else out[-1] + " " + text
             else:
-                out.append(text)
+                emit(text, "text")
         run.clear()
+
+    def emit(text: str, kind: str) -> None:
+        out.append(text)
+        kinds.append(kind)
 
     for o in lay.order or lay.frags:
         if isinstance(o, Frag):
@@ -837,9 +851,9 @@ def page_markdown(lay: PageLayout, style: DocStyle, stem: str = "page") -> str:
             continue
         flush()
         if o.kind == "table":
-            out.append(table_markdown(o.rows))
+            emit(table_markdown(o.rows), "table")
         else:
             fig += 1
-            out.append(f"![Figure {lay.number}.{fig}]({stem}_p{lay.number}_fig{fig}.png)")
+            emit(f"![Figure {lay.number}.{fig}]({stem}_p{lay.number}_fig{fig}.png)", "figure")
     flush()
-    return "\n\n".join(out)
+    return "\n\n".join(out + footnotes)

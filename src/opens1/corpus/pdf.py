@@ -5,9 +5,11 @@ Usage:
     opens1 data parse-pdf pdfs/*.pdf --out parsed/ --workers 2
     opens1 data parse-pdf scans/*.pdf --out parsed/ --vlm-endpoint http://127.0.0.1:8000/v1 --vlm-model internvl
 
-Per document: every page is scored from its text layer (route.py); pages without a text
-layer, with a garbled one, or dense in formulas/symbols are routed to a heavy parser
-(OCR or a VLM, ocr.py); all other pages take the cheap layout path (markdown.py).
+Per document: every page with a text layer goes through the cheap layout path
+(markdown.py) and is scored (route.py); pages without a text layer, with a garbled one,
+or dense in formulas/symbols are routed to a heavy parser (OCR or a VLM, ocr.py), whose
+output replaces the cheap one (the cheap one stays if the heavy parser fails or there
+is none for the reason: formula pages without a VLM).
 Running headers/footers are stripped over the whole document, garbled pages that no
 heavy parser could fix are dropped, and the result is written as DIR/<stem>.md.
 Then, across all documents, near-duplicate pages (boilerplate: licence pages, cover
@@ -19,8 +21,14 @@ Outputs:
                            reason) and one error record per unreadable file
     DIR/.done/<stem>.json  per-document done marker (page records + page Markdown),
                            written atomically after the .md; a rerun skips documents
-                           that have one, so runs resume after a crash.
-Nothing is dropped silently: every page removed carries its reason in pages.jsonl.
+                           that have one (same path, size and mtime), so runs
+                           resume after a crash.
+    DIR/summary.json       counts: documents, errors, pages, routed fraction, parsers,
+                           pages and share of characters dropped.
+Nothing is dropped silently: every page removed carries its reason in pages.jsonl, and
+every file that cannot be parsed (missing, empty, not a PDF, encrypted, broken, past
+--doc-timeout) gets an error record while the run goes on. Documents run in parallel
+processes (--workers); the parent alone writes pages.jsonl, so it needs no locking.
 """
 
 from __future__ import annotations

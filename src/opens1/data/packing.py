@@ -87,38 +87,6 @@ class PackedBatch:
     @property
     def attention_mask(self) -> torch.Tensor:
         """[B, T] bool, False on padding."""
-        pos = torch.arange(self.input_ids.shape[1], device=self.input_ids.device)[None, :]
-        if self.pad_start is None:
-            return torch.ones_like(self.input_ids, dtype=torch.bool)
-        return pos < self.pad_start.to(pos.device)[:, None]
-
-    @property
-    def n_loss_tokens(self) -> int:
-        return int((self.labels[1:] != IGNORE).sum())
-
-
-@dataclass
-class PackedBatch:
-    """One micro-batch: B rows padded to T tokens."""
-
-    input_ids: torch.Tensor  # [B, T]
-    labels: torch.Tensor  # [B, T]
-    doc_ids: torch.Tensor  # [B, T]; padding is its own document
-    pixel_values: torch.Tensor | None = None  # [N_tiles, 3, S, S], row-major document order
-    time_series: list[torch.Tensor] | None = None
-    sampling_rates: list[float] | None = None
-    n_docs: int = 0
-    sources: list[str] = field(default_factory=list)
-    pad_start: torch.Tensor | None = None  # [B] where padding begins in each row
-
-    @property
-    def n_tokens(self) -> int:
-        """Real (non-padding) tokens."""
-        return int(self.attention_mask.sum())
-
-    @property
-    def attention_mask(self) -> torch.Tensor:
-        """[B, T] bool, False on padding."""
         if self.pad_start is None:
             return torch.ones_like(self.input_ids, dtype=torch.bool)
         pos = torch.arange(self.input_ids.shape[1], device=self.input_ids.device)[None, :]

@@ -6,6 +6,10 @@ Design choices
 - Numerics follow transformers' Qwen3 so that checkpoints give the same logits:
   RMSNorm normalises in float32 and multiplies the weight after casting back;
   RoPE angles are computed in float32; the rotate-half convention is HF's.
+- Fused projections: `self_attn.qkv_proj` (q, k, v row blocks) and the dense
+  `mlp.gate_up_proj`; the checkpoint adapter maps HF's separate matrices onto them.
+  Layers call F.linear on the modules' weights (module-call overhead rivals a small
+  matmul in decode); LoRA-style weight parametrizations still apply.
 - Attention always goes through `F.scaled_dot_product_attention` (flash / memory
   efficient kernels where PyTorch has them). The caller passes either no mask
   (plain causal: `is_causal=True`) or one boolean mask [B, 1, Tq, Tk] built once

@@ -10,6 +10,12 @@ Design choices
   (`torch._grouped_mm` with cumulative offsets: no host sync, no Python loop over
   experts). `_grouped_mm` is a private op that needs 16-byte-aligned strides, so
   a fallback pads each expert's rows to the largest group and uses `torch.bmm`.
+- Exception, CPU decode only (no autograd, <= SMALL_DECODE assignments): on CPU
+  the grouped kernel loops over all E experts internally, most of them empty for a
+  single token, so a decode step instead runs the k chosen experts' matvecs directly.
+- Outputs are un-sorted with a gather and mixed with the routing weights by a
+  weighted sum (no index_add_: deterministic, and index_add_ stalls badly on a busy
+  multi-threaded CPU).
 - The router keeps its logits so the model can compute the aux loss over all
   layers the way transformers does (counts and probabilities summed over layers
   before the product).

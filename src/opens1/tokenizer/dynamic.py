@@ -299,7 +299,7 @@ class DynamicTokenizer:
                 if items:
                     off = self.offsets[d]
                     dom_ids[d] = [[off + j for j in ids] for ids in self.sp[d].encode(items)]
-        except (TypeError, ValueError) as e:  # the libraries reject what is not valid Unicode
+        except (TypeError, ValueError):  # the libraries reject what is not valid Unicode
             bad = next((t for t in texts if _not_utf8(t)), None)
             if bad is not None:
                 raise ValueError(f"text is not valid Unicode (lone surrogate?): {bad[:40]!r}") from None
