@@ -104,12 +104,17 @@ def test_headings_running_lines_and_page_numbers(tmp_path):
 def test_two_columns_read_left_then_right(tmp_path):
     items = [(0.1, 0.9, "A Two Column Page With A Spanning Title", 16)]
     items += prose(1, 20, x=0.08, y=0.85, width=4) + prose(2, 20, x=0.54, y=0.85, width=4)
+    items += [(0.08, 0.1, "1 A footnote under the left column.", 7)]
     pdf = make_pdf(tmp_path / "cols.pdf", [items])
     parse(tmp_path, [pdf])
     text = (tmp_path / "out" / "cols.md").read_text()
     pos = [text.index(f"s{c}l{k}") for c in (1, 2) for k in range(20)]
     assert pos == sorted(pos), "left column must be read fully before the right one"
     assert text.index("Spanning Title") < pos[0]
+    # the sentence running from the foot of the left column to the top of the right one
+    # stays one paragraph, and the footnote is read after the body
+    assert "\n" not in text[text.index("s1l19"):text.index("s2l0")]
+    assert text.rstrip().endswith("1 A footnote under the left column.")
 
 
 def test_ruled_table_becomes_pipe_table(tmp_path):

@@ -602,8 +602,9 @@ def strip_running_lines(layouts: list[PageLayout], style: DocStyle, margin: floa
     Candidates are the two top-most and two bottom-most rows of a page that sit in
     the top/bottom `margin` of the page. A candidate goes if it is a bare page number, if
     its digit-masked text recurs on at least two pages (and 30% of them), or if it is a
-    short non-bold line that starts or ends with a page number and stands apart from the
-    body (the running header of single pages cut from a paper)."""
+    short non-bold outermost line whose first or last fragment is a page number set
+    apart, and that stands apart from the body (the running header of a single page cut
+    from a paper)."""
     cands: list[tuple[PageLayout, list[Frag], list[Frag]]] = []  # (page, row, page rows)
     for lay in layouts:
         rows: list[list[Frag]] = []
@@ -625,7 +626,10 @@ def strip_running_lines(layouts: list[PageLayout], style: DocStyle, margin: floa
     removed = 0
     for lay, row, rows in cands:
         t = text(row)
-        nums = re.match(r"^\d{1,4}\b", t) or re.search(r"\b\d{1,4}$", t)
+        # a page number set apart from the running title is its own fragment ("Title   9");
+        # a footnote's marker ("1 See ...") is not, so footnotes are not taken for headers
+        ends = sorted(row, key=lambda f: f.x0)
+        nums = len(row) >= 2 and (_PAGENUM.match(ends[0].text) or _PAGENUM.match(ends[-1].text))
         i = next(k for k, r in enumerate(rows) if r is row)
         gaps = [rows[i + 1][0].top - row[0].bottom] if i + 1 < len(rows) else []
         gaps += [row[0].top - rows[i - 1][0].bottom] if i > 0 else []

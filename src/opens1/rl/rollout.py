@@ -25,16 +25,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from opens1.infer.batch import BatchSampling, eos_set, generate_batch, is_multimodal, multimodal_inputs
 
-@dataclass
-class SamplingParams:
-    max_new_tokens: int = 32
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    eos_token_id: int | list[int] | None = None
-    vocab_limit: int | None = None  # len(tokenizer): padded embedding rows are never sampled
+
+# Rollouts sample with the same knobs as offline batched generation.
+SamplingParams = BatchSampling
 
 
 @dataclass
@@ -64,29 +59,6 @@ class RolloutEngine(ABC):
         ...
 
 
-def _eos_set(eos) -> set[int]:
-    if eos is None:
-        return set()
-    return {int(eos)} if isinstance(eos, int) else {int(e) for e in eos}
-
-
-def _cut_at_eos(ids: list[int], eos: set[int]) -> tuple[list[int], bool]:
-    for i, t in enumerate(ids):
-        if t in eos:
-            return ids[: i + 1], True
-    return ids, False
-
-
-def _left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s):] = 1
-    return ids, mask
-
-
 class LocalEngine(RolloutEngine):
     """Batched generation with OpenS1's own KV cache."""
 
@@ -108,52 +80,9 @@ class LocalEngine(RolloutEngine):
     @torch.no_grad()
     def generate(self, prompts, n, sampling, seed=None):
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        eos = _eos_set(sampling.eos_token_id)
-        out: list[list[Rollout]] = [[] for _ in prompts]
-        text_idx = [i for i, p in enumerate(prompts) if not _is_multimodal(p)]
-        # text-only prompts: all their n samples in batches of at most max_batch rows
-        rows = [(i, prompts[i]["input_ids"][0].tolist()) for i in text_idx for _ in range(n)]
-        for start in range(0, len(rows), self.max_batch):
-            chunk = rows[start:start + self.max_batch]
-            ids, mask = _left_pad([r[1] for r in chunk], self.pad_token_id)
-            seqs = self._sample(ids, mask, sampling, gen, {})
-            for (i, prompt), seq in zip(chunk, seqs):
-                resp, fin = _cut_at_eos(seq[ids.shape[1]:].tolist(), eos)
-                out[i].append(Rollout(prompt, resp, fin))
-        # multimodal prompts: one prompt at a time, its n samples batched
-        for i, p in enumerate(prompts):
-            if i in text_idx:
-                continue
-            extra = {k: v for k, v in p.items() if k not in ("input_ids", "attention_mask", "labels") and v is not None}
-            ids = p["input_ids"].repeat(n, 1)
-            mm = _repeat_multimodal(extra, n)
-            seqs = self._sample(ids, torch.ones_like(ids), sampling, gen, mm)
-            for seq in seqs:
-                resp, fin = _cut_at_eos(seq[ids.shape[1]:].tolist(), eos)
-                out[i].append(Rollout(p["input_ids"][0].tolist(), resp, fin, extra))
-        return out
-
-    def _sample(self, ids, mask, s: SamplingParams, gen, mm):
-        return self.model.generate(
-            ids, attention_mask=mask, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-            top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, eos_token_id=s.eos_token_id, generator=gen,
-            vocab_limit=s.vocab_limit, **mm,
-        )
-
-
-def _is_multimodal(p: dict) -> bool:
-    return p.get("pixel_values") is not None or bool(p.get("time_series"))
-
-
-def _repeat_multimodal(extra: dict, n: int) -> dict:
-    """Repeat one prompt's images and series for its n samples."""
-    mm = {}
-    if extra.get("pixel_values") is not None:
-        mm["pixel_values"] = extra["pixel_values"].repeat(n, 1, 1, 1)
-    if extra.get("time_series"):
-        mm["time_series"] = list(extra["time_series"]) * n
-        mm["sampling_rates"] = list(extra.get("sampling_rates") or []) * n
-    return mm
+        outs = generate_batch(self.model, prompts, n, sampling, self.pad_token_id, gen, self.max_batch)
+        return [[Rollout(p["input_ids"][0].tolist(), ids, fin, multimodal_inputs(p) if is_multimodal(p) else {})
+                 for ids, fin in samples] for p, samples in zip(prompts, outs)]
 
 
 class VLLMEngine(RolloutEngine):
@@ -168,6 +97,8 @@ class VLLMEngine(RolloutEngine):
         from vllm import LLM
 
         self.llm = LLM(model=model_dir, trust_remote_code=False, **llm_kwargs)
+        self.model_dir = model_dir
+        self._shadow = None
         self.version = 0
 
     def generate(self, prompts, n, sampling, seed=None):  # pragma: no cover - needs vLLM
@@ -178,14 +109,20 @@ class VLLMEngine(RolloutEngine):
                  min_p=sampling.min_p, seed=seed)
         reqs = [{"prompt_token_ids": p["input_ids"][0].tolist()} for p in prompts]
         results = self.llm.generate(reqs, sp, use_tqdm=False)
-        eos = _eos_set(sampling.eos_token_id)
+        eos = eos_set(sampling.eos_token_id)
         return [[Rollout(r.prompt_token_ids, list(c.token_ids), bool(eos & set(c.token_ids[-1:])))
                  for c in r.outputs] for r in results]
 
     def update_weights(self, state_dict):  # pragma: no cover - needs vLLM
-        # vLLM maps HF checkpoint names itself; OpenS1's state-dict adapter gives those names.
-        from opens1.models.checkpoint import to_hf_state_dict
+        # vLLM loads HF checkpoint names; OpenS1's state-dict adapter writes them from a model.
+        # The CPU shadow copy costs host memory equal to the model: fine up to a few B parameters.
+        from opens1.models.checkpoint import export_state_dict
 
-        items = list(to_hf_state_dict(state_dict).items())
+        if self._shadow is None:
+            import opens1
+
+            self._shadow = opens1.load_model(self.model_dir, dtype=torch.float32, device="cpu")
+        self._shadow.load_state_dict(state_dict)
+        items = list(export_state_dict(self._shadow).items())
         self.llm.collective_rpc(lambda worker: worker.model_runner.model.load_weights(items))
         self.version += 1

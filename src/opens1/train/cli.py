@@ -78,13 +78,16 @@ def resolve_config(args: argparse.Namespace):
 def build_model(cfg, tokenizer):
     """The model for a TrainConfig: a fresh preset (vocab sized for the tokenizer, media
     token ids from it) or a saved checkpoint."""
+    import torch
+
     import opens1
     from opens1.config import get_preset
     from opens1.models.s1 import S1ForConditionalGeneration
     from opens1.processing.processor import configure
 
     if cfg.init_from:
-        model = opens1.load_model(cfg.init_from)
+        # fp32 master weights whatever the checkpoint's dtype: autocast does the bf16 compute
+        model = opens1.load_model(cfg.init_from, dtype=torch.float32)
         return model, model.config
     mcfg = get_preset(cfg.model)
     need = -(-len(tokenizer) // 64) * 64  # room for every tokenizer id, a multiple of 64

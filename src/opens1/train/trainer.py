@@ -136,10 +136,11 @@ def flops_per_token(model_cfg, seq_len: int) -> float:
 _PEAK: dict[tuple[str, Any], float] = {}
 
 
-def measured_peak_flops(device: torch.device, dtype: torch.dtype | None = None, n: int = 1024) -> float:
+def measured_peak_flops(device: torch.device, dtype: torch.dtype | None = None, n: int | None = None) -> float:
     """Peak matmul FLOP/s measured once per (device, dtype) with a square matmul: the
     denominator of MFU on hardware without a data-sheet number (e.g. a shared CPU)."""
     dtype = dtype or torch.float32
+    n = n or (8192 if device.type == "cuda" else 1024)  # big enough to reach a GPU's peak
     key = (str(device), dtype)
     if key not in _PEAK:
         a = torch.randn(n, n, device=device, dtype=dtype)
@@ -200,6 +201,7 @@ class Trainer:
         self.loss_ema: float | None = None
         self._stop_signal = threading.Event()
         self.last_checkpoint: str | None = None
+        self._saved_step = -1  # the step of the newest checkpoint (no re-save of the same state)
         self._tb = None
         if resume:
             self._maybe_resume(resume, force)
@@ -256,6 +258,7 @@ class Trainer:
             for _ in range(self.micro_batches):
                 next(self._iter)
         self.last_checkpoint = str(path)
+        self._saved_step = self.step
         self._log_event({"event": "resumed", "from": str(path), "step": self.step})
 
     # ------------------------------------------------------------ one optimizer step
@@ -390,7 +393,8 @@ class Trainer:
                 if stop:
                     stopped = stop
                     break
-            self.save()
+            if self.step != self._saved_step:
+                self.save()
         finally:
             if bar is not None:
                 bar.close()
@@ -425,6 +429,7 @@ class Trainer:
         state = self.batches.state_dict() if hasattr(self.batches, "state_dict") else None
         path = ckpt.save_checkpoint(self.out_dir, self.step, self.model, self.optimizer, meta=self._meta(),
                                     data_state=state, keep=self.cfg.keep_checkpoints)
+        self._saved_step = self.step
         if path is not None:
             self.last_checkpoint = str(path)
             self._log_event({"event": "checkpoint", "step": self.step, "path": str(path)})
