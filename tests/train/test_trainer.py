@@ -178,3 +178,22 @@ def test_flops_per_token_counts_active_experts(h, tokenizer):
     n = t.num_hidden_layers * (attn + moe) + t.hidden_size * t.vocab_size
     assert flops_per_token(cfg, 64) == 6 * n + 12 * t.num_hidden_layers * t.num_attention_heads * t.head_dim * 64
     assert flops_per_token(dense, 64) != flops_per_token(cfg, 64)
+
+
+@pytest.mark.parametrize("reduction", ["token", "square"])
+def test_accumulation_equals_one_big_batch(tokenizer, text_docs, h, tmp_path, reduction):
+    """2 micro-batches of 1 row == 1 micro-batch of the same 2 rows: the loss normaliser is
+    global to the step, so the loss and the update are those of the big batch."""
+    after, losses = [], []
+    for mb, accum in ((2, 1), (1, 2)):
+        cfg = h.small_cfg(tmp_path / f"{mb}x{accum}", micro_batch_size=mb, grad_accum=accum, max_steps=1,
+                          loss_reduction=reduction, balanced_packing=False)
+        model = h.make_model(tokenizer)
+        stream = PackedStream(text_docs, cfg.seq_len, mb, balanced=False)
+        seen = []
+        res = train(model, cfg, stream, cfg.out_dir, on_log=seen.append)
+        losses.append(res.losses[0])
+        assert seen and seen[0]["loss"] == res.losses[0]  # the on_log callback sees every logged step
+        after.append(_params(model))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*after))

@@ -13,7 +13,6 @@ endpoint that returns `reasoning_content` separately is re-joined that way.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass
 
 
@@ -36,9 +35,6 @@ class Sampling:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-_PROBE = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
-          {"role": "assistant", "content": "A"}, {"role": "user", "content": "Q"}]
 
 
 def _jsonable_messages(messages: list[dict]) -> list[dict]:
@@ -86,52 +82,51 @@ class EndpointBackend:
 
 
 class LocalBackend:
-    """An OpenS1 checkpoint run in-process with OpenS1's own generate()."""
+    """An OpenS1 checkpoint run in-process, with batched generation (`opens1.infer.batch`):
+    text prompts and their n samples share left-padded batches; image/series prompts
+    batch their n samples."""
 
-    def __init__(self, model_dir: str, device: str | None = None, dtype=None, tokenizer_path: str | None = None):
-        import torch
-
+    def __init__(self, model_dir: str | None = None, device: str | None = None, dtype=None,
+                 tokenizer_path: str | None = None, *, model=None, tokenizer=None, batch_size: int = 32):
         import opens1
+        from opens1.tokenizer.chat import TEMPLATE_HASH
 
-        self.torch = torch
-        self.model = opens1.load_model(model_dir, dtype=dtype, device=device)
-        self.model.eval()
-        self.tokenizer = opens1.load_tokenizer(tokenizer_path or model_dir)
-        self.processor = opens1.Processor(self.tokenizer, self.model.config)
+        if model is None:
+            if model_dir is None:
+                raise ValueError("LocalBackend needs a model directory or a model object")
+            model = opens1.load_model(model_dir, dtype=dtype, device=device)
+            tokenizer = opens1.load_tokenizer(tokenizer_path or model_dir)
+        if tokenizer is None:
+            raise ValueError("LocalBackend(model=...) also needs tokenizer=...")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.processor = opens1.Processor(tokenizer, model.config)
         self.device = next(self.model.parameters()).device
-        probe = self.processor(_PROBE, enable_thinking=True)["input_ids"]
-        self.template_hash = "opens1:" + hashlib.sha256(json.dumps(probe.tolist()).encode()).hexdigest()[:16]
+        self.batch_size = batch_size
+        self.template_hash = "opens1:" + TEMPLATE_HASH[:16]
 
-    def _inputs(self, messages, sampling):
+    def _inputs(self, messages, sampling) -> dict:
         enc = self.processor(messages, enable_thinking=sampling.enable_thinking)
-        kw = {}
-        for k in ("pixel_values", "time_series", "sampling_rates"):
-            v = enc.get(k)
-            if isinstance(v, list):  # time_series: a list of [T_i, C_i] tensors
-                v = [x.to(self.device) if hasattr(x, "to") else x for x in v]
-            elif hasattr(v, "to"):
-                v = v.to(self.device)
-            if v is not None:
-                kw[k] = v
-        return enc["input_ids"].to(self.device), enc.get("attention_mask"), kw
+        out = {"input_ids": enc["input_ids"].to(self.device)}
+        if enc.get("pixel_values") is not None:
+            out["pixel_values"] = enc["pixel_values"].to(self.device)
+        if enc.get("time_series"):
+            out["time_series"] = [x.to(self.device) for x in enc["time_series"]]
+            out["sampling_rates"] = enc.get("sampling_rates")
+        return out
 
     def generate(self, conversations: list[list[dict]], n: int, sampling: Sampling) -> list[list[str]]:
-        torch = self.torch
+        import torch
+
+        from opens1.infer.batch import BatchSampling, generate_batch
+
+        tok = self.tokenizer
         gen = torch.Generator(device=self.device).manual_seed(sampling.seed)
-        eos = self.tokenizer.eos_token_id
-        out: list[list[str]] = []
-        for messages in conversations:
-            ids, mask, kw = self._inputs(messages, sampling)
-            texts = []
-            for _ in range(n):  # one at a time: prompts differ in length, no padding logic needed
-                with torch.no_grad():
-                    seq = self.model.generate(
-                        ids, max_new_tokens=sampling.max_tokens, temperature=sampling.temperature,
-                        top_k=sampling.top_k, top_p=sampling.top_p, eos_token_id=eos,
-                        attention_mask=mask.to(self.device) if mask is not None else None, generator=gen, **kw)
-                new = seq[0, ids.shape[1]:].tolist()
-                if eos in new:
-                    new = new[:new.index(eos)]
-                texts.append(self.tokenizer.decode(new, skip_special_tokens=False))
-            out.append(texts)
-        return out
+        bs = BatchSampling(max_new_tokens=sampling.max_tokens, temperature=sampling.temperature,
+                           top_k=sampling.top_k, top_p=sampling.top_p, eos_token_id=tok.eos_token_id,
+                           vocab_limit=len(tok))
+        prompts = [self._inputs(m, sampling) for m in conversations]
+        outs = generate_batch(self.model, prompts, n, bs, tok.pad_token_id, gen, self.batch_size)
+        # drop the final eos; keep <think> tags: graders read only what follows </think>
+        return [[tok.decode(ids[:-1] if fin else ids, skip_special_tokens=False) for ids, fin in samples]
+                for samples in outs]

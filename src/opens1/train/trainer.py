@@ -52,7 +52,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -175,13 +175,14 @@ class Trainer:
     already consumed. out_dir: checkpoints, metrics.jsonl, TensorBoard events.
     resume: "auto" (continue from out_dir's latest checkpoint if there is one), True
     (must exist), False (start fresh), or a checkpoint path. force: resume even if the
-    config changed."""
+    config changed. on_log: a callback given each logged step's metrics dict (rank 0)."""
 
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, batches: Iterable, out_dir: str | Path | None = None,
                  *, optimizer: torch.optim.Optimizer | None = None, device: torch.device | str | None = None,
                  resume: bool | str = "auto", force: bool = False, data_hashes: dict | None = None,
-                 model_config=None):
+                 model_config=None, on_log: Callable[[dict], None] | None = None):
         self.cfg = cfg
+        self.on_log = on_log  # called with every logged step's metrics on rank 0 (e.g. live eval)
         self.model = model
         self.rank, self.world = dist_info()
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -463,6 +464,8 @@ class Trainer:
         if self.rank != 0:
             return
         self._write_jsonl({k: v for k, v in m.items() if v is not None})
+        if self.on_log is not None:
+            self.on_log(dict(m))
         tb = self._tensorboard()
         if tb is not None:
             for k in ("loss", "lr", "grad_norm", "tok_per_s", "mfu", "aux_loss"):
@@ -514,7 +517,9 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 
 def train(model: torch.nn.Module, cfg: TrainConfig, data_iter: Iterable, out_dir: str | Path | None = None, *,
           max_seconds: float | None = None, max_steps: int | None = None, resume: bool | str = "auto",
-          force: bool = False, device=None, data_hashes: dict | None = None) -> TrainResult:
+          force: bool = False, device=None, data_hashes: dict | None = None,
+          on_log: Callable[[dict], None] | None = None) -> TrainResult:
     """Train `model` on micro-batches from `data_iter` with `cfg`; see the module docstring."""
-    trainer = Trainer(model, cfg, data_iter, out_dir, resume=resume, force=force, device=device, data_hashes=data_hashes)
+    trainer = Trainer(model, cfg, data_iter, out_dir, resume=resume, force=force, device=device,
+                      data_hashes=data_hashes, on_log=on_log)
     return trainer.fit(max_steps=max_steps, max_seconds=max_seconds)
