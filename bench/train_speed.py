@@ -266,7 +266,8 @@ def main(argv=None) -> int:
     pad = padding_report(args, tok, docs)
     for k, v in pad.items():
         print(f"packing {k:20s} padding {100 * v['padding_fraction']:5.1f}%  rank imbalance "
-              f"padded {v['rank_imbalance_padded']:.3f} varlen {v['rank_imbalance_varlen']:.3f}")
+              f"padded {v['rank_imbalance_padded']:.3f} varlen {v['rank_imbalance_varlen']:.3f}  "
+              f"efficiency padded {100 * v['efficiency_padded']:.1f}% varlen {100 * v['efficiency_varlen']:.1f}%")
     for packer in ("greedy", "best_fit"):
         u, b = pad[f"{packer}/unbalanced"], pad[f"{packer}/balanced"]
         print(f"balanced vs unbalanced ({packer}): padding {100 * b['padding_fraction']:.1f}% vs "

@@ -21,6 +21,27 @@ def test_tidy_joins_lines_and_drops_page_furniture():
     assert ocr.tidy_ocr_text("") == ""
 
 
+def _tsv(rows):
+    """Tesseract TSV from (block, par, line, height, [(left, conf, word), ...]) rows."""
+    out = ["level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext"]
+    for b, p, ln, h, words in rows:
+        out.append(f"4\t1\t{b}\t{p}\t{ln}\t0\t0\t0\t100\t{h}\t-1\t")
+        out += [f"5\t1\t{b}\t{p}\t{ln}\t{i}\t{x}\t0\t10\t{h}\t{c}\t{w}" for i, (x, c, w) in enumerate(words, 1)]
+    return "\n".join(out) + "\n"
+
+
+def test_tsv_to_markdown():
+    tsv = _tsv([
+        (1, 1, 1, 60, [(0, 95, "Results"), (90, 93, "Overview")]),  # tall: a heading
+        (2, 1, 1, 30, [(0, 96, "Body"), (50, 90, "text")]),
+        (2, 1, 2, 30, [(0, 91, "goes"), (50, 92, "on.")]),
+        (3, 1, 1, 30, [(0, 12, "~~"), (20, 8, "#%")]),  # low confidence: specks
+        (4, 1, 1, 30, [(20, 90, "商品"), (0, 90, "交换"), (40, 88, ","), (60, 90, "价值")]),
+    ])
+    assert ocr.tsv_to_markdown(tsv) == "## Results Overview\n\nBody text goes on.\n\n交换商品,价值"
+    assert ocr.tsv_to_markdown("level\n") == ""
+
+
 def test_clean_vlm_text():
     assert ocr.clean_vlm_text("```markdown\n# Title\n\nBody\n```") == "# Title\n\nBody"
     looped = "Intro\n" + "the the the\n" * 50 + "End"
@@ -74,10 +95,13 @@ def test_no_ocr_records_the_scan_instead_of_dropping_it(tmp_path):
     img = Image.new("L", (300, 400), 255)
     img.paste(0, (50, 50, 250, 80))  # some ink, no text layer
     img.save(tmp_path / "scan.pdf", "PDF", resolution=50.0)
-    _, (rec,) = parse(tmp_path, [tmp_path / "scan.pdf"], ocr=False)
+    _, (rec,) = parse(tmp_path, [tmp_path / "scan.pdf"], ocr=False, images=True)
     assert rec["route"] == "heavy" and rec["parser"] == "text"
-    # the page survives as what the cheap path can see: a reference to its image
+    # the page survives as what the cheap path can see: a reference to its image,
+    # written beside the Markdown with --images
     assert (tmp_path / "out" / "scan.md").read_text().strip() == "![Figure 1.1](scan_p1_fig1.png)"
+    fig = Image.open(tmp_path / "out" / "scan_p1_fig1.png")
+    assert rec["images"] == 1 and fig.size[0] > 100 and fig.convert("L").getextrema()[0] == 0  # the ink
 
 
 @needs_tesseract

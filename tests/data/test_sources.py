@@ -62,3 +62,20 @@ def test_sample_holds_one_kind():
 def test_text_to_document(tokenizer_for_data):
     doc = to_document(Sample("t", text="<SMILES>CCO</SMILES> is ethanol."), "pretrain", tokenizer_for_data)
     assert doc.input_ids[-1] == tokenizer_for_data.eos_token_id and doc.labels.tolist() == doc.input_ids.tolist()
+
+
+def test_no_environment_heldout_items_leak_into_training():
+    from opens1.envs.base import is_heldout
+    from opens1.rewards.chem import canonical_smiles
+
+    qm9 = _first("qm9", 300)
+    assert len(qm9) == 300 and not any(is_heldout(canonical_smiles(s.meta["smiles"])) for s in qm9)
+    prots = _first("protein", 300)
+    seqs = [s.text.split("<FASTA>")[1].split("</FASTA>")[0] for s in prots]
+    assert not any(is_heldout(q) for q in seqs)
+    ecg = _first("ecg", 60)
+    assert not any(is_heldout(f"mitdb100|block{s.meta['start'] // 21600}") for s in ecg)
+    # and the rule really removes something: about 1 in 10 keys is held out
+    from opens1.data.sources import read_proteins
+
+    assert len(list(read_proteins(None))) < 2100 * 0.95

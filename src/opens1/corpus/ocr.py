@@ -8,7 +8,9 @@ on scans and on pages whose text layer is garbled.
   (there is a timeout) and needs no Python binding. Install:
   `apt-get install -y tesseract-ocr tesseract-ocr-chi-sim` (English + simplified
   Chinese; the scanned book in the test data is Chinese). Without --ocr-lang, Tesseract's
-  script detector (OSD) picks the model per page.
+  script detector (OSD) picks the model per page. We read Tesseract's TSV output: its
+  layout analysis gives the reading order (blocks, paragraphs, lines), line heights mark
+  headings, and word confidences drop noise lines.
 - VLM: `openai` client, page image as a base64 data URL plus a transcription prompt, as
   InternVL/Qwen-VL servers (vLLM, LMDeploy, SGLang) accept. This is the accurate, ~20x
   slower parser of the Intern-S1 pipeline; we only call it on routed pages.
@@ -127,7 +129,9 @@ def strip_margin_lines(paras: list[str]) -> list[str]:
     """Drop page furniture OCR reads along with the body: among the first two and last two
     paragraphs, short ones (<= 30 chars) that start or end with a page number."""
     def furniture(p: str) -> bool:
-        return len(p) <= 30 and bool(re.match(r"^\W*\d{1,4}\b", p) or re.search(r"\b\d{1,4}\W*$", p))
+        p = p.lstrip("#").strip()
+        # (no \b: in "12第一篇" digits and CJK are both word characters)
+        return len(p) <= 30 and bool(re.match(r"^\W*\d{1,4}(?!\d)", p) or re.search(r"(?<!\d)\d{1,4}\W*$", p))
 
     n = len(paras)
     return [p for i, p in enumerate(paras) if not ((i < 2 or i >= n - 2) and furniture(p))]
@@ -142,11 +146,61 @@ def ocr_png(png: bytes, lang: str | None = None, timeout: float = 120.0, dpi: in
     lang = lang or choose_language(png, dpi)
     # OMP_THREAD_LIMIT=1: tesseract's OpenMP threads would fight our worker processes.
     env = dict(os.environ, OMP_THREAD_LIMIT="1")
-    proc = subprocess.run([exe, "stdin", "stdout", "-l", lang, "--psm", "3", "--dpi", str(dpi)], input=png,
-                          capture_output=True, timeout=timeout, env=env)
+    # TSV: every word with its box and Tesseract's block/paragraph/line numbers, so line
+    # heights can mark headings (plain-text output has no sizes)
+    proc = subprocess.run([exe, "stdin", "stdout", "-l", lang, "--psm", "3", "--dpi", str(dpi), "tsv"],
+                          input=png, capture_output=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"tesseract failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-300:]}")
-    return tidy_ocr_text(proc.stdout.decode("utf-8", errors="replace"))
+    return tsv_to_markdown(proc.stdout.decode("utf-8", errors="replace"))
+
+
+def tsv_to_markdown(tsv: str, heading_ratio: float = 1.3, min_conf: float = 40.0) -> str:
+    """Tesseract TSV -> Markdown. Tesseract's own layout analysis gives the reading order
+    (blocks, paragraphs, lines: it handles columns); a paragraph of at most two short
+    lines whose height is `heading_ratio` times the page's median line height becomes a
+    heading. Lines are joined as in tidy_ocr_text and page furniture is dropped."""
+    lines: dict[tuple, list[tuple[int, str]]] = {}  # (block, par, line) -> [(left, word)]
+    heights: dict[tuple, int] = {}
+    confs: dict[tuple, list[float]] = {}
+    for row in tsv.splitlines()[1:]:
+        f = row.split("\t")
+        if len(f) < 12:
+            continue
+        level, key = int(f[0]), (int(f[2]), int(f[3]), int(f[4]))
+        if level == 4:
+            heights[key] = int(f[9])
+        elif level == 5 and f[11].strip():
+            lines.setdefault(key, []).append((int(f[6]), f[11].strip()))
+            confs.setdefault(key, []).append(float(f[10]))
+    # a line Tesseract itself barely believes (mean confidence under min_conf) is noise:
+    # specks, rules, a half-legible running header
+    lines = {k: v for k, v in lines.items() if sum(confs[k]) / len(confs[k]) >= min_conf}
+    if not lines:
+        return ""
+    body = sorted(heights.get(k, 0) for k in lines)[len(lines) // 2] or 1
+    paras: dict[tuple, list[tuple]] = {}
+    for key in sorted(lines):
+        paras.setdefault(key[:2], []).append(key)
+    out = []
+    for keys in paras.values():
+        text = "\n".join(_join_ocr_words(sorted(lines[k])) for k in keys)
+        text = tidy_ocr_text(text)
+        if not text:
+            continue
+        tall = sum(heights.get(k, 0) for k in keys) / len(keys) >= heading_ratio * body
+        titled = len(keys) <= 2 and len(text) <= 60 and not re.search(r"[.。!?！？,，;；]$", text)
+        out.append(f"## {text}" if tall and titled else text)
+    return "\n\n".join(strip_margin_lines(out))
+
+
+def _join_ocr_words(words: list[tuple[int, str]]) -> str:
+    """Words of a line, left to right: no space next to a CJK character (Chinese puts
+    none between characters or before punctuation), one space elsewhere."""
+    out = ""
+    for _, w in words:
+        out += w if not out or _CJK.match(out[-1]) or _CJK.match(w[0]) else " " + w
+    return out
 
 
 def ocr_page(pdf_path: str, index: int, lang: str | None = None, dpi: int = 150) -> str:

@@ -17,6 +17,7 @@ sheets) are removed with MinHash-LSH (datasketch) over word 5-shingles.
 
 Outputs:
     DIR/<stem>.md          one Markdown file per document
+    DIR/<stem>_p<n>_fig<k>.png  with --images: the raster figures the Markdown links to
     DIR/pages.jsonl        one record per page (route, parser, scores, timings, drop
                            reason) and one error record per unreadable file
     DIR/.done/<stem>.json  per-document done marker (page records + page Markdown),
@@ -71,6 +72,7 @@ class ParseConfig:
     dedup_threshold: float = 0.85  # MinHash Jaccard for page near-duplicates; <= 0 disables
     force: bool = False  # ignore done markers
     doc_timeout: float = 1800.0  # seconds per document; <= 0 disables
+    images: bool = False  # write the figure crops the Markdown links to
 
     def router(self) -> RouterConfig:
         return RouterConfig(formula_threshold=self.formula_threshold, symbol_threshold=self.symbol_threshold,
@@ -184,7 +186,34 @@ def parse_document(path: str, stem: str, cfg: ParseConfig) -> tuple[list[str], l
             rec["dropped"] = "garbled"
         rec["chars"] = len(page_md)
         pages.append(page_md)
+        if cfg.images and lay is not None and text is None:
+            rec["images"] = save_figures(path, lay, stem, Path(cfg.out))
     return pages, records
+
+
+def save_figures(path: str, lay: md.PageLayout, stem: str, out: Path, dpi: int = 100) -> int:
+    """Write the figures a cheap-path page links to (DIR/<stem>_p<n>_fig<k>.png, the
+    names page_markdown uses) as crops of the page rendered by PDFium."""
+    import pypdfium2 as pdfium
+
+    figures = [o for o in lay.order if isinstance(o, md.Item) and o.kind == "figure"]
+    if not figures:
+        return 0
+    doc = pdfium.PdfDocument(path)
+    try:
+        page = doc[lay.number - 1]
+        for k, fig in enumerate(figures, 1):
+            x0, top, x1, bottom = fig.bbox
+            # crop = points to cut from the left, bottom, right and top edges
+            crop = (max(x0, 0), max(lay.height - bottom, 0), max(lay.width - x1, 0), max(top, 0))
+            image = page.render(scale=dpi / 72.0, crop=crop).to_pil()
+            dst = out / f"{stem}_p{lay.number}_fig{k}.png"
+            tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+            image.save(tmp, format="PNG")
+            os.replace(tmp, dst)
+    finally:
+        doc.close()
+    return len(figures)
 
 
 def _doc_markdown(pages: list[str], records: list[dict]) -> str:
@@ -394,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dedup-threshold", type=float, default=0.85, help="MinHash Jaccard; 0 disables")
     ap.add_argument("--force", action="store_true", help="reparse documents that are already done")
     ap.add_argument("--doc-timeout", type=float, default=1800.0, help="seconds per document (0: none)")
+    ap.add_argument("--images", action="store_true", help="write the figures the Markdown links to as PNG crops")
     a = ap.parse_args(argv)
     if bool(a.vlm_endpoint) != bool(a.vlm_model):
         ap.error("--vlm-endpoint and --vlm-model go together")
@@ -403,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
                       ocr=not a.no_ocr, ocr_lang=a.ocr_lang, dpi=a.dpi, formula_threshold=a.formula_threshold,
                       symbol_threshold=a.symbol_threshold, garble_threshold=a.garble_threshold,
                       display_math_threshold=a.display_math_threshold,
-                      dedup_threshold=a.dedup_threshold, force=a.force, doc_timeout=a.doc_timeout)
+                      dedup_threshold=a.dedup_threshold, force=a.force, doc_timeout=a.doc_timeout,
+                      images=a.images)
     summary = run([str(p) for p in a.pdfs], cfg, log=lambda s: print(s, file=sys.stderr))
     print(json.dumps(summary, indent=1))
     return 0 if summary["documents"] or not summary["errors"] else 1

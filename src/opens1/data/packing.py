@@ -193,12 +193,13 @@ def row_cost(doc_lengths: Sequence[int]) -> float:
 
 
 def order_microbatches(row_keys: Sequence[float], micro_batch_size: int, *, balanced: bool,
-                       window: int = 8) -> list[list[int]]:
+                       window: int = 32) -> list[list[int]]:
     """Group rows into micro-batches (lists of row indices), in global training order.
 
     row_keys: what to balance, one number per row (its length, or its row_cost).
     balanced=False: consecutive rows. balanced=True (VLBS): windows of
-    `window * micro_batch_size` rows are sorted by key before cutting, so each
+    `window * micro_batch_size` rows are sorted by key before cutting (a larger window
+    means closer neighbours: 32 keeps 8 ranks within a few % of each other), so each
     micro-batch, and the neighbouring micro-batches that the other ranks take at the same
     step, hold rows of similar length. A trailing partial micro-batch is dropped."""
     order = list(range(len(row_keys)))
@@ -219,9 +220,12 @@ def padding_stats(row_docs: Sequence[Sequence[int]], micro_batches: Sequence[Seq
       rank_imbalance_*  mean over steps of (max rank cost / mean rank cost): how long the
                         fastest rank waits for the slowest at every collective (1.0 is
                         perfect). "padded": cost = padded slots (dense masked attention, as
-                        OpenS1's model on CPU); "varlen": cost = row_cost (varlen kernels)."""
+                        OpenS1's model on CPU); "varlen": cost = row_cost (varlen kernels).
+      efficiency_*      real work / (ranks x sum over steps of the slowest rank's cost): the
+                        fraction of the machine doing useful work, padding and waiting included."""
     slots = real = 0
     padded, varlen = [], []
+    busy_p = wall_p = busy_v = wall_v = 0.0
     for s in range(0, len(micro_batches) - world_size + 1, world_size):
         pc, vc = [], []
         for mb in micro_batches[s : s + world_size]:
@@ -233,11 +237,19 @@ def padding_stats(row_docs: Sequence[Sequence[int]], micro_batches: Sequence[Seq
             vc.append(sum(row_cost(row_docs[i]) for i in mb))
         padded.append(max(pc) / (sum(pc) / len(pc)))
         varlen.append(max(vc) / (sum(vc) / len(vc)))
+        # every rank waits for the slowest at the step's collectives
+        busy_p += sum(sum(row_docs[i]) for mb in micro_batches[s : s + world_size] for i in mb)
+        wall_p += world_size * max(pc)
+        busy_v += sum(vc)
+        wall_v += world_size * max(vc)
     mean = lambda xs: sum(xs) / len(xs) if xs else 1.0  # noqa: E731
     return {
         "padding_fraction": 1.0 - real / slots if slots else 0.0,
         "rank_imbalance_padded": mean(padded),
         "rank_imbalance_varlen": mean(varlen),
+        # useful work / (ranks x time): padding and waiting for the slowest rank both count
+        "efficiency_padded": busy_p / wall_p if wall_p else 1.0,
+        "efficiency_varlen": busy_v / wall_v if wall_v else 1.0,
         "micro_batches": len(micro_batches),
     }
 
@@ -299,7 +311,7 @@ class PackedStream:
     `state_dict()` is {"epoch", "index"}: the next micro-batch of this rank."""
 
     def __init__(self, docs: Sequence[Document], seq_len: int, micro_batch_size: int, *, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, balanced: bool = True, window: int = 8,
+                 rank: int = 0, world_size: int = 1, balanced: bool = True, window: int = 32,
                  pad_id: int = 0, pad_multiple: int = 8, pack_buffer: int = 64, packer: str = "best_fit"):
         if packer not in ("best_fit", "greedy"):
             raise ValueError(f"packer must be best_fit or greedy, got {packer!r}")

@@ -25,8 +25,11 @@ Samples hold either `text` (pretraining: loss on every token) or `messages`
                  none on image / time-series placeholders (Intern-S1 §3.3)
     sft          messages through Processor.for_training: loss on assistant tokens only
 
-Evaluation splits (GSM8K test, MATH-500, USPTO test) are never read here: they are what
-the evaluation wing scores, and training on them would contaminate it.
+No contamination of the evaluation: evaluation files (GSM8K test, MATH-500, USPTO test,
+MOSES test) are never read here, and where an environment (opens1.envs) holds out part
+of a file by hashing an item key, the readers skip exactly those items with the same
+rule and key (QM9 molecules by canonical SMILES, proteins by sequence, genes by id, ECG
+windows that touch a held-out minute of record 100).
 """
 
 from __future__ import annotations
@@ -50,6 +53,22 @@ class Sample:
     def __post_init__(self) -> None:
         if (self.text is None) == (self.messages is None):
             raise ValueError("a Sample holds exactly one of text or messages")
+
+
+# ---------------------------------------------------------------- held-out items of the environments
+
+
+def _heldout(key: str) -> bool:
+    """The environments' split rule (opens1.envs.base.is_heldout) for an item key."""
+    from opens1.envs.base import is_heldout
+
+    return is_heldout(key)
+
+
+def _canonical(smiles: str) -> str | None:
+    from opens1.rewards.chem import canonical_smiles
+
+    return canonical_smiles(smiles)
 
 
 # ---------------------------------------------------------------- text and science formats
@@ -101,6 +120,9 @@ def _qm9_sentence(r: dict) -> str:
 
 def read_qm9(root=None) -> Iterator[Sample]:
     for r in _csv_rows(root, "smiles/qm9.csv"):
+        key = _canonical(r["SMILES"])
+        if key is None or _heldout(key):  # chem/qm9_* environments evaluate these
+            continue
         yield Sample("qm9", text=_qm9_sentence(r), meta={"smiles": r["SMILES"]})
 
 
@@ -145,14 +167,14 @@ def _fasta(root, relpath: str) -> Iterator[tuple[str, str]]:
 def read_proteins(root=None, max_len: int = 1200) -> Iterator[Sample]:
     for header, seq in _fasta(root, "sequences/938293.PRJEB85.HG003687.faa"):
         seq = seq.rstrip("*")  # the stop codon
-        if 0 < len(seq) <= max_len:
+        if 0 < len(seq) <= max_len and not _heldout(seq):  # bio/protein_* hold out by sequence
             yield Sample("protein", text=f"Protein {header.split()[0]}: <FASTA>{seq}</FASTA>")
 
 
 def read_dna(root=None, max_len: int = 3000) -> Iterator[Sample]:
     for header, seq in _fasta(root, "sequences/CP040672.1.genes_100.fna"):
         name = header.split("[protein=")[1].split("]")[0] if "[protein=" in header else "unknown protein"
-        if 0 < len(seq) <= max_len:
+        if 0 < len(seq) <= max_len and not _heldout(header.split()[0]):  # bio/* DNA tasks: by gene id
             yield Sample("dna", text=f"Gene encoding {name}: <DNA>{seq}</DNA>")
 
 
@@ -243,13 +265,18 @@ def read_ecg(root=None, window_s: float = 4.0, max_windows: int = 2000) -> Itera
     fs = float(rec.fs)
     sig = rec.p_signal  # [n, 2] millivolts
     n = int(window_s * fs)
-    for w, start in enumerate(range(0, sig.shape[0] - n + 1, n)):
-        if w >= max_windows:
+    block = int(60 * fs)  # ecg/beat_label holds out whole minutes of this record
+    kept = 0
+    for start in range(0, sig.shape[0] - n + 1, n):
+        if kept >= max_windows:
             break
+        if any(_heldout(f"mitdb100|block{b}") for b in range(start // block, (start + n - 1) // block + 1)):
+            continue
         idx = [i for i in range(len(ann.sample))
                if start <= ann.sample[i] < start + n and ann.symbol[i] in BEAT_NAMES]
         if not idx:
             continue  # rhythm or noise annotations only
+        kept += 1
         beats = [ann.symbol[i] for i in idx]
         kinds = sorted({BEAT_NAMES[b] for b in beats})
         rate = ""

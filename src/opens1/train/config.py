@@ -43,7 +43,7 @@ class TrainConfig:
     grad_accum_start: int = 0  # micro-batches per step at step 0 (0: no batch warm-up)
     batch_warmup_steps: int = 0  # steps over which grad_accum ramps from start to full
     balanced_packing: bool = True  # Intern-S1's variable-length balanced strategy across ranks
-    balance_window: int = 8  # sliding window (in buckets) sorted by max length
+    balance_window: int = 32  # sliding window, in micro-batches, sorted by row length (VLBS)
     # -- optimisation
     max_steps: int = 200
     lr: float = 3e-3

@@ -3,14 +3,11 @@ CPU or on many GPUs with FSDP2.
 
 Usage (the library API the speedrun builds on; keep it stable):
 
-    from opens1.config import get_preset
-    from opens1.models.s1 import S1ForConditionalGeneration
-    from opens1.train.config import get_train_preset
-    from opens1.train.trainer import train
-    from opens1.train.data import build_stream          # sources -> tokens -> packed stream
-
     import opens1
     from opens1.train.cli import build_model           # preset sized for the tokenizer, media ids set
+    from opens1.train.config import get_train_preset   # "pretrain" | "multimodal" | "sft"
+    from opens1.train.data import build_stream          # sources -> tokens -> packed stream
+    from opens1.train.trainer import train
 
     tokenizer = opens1.load_tokenizer()
     cfg = get_train_preset("pretrain", model="tiny", max_steps=100, seq_len=256, out_dir="runs/pt")
@@ -24,7 +21,10 @@ Usage (the library API the speedrun builds on; keep it stable):
     # then multimodal pretraining and SFT continue from the same model object:
     cfg2 = get_train_preset("sft", max_steps=50, out_dir="runs/sft")
     stream2, _ = build_stream(cfg2, tokenizer, processor)
-    train(model, cfg2, stream2, cfg2.out_dir, max_seconds=120)
+    train(model, cfg2, stream2, cfg2.out_dir, max_seconds=120, on_log=print)  # on_log: per-step metrics
+
+A `model` may be parallelized first (train/parallelize.py: activation checkpointing,
+compile, FSDP2); the out_dir holds checkpoints/, metrics.jsonl and tb/ (TensorBoard).
 
 Each optimizer step:
   1. take `accum` micro-batches (accum follows the batch-size warm-up),
