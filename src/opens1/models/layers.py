@@ -47,6 +47,28 @@ class RMSNorm(nn.Module):
         return f"{self.weight.shape[0]}, eps={self.eps}"
 
 
+class ProjectorMLP(nn.Module):
+    """The modality projector of InternVL/Intern-S1: LayerNorm (eps 1e-5, PyTorch's default,
+    as HF) -> Linear -> exact GELU -> Linear, [.., in_dim] -> [.., out_dim]. The image and the
+    time-series projectors are both this (the image one pixel-shuffles first)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(in_dim, eps=1e-5)
+        self.linear_1 = nn.Linear(in_dim, out_dim)
+        self.linear_2 = nn.Linear(out_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.gelu(self.linear_1(self.layer_norm(x))))
+
+    @torch.no_grad()
+    def init_weights(self, std: float = 0.02) -> None:
+        for lin in (self.linear_1, self.linear_2):
+            nn.init.normal_(lin.weight, std=std)
+            nn.init.zeros_(lin.bias)
+        self.layer_norm.reset_parameters()
+
+
 # ---------------------------------------------------------------- rotary embeddings
 
 

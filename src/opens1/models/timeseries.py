@@ -40,6 +40,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from opens1.config import TimeSeriesConfig
+from opens1.models.layers import ProjectorMLP
 
 
 def adaptive_stride(sampling_rate: float, stride_base: int = 160) -> int:
@@ -261,21 +262,8 @@ class TimeSeriesTower(nn.Module):
         self.encoder_embed.pos_encoder.pe.copy_(pe)
 
 
-class TimeSeriesProjector(nn.Module):
+class TimeSeriesProjector(ProjectorMLP):
     """[n, output_dim] -> [n, H_text]: LayerNorm (eps 1e-5) -> Linear -> GELU -> Linear."""
 
     def __init__(self, tcfg: TimeSeriesConfig, text_hidden: int):
-        super().__init__()
-        self.layer_norm = nn.LayerNorm(tcfg.output_dim, eps=1e-5)
-        self.linear_1 = nn.Linear(tcfg.output_dim, text_hidden)
-        self.linear_2 = nn.Linear(text_hidden, text_hidden)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(F.gelu(self.linear_1(self.layer_norm(x))))
-
-    @torch.no_grad()
-    def init_weights(self, std: float = 0.02) -> None:
-        for lin in (self.linear_1, self.linear_2):
-            nn.init.normal_(lin.weight, std=std)
-            nn.init.zeros_(lin.bias)
-        self.layer_norm.reset_parameters()
+        super().__init__(tcfg.output_dim, text_hidden)

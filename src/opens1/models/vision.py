@@ -29,21 +29,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from opens1.config import VisionConfig
-
-
-class RMSNorm(nn.Module):
-    """RMSNorm computed in float32 (as transformers' InternVL does), cast back after."""
-
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(dtype)
+from opens1.models.layers import ProjectorMLP, RMSNorm
 
 
 def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
@@ -222,16 +208,12 @@ def pixel_shuffle(x: torch.Tensor, scale_factor: float = 0.5) -> torch.Tensor:
     return x.permute(0, 2, 1, 3).contiguous()
 
 
-class MultiModalProjector(nn.Module):
+class MultiModalProjector(ProjectorMLP):
     """Pixel shuffle + MLP into the LM: [N, P, C] -> [N, P*r^2, H_text] (r = downsample_ratio)."""
 
     def __init__(self, vcfg: VisionConfig, text_hidden: int, downsample_ratio: float = 0.5):
-        super().__init__()
+        super().__init__(vcfg.hidden_size * int(round(1 / downsample_ratio)) ** 2, text_hidden)
         self.downsample_ratio = downsample_ratio
-        in_dim = vcfg.hidden_size * int(round(1 / downsample_ratio)) ** 2
-        self.layer_norm = nn.LayerNorm(in_dim)  # eps 1e-5 (the PyTorch default, as HF)
-        self.linear_1 = nn.Linear(in_dim, text_hidden)
-        self.linear_2 = nn.Linear(text_hidden, text_hidden)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         n, p, c = features.shape
@@ -239,12 +221,4 @@ class MultiModalProjector(nn.Module):
         if side * side != p:
             raise ValueError(f"projector expects a square patch grid, got {p} patches")
         x = pixel_shuffle(features.reshape(n, side, side, c), self.downsample_ratio)
-        x = x.reshape(n, -1, x.shape[-1])  # [N, P*r^2, C/r^2]
-        return self.linear_2(F.gelu(self.linear_1(self.layer_norm(x))))
-
-    @torch.no_grad()
-    def init_weights(self, std: float = 0.02) -> None:
-        for lin in (self.linear_1, self.linear_2):
-            nn.init.normal_(lin.weight, std=std)
-            nn.init.zeros_(lin.bias)
-        self.layer_norm.reset_parameters()
+        return super().forward(x.reshape(n, -1, x.shape[-1]))  # [N, P*r^2, 4C] -> [N, P*r^2, H]
