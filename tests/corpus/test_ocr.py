@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_pdf import make_pdf, parse
+from tests.corpus.test_pdf import make_pdf, parse
 
 from opens1.corpus import ocr
 

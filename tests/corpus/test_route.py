@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pdfplumber
 import pytest
-from test_pdf import make_pdf, parse, prose
+from tests.corpus.test_pdf import make_pdf, parse, prose
 
 from opens1.corpus.route import PageScores, RouterConfig, garble_ratio, route, score_page
 
