@@ -132,6 +132,8 @@ def run_arm(args, tok, proc, sft_state, arm: str, seed: int, before: tuple[float
         trainer.step()
         if step % args.probe_every == 0 or step == args.steps:
             probes.append((step, probe(trainer)))
+            log(f"{arm} seed {seed} step {step}: probe entropy {probes[-1][1]:.3f}, sampled reward "
+                f"{_mean(h['reward_mean'] for h in trainer.result.history[-args.probe_every:]):.3f}")
     seconds = time.perf_counter() - t0
     after = trainer.heldout_reward()
     hist = trainer.result.history

@@ -46,10 +46,12 @@ def test_prepare_documents_chunks_text_and_drops_long_multimodal():
     mm = Document(ids, ids.clone(), pixel_values=torch.zeros(1, 3, 14, 14))
     out, dropped = prepare_documents([text, mm], 128)
     assert dropped == 1 and [len(d) for d in out] == [128, 128, 44]
+    out, dropped = prepare_documents([text, mm], 128, chunk=False)  # conversations: never cut
+    assert dropped == 2 and out == []
 
 
-def test_balanced_ordering_reduces_padding():
-    docs = _docs(600)
+def test_balanced_ordering_reduces_padding(real_docs):
+    docs, _ = prepare_documents(real_docs, 256)
     lengths = [len(d) for d in docs]
     rows = pack_greedy(lengths, 256)
     row_docs = [[lengths[i] for i in r] for r in rows]
@@ -101,17 +103,17 @@ def test_collated_rows_hold_their_documents():
         assert torch.all(b.labels[row, starts] == IGNORE)  # no loss on any document's first token
 
 
-def test_padding_report_keys():
-    rep = PackedStream(_docs(300), 256, 2).padding_report(world_size=2)
+def test_padding_report_keys(real_docs):
+    rep = PackedStream(real_docs, 256, 2).padding_report(world_size=2)
     assert set(rep) == {"greedy/unbalanced", "greedy/balanced", "best_fit/unbalanced", "best_fit/balanced"}
     assert rep["greedy/balanced"]["padding_fraction"] < rep["greedy/unbalanced"]["padding_fraction"]
 
 
 @pytest.mark.parametrize("world", [2, 8])
-def test_balanced_packing_raises_machine_efficiency(world):
+def test_balanced_packing_raises_machine_efficiency(world, real_docs):
     """Less padding must not be bought with ranks waiting on each other: useful work over
     (ranks x slowest-rank time) goes up with balancing, for 2 and for 8 ranks."""
-    rep = PackedStream(_docs(1500), 256, 4, packer="greedy").padding_report(world_size=world)
+    rep = PackedStream(real_docs, 256, 4).padding_report(world_size=world)
     assert rep["greedy/balanced"]["efficiency_padded"] > rep["greedy/unbalanced"]["efficiency_padded"]
     # best-fit rows are nearly full already: balancing must at least not cost anything real
     assert rep["best_fit/balanced"]["efficiency_padded"] > rep["best_fit/unbalanced"]["efficiency_padded"] - 0.01

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models on a shared 2-core machine: one thread avoids oversubscription stalls
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")

@@ -120,16 +120,17 @@ class PackedBatch:
 # ---------------------------------------------------------------- documents
 
 
-def prepare_documents(docs: Sequence[Document], seq_len: int) -> tuple[list[Document], int]:
+def prepare_documents(docs: Sequence[Document], seq_len: int, chunk: bool = True) -> tuple[list[Document], int]:
     """Make every document fit one row: text documents longer than `seq_len` are cut into
-    chunks; multimodal ones cannot be cut (that would split an image's tokens) and are
-    dropped. Returns (documents, number dropped)."""
+    chunks (pretraining; chunk=False drops them instead, for conversations whose second
+    half would lose its prompt); multimodal ones cannot be cut (that would split an
+    image's tokens) and are dropped. Returns (documents, number dropped)."""
     out: list[Document] = []
     dropped = 0
     for d in docs:
         if len(d) <= seq_len:
             out.append(d)
-        elif d.is_multimodal:
+        elif d.is_multimodal or not chunk:
             dropped += 1
         else:
             for s in range(0, len(d), seq_len):
@@ -312,11 +313,12 @@ class PackedStream:
 
     def __init__(self, docs: Sequence[Document], seq_len: int, micro_batch_size: int, *, seed: int = 0,
                  rank: int = 0, world_size: int = 1, balanced: bool = True, window: int = 32,
-                 pad_id: int = 0, pad_multiple: int = 8, pack_buffer: int = 64, packer: str = "best_fit"):
+                 pad_id: int = 0, pad_multiple: int = 8, pack_buffer: int = 64, packer: str = "best_fit",
+                 chunk_long: bool = True):
         if packer not in ("best_fit", "greedy"):
             raise ValueError(f"packer must be best_fit or greedy, got {packer!r}")
         self.packer = packer
-        docs, self.dropped = prepare_documents(docs, seq_len)
+        docs, self.dropped = prepare_documents(docs, seq_len, chunk=chunk_long)
         if not docs:
             raise ValueError("no documents fit the sequence length")
         self.docs = docs

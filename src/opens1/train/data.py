@@ -31,5 +31,6 @@ def build_stream(cfg: TrainConfig, tokenizer=None, processor=None, rank: int = 0
     docs = docs if docs is not None else build_documents_for(cfg, tokenizer, processor)
     pad = getattr(tokenizer, "pad_token_id", None)
     stream = PackedStream(docs, cfg.seq_len, cfg.micro_batch_size, seed=cfg.seed, rank=rank, world_size=world_size,
-                          balanced=cfg.balanced_packing, window=cfg.balance_window, pad_id=pad if pad is not None else 0)
+                          balanced=cfg.balanced_packing, window=cfg.balance_window, pad_id=pad if pad is not None else 0,
+                          chunk_long=cfg.stage == "pretrain")  # never cut a conversation in two
     return stream, {"documents": fingerprint_documents(stream.docs)}
