@@ -312,17 +312,23 @@ class RLTrainer:
         return self.result
 
     @torch.no_grad()
-    def heldout_reward(self, items: int | None = None, batch: int = 32) -> tuple[float, int]:
-        """Mean greedy reward on a fixed slice of the held-out split, balanced across environments.
+    def heldout_reward(self, items: int | None = None, batch: int = 32,
+                       deadline: float | None = None) -> tuple[float, int]:
+        """Mean greedy reward on a fixed slice of the held-out split: case i of every
+        environment, then case i + 1, ... (so any prefix is balanced). With a `deadline`
+        (time.perf_counter() value) it stops between batches; the count says how many items
+        were scored, and `heldout_reward(items=that count)` scores exactly the same ones again.
         Returns (mean reward in [0, 1], number of items)."""
         items = items if items is not None else self.cfg.heldout_items
-        per_env = max(1, items // len(self.envs))
-        cases = [(n, e.case(i, split="heldout")) for n, e in self.envs.items()
-                 for i in range(min(per_env, e.num_cases("heldout")))]
+        per_env = -(-items // len(self.envs))
+        cases = [(n, e.case(i, split="heldout")) for i in range(per_env)
+                 for n, e in self.envs.items() if i < e.num_cases("heldout")][:items]
         greedy = SamplingParams(self.cfg.max_new_tokens, 0.0, eos_token_id=self.tok.eos_token_id,
                                 vocab_limit=len(self.tok))
-        scores = []
+        scores: list[float] = []
         for s in range(0, len(cases), batch):
+            if deadline is not None and scores and time.perf_counter() >= deadline:
+                break
             chunk = cases[s:s + batch]
             outs = self.engine.generate([self._prompt_inputs(c) for _, c in chunk], 1, greedy, seed=0)
             scores += [self._score(n, c, g[0]) for (n, c), g in zip(chunk, outs)]
