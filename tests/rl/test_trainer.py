@@ -82,3 +82,16 @@ def test_degenerate_groups_skip_the_update(parts, monkeypatch):
     h = trainer.step()
     assert h["kept_groups"] == 0 and "entropy" not in h
     assert all(torch.equal(snapshot[k], v) for k, v in m.state_dict().items())
+
+
+def test_mixture_of_rewards_routes_sources(parts):
+    tok, proc, model = parts
+    mixture = {"sources": {"logic/*": {"verifier": "env", "weight": 0.5}}}
+    tr = RLTrainer(model, tok, proc, RLConfig(envs=["logic/counting"], rewards=mixture))
+    case = tr.envs["logic/counting"].case(0, split="train")
+    from opens1.rl.rollout import Rollout
+
+    right = Rollout([], tok.encode(f"Answer: {case.reference}"), finished=False)
+    assert tr._score("logic/counting", case, right) == 0.5  # env verifier x weight
+    with pytest.raises(ValueError, match="no reward rule"):
+        RLTrainer(model, tok, proc, RLConfig(envs=["bio/gc_content"], rewards=mixture))

@@ -61,6 +61,7 @@ class ParseConfig:
     workers: int = 1
     vlm_endpoint: str | None = None
     vlm_model: str | None = None
+    vlm_max_tokens: int = 4096  # keep prompt + this within the server's context
     ocr: bool = True  # use tesseract when installed
     ocr_lang: str | None = None  # None = chosen per page from the detected script
     dpi: int = 150  # render resolution for OCR / VLM
@@ -121,7 +122,7 @@ def _heavy(path: str, index: int, parser: str, cfg: ParseConfig) -> tuple[str, s
     """Run the heavy parser on one page: (markdown, parser name)."""
     png = ocr.render_png(path, index, cfg.dpi)
     if parser == "vlm":
-        return ocr.vlm_png(png, cfg.vlm_endpoint, cfg.vlm_model), f"vlm:{cfg.vlm_model}"
+        return ocr.vlm_png(png, cfg.vlm_endpoint, cfg.vlm_model, max_tokens=cfg.vlm_max_tokens), f"vlm:{cfg.vlm_model}"
     return ocr.ocr_png(png, cfg.ocr_lang, dpi=cfg.dpi), "tesseract"
 
 
@@ -413,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="parallel processes (one document each)")
     ap.add_argument("--vlm-endpoint", help="OpenAI-compatible base URL of a VLM, e.g. http://127.0.0.1:8000/v1")
     ap.add_argument("--vlm-model", help="model name to ask the VLM endpoint for")
+    ap.add_argument("--vlm-max-tokens", type=int, default=4096, help="new tokens asked of the VLM per page")
     ap.add_argument("--no-ocr", action="store_true", help="never run tesseract")
     ap.add_argument("--ocr-lang", help="tesseract languages, e.g. eng+chi_sim (default: by detected script)")
     ap.add_argument("--dpi", type=int, default=150, help="render resolution for OCR/VLM")
@@ -430,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.workers < 1:
         ap.error("--workers must be >= 1")
     cfg = ParseConfig(out=a.out, workers=a.workers, vlm_endpoint=a.vlm_endpoint, vlm_model=a.vlm_model,
+                      vlm_max_tokens=a.vlm_max_tokens,
                       ocr=not a.no_ocr, ocr_lang=a.ocr_lang, dpi=a.dpi, formula_threshold=a.formula_threshold,
                       symbol_threshold=a.symbol_threshold, garble_threshold=a.garble_threshold,
                       display_math_threshold=a.display_math_threshold,

@@ -71,7 +71,8 @@ def _generate(args) -> int:
     gen = torch.Generator(device=model.device).manual_seed(args.seed) if args.seed is not None else None
     eos = model.config.text.eos_token_id if tok is None else getattr(tok, "eos_token_id", None)
     out = model.generate(torch.tensor([ids]), max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                         top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, eos_token_id=eos, generator=gen)
+                         top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, eos_token_id=eos, generator=gen,
+                         vocab_limit=len(tok) if tok is not None else None)
     new = out[0, len(ids):].tolist()
     print(tok.decode(new) if tok is not None else " ".join(map(str, new)))
     return 0
@@ -84,10 +85,19 @@ def _init(args) -> int:
     from opens1.models.s1 import S1ForConditionalGeneration
 
     torch.manual_seed(args.seed)
+    from opens1.processing.processor import configure
+
     cfg = get_preset(args.preset)
     if args.text_only:
         cfg = cfg.replace(vision=None, timeseries=None)
+    from opens1 import load_tokenizer
+
+    tok = load_tokenizer(args.tokenizer)  # the bundled one unless given
+    if cfg.text.vocab_size < len(tok):  # tiny presets: size the vocabulary to the tokenizer
+        cfg.text.vocab_size = -(-len(tok) // 64) * 64
+        configure(tok, cfg)
     S1ForConditionalGeneration(cfg).save_pretrained(args.out)
+    tok.save_pretrained(args.out)
     print(f"wrote a random {args.preset} checkpoint to {args.out}")
     return 0
 
@@ -116,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--out", required=True)
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--text-only", action="store_true", help="drop the vision and time-series towers")
+    i.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the bundled one); saved beside the weights")
     args = ap.parse_args(argv)
     return {"params": _params, "generate": _generate, "init": _init}[args.cmd](args)
 

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--heldout-items", type=int, default=64)
+    p.add_argument("--rewards", default=None,
+                   help="mixture-of-rewards config (JSON file: {\"sources\": {\"chem/*\": \"env\", ...}}); "
+                        "default: every environment's own verifier")
     p.add_argument("--ray-workers", type=int, default=0, help="rollout workers on Ray (0: local engine)")
     p.add_argument("--seed", type=int, default=0)
     return p
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         prompts_per_step=args.prompts_per_step, rollouts_per_prompt=args.rollouts,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, lr=args.lr,
         heldout_items=args.heldout_items, seed=args.seed,
+        **({"rewards": json.loads(Path(args.rewards).read_text())} if args.rewards else {}),
         loss=RLLossConfig(algorithm=args.algorithm, entropy_control=args.entropy_control,
                           kl_cov_ratio=args.kl_cov_ratio, ref_kl_coef=args.ref_kl_coef),
     )

@@ -61,6 +61,9 @@ class RLConfig:
     micro_batch_rows: int = 64
     loss: RLLossConfig = field(default_factory=RLLossConfig)
     correct_threshold: float = 1.0  # reward >= this counts as a correct rollout (OREAL's positives)
+    # Mixture of rewards (opens1.rewards.mixture): data source -> verifier, weight. The default
+    # routes every environment to its own verifier.
+    rewards: dict = field(default_factory=lambda: {"sources": {"*": {"verifier": "env"}}})
     freeze_vision: bool = True
     freeze_router: bool = True
     enable_thinking: bool = False  # tiny models answer directly
@@ -95,8 +98,12 @@ class RLTrainer:
     def __init__(self, model, tokenizer, processor, cfg: RLConfig, engine: RolloutEngine | None = None,
                  log_path: str | Path | None = None):
         from opens1.envs import get_env
+        from opens1.rewards.mixture import MixtureOfRewards
 
         self.model, self.tok, self.proc, self.cfg = model, tokenizer, processor, cfg
+        self.mixture = MixtureOfRewards.from_dict(cfg.rewards)
+        for name in cfg.envs:
+            self.mixture.rule(name)  # an environment without a reward rule is an error now, not mid-run
         self.envs = {name: get_env(name, data_root=cfg.data_root) for name in cfg.envs}
         freeze_for_rl(model, cfg.freeze_vision, cfg.freeze_router)
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -113,6 +120,8 @@ class RLTrainer:
         self.sampling = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
                                        eos_token_id=tokenizer.eos_token_id, vocab_limit=len(tokenizer))
         self.log_path = Path(log_path) if log_path else None
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.result = RLResult()
 
     # ------------------------------------------------------------ prompts and rewards
@@ -132,7 +141,7 @@ class RLTrainer:
         return out
 
     def _score(self, name: str, case, rollout: Rollout) -> float:
-        return float(self.envs[name].verify(response_text(self.tok, rollout), case).score)
+        return float(self.mixture.score(name, response_text(self.tok, rollout), case))
 
     # ------------------------------------------------------------ log-probs of rollouts
 

@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         final = None
         if not args.no_export and result.stopped != "sigterm":
             final = trainer.export(Path(cfg.out_dir) / "final")
+            if final is not None and rank == 0:
+                tokenizer.save_pretrained(final)  # the model directory is self-contained
         if rank == 0:
             summary = {"stopped": result.stopped, "steps": result.steps, "tokens": result.tokens,
                        "seconds": round(result.seconds, 2), "skipped": result.skipped,
