@@ -322,24 +322,26 @@ class RLTrainer:
 
     @torch.no_grad()
     def heldout_reward(self, items: int | None = None, batch: int = 32,
-                       deadline: float | None = None) -> tuple[float, int]:
+                       deadline: float | None = None, temperature: float = 0.0) -> tuple[float, int]:
         """Mean greedy reward on a fixed slice of the held-out split: case i of every
         environment, then case i + 1, ... (so any prefix is balanced). With a `deadline`
         (time.perf_counter() value) it stops between batches; the count says how many items
         were scored, and `heldout_reward(items=that count)` scores exactly the same ones again.
+        `temperature` > 0 scores one sample per item (fixed seed) instead of the greedy answer:
+        the policy RL optimises, which greedy decoding hides while the argmax does not flip.
         Returns (mean reward in [0, 1], number of items)."""
         items = items if items is not None else self.cfg.heldout_items
         per_env = -(-items // len(self.envs))
         cases = [(n, e.case(i, split="heldout")) for i in range(per_env)
                  for n, e in self.envs.items() if i < e.num_cases("heldout")][:items]
-        greedy = SamplingParams(self.cfg.max_new_tokens, 0.0, eos_token_id=self.tok.eos_token_id,
+        greedy = SamplingParams(self.cfg.max_new_tokens, temperature, eos_token_id=self.tok.eos_token_id,
                                 vocab_limit=len(self.tok))
         scores: list[float] = []
         for s in range(0, len(cases), batch):
             if deadline is not None and scores and time.perf_counter() >= deadline:
                 break
             chunk = cases[s:s + batch]
-            outs = self.engine.generate([self._prompt_inputs(c) for _, c in chunk], 1, greedy, seed=0)
+            outs = self.engine.generate([self._prompt_inputs(c) for _, c in chunk], 1, greedy, seed=s)
             scores += [self._score(n, c, g[0]) for (n, c), g in zip(chunk, outs)]
         return (sum(scores) / len(scores) if scores else 0.0), len(scores)
 
