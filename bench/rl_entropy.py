@@ -111,7 +111,7 @@ class EntropyProbe:
 # ---------------------------------------------------------------- one arm
 
 
-def run_arm(args, tok, proc, sft_state, arm: str, seed: int, before: tuple[float, int] | None) -> dict:
+def run_arm(args, tok, proc, sft_state, arm: str, seed: int, before: dict | None) -> dict:
     from opens1.rl.algorithms import RLLossConfig
     from opens1.rl.trainer import RLConfig, RLTrainer
     from opens1.speedrun import build_model
@@ -124,8 +124,9 @@ def run_arm(args, tok, proc, sft_state, arm: str, seed: int, before: tuple[float
                    mini_batches=args.mini_batches, heldout_items=args.heldout_items, seed=seed, loss=loss_cfg)
     trainer = RLTrainer(model, tok, proc, cfg)
     probe = EntropyProbe(trainer, args.probe_prompts, seed)
-    if before is None:
-        before = trainer.heldout_reward()
+    if before is None:  # the SFT model's scores: the same for every arm of a seed
+        g, n = trainer.heldout_reward()
+        before = {"greedy": g, "sampled": trainer.heldout_reward(temperature=args.temperature)[0], "n": n}
     probes = [(0, probe(trainer))]
     t0 = time.perf_counter()
     for step in range(1, args.steps + 1):
@@ -135,16 +136,19 @@ def run_arm(args, tok, proc, sft_state, arm: str, seed: int, before: tuple[float
             log(f"{arm} seed {seed} step {step}: probe entropy {probes[-1][1]:.3f}, sampled reward "
                 f"{_mean(h['reward_mean'] for h in trainer.result.history[-args.probe_every:]):.3f}")
     seconds = time.perf_counter() - t0
-    after = trainer.heldout_reward()
+    after, n = trainer.heldout_reward()
+    after_sampled = trainer.heldout_reward(temperature=args.temperature)[0]
     hist = trainer.result.history
     out = {"arm": arm, "seed": seed, "steps": args.steps, "seconds": seconds,
-           "heldout_before": before[0], "heldout_after": after[0], "heldout_items": after[1],
+           "heldout_before": before["greedy"], "heldout_after": after, "heldout_items": n,
+           "heldout_sampled_before": before["sampled"], "heldout_sampled_after": after_sampled,
            "probe_entropy": probes,
            "rollout_entropy": [h.get("entropy") for h in hist],
            "reward": [h["reward_mean"] for h in hist],
            "kept_groups": [h["kept_groups"] for h in hist],
            "kl_cov_frac": [h.get("kl_cov_frac") for h in hist]}
-    log(f"{arm} seed {seed}: held-out {before[0]:.3f} -> {after[0]:.3f} (n={after[1]}), probe entropy "
+    log(f"{arm} seed {seed}: held-out greedy {before['greedy']:.3f} -> {after:.3f}, sampled "
+        f"{before['sampled']:.3f} -> {after_sampled:.3f} (n={n}), probe entropy "
         f"{probes[0][1]:.3f} -> {probes[-1][1]:.3f}, {seconds:.0f}s")
     return out
 
@@ -177,17 +181,22 @@ def print_tables(results: list[dict], args) -> None:
             row += f"{h:>12.3f}{r:>12.3f}"
         print(f"{s + 1:>3}-{min(s + k, args.steps):<4}  " + row)
     ref = "none" if "none" in arms else arms[-1]
-    print(f"\nPer arm and seed (reference arm: {ref}); SE = sqrt((a(1-a)+b(1-b))/n)")
-    print(f"{'arm':>9} {'seed':>4} {'H0':>7} {'H_end':>7} {'H_end/ref':>9} {'before':>7} {'after':>7} "
-          f"{'gain':>7} {'SE':>6} {'gain/SE':>7} {'after-ref':>9}")
+    print(f"\nPer arm and seed (reference arm: {ref}); held-out reward before -> after RL, greedy and "
+          f"sampled (T={args.temperature}, one sample per item); SE = sqrt((a(1-a)+b(1-b))/n)")
+    print(f"{'arm':>9} {'seed':>4} {'H0':>7} {'H_end':>7} {'H/ref':>6} {'n':>5} {'greedy':>13} {'gain':>7} "
+          f"{'gain/SE':>7} {'sampled':>13} {'gain':>7} {'gain/SE':>7} {'vs ref':>7}")
     for a in arms:
         for sd in seeds:
             r, rr = by[(a, sd)], by[(ref, sd)]
             h0, h1, href = r["probe_entropy"][0][1], r["probe_entropy"][-1][1], rr["probe_entropy"][-1][1]
-            b, af, n = r["heldout_before"], r["heldout_after"], r["heldout_items"]
-            se = se_diff(b, af, n)
-            print(f"{a:>9} {sd:>4} {h0:>7.3f} {h1:>7.3f} {h1 / max(href, 1e-9):>9.2f} {b:>7.3f} {af:>7.3f} "
-                  f"{af - b:>+7.3f} {se:>6.3f} {(af - b) / max(se, 1e-9):>7.2f} {af - rr['heldout_after']:>+9.3f}")
+            n = r["heldout_items"]
+            cols = ""
+            for kb, ka in (("heldout_before", "heldout_after"), ("heldout_sampled_before", "heldout_sampled_after")):
+                b, af = r.get(kb, float("nan")), r.get(ka, float("nan"))
+                se = se_diff(b, af, n)
+                cols += f" {b:>6.3f}>{af:<6.3f} {af - b:>+7.3f} {(af - b) / max(se, 1e-9):>7.2f}"
+            vs = r.get("heldout_sampled_after", float("nan")) - rr.get("heldout_sampled_after", float("nan"))
+            print(f"{a:>9} {sd:>4} {h0:>7.3f} {h1:>7.3f} {h1 / max(href, 1e-9):>6.2f} {n:>5}{cols} {vs:>+7.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         for arm in args.arms.split(","):
             # held-out reward of the SFT model: greedy, so it is the same for every arm of a seed
             r = run_arm(args, tok, proc, sft_state, arm, seed, before.get(seed))
-            before[seed] = (r["heldout_before"], r["heldout_items"])
+            before[seed] = {"greedy": r["heldout_before"], "sampled": r["heldout_sampled_before"],
+                            "n": r["heldout_items"]}
             results.append(r)
     print_tables(results, args)
     report = {"args": vars(args), "sft": sft_info, "results": results,

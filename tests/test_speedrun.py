@@ -74,3 +74,22 @@ def test_model_directory_loads_and_generates(run_dir):
     again = opens1.load_model(out / "model")
     for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+@pytest.mark.slow
+def test_tokenizer_vocabularies_are_trained_when_missing(tmp_path, monkeypatch):
+    """The speedrun trains the tokenizer's vocabularies (fast preset) if the bundled ones are gone."""
+    import opens1.speedrun as sr
+
+    real = opens1.load_tokenizer
+
+    def bundled_missing(path=None):
+        if path is None:
+            raise FileNotFoundError("bundled tokenizer assets missing (simulated)")
+        return real(path)
+
+    monkeypatch.setattr(opens1, "load_tokenizer", bundled_missing)
+    tok = sr.load_or_train_tokenizer(tmp_path, None)
+    assert (tmp_path / "tokenizer").is_dir()
+    text = "Aspirin <SMILES>CC(=O)Oc1ccccc1C(=O)O</SMILES> and <DNA>ATGGCGTTAGCA</DNA>"
+    assert tok.decode(tok.encode(text)) == text

@@ -93,12 +93,13 @@ def test_bench_standard_error_and_table(capsys):
     assert bench.se_diff(0.5, 0.5, 100) == pytest.approx(math.sqrt(0.5 / 100))
     assert bench.se_diff(0.0, 1.0, 10) == 0.0
     results = [{"arm": arm, "seed": 0, "heldout_before": 0.3, "heldout_after": after, "heldout_items": 100,
+                "heldout_sampled_before": 0.2, "heldout_sampled_after": after - 0.1,
                 "probe_entropy": [(0, 1.0), (2, h)], "rollout_entropy": [1.0, h],
                 "reward": [0.2, 0.3], "kept_groups": [1, 1], "kl_cov_frac": [None, None]}
                for arm, after, h in (("kl_cov", 0.4, 0.8), ("none", 0.35, 0.4))]
 
     class A:
-        steps, probe_every = 2, 2
+        steps, probe_every, temperature = 2, 2, 1.0
 
     bench.print_tables(results, A)
     out = capsys.readouterr().out
