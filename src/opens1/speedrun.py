@@ -293,7 +293,9 @@ def run(scfg: SpeedrunConfig) -> dict:
 
     write_report(report, out)
     report["wall_seconds"] = clock.elapsed()
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    tmp = out / "report.json.tmp"  # atomic: a reader never sees half a report
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out / "report.json")
     log(f"done in {report['wall_seconds']:.0f}s: {out / 'report.md'}")
     return report
 
