@@ -47,7 +47,7 @@ class RLConfig:
     steps: int = 1000
     prompts_per_step: int = 8
     rollouts_per_prompt: int = 8
-    max_new_tokens: int = 32
+    max_new_tokens: int = 40  # the chem tasks' worked answers run to 36 tokens: a cut answer scores 0
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -57,7 +57,9 @@ class RLConfig:
     grad_clip: float = 1.0
     grad_norm_skip: float | None = None  # Intern-S1 skipped updates with grad norm > 0.3
     ppo_epochs: int = 1
-    mini_batches: int = 1  # optimizer steps per batch of rollouts (per epoch)
+    # optimizer steps per batch of rollouts (per epoch); Intern-S1 used 8. Needed for KL-Cov:
+    # its |logp - old_logp| term has zero gradient on the first, on-policy step.
+    mini_batches: int = 4
     micro_batch_rows: int = 64
     loss: RLLossConfig = field(default_factory=RLLossConfig)
     correct_threshold: float = 1.0  # reward >= this counts as a correct rollout (OREAL's positives)
