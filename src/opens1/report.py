@@ -83,7 +83,11 @@ def to_markdown(report: dict, images: list[str]) -> str:
     if rl:
         lines += ["", f"RL on {', '.join(rl['envs'])}: held-out reward {rl['heldout_reward_before']:.3f} -> "
                       f"{rl['heldout_reward_after']:.3f} on {rl['heldout_items']} items "
-                      f"(standard error of the difference {rl['stderr_of_difference']:.3f})."]
+                      f"(standard error of the difference {rl['stderr_of_difference']:.3f}), greedy decoding."]
+        if "heldout_sampled_before" in rl:
+            lines += ["", f"Sampled (temperature 1, one fixed-seed sample per item): {rl['heldout_sampled_before']:.3f} -> "
+                          f"{rl['heldout_sampled_after']:.3f} (standard error of the difference "
+                          f"{rl['stderr_of_difference_sampled']:.3f})."]
     lines += ["", "## Held-out evaluation (greedy)", "", "| task | score | items |", "|---|---|---|"]
     for task, r in report.get("eval", {}).items():
         lines.append(f"| {task} | {r['score']:.3f} | {r['items']} |")
