@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget for training")
     p.add_argument("--algorithm", choices=["oreal", "grpo"], default="oreal")
     p.add_argument("--entropy-control", choices=["kl_cov", "clip_cov", "none"], default="kl_cov")
-    p.add_argument("--kl-cov-ratio", type=float, default=0.02)
+    p.add_argument("--kl-cov-ratio", type=float, default=0.2, help="share of tokens KL-Cov acts on (Intern-S1: k=0.2)")
     p.add_argument("--ref-kl-coef", type=float, default=0.0)
     p.add_argument("--prompts-per-step", type=int, default=8)
     p.add_argument("--rollouts", type=int, default=8, help="rollouts per prompt")
