@@ -10,10 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import opens1
-from opens1.config import get_preset
 from opens1.models.s1 import S1ForConditionalGeneration
-from opens1.processing.processor import Processor, configure
 from opens1.rl.algorithms import RLLossConfig, oreal_loss
 from opens1.rl.trainer import RLConfig, RLTrainer
 
@@ -50,16 +47,6 @@ def test_oreal_kl_cov_has_no_gradient_on_policy():
         grads.append(logp.grad.clone())
     # |logp - old| has zero gradient at logp == old: KL-Cov needs an off-policy (second) update
     assert torch.equal(grads[0], grads[1])
-
-
-@pytest.fixture(scope="module")
-def parts():
-    torch.manual_seed(0)
-    tok = opens1.load_tokenizer()
-    cfg = get_preset("debug")
-    cfg.text.vocab_size = (len(tok) + 63) // 64 * 64
-    configure(tok, cfg)
-    return tok, Processor(tok, cfg), S1ForConditionalGeneration(cfg)
 
 
 def _one_step(parts, control: str, mini_batches: int) -> dict:

@@ -11,19 +11,10 @@ import pytest
 import torch
 
 import opens1
-from opens1.config import get_preset
-from opens1.models.s1 import S1ForConditionalGeneration
-from opens1.processing.processor import Processor, configure
 from opens1.rl.rollout import LocalEngine, SamplingParams
+from tests.rl.conftest import tiny_parts as _tiny
 
 
-def _tiny():
-    torch.manual_seed(0)
-    tok = opens1.load_tokenizer()
-    cfg = get_preset("debug")
-    cfg.text.vocab_size = (len(tok) + 63) // 64 * 64
-    configure(tok, cfg)
-    return tok, Processor(tok, cfg), S1ForConditionalGeneration(cfg)
 
 
 @pytest.mark.slow

@@ -3,24 +3,10 @@
 import pytest
 import torch
 
-import opens1
-from opens1.config import get_preset
 from opens1.models.s1 import S1ForConditionalGeneration
-from opens1.processing.processor import Processor, configure
 from opens1.rl.algorithms import RLLossConfig
 from opens1.rl.rollout import LocalEngine, SamplingParams
 from opens1.rl.trainer import RLConfig, RLTrainer, freeze_for_rl
-
-
-@pytest.fixture(scope="module")
-def parts():
-    torch.manual_seed(0)
-    tok = opens1.load_tokenizer()
-    cfg = get_preset("debug")
-    cfg.text.vocab_size = (len(tok) + 63) // 64 * 64
-    configure(tok, cfg)
-    model = S1ForConditionalGeneration(cfg)
-    return tok, Processor(tok, cfg), model
 
 
 def test_weight_sync_between_trainer_and_engine(parts):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gzip
 import lzma
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterable, Iterator
 
 EMBEDDED = Path(__file__).resolve().parent / "embedded"
 _SUFFIXES = ("", ".gz", ".xz")
@@ -60,3 +60,18 @@ def open_data(root: str | Path | None, relpath: str, mode: str = "rt") -> IO:
     if path.suffix == ".xz":
         return lzma.open(path, mode, encoding="utf-8" if "t" in mode else None)
     return open(path, mode, encoding="utf-8" if "t" in mode else None)
+
+
+def read_fasta(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(header, sequence) pairs of a FASTA stream; line-wrapped sequences are joined."""
+    header, seq = None, []
+    for line in lines:
+        line = line.strip()
+        if line.startswith(">"):
+            if header is not None:
+                yield header, "".join(seq)
+            header, seq = line[1:], []
+        elif line:
+            seq.append(line)
+    if header is not None:
+        yield header, "".join(seq)

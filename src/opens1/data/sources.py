@@ -40,7 +40,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from opens1.data.paths import data_root, has_data, open_data
+from opens1.data.paths import data_root, has_data, open_data, read_fasta
 
 
 @dataclass
@@ -150,18 +150,8 @@ def read_reactions(root=None) -> Iterator[Sample]:
 
 
 def _fasta(root, relpath: str) -> Iterator[tuple[str, str]]:
-    header, seq = None, []
     with open_data(root, relpath) as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith(">"):
-                if header is not None:
-                    yield header, "".join(seq)
-                header, seq = line[1:], []
-            elif line:
-                seq.append(line)
-    if header is not None:
-        yield header, "".join(seq)
+        yield from read_fasta(f)
 
 
 def read_proteins(root=None, max_len: int = 1200) -> Iterator[Sample]:

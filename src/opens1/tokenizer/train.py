@@ -39,7 +39,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from opens1.data.paths import data_root, has_data, open_data
+from opens1.data.paths import data_root, has_data, open_data, read_fasta
 from opens1.tokenizer.base import QWEN_PATTERN
 
 
@@ -214,21 +214,6 @@ def smiles_corpus(root=None, cfg: TrainConfig | None = None) -> Iterator[str]:
                 pass
     except ImportError:
         pass
-
-
-def read_fasta(f: Iterable[str]) -> Iterator[tuple[str, str]]:
-    """(header, sequence) pairs of a FASTA stream; line-wrapped sequences are joined."""
-    header, seq = None, []
-    for line in f:
-        line = line.strip()
-        if line.startswith(">"):
-            if header is not None:
-                yield header, "".join(seq)
-            header, seq = line[1:], []
-        elif line:
-            seq.append(line)
-    if header is not None:
-        yield header, "".join(seq)
 
 
 PROTEOME = "sequences/938293.PRJEB85.HG003687.faa"
