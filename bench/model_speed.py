@@ -3,12 +3,14 @@ same weights, in one run.
 
 Measures, on the same config (default: the `tiny` preset's text model):
   - training step tokens/s (forward + backward + AdamW step, loss incl. the MoE aux loss)
-  - batch-1 generation tokens/s (greedy, KV cache, prefill + decode steps)
+  - batch-1 generation tokens/s (greedy, KV cache, prefill + decode steps), eager, and with
+    compiled decode steps (`generate(compile=True)`; transformers: static cache + its
+    CompileConfig), each pair timed alternately; compile time excluded and printed
   - the ratio OpenS1 / transformers for each, and achieved FLOP/s as a fraction of the
     machine's matmul peak, measured in the same run with a large float32 matmul.
 
 Usage:
-    python bench/model_speed.py                       # ~1 minute on 2 CPU cores
+    python bench/model_speed.py                       # ~2 minutes on 2 CPU cores (compiles included)
     python bench/model_speed.py --preset s1-100m --batch 8 --seq 512 --steps 10
     python bench/model_speed.py --threads 2 --new-tokens 128   # wall clock
 
@@ -86,15 +88,24 @@ def train_step_fn(model, ids, ours: bool):
     return step
 
 
-def decode_fn(model, prompt, new_tokens: int, ours: bool):
+def decode_fn(model, prompt, new_tokens: int, ours: bool, compiled: bool = False):
     model.eval()
     if ours:
-        return lambda: model.generate(prompt, max_new_tokens=new_tokens)
+        return lambda: model.generate(prompt, max_new_tokens=new_tokens, compile=compiled)
+    kw = {}
+    if compiled:
+        # transformers' own compiled decoding: a static cache and torch.compile of the forward,
+        # which generate() only does on CPU when the compile config says so
+        from transformers import CompileConfig
+
+        cc = CompileConfig(fullgraph=False, mode="default")
+        cc._compile_all_devices = True
+        kw = dict(cache_implementation="static", compile_config=cc)
 
     def hf():
         with torch.inference_mode():
             return model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                  pad_token_id=0)
+                                  pad_token_id=0, **kw)
 
     return hf
 
@@ -126,6 +137,7 @@ def main(argv=None) -> int:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--decode-reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-compile", action="store_true", help="skip the compiled-decode rows (each compiles ~20 s)")
     ap.add_argument("--wall", action="store_true", help="time with the wall clock even when single-threaded")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -152,19 +164,31 @@ def main(argv=None) -> int:
     rows = [("train step", ntok / t_ours, ntok / t_ref, fl_train / t_ours, fl_train / t_ref)]
 
     prompt = torch.randint(0, V, (1, args.prompt_len), generator=torch.Generator().manual_seed(2))
-    g_ours = decode_fn(ours, prompt, args.new_tokens, True)
-    g_ref = decode_fn(ref, prompt, args.new_tokens, False)
-    same = torch.equal(g_ours(), g_ref())
-    t_ours, t_ref = alternate(g_ours, g_ref, 1, args.decode_reps)
     ctx = args.prompt_len + args.new_tokens / 2
     fl_dec = flops_per_token(cfg, ctx) * (args.new_tokens + args.prompt_len)
     n = args.new_tokens
-    rows.append(("decode b=1", n / t_ours, n / t_ref, fl_dec / t_ours, fl_dec / t_ref))
+    g = {(o, c): decode_fn(ours if o else ref, prompt, n, o, c) for o in (True, False) for c in (False, True)}
+    outs = {}
+    for key in [(True, False), (False, False)] + ([] if args.no_compile else [(True, True), (False, True)]):
+        t = time.perf_counter()
+        outs[key] = g[key]()  # the first call of a compiled variant compiles
+        if key[1]:
+            print(f"{'OpenS1' if key[0] else 'transformers'} compiled decode: first call {time.perf_counter() - t:.1f} s")
+    same = all(torch.equal(o, outs[(False, False)]) for o in outs.values())
+    # rows: both eager; ours compiled vs transformers eager (its default generate); both compiled
+    pairs = [("decode b=1", (True, False), (False, False))]
+    if not args.no_compile:
+        pairs += [("decode compiled", (True, True), (False, False)), ("both compiled", (True, True), (False, True))]
+    for name, a, b in pairs:
+        t_ours, t_ref = alternate(g[a], g[b], 1, args.decode_reps)
+        rows.append((name, n / t_ours, n / t_ref, fl_dec / t_ours, fl_dec / t_ref))
 
-    print(f"greedy tokens identical to transformers: {same}")
-    print(f"{'':12s} {'OpenS1 tok/s':>13s} {'HF tok/s':>10s} {'ratio':>7s} {'OpenS1 FLOP/s':>14s} {'HF FLOP/s':>10s}")
+    print(f"greedy tokens identical to transformers (every variant): {same}")
+    print("rows: train step; decode b=1 (both eager); decode compiled (OpenS1 compile=True vs transformers'\n"
+          "default eager generate: the issue's reference); both compiled (vs transformers' static cache + compile)")
+    print(f"{'':16s} {'OpenS1 tok/s':>13s} {'HF tok/s':>10s} {'ratio':>7s} {'OpenS1 FLOP/s':>14s} {'HF FLOP/s':>10s}")
     for name, a, b, fa, fb in rows:
-        print(f"{name:12s} {a:13.1f} {b:10.1f} {a / b:6.2f}x {fa / 1e9:8.2f}G {100 * fa / peak:4.1f}% "
+        print(f"{name:16s} {a:13.1f} {b:10.1f} {a / b:6.2f}x {fa / 1e9:8.2f}G {100 * fa / peak:4.1f}% "
               f"{fb / 1e9:6.2f}G {100 * fb / peak:4.1f}%")
     return 0
 

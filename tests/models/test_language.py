@@ -182,6 +182,27 @@ def test_linear_cross_entropy_gradients():
     assert torch.autograd.gradcheck(lambda h, w: linear_cross_entropy(h, w, target)[0], (h, w))
 
 
+def test_linear_cross_entropy_across_chunks():
+    # more rows than one chunk, ignored targets scattered over chunks, and a no-grad call
+    from opens1.models import s1
+
+    torch.manual_seed(1)
+    N = 2 * s1.CE_CHUNK + 37
+    h = torch.randn(1, N, 16, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(23, 16, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 23, (1, N))
+    target[torch.rand(1, N) < 0.3] = -100
+    ce, logits = s1.linear_cross_entropy(h, w, target)
+    ref_logits = h @ w.t()
+    ref = torch.nn.functional.cross_entropy(ref_logits.reshape(-1, 23), target.reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(ce, ref)
+    torch.testing.assert_close(logits, ref_logits)
+    for a, b in zip(torch.autograd.grad(ce, (h, w)), torch.autograd.grad(ref, (h, w))):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        torch.testing.assert_close(s1.linear_cross_entropy(h, w, target)[0], ref.detach())
+
+
 def test_count_parameters_of_real_presets():
     from opens1.config import count_parameters
 

@@ -127,6 +127,20 @@ class KVCache(nn.Module):
         nv = self.valid[:, start:start + T]
         return self._plan(self.valid[:, : start + T], pos, nv, torch.full((self.batch_size,), start, device=dev))
 
+    def reserve_aligned(self, T: int = 1) -> int:
+        """Reserve the next T slots of every row (rows must be aligned) and mark them valid,
+        without planning a mask: for compiled decode steps (infer/static.py), which mask
+        with `valid` themselves. Returns the first reserved slot."""
+        if self._aligned_len is None:
+            raise ValueError("reserve_aligned() needs rows of one length (generate-style decoding)")
+        start = self._aligned_len
+        if start + T > self.max_len:
+            raise ValueError(f"KV cache overflow: {start + T} slots needed, max_len={self.max_len}")
+        self.valid[:, start:start + T] = True
+        self.lengths.fill_(start + T)
+        self._aligned_len, self._write = start + T, None
+        return start
+
     @staticmethod
     def _plan(valid_k, slot_q, nv, start) -> CachePlan:
         # valid_k [b, Tk]; slot_q [b, T] slot of each query. A query sees valid keys at

@@ -57,6 +57,14 @@ def _aligned(t: torch.Tensor, *dims: int) -> bool:
 def grouped_matmul(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Rows of x grouped by expert (contiguous, sizes `counts`, ends `offsets`) times
     that expert's w^T. x [N, K], w [E, M, K] -> [N, M]."""
+    if x.dtype != torch.bfloat16 and torch.compiler.is_compiling():
+        # _grouped_mm's compile-time (meta) kernel accepts only bf16, and the padded fallback
+        # sizes a buffer from the data: run this one op eagerly, the rest of the layer compiled
+        return _grouped_matmul_eager(x, w, offsets, counts)
+    return _grouped_matmul(x, w, offsets, counts)
+
+
+def _grouped_matmul(x, w, offsets, counts):
     E, M, K = w.shape
     key = (x.device.type, x.dtype)
     use_grouped = hasattr(torch, "_grouped_mm") and _GROUPED_MM_OK.get(key, True) and _aligned(x, K, M)
@@ -68,6 +76,9 @@ def grouped_matmul(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor, coun
         except (RuntimeError, NotImplementedError):
             _GROUPED_MM_OK[key] = False  # e.g. float32 on GPUs whose kernel is bf16-only
     return _padded_bmm(x, w, offsets, counts)
+
+
+_grouped_matmul_eager = torch.compiler.disable(_grouped_matmul)
 
 
 def _padded_bmm(x, w, offsets, counts):

@@ -1,0 +1,123 @@
+"""A compiled decode step over the static KV cache (gpt-fast style).
+
+Eager decoding of a small model is bound by per-op overhead: a step of the `tiny`
+preset issues about a thousand dispatched ops for a few hundred microseconds of
+arithmetic. This module writes ONE decode step as a pure function of fixed shapes
+(batch B, cache length max_len) and hands it to `torch.compile`, which fuses the
+norms, RoPE, routing and SwiGLU into a few kernels and leaves the matmuls to the
+BLAS. Prefill stays eager (it is one big forward, not overhead-bound).
+
+Shapes stay static so the step compiles once per (B, max_len):
+  - the new key/value is written into slot `pos` of `KVCache.k/.v` [L, B, Hkv, S, D]
+    in place (an index_copy on the cache buffers);
+  - attention reads all S slots with a boolean mask: slots written so far that hold
+    real tokens (`KVCache.valid`, so left padding stays masked);
+  - each row's rotary position is its count of real tokens, a tensor input.
+MoE layers gather the chosen experts' weights ([B*k, 2I, H]) and run two batched
+matvecs: no host sync, no loop over experts.
+
+Use it through `model.generate(..., compile=True)`. The first call compiles (tens of
+seconds on a laptop CPU); later calls with the same (B, max_len) reuse the code.
+Numerics: the same float32 expressions as the eager model, but the compiler may
+reorder reductions, so logits agree to ~1e-5, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from opens1.models.layers import apply_rope, rope_frequencies
+
+
+def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    # float32 models only (the compiled path is used for float32 and bf16 alike: normalise in
+    # float32, cast back, then scale, like the eager RMSNorm)
+    y = F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+    return y * w
+
+
+def _moe(block, x: torch.Tensor) -> torch.Tensor:
+    # x [B, H] -> [B, H]: softmax router, top-k, gathered expert weights, batched matvecs
+    probs = torch.softmax(F.linear(x, block.gate.weight), dim=-1, dtype=torch.float32)
+    top_w, top_idx = probs.topk(block.top_k, dim=-1)  # [B, k]
+    if block.norm_topk_prob:
+        top_w = top_w / top_w.sum(dim=-1, keepdim=True)
+    ex = block.experts
+    idx = top_idx.reshape(-1)  # [B*k]
+    xk = x.repeat_interleave(block.top_k, dim=0)[:, :, None]  # [B*k, H, 1]
+    h = torch.bmm(ex.gate_up_proj[idx], xk).squeeze(-1)  # [B*k, 2I]
+    gate, up = h.split(ex.intermediate, dim=-1)
+    y = torch.bmm(ex.down_proj[idx], (F.silu(gate) * up)[:, :, None]).squeeze(-1)  # [B*k, H]
+    return (y.view(x.shape[0], block.top_k, -1) * top_w.to(y.dtype)[:, :, None]).sum(1)
+
+
+def decode_step(model, tok: torch.Tensor, slot: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor,
+                v_cache: torch.Tensor, valid: torch.Tensor, inv_freq: torch.Tensor, rope_scale: float) -> torch.Tensor:
+    """One token per row. tok [B] ids; slot [1] the cache slot to write (same for all rows);
+    pos [B] rotary positions; k/v_cache [L, B, Hkv, S, D]; valid [B, S] (already marks the
+    new slot). Returns logits [B, V]."""
+    lm = model.language_model
+    cfg = lm.config
+    B = tok.shape[0]
+    Hq, Hkv, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    x = lm.embed_tokens.weight[tok]  # [B, H]
+    ang = pos.float()[:, None] * inv_freq  # [B, D/2]
+    cos = torch.cat((ang.cos(), ang.cos()), -1) * rope_scale
+    sin = torch.cat((-ang.sin(), ang.sin()), -1) * rope_scale
+    cos, sin = cos.to(x.dtype)[:, None, None], sin.to(x.dtype)[:, None, None]  # [B, 1, 1, D]
+    mask = valid[:, None, None, :]  # [B, 1, 1, S]
+    for i, layer in enumerate(lm.layers):
+        att = layer.self_attn
+        h = _rms(x, layer.input_layernorm.weight, layer.input_layernorm.eps)
+        qkv = F.linear(h, att.qkv_proj.weight, att.qkv_proj.bias).view(B, Hq + 2 * Hkv, 1, D)
+        qk, v = qkv[:, : Hq + Hkv], qkv[:, Hq + Hkv:]
+        qk_w = torch.cat([att.q_norm.weight.expand(Hq, -1), att.k_norm.weight.expand(Hkv, -1)])[:, None]  # [Hq+Hkv, 1, D]
+        qk = apply_rope(_rms(qk, qk_w, att.eps), cos, sin)  # [B, Hq+Hkv, 1, D]
+        q, k = qk[:, :Hq], qk[:, Hq:]
+        k_cache[i].index_copy_(2, slot, k)
+        v_cache[i].index_copy_(2, slot, v)
+        y = F.scaled_dot_product_attention(q, k_cache[i], v_cache[i], attn_mask=mask, enable_gqa=Hq != Hkv)
+        x = x + F.linear(y.reshape(B, Hq * D), att.o_proj.weight, att.o_proj.bias)
+        h = _rms(x, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.eps)
+        if layer.is_moe:
+            x = x + _moe(layer.mlp, h)
+        else:
+            gate, up = F.linear(h, layer.mlp.gate_up_proj.weight).split(layer.mlp.intermediate, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, layer.mlp.down_proj.weight)
+    x = _rms(x, lm.norm.weight, lm.norm.eps)
+    return F.linear(x, model.lm_head.weight)
+
+
+def cache_length(n: int) -> int:
+    """Cache slots for n tokens, rounded up to a power of two (at least 128): calls with
+    nearby lengths then share one compiled step instead of each compiling its own."""
+    return max(128, 1 << (n - 1).bit_length())
+
+
+class StaticDecoder:
+    """Runs compiled decode steps against a `KVCache` that an eager prefill filled.
+
+    dec = StaticDecoder(model)             # compiles lazily, once per (B, max_len)
+    logits = dec.step(cache, tok [B])      # writes slot cache.length, returns [B, V]
+    """
+
+    _compiled = None  # one compiled function per process; shapes key its cache
+
+    def __init__(self, model):
+        self.model = model
+        inv, scale = rope_frequencies(model.config.text)
+        self.inv_freq, self.scale = inv.to(model.device), scale
+        if (model.config.text.rope_scaling or {}).get("rope_type") == "dynamic":
+            raise ValueError("compiled decode does not support dynamic NTK rope (its frequencies depend on length)")
+        if StaticDecoder._compiled is None:
+            # fullgraph: a graph break here would silently bring the per-op overhead back
+            StaticDecoder._compiled = torch.compile(decode_step, fullgraph=True, dynamic=False)
+
+    @torch.inference_mode()
+    def step(self, cache, tok: torch.Tensor) -> torch.Tensor:
+        s = cache.reserve_aligned(1)  # host-side slot index; marks the slot valid
+        pos = cache.valid[:, :s].sum(-1)  # real tokens before this one (left padding does not count)
+        slot = torch.tensor([s], device=tok.device)
+        return StaticDecoder._compiled(self.model, tok, slot, pos, cache.k, cache.v, cache.valid,
+                                       self.inv_freq, self.scale)

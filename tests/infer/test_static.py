@@ -1,0 +1,83 @@
+"""Compiled decode (infer/static.py): the same tokens and logits as eager decoding, with
+left padding, MoE and dense layers, and eos handling. Marked slow: each test compiles."""
+
+import pytest
+import torch
+
+from opens1.config import TextConfig, get_preset
+from opens1.infer.kv_cache import KVCache
+from opens1.infer.static import StaticDecoder, cache_length
+from opens1.models.s1 import S1ForConditionalGeneration
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model():
+    # layer 0 dense, layer 1 MoE: both branches of the compiled step run
+    t = TextConfig(vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=8, rope_theta=10000.0, max_position_embeddings=128,
+                   num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, mlp_only_layers=[0])
+    torch.manual_seed(0)
+    return S1ForConditionalGeneration(get_preset("debug").replace(text=t, vision=None, timeseries=None)).eval()
+
+
+def test_cache_length_buckets():
+    assert [cache_length(n) for n in (1, 100, 128, 129, 300)] == [128, 128, 128, 256, 512]
+
+
+def test_compiled_step_logits_match_eager(model):
+    # a left-padded batch: row 1 starts with 3 pad slots, so positions and masks differ per row
+    ids = torch.randint(1, 61, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, :3] = 0
+    steps = torch.randint(1, 61, (2, 4))
+    eager_cache, comp_cache = KVCache.for_model(model, 2, 128), KVCache.for_model(model, 2, 128)
+    dec = StaticDecoder(model)
+    with torch.inference_mode():
+        model(ids, attention_mask=mask, kv_cache=eager_cache)
+        model(ids, attention_mask=mask, kv_cache=comp_cache)
+        for t in range(steps.shape[1]):
+            ref = model(steps[:, t:t + 1], kv_cache=eager_cache).logits[:, -1]
+            got = dec.step(comp_cache, steps[:, t])
+            torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert comp_cache.lengths.tolist() == eager_cache.lengths.tolist() == [11, 11]
+
+
+def test_generate_compile_same_tokens(model):
+    ids = torch.randint(1, 61, (2, 6))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0
+    kw = dict(max_new_tokens=12, attention_mask=mask, eos_token_id=[7, 9], pad_token_id=0)
+    eager = model.generate(ids, **kw)
+    compiled = model.generate(ids, compile=True, **kw)
+    assert torch.equal(compiled, eager)
+    # sampling with a fixed generator draws the same tokens too
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    a = model.generate(ids, temperature=0.8, top_k=20, generator=g1, **kw)
+    b = model.generate(ids, temperature=0.8, top_k=20, generator=g2, compile=True, **kw)
+    assert torch.equal(a, b)
+
+
+def test_compiled_step_sees_weight_updates(model):
+    # RL updates weights in place between generations: the compiled code must read them afresh
+    ids = torch.randint(1, 61, (1, 5))
+    before = model.generate(ids, max_new_tokens=6, compile=True)
+    w = model.lm_head.weight
+    saved = w.detach().clone()
+    try:
+        with torch.no_grad():
+            w.copy_(torch.randn_like(w))
+        assert torch.equal(model.generate(ids, max_new_tokens=6, compile=True), model.generate(ids, max_new_tokens=6))
+    finally:
+        with torch.no_grad():
+            w.copy_(saved)
+    assert torch.equal(model.generate(ids, max_new_tokens=6, compile=True), before)
+
+
+def test_reserve_aligned_refuses_unaligned_cache(model):
+    cache = KVCache.for_model(model, 2, 128)
+    with torch.inference_mode():
+        model(torch.randint(1, 61, (1, 3)), kv_cache=cache, cache_rows=torch.tensor([0]))
+    with pytest.raises(ValueError, match="one length"):
+        cache.reserve_aligned(1)
