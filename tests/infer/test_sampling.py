@@ -60,3 +60,18 @@ def test_bad_input():
         sample(torch.randn(5), temperature=1.0)
     with pytest.raises(ValueError, match="temperature"):
         sample(torch.randn(2, 5), temperature=torch.tensor([1.0, -1.0]))
+
+
+def test_inverse_transform_draw_matches_probabilities():
+    from opens1.infer.sampling import draw
+
+    p = torch.tensor([0.1, 0.0, 0.6, 0.3, 0.0])
+    g = torch.Generator().manual_seed(0)
+    idx = draw(p.expand(100_000, 5), g)
+    freq = torch.bincount(idx, minlength=5).float() / idx.numel()
+    assert freq[1] == 0 and freq[4] == 0  # zero-probability entries, also the last one, never drawn
+    torch.testing.assert_close(freq, p, atol=0.006, rtol=0)  # ~4 standard errors at n = 100k
+    # unnormalised rows work (u is scaled by the row total); one-hot rows are deterministic
+    assert draw(torch.tensor([[0.0, 0.0, 2.0], [5.0, 0.0, 0.0]]), g).tolist() == [2, 0]
+    a = draw(p.expand(8, 5), torch.Generator().manual_seed(1))
+    assert torch.equal(a, draw(p.expand(8, 5), torch.Generator().manual_seed(1)))

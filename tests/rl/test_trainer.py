@@ -36,8 +36,23 @@ def test_freeze_router_and_vision(parts):
     frozen = {k for k, p in m.named_parameters() if not p.requires_grad}
     assert n == len(frozen) > 0
     assert any(k.startswith("vision_tower.") for k in frozen)
+    assert any(k.startswith("ts_tower.") for k in frozen) and any(k.startswith("ts_projector.") for k in frozen)
     assert any(k.endswith("mlp.gate.weight") for k in frozen)
     assert not any(k.startswith("language_model.embed") for k in frozen)
+    m2 = S1ForConditionalGeneration(model.config)
+    freeze_for_rl(m2, timeseries=False)
+    assert all(p.requires_grad for k, p in m2.named_parameters() if k.startswith("ts_tower."))
+
+
+def test_frozen_towers_stay_in_eval_mode_during_updates(parts):
+    tok, proc, model = parts
+    m = S1ForConditionalGeneration(model.config)
+    m.load_state_dict(model.state_dict())
+    trainer = RLTrainer(m, tok, proc, RLConfig(envs=["logic/counting"], prompts_per_step=1, rollouts_per_prompt=2,
+                                               max_new_tokens=4))
+    trainer._train_mode()
+    assert m.language_model.training
+    assert not m.ts_tower.training and not m.vision_tower.training  # dropout off in frozen towers
 
 
 @pytest.mark.parametrize("algorithm", ["oreal", "grpo"])

@@ -44,10 +44,19 @@ def sample(logits: torch.Tensor, temperature: Knob = 1.0, top_k: Knob = 0, top_p
     if filtering:
         x = _filter(x, _per_row(top_k, B, dev, torch.long), _per_row(top_p, B, dev, torch.float32),
                     _per_row(min_p, B, dev, torch.float32))
-    probs = torch.softmax(x, dim=-1)
-    # torch.multinomial honours the generator (reproducible runs); one draw per row
-    drawn = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    drawn = draw(torch.softmax(x, dim=-1), generator)
     return torch.where(greedy, logits.argmax(dim=-1), drawn)
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One index per row of probs [B, V], by inverse transform: the first index whose
+    cumulative probability exceeds u * total, u uniform in [0, 1). One random number per
+    row; torch.multinomial draws an exponential for every vocabulary entry instead (on CPU
+    6.8 ms for [32, 13.9k] against 0.19 ms here, and it was half of an RL rollout's time).
+    The float32 cumsum is monotone, so zero-probability entries are never drawn."""
+    cdf = probs.float().cumsum(dim=-1)  # [B, V]
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max(probs.shape[-1] - 1)
 
 
 def _filter(x: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:

@@ -112,7 +112,7 @@ class StaticDecoder:
             raise ValueError("compiled decode does not support dynamic NTK rope (its frequencies depend on length)")
         if StaticDecoder._compiled is None:
             # fullgraph: a graph break here would silently bring the per-op overhead back
-            StaticDecoder._compiled = torch.compile(decode_step, fullgraph=True, dynamic=False)
+            StaticDecoder._compiled = torch.compile(decode_step, fullgraph=True, dynamic=True)
 
     @torch.inference_mode()
     def step(self, cache, tok: torch.Tensor) -> torch.Tensor:

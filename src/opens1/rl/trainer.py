@@ -68,6 +68,9 @@ class RLConfig:
     rewards: dict = field(default_factory=lambda: {"sources": {"*": {"verifier": "env"}}})
     freeze_vision: bool = True
     freeze_router: bool = True
+    # the time-series encoder, like the vision one: frozen, and run in eval mode (its patch
+    # transformer has dropout, which would make old and new log-probs of a rollout disagree)
+    freeze_timeseries: bool = True
     enable_thinking: bool = False  # tiny models answer directly
     heldout_items: int = 64
     seed: int = 0
@@ -84,11 +87,17 @@ class RLResult:
         return [h[key] for h in self.history if key in h and h[key] is not None]
 
 
-def freeze_for_rl(model: torch.nn.Module, vision: bool = True, router: bool = True) -> int:
-    """Freeze the vision tower (+projector) and MoE routers; returns how many tensors were frozen."""
+VISION_MODULES = ("vision_tower", "multi_modal_projector")
+TIMESERIES_MODULES = ("ts_tower", "ts_projector")
+
+
+def freeze_for_rl(model: torch.nn.Module, vision: bool = True, router: bool = True, timeseries: bool = True) -> int:
+    """Freeze the vision tower (+projector), the time-series tower (+projector) and MoE
+    routers; returns how many tensors were frozen."""
+    towers = (VISION_MODULES if vision else ()) + (TIMESERIES_MODULES if timeseries else ())
     n = 0
     for name, p in model.named_parameters():
-        frozen = (vision and (name.startswith("vision_tower.") or name.startswith("multi_modal_projector.")))
+        frozen = name.split(".", 1)[0] in towers
         frozen |= router and (".mlp.gate." in name or name.endswith(".mlp.gate.weight") or ".router." in name)
         if frozen:
             p.requires_grad_(False)
@@ -107,7 +116,11 @@ class RLTrainer:
         for name in cfg.envs:
             self.mixture.rule(name)  # an environment without a reward rule is an error now, not mid-run
         self.envs = {name: get_env(name, data_root=cfg.data_root) for name in cfg.envs}
-        freeze_for_rl(model, cfg.freeze_vision, cfg.freeze_router)
+        freeze_for_rl(model, cfg.freeze_vision, cfg.freeze_router, cfg.freeze_timeseries)
+        # frozen towers stay in eval mode while the policy trains (no dropout in their features)
+        self.frozen_towers = [m for name in (VISION_MODULES if cfg.freeze_vision else ())
+                              + (TIMESERIES_MODULES if cfg.freeze_timeseries else ())
+                              if (m := getattr(model, name, None)) is not None]
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         # The rollout copy is taken before sharding: under torchrun every rank keeps a full
         # colocated copy for generation, while the trainer's copy is sharded with FSDP2.
@@ -238,7 +251,7 @@ class RLTrainer:
         step on the policy has moved, so importance ratios and KL-Cov's |logp - old_logp| are
         non-zero. With a single step per batch KL-Cov has no effect: |x| has zero gradient at 0."""
         cfg = self.cfg
-        self.model.train()
+        self._train_mode()
         if not keep.any():  # other ranks have data: join their collectives with a zero loss
             return self._null_update()
         adv = group_advantages(rewards)[keep].flatten()
@@ -299,6 +312,11 @@ class RLTrainer:
             return metrics
         self.opt.step()
         return metrics
+
+    def _train_mode(self) -> None:
+        self.model.train()
+        for m in self.frozen_towers:
+            m.eval()
 
     def _null_update(self) -> dict:
         self.opt.zero_grad(set_to_none=True)
