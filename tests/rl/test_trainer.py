@@ -96,3 +96,17 @@ def test_mixture_of_rewards_routes_sources(parts):
     assert tr._score("logic/counting", case, right) == 0.5  # env verifier x weight
     with pytest.raises(ValueError, match="no reward rule"):
         RLTrainer(model, tok, proc, RLConfig(envs=["bio/gc_content"], rewards=mixture))
+
+
+def test_heldout_cases_are_a_fixed_prefix_when_an_env_runs_out(parts):
+    # ECG has 24 held-out cases: a count returned by one pass must select exactly the same
+    # items in the next (the RL stage scores before and after on the same items)
+    tok, proc, model = parts
+    trainer = RLTrainer(model, tok, proc, RLConfig(envs=["logic/counting", "ecg/beat_label"], max_new_tokens=4))
+    assert trainer.envs["ecg/beat_label"].num_cases("heldout") < 40
+    long = trainer.heldout_cases(80)
+    assert len(long) == 80
+    assert [n for n, _ in long[:6]] == ["logic/counting", "ecg/beat_label"] * 3  # interleaved
+    for k in (5, 48, 61, 80):
+        short = trainer.heldout_cases(k)
+        assert [(n, c.id) for n, c in short] == [(n, c.id) for n, c in long[:k]]

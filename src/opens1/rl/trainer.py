@@ -340,6 +340,19 @@ class RLTrainer:
         self.result.seconds += time.perf_counter() - t0
         return self.result
 
+    def heldout_cases(self, items: int) -> list:
+        """The first `items` of the interleaved held-out sequence (case 0 of every environment,
+        then case 1, ...; an environment that runs out drops out). A prefix of one fixed
+        sequence, so `heldout_cases(k)` is always the first k of `heldout_cases(m)`, m >= k."""
+        sizes = {n: e.num_cases("heldout") for n, e in self.envs.items()}
+        cases, i = [], 0
+        while len(cases) < items and any(i < k for k in sizes.values()):
+            for n, e in self.envs.items():
+                if i < sizes[n] and len(cases) < items:
+                    cases.append((n, e.case(i, split="heldout")))
+            i += 1
+        return cases
+
     @torch.no_grad()
     def heldout_reward(self, items: int | None = None, batch: int = 32,
                        deadline: float | None = None, temperature: float = 0.0) -> tuple[float, int]:
@@ -351,9 +364,7 @@ class RLTrainer:
         the policy RL optimises, which greedy decoding hides while the argmax does not flip.
         Returns (mean reward in [0, 1], number of items)."""
         items = items if items is not None else self.cfg.heldout_items
-        per_env = -(-items // len(self.envs))
-        cases = [(n, e.case(i, split="heldout")) for i in range(per_env)
-                 for n, e in self.envs.items() if i < e.num_cases("heldout")][:items]
+        cases = self.heldout_cases(items)
         greedy = SamplingParams(self.cfg.max_new_tokens, temperature, eos_token_id=self.tok.eos_token_id,
                                 vocab_limit=len(self.tok))
         scores: list[float] = []
