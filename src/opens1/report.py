@@ -88,6 +88,11 @@ def to_markdown(report: dict, images: list[str]) -> str:
             lines += ["", f"Sampled (temperature 1, one fixed-seed sample per item): {rl['heldout_sampled_before']:.3f} -> "
                           f"{rl['heldout_sampled_after']:.3f} (standard error of the difference "
                           f"{rl['stderr_of_difference_sampled']:.3f})."]
+        before, after = rl.get("heldout_by_env_before") or {}, rl.get("heldout_by_env_after") or {}
+        if before and after:
+            lines += ["", "| RL environment | greedy before | after | items |", "|---|---|---|---|"]
+            lines += [f"| {e} | {before[e]['reward']:.3f} | {after[e]['reward']:.3f} | {before[e]['items']} |"
+                      for e in before if e in after]
     lines += ["", "## Held-out evaluation (greedy)", "", "| task | score | items |", "|---|---|---|"]
     for task, r in report.get("eval", {}).items():
         lines.append(f"| {task} | {r['score']:.3f} | {r['items']} |")

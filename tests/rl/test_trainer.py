@@ -110,3 +110,12 @@ def test_heldout_cases_are_a_fixed_prefix_when_an_env_runs_out(parts):
     for k in (5, 48, 61, 80):
         short = trainer.heldout_cases(k)
         assert [(n, c.id) for n, c in short] == [(n, c.id) for n, c in long[:k]]
+
+
+def test_heldout_reward_per_env_breakdown(parts):
+    tok, proc, model = parts
+    trainer = RLTrainer(model, tok, proc, RLConfig(envs=["logic/counting", "bio/gc_content"], max_new_tokens=4))
+    mean, n = trainer.heldout_reward(items=6)
+    by = trainer.heldout_by_env
+    assert {k: v["items"] for k, v in by.items()} == {"logic/counting": 3, "bio/gc_content": 3}
+    assert abs(sum(v["reward"] * v["items"] for v in by.values()) / n - mean) < 1e-9

@@ -138,6 +138,7 @@ class RLTrainer:
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.result = RLResult()
+        self.heldout_by_env: dict[str, dict] = {}
 
     # ------------------------------------------------------------ prompts and rewards
 
@@ -362,7 +363,8 @@ class RLTrainer:
         were scored, and `heldout_reward(items=that count)` scores exactly the same ones again.
         `temperature` > 0 scores one sample per item (fixed seed) instead of the greedy answer:
         the policy RL optimises, which greedy decoding hides while the argmax does not flip.
-        Returns (mean reward in [0, 1], number of items)."""
+        Returns (mean reward in [0, 1], number of items); `self.heldout_by_env` then holds
+        the per-environment means."""
         items = items if items is not None else self.cfg.heldout_items
         cases = self.heldout_cases(items)
         greedy = SamplingParams(self.cfg.max_new_tokens, temperature, eos_token_id=self.tok.eos_token_id,
@@ -374,6 +376,12 @@ class RLTrainer:
             chunk = cases[s:s + batch]
             outs = self.engine.generate([self._prompt_inputs(c) for _, c in chunk], 1, greedy, seed=s)
             scores += [self._score(n, c, g[0]) for (n, c), g in zip(chunk, outs)]
+        # per environment, for reports: {name: {"reward": mean, "items": count}}
+        self.heldout_by_env = {}
+        for (name, _), sc in zip(cases, scores):
+            e = self.heldout_by_env.setdefault(name, {"reward": 0.0, "items": 0})
+            e["items"] += 1
+            e["reward"] += (sc - e["reward"]) / e["items"]
         return (sum(scores) / len(scores) if scores else 0.0), len(scores)
 
 
