@@ -2,12 +2,12 @@
 
 Eager decoding of a small model is bound by per-op overhead: a step of the `tiny`
 preset issues about a thousand dispatched ops for a few hundred microseconds of
-arithmetic. This module writes ONE decode step as a pure function of fixed shapes
-(batch B, cache length max_len) and hands it to `torch.compile`, which fuses the
+arithmetic. This module writes ONE decode step as a pure function of tensors (no
+Python-side cache state, no host sync) and hands it to `torch.compile`, which fuses the
 norms, RoPE, routing and SwiGLU into a few kernels and leaves the matmuls to the
 BLAS. Prefill stays eager (it is one big forward, not overhead-bound).
 
-Shapes stay static so the step compiles once per (B, max_len):
+Shapes are fixed within a generation (batch B, cache length S):
   - the new key/value is written into slot `pos` of `KVCache.k/.v` [L, B, Hkv, S, D]
     in place (an index_copy on the cache buffers);
   - attention reads all S slots with a boolean mask: slots written so far that hold
@@ -16,8 +16,9 @@ Shapes stay static so the step compiles once per (B, max_len):
 MoE layers gather the chosen experts' weights ([B*k, 2I, H]) and run two batched
 matvecs: no host sync, no loop over experts.
 
-Use it through `model.generate(..., compile=True)`. The first call compiles (tens of
-seconds on a laptop CPU); later calls with the same (B, max_len) reuse the code.
+Use it through `model.generate(..., compile=True)`. The first call compiles (10-20 s on
+2 CPU cores); the step is compiled with dynamic shapes, so later calls with another
+batch size or cache length reuse the code (RL rollouts change B every step).
 Numerics: the same float32 expressions as the eager model, but the compiler may
 reorder reductions, so logits agree to ~1e-5, not bit for bit.
 """
@@ -31,8 +32,7 @@ from opens1.models.layers import apply_rope, rope_frequencies
 
 
 def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-    # float32 models only (the compiled path is used for float32 and bf16 alike: normalise in
-    # float32, cast back, then scale, like the eager RMSNorm)
+    # normalise in float32, cast back, then scale: the eager RMSNorm's order (a no-op cast in float32)
     y = F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
     return y * w
 
@@ -90,15 +90,15 @@ def decode_step(model, tok: torch.Tensor, slot: torch.Tensor, pos: torch.Tensor,
 
 
 def cache_length(n: int) -> int:
-    """Cache slots for n tokens, rounded up to a power of two (at least 128): calls with
-    nearby lengths then share one compiled step instead of each compiling its own."""
+    """Cache slots for n tokens, rounded up to a power of two (at least 128): few distinct
+    cache shapes, so the compiled step's shape guards rarely fail and trigger a recompile."""
     return max(128, 1 << (n - 1).bit_length())
 
 
 class StaticDecoder:
     """Runs compiled decode steps against a `KVCache` that an eager prefill filled.
 
-    dec = StaticDecoder(model)             # compiles lazily, once per (B, max_len)
+    dec = StaticDecoder(model)             # compiles lazily on the first step
     logits = dec.step(cache, tok [B])      # writes slot cache.length, returns [B, V]
     """
 
