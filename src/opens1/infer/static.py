@@ -13,8 +13,9 @@ Shapes are fixed within a generation (batch B, cache length S):
   - attention reads all S slots with a boolean mask: slots written so far that hold
     real tokens (`KVCache.valid`, so left padding stays masked);
   - each row's rotary position is its count of real tokens, a tensor input.
-MoE layers gather the chosen experts' weights ([B*k, 2I, H]) and run two batched
-matvecs: no host sync, no loop over experts.
+Everything else is the eager model's own code (norms, `Attention.project`, dense MLP,
+`SparseMoeBlock.route`); MoE layers gather the chosen experts' weights ([B*k, 2I, H])
+and run two batched matvecs: no host sync, no loop over experts.
 
 Use it through `model.generate(..., compile=True)`. The first call compiles (10-20 s on
 2 CPU cores); the step is compiled with dynamic shapes, so later calls with another
@@ -28,65 +29,44 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from opens1.models.layers import apply_rope, rope_frequencies
-
-
-def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-    # normalise in float32, cast back, then scale: the eager RMSNorm's order (a no-op cast in float32)
-    y = F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
-    return y * w
+from opens1.models.layers import rope_frequencies
 
 
 def _moe(block, x: torch.Tensor) -> torch.Tensor:
-    # x [B, H] -> [B, H]: softmax router, top-k, gathered expert weights, batched matvecs
-    probs = torch.softmax(F.linear(x, block.gate.weight), dim=-1, dtype=torch.float32)
-    top_w, top_idx = probs.topk(block.top_k, dim=-1)  # [B, k]
-    if block.norm_topk_prob:
-        top_w = top_w / top_w.sum(dim=-1, keepdim=True)
+    # x [B, H] -> [B, H]: the block's router, then the chosen experts' weights gathered
+    # ([B*k, 2I, H]) and two batched matvecs (the eager CPU decode path loops on the host)
+    _, top_w, top_idx = block.route(x)  # [B, k]
     ex = block.experts
     idx = top_idx.reshape(-1)  # [B*k]
     xk = x.repeat_interleave(block.top_k, dim=0)[:, :, None]  # [B*k, H, 1]
     h = torch.bmm(ex.gate_up_proj[idx], xk).squeeze(-1)  # [B*k, 2I]
     gate, up = h.split(ex.intermediate, dim=-1)
     y = torch.bmm(ex.down_proj[idx], (F.silu(gate) * up)[:, :, None]).squeeze(-1)  # [B*k, H]
-    return (y.view(x.shape[0], block.top_k, -1) * top_w.to(y.dtype)[:, :, None]).sum(1)
+    return (y.view(x.shape[0], block.top_k, -1) * top_w[:, :, None]).sum(1)
 
 
 def decode_step(model, tok: torch.Tensor, slot: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor,
                 v_cache: torch.Tensor, valid: torch.Tensor, inv_freq: torch.Tensor, rope_scale: float) -> torch.Tensor:
     """One token per row. tok [B] ids; slot [1] the cache slot to write (same for all rows);
     pos [B] rotary positions; k/v_cache [L, B, Hkv, S, D]; valid [B, S] (already marks the
-    new slot). Returns logits [B, V]."""
+    new slot). Returns logits [B, V]. The layers' own norms, projections (q/k norm + RoPE)
+    and dense MLPs are called as they are; only the cache write and the mask are new."""
     lm = model.language_model
-    cfg = lm.config
     B = tok.shape[0]
-    Hq, Hkv, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    x = lm.embed_tokens.weight[tok]  # [B, H]
-    ang = pos.float()[:, None] * inv_freq  # [B, D/2]
-    cos = torch.cat((ang.cos(), ang.cos()), -1) * rope_scale
-    sin = torch.cat((-ang.sin(), ang.sin()), -1) * rope_scale
-    cos, sin = cos.to(x.dtype)[:, None, None], sin.to(x.dtype)[:, None, None]  # [B, 1, 1, D]
+    x = lm.embed_tokens.weight[tok][:, None]  # [B, 1, H]
+    cos, sin = lm.rotary._angles(pos, inv_freq, rope_scale, x.dtype)  # [B, D]
+    cos, sin = cos[:, None, None], sin[:, None, None]  # [B, 1, 1, D]
     mask = valid[:, None, None, :]  # [B, 1, 1, S]
     for i, layer in enumerate(lm.layers):
         att = layer.self_attn
-        h = _rms(x, layer.input_layernorm.weight, layer.input_layernorm.eps)
-        qkv = F.linear(h, att.qkv_proj.weight, att.qkv_proj.bias).view(B, Hq + 2 * Hkv, 1, D)
-        qk, v = qkv[:, : Hq + Hkv], qkv[:, Hq + Hkv:]
-        qk_w = torch.cat([att.q_norm.weight.expand(Hq, -1), att.k_norm.weight.expand(Hkv, -1)])[:, None]  # [Hq+Hkv, 1, D]
-        qk = apply_rope(_rms(qk, qk_w, att.eps), cos, sin)  # [B, Hq+Hkv, 1, D]
-        q, k = qk[:, :Hq], qk[:, Hq:]
+        q, k, v = att.project(layer.input_layernorm(x), cos, sin)  # [B, heads, 1, D]
         k_cache[i].index_copy_(2, slot, k)
         v_cache[i].index_copy_(2, slot, v)
-        y = F.scaled_dot_product_attention(q, k_cache[i], v_cache[i], attn_mask=mask, enable_gqa=Hq != Hkv)
-        x = x + F.linear(y.reshape(B, Hq * D), att.o_proj.weight, att.o_proj.bias)
-        h = _rms(x, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.eps)
-        if layer.is_moe:
-            x = x + _moe(layer.mlp, h)
-        else:
-            gate, up = F.linear(h, layer.mlp.gate_up_proj.weight).split(layer.mlp.intermediate, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer.mlp.down_proj.weight)
-    x = _rms(x, lm.norm.weight, lm.norm.eps)
-    return F.linear(x, model.lm_head.weight)
+        y = F.scaled_dot_product_attention(q, k_cache[i], v_cache[i], attn_mask=mask, enable_gqa=att.n_heads != att.n_kv)
+        x = x + F.linear(y.reshape(B, 1, -1), att.o_proj.weight, att.o_proj.bias)
+        h = layer.post_attention_layernorm(x)
+        x = x + (_moe(layer.mlp, h[:, 0])[:, None] if layer.is_moe else layer.mlp(h))
+    return F.linear(lm.norm(x[:, 0]), model.lm_head.weight)
 
 
 def cache_length(n: int) -> int:

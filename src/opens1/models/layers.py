@@ -230,7 +230,7 @@ class Attention(nn.Module):
         """[Hq + Hkv, 1, D]: q_norm's weight for the q heads, k_norm's for the k heads.
         Rebuilt every call under autograd; cached for inference until a weight changes."""
         q, k = self.q_norm.weight, self.k_norm.weight
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():  # the cache is host-side state
             return torch.cat([q.expand(self.n_heads, -1), k.expand(self.n_kv, -1)])[:, None]
         key = (q._version, k._version, q.data_ptr(), k.data_ptr(), q.dtype)
         if getattr(self, "_qk_key", None) != key:
@@ -238,9 +238,9 @@ class Attention(nn.Module):
             self._qk_key = key
         return self._qk_w
 
-    def forward(self, x, cos, sin, mask=None, is_causal=True, kv_cache=None):
-        # x [B, T, H]; cos/sin [B, 1, T, D]; mask None or bool [B, 1, T, Tk] (True = attend);
-        # is_causal only applies without a mask (plain causal self-attention over T == Tk)
+    def project(self, x, cos, sin):
+        """x [B, T, H] -> q [B, Hq, T, D], k, v [B, Hkv, T, D]; q and k normalised and rotated.
+        (The compiled decode step, infer/static.py, calls this too.)"""
         B, T, _ = x.shape
         Hq, Hkv, D = self.n_heads, self.n_kv, self.head_dim
         # F.linear on the modules' weights: the module call machinery costs as much as a
@@ -254,7 +254,14 @@ class Attention(nn.Module):
         else:  # normalise in float32 like HF
             qk = F.rms_norm(qk.float(), (D,), eps=self.eps).to(qk.dtype)
         qk = apply_rope(qk * self._qk_norm_weight(), cos, sin)
-        q, k = qk[:, :Hq], qk[:, Hq:]
+        return qk[:, :Hq], qk[:, Hq:], v
+
+    def forward(self, x, cos, sin, mask=None, is_causal=True, kv_cache=None):
+        # x [B, T, H]; cos/sin [B, 1, T, D]; mask None or bool [B, 1, T, Tk] (True = attend);
+        # is_causal only applies without a mask (plain causal self-attention over T == Tk)
+        B, T, _ = x.shape
+        Hq, Hkv, D = self.n_heads, self.n_kv, self.head_dim
+        q, k, v = self.project(x, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # [B, Hkv, Tk, D]: all cached slots
         causal = is_causal and mask is None and T > 1

@@ -162,13 +162,18 @@ class SparseMoeBlock(nn.Module):
         # x [B, T, H] -> (out [B, T, H], router logits [B*T, E])
         B, T, H = x.shape
         flat = x.reshape(-1, H)
+        logits, top_w, top_idx = self.route(flat)
+        out = self.experts(flat, top_idx, top_w)
+        return out.view(B, T, H), logits
+
+    def route(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """flat [N, H] -> (router logits [N, E], top-k weights [N, k] in flat's dtype, expert ids [N, k])."""
         logits = F.linear(flat, self.gate.weight)
         probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
         top_w, top_idx = probs.topk(self.top_k, dim=-1)
         if self.norm_topk_prob:
             top_w = top_w / top_w.sum(dim=-1, keepdim=True)
-        out = self.experts(flat, top_idx, top_w if top_w.dtype == x.dtype else top_w.to(x.dtype))
-        return out.view(B, T, H), logits
+        return logits, top_w.to(flat.dtype), top_idx
 
 
 def load_balancing_loss(router_logits: list[torch.Tensor], top_k: int, mask: torch.Tensor | None = None) -> torch.Tensor:

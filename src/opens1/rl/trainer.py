@@ -91,10 +91,15 @@ VISION_MODULES = ("vision_tower", "multi_modal_projector")
 TIMESERIES_MODULES = ("ts_tower", "ts_projector")
 
 
+def frozen_towers(vision: bool = True, timeseries: bool = True) -> tuple[str, ...]:
+    """Names of the encoder modules (top-level attributes of the model) that RL freezes."""
+    return (VISION_MODULES if vision else ()) + (TIMESERIES_MODULES if timeseries else ())
+
+
 def freeze_for_rl(model: torch.nn.Module, vision: bool = True, router: bool = True, timeseries: bool = True) -> int:
     """Freeze the vision tower (+projector), the time-series tower (+projector) and MoE
     routers; returns how many tensors were frozen."""
-    towers = (VISION_MODULES if vision else ()) + (TIMESERIES_MODULES if timeseries else ())
+    towers = frozen_towers(vision, timeseries)
     n = 0
     for name, p in model.named_parameters():
         frozen = name.split(".", 1)[0] in towers
@@ -118,8 +123,7 @@ class RLTrainer:
         self.envs = {name: get_env(name, data_root=cfg.data_root) for name in cfg.envs}
         freeze_for_rl(model, cfg.freeze_vision, cfg.freeze_router, cfg.freeze_timeseries)
         # frozen towers stay in eval mode while the policy trains (no dropout in their features)
-        self.frozen_towers = [m for name in (VISION_MODULES if cfg.freeze_vision else ())
-                              + (TIMESERIES_MODULES if cfg.freeze_timeseries else ())
+        self.frozen_towers = [m for name in frozen_towers(cfg.freeze_vision, cfg.freeze_timeseries)
                               if (m := getattr(model, name, None)) is not None]
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         # The rollout copy is taken before sharding: under torchrun every rank keeps a full
@@ -377,11 +381,10 @@ class RLTrainer:
             outs = self.engine.generate([self._prompt_inputs(c) for _, c in chunk], 1, greedy, seed=s)
             scores += [self._score(n, c, g[0]) for (n, c), g in zip(chunk, outs)]
         # per environment, for reports: {name: {"reward": mean, "items": count}}
-        self.heldout_by_env = {}
+        by_env: dict[str, list[float]] = {}
         for (name, _), sc in zip(cases, scores):
-            e = self.heldout_by_env.setdefault(name, {"reward": 0.0, "items": 0})
-            e["items"] += 1
-            e["reward"] += (sc - e["reward"]) / e["items"]
+            by_env.setdefault(name, []).append(sc)
+        self.heldout_by_env = {k: {"reward": sum(v) / len(v), "items": len(v)} for k, v in by_env.items()}
         return (sum(scores) / len(scores) if scores else 0.0), len(scores)
 
 
