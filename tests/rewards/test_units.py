@@ -39,3 +39,13 @@ def test_prose_after_the_unit_is_ignored():
     assert verify("number", "Answer: 3.2 kJ mol^-1 at 298 K", "3200 J/mol").score == 1.0
     assert verify("number", "Answer: 2 hours", "7200 s").score == 1.0
     assert verify("number", "Answer: 2 hours", "7200 m").score == 0.0
+
+
+def test_absurd_exponents_are_not_units_and_never_crash():
+    # a tiny model's answer "3 km^99999" made float ** overflow inside the verifier mid-RL
+    from opens1.rewards import verify
+    from opens1.rewards.units import parse_unit
+
+    assert parse_unit("km^99999") is None and parse_unit("10^400 m") is None
+    assert parse_unit("m^2") is not None and parse_unit("10^6 m") is not None
+    assert verify("number", "Answer: 3 km^99999", 3.0).score in (0.0, 1.0)

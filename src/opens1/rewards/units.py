@@ -140,13 +140,22 @@ def lookup(symbol: str) -> Unit | None:
     return None
 
 
+# Bounds on exponents inside a unit expression: beyond them the text is not a unit
+# (and the float power would overflow on answers such as "3 km^99999").
+MAX_UNIT_EXP = 12
+MAX_POW10 = 100
+
+
 def _parse_product(text: str, sign: int) -> Unit | None:
     """`kJ mol^-1`, `N*m`, `ft-lb` -> Unit; None if any piece is unknown."""
     unit = DIMENSIONLESS
     text = text.replace("(", " ").replace(")", " ")
     m = _POW10_RE.match(text)
     if m:  # a scale written into the unit, e.g. SciBench's "10^6 m"
-        unit = Unit(10.0 ** int(m.group(1).replace("−", "-")), _ZERO)
+        p10 = int(m.group(1).replace("−", "-"))
+        if abs(p10) > MAX_POW10:
+            return None  # not a physical scale (and 10.0 ** 400 overflows)
+        unit = Unit(10.0 ** p10, _ZERO)
         text = text[m.end():]
     if "ft-lb" in text:  # the foot-pound is energy, not a product of length and mass
         text = text.replace("ft-lb", " ")
@@ -161,7 +170,10 @@ def _parse_product(text: str, sign: int) -> Unit | None:
         u = lookup(sym)
         if u is None:
             return None
-        unit = unit * (u ** (sign * int(exp.replace("−", "-"))))
+        n = int(exp.replace("−", "-"))
+        if abs(n) > MAX_UNIT_EXP:
+            return None  # "m^99999" is model noise, not a unit (its factor would overflow)
+        unit = unit * (u ** (sign * n))
         pos = m.end()
     if text[pos:].strip(" *·.-"):
         return None
