@@ -75,7 +75,9 @@ def flops_per_token(cfg, ctx: float) -> float:
 
 
 def train_step_fn(model, ids, ours: bool):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+    # the same optimizer for both: torch's fused AdamW, what OpenS1's trainer builds (train.trainer.adamw)
+    # and transformers' Trainer defaults to ("adamw_torch_fused")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     model.train()
 
     def step():

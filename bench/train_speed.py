@@ -170,6 +170,7 @@ def _fsdp_worker(rank, world, port, args, name, result_path):
     import torch.distributed as dist
 
     import opens1
+    from opens1.train.trainer import shutdown_distributed
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -183,7 +184,7 @@ def _fsdp_worker(rank, world, port, args, name, result_path):
         r["tok_per_s"] = float(tps)
         with open(result_path, "w") as f:
             json.dump(r, f)
-    dist.destroy_process_group()
+    shutdown_distributed()  # bench_ours returned: its FSDP model is gone before the group
 
 
 def bench_fsdp(args, name) -> dict:

@@ -12,6 +12,7 @@ import torch
 
 import opens1
 from opens1.rl.rollout import LocalEngine, SamplingParams
+from tests.conftest import GLOO_TEARDOWN_RERUN
 from tests.rl.conftest import tiny_parts as _tiny
 
 
@@ -50,6 +51,7 @@ FSDP_SCRIPT = textwrap.dedent("""
     from opens1.models.s1 import S1ForConditionalGeneration
     from opens1.processing.processor import Processor, configure
     from opens1.rl.trainer import RLConfig, RLTrainer
+    from opens1.train.trainer import shutdown_distributed
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     torch.manual_seed(0)
@@ -65,11 +67,13 @@ FSDP_SCRIPT = textwrap.dedent("""
     ok = all(torch.equal(a, b) for a, b in zip(sd.values(), tr.engine.model.state_dict().values()))
     tr.export(sys.argv[1])
     print(json.dumps({"rank": dist.get_rank(), "steps": res.steps, "synced": ok}))
-    dist.destroy_process_group()
+    del tr, model
+    shutdown_distributed()
 """)
 
 
 @pytest.mark.slow
+@GLOO_TEARDOWN_RERUN
 def test_fsdp_rl_two_ranks_gloo(tmp_path):
     script = tmp_path / "rl_fsdp.py"
     script.write_text(FSDP_SCRIPT)
@@ -78,7 +82,7 @@ def test_fsdp_rl_two_ranks_gloo(tmp_path):
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
            str(script), str(tmp_path / "model")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # a crash shows its stacks
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]

@@ -38,6 +38,7 @@ from opens1.rl.algorithms import (
     token_logprobs_and_entropy,
 )
 from opens1.rl.rollout import LocalEngine, Rollout, RolloutEngine, SamplingParams, response_text
+from opens1.train.trainer import adamw
 
 
 @dataclass
@@ -134,7 +135,7 @@ class RLTrainer:
 
             apply_fsdp(model)
         params = [p for p in model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+        self.opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
         self.rng = random.Random(cfg.seed + self.rank)  # each rank draws its own prompts
         self.sampling = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
                                        eos_token_id=tokenizer.eos_token_id, vocab_limit=len(tokenizer))

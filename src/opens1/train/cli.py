@@ -127,14 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     import torch
-    import torch.distributed as dist
 
     import opens1
     from opens1.processing.processor import Processor
     from opens1.train.checkpointing import CheckpointError
     from opens1.train.data import build_documents_for, build_stream
     from opens1.train.lora import trainable_parameters
-    from opens1.train.trainer import Trainer, init_distributed
+    from opens1.train.trainer import Trainer, init_distributed, shutdown_distributed
 
     tokenizer = opens1.load_tokenizer(args.tokenizer)
     if args.padding_report:
@@ -148,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rank, world, device = init_distributed(cfg.device)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (FSDP shards them)
+    clean = False
     try:
         model, mcfg = build_model(cfg, tokenizer)
         processor = Processor(tokenizer, mcfg)
@@ -177,12 +177,13 @@ def main(argv: list[str] | None = None) -> int:
                        "last_loss": result.losses[-1] if result.losses else None,
                        "checkpoint": result.checkpoint, "final": str(final) if final else None}
             print(json.dumps(summary))
+        clean = True
     except (ValueError, FileNotFoundError, PermissionError, CheckpointError) as e:
         print(f"opens1 train: {e}", file=sys.stderr)
         return 2
     finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        model = trainer = None  # noqa: F841  (shutdown_distributed frees them before the group goes)
+        shutdown_distributed(clean)
     return 0
 
 
