@@ -2,12 +2,13 @@
 same weights, in one run.
 
 Measures, on the same config (default: the `tiny` preset's text model):
-  - training step tokens/s (forward + backward + AdamW step, loss incl. the MoE aux loss)
+  - training step tokens/s (forward + backward + fused AdamW step, loss incl. the MoE aux
+    loss), in float32 and under bf16 autocast (float32 weights, bf16 matmuls) for both
   - batch-1 generation tokens/s (greedy, KV cache, prefill + decode steps), eager, and with
     compiled decode steps (`generate(compile=True)`; transformers: static cache + its
     CompileConfig), each pair timed alternately; compile time excluded and printed
   - the ratio OpenS1 / transformers for each, and achieved FLOP/s as a fraction of the
-    machine's matmul peak, measured in the same run with a large float32 matmul.
+    machine's matmul peak, measured in the same run with a large float32 (and bf16) matmul.
 
 Usage:
     python bench/model_speed.py                       # ~2 minutes on 2 CPU cores (compiles included)
@@ -29,9 +30,9 @@ import time
 import torch
 
 
-def matmul_peak(n: int = 2048, reps: int = 5) -> float:
-    """FLOP/s of a large float32 matmul: what this machine can do at best."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 2048, reps: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of a large matmul in `dtype`: what this machine can do at best."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(reps):
@@ -74,14 +75,15 @@ def flops_per_token(cfg, ctx: float) -> float:
     return 2 * params + t.num_hidden_layers * 4 * ctx * t.num_attention_heads * t.head_dim
 
 
-def train_step_fn(model, ids, ours: bool):
+def train_step_fn(model, ids, ours: bool, amp: torch.dtype | None = None):
     # the same optimizer for both: torch's fused AdamW, what OpenS1's trainer builds (train.trainer.adamw)
     # and transformers' Trainer defaults to ("adamw_torch_fused")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     model.train()
 
     def step():
-        out = model(input_ids=ids, labels=ids)
+        with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
+            out = model(input_ids=ids, labels=ids)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -140,6 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("--decode-reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled-decode rows (each compiles ~20 s)")
+    ap.add_argument("--no-bf16", action="store_true", help="skip the bf16-autocast training row")
     ap.add_argument("--wall", action="store_true", help="time with the wall clock even when single-threaded")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -148,23 +151,38 @@ def main(argv=None) -> int:
     # the CPU time this process consumed is the honest cost, so use it.
     CLOCK = time.process_time if args.threads == 1 and not args.wall else time.perf_counter
 
-    peak = matmul_peak()
+    from opens1.models.checkpoint import convert_state_dict
+
+    peak, peak_bf16 = matmul_peak(), matmul_peak(dtype=torch.bfloat16)
     cfg, ours, ref = build(args.preset)
     V = cfg.text.vocab_size
     clock = "process CPU time" if CLOCK is time.process_time else "wall clock"
     print(f"preset {args.preset}: {sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M parameters, "
-          f"{args.threads} thread(s), float32, timed by {clock}; matmul peak {peak / 1e9:.1f} GFLOP/s")
+          f"{args.threads} thread(s), float32, timed by {clock}; matmul peak {peak / 1e9:.1f} GFLOP/s "
+          f"(bf16 {peak_bf16 / 1e9:.1f})")
 
     # identical start: both models learn from the same weights (two AdamW copies)
     ids = torch.randint(0, V, (args.batch, args.seq), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         l1, l2 = float(ours(ids, labels=ids).loss), float(ref(input_ids=ids, labels=ids).loss)
     print(f"same initial loss (incl. aux): ours {l1:.5f}  transformers {l2:.5f}")
+    start = {k: v.clone() for k, v in ref.state_dict().items()}  # decoding starts from these again
     t_ours, t_ref = alternate(train_step_fn(ours, ids, True), train_step_fn(ref, ids, False), 1, args.steps)
     ntok = args.batch * args.seq
     fl_train = 3 * flops_per_token(cfg, args.seq / 2) * ntok  # backward ~ 2x forward
-    rows = [("train step", ntok / t_ours, ntok / t_ref, fl_train / t_ours, fl_train / t_ref)]
+    rows = [("train step", ntok / t_ours, ntok / t_ref, fl_train / t_ours, fl_train / t_ref, peak)]
+    if not args.no_bf16:
+        # both under bf16 autocast (float32 weights and optimizer), against the bf16 matmul peak;
+        # the models continue from the float32 row's weights (same data, same number of steps)
+        t_ours, t_ref = alternate(train_step_fn(ours, ids, True, torch.bfloat16),
+                                  train_step_fn(ref, ids, False, torch.bfloat16), 1, args.steps)
+        rows.append(("train bf16 amp", ntok / t_ours, ntok / t_ref, fl_train / t_ours, fl_train / t_ref,
+                     peak_bf16))
 
+    # training moved the two copies apart (float32 and bf16 rounding differ between the
+    # implementations): decode from the identical initial weights so greedy tokens can match
+    ref.load_state_dict(start)
+    ours.load_state_dict(convert_state_dict(start, cfg), strict=True)
     prompt = torch.randint(0, V, (1, args.prompt_len), generator=torch.Generator().manual_seed(2))
     ctx = args.prompt_len + args.new_tokens / 2
     fl_dec = flops_per_token(cfg, ctx) * (args.new_tokens + args.prompt_len)
@@ -183,15 +201,15 @@ def main(argv=None) -> int:
         pairs += [("decode compiled", (True, True), (False, False)), ("both compiled", (True, True), (False, True))]
     for name, a, b in pairs:
         t_ours, t_ref = alternate(g[a], g[b], 1, args.decode_reps)
-        rows.append((name, n / t_ours, n / t_ref, fl_dec / t_ours, fl_dec / t_ref))
+        rows.append((name, n / t_ours, n / t_ref, fl_dec / t_ours, fl_dec / t_ref, peak))
 
     print(f"greedy tokens identical to transformers (every variant): {same}")
     print("rows: train step; decode b=1 (both eager); decode compiled (OpenS1 compile=True vs transformers'\n"
           "default eager generate: the issue's reference); both compiled (vs transformers' static cache + compile)")
     print(f"{'':16s} {'OpenS1 tok/s':>13s} {'HF tok/s':>10s} {'ratio':>7s} {'OpenS1 FLOP/s':>14s} {'HF FLOP/s':>10s}")
-    for name, a, b, fa, fb in rows:
-        print(f"{name:16s} {a:13.1f} {b:10.1f} {a / b:6.2f}x {fa / 1e9:8.2f}G {100 * fa / peak:4.1f}% "
-              f"{fb / 1e9:6.2f}G {100 * fb / peak:4.1f}%")
+    for name, a, b, fa, fb, pk in rows:  # FLOP/s as a share of the peak in the row's precision
+        print(f"{name:16s} {a:13.1f} {b:10.1f} {a / b:6.2f}x {fa / 1e9:8.2f}G {100 * fa / pk:4.1f}% "
+              f"{fb / 1e9:6.2f}G {100 * fb / pk:4.1f}%")
     return 0
 
 

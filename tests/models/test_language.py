@@ -203,6 +203,29 @@ def test_linear_cross_entropy_across_chunks():
         torch.testing.assert_close(s1.linear_cross_entropy(h, w, target)[0], ref.detach())
 
 
+def test_linear_cross_entropy_under_autocast():
+    # bf16 autocast: the head's matmuls in bf16 like nn.Linear's, the loss in float32, and the
+    # gradients reach the float32 weight; it must agree with the unfused bf16 computation
+    from opens1.models import s1
+
+    torch.manual_seed(2)
+    N = s1.CE_CHUNK + 50  # two chunks: grad_W is summed across them
+    h = torch.randn(1, N, 32, requires_grad=True)
+    w = (0.1 * torch.randn(97, 32)).requires_grad_()
+    target = torch.randint(0, 97, (1, N))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ce, logits = s1.linear_cross_entropy(h, w, target)
+        ref_logits = h @ w.t()  # autocast: bf16
+    ref = torch.nn.functional.cross_entropy(ref_logits.float().reshape(-1, 97), target.reshape(-1))
+    assert ce.dtype == torch.float32 and logits.dtype == torch.bfloat16
+    torch.testing.assert_close(logits, ref_logits)
+    torch.testing.assert_close(ce, ref, rtol=1e-3, atol=1e-3)
+    ours, theirs = torch.autograd.grad(ce, (h, w)), torch.autograd.grad(ref, (h, w))
+    for a, b in zip(ours, theirs):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=1e-4)
+
+
 def test_count_parameters_of_real_presets():
     from opens1.config import count_parameters
 
