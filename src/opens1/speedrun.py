@@ -155,8 +155,12 @@ def run_train_stage(name: str, model, tok, proc, scfg: SpeedrunConfig, seconds: 
     # Calibrate: time a couple of steps, then size the schedule (WSD needs its length up front)
     # so that warm-up, stable phase and decay all fit in the time left.
     left = seconds - (time.perf_counter() - t0)
-    probe = Trainer(model, cfg.replace(max_steps=10_000, warmup_steps=1), stream, cfg.out_dir, resume=False,
-                    data_hashes=hashes)
+    # The probe's steps are real updates of a fresh AdamW, so they follow the stage's warm-up
+    # like the steps after them (they used to run at the full learning rate). The multimodal
+    # stage's early loss rise (e.g. 4.9 -> 10.0) is its data order, not these steps: it is the
+    # same with lr 1e-9.
+    probe = Trainer(model, cfg.replace(max_steps=10_000, warmup_steps=max(cfg.warmup_steps, 10)), stream,
+                    cfg.out_dir, resume=False, data_hashes=hashes)
     tp = time.perf_counter()
     probe_res = probe.fit(max_steps=2)
     per_step = (time.perf_counter() - tp) / 2
