@@ -43,8 +43,11 @@ def test_report_schema(run_dir):
         assert 0.0 <= r["score"] <= 1.0 and r["items"] >= 1
     if "rl" in report["stages"]:
         rl = report["stages"]["rl"]
-        for key in ("heldout_reward_before", "heldout_reward_after", "heldout_items", "reward", "entropy"):
+        for key in ("heldout_reward_before", "heldout_reward_after", "heldout_items", "reward", "entropy",
+                    "heldout_answer_prior"):
             assert key in rl
+        assert 0.0 <= rl["heldout_answer_prior"] <= 1.0
+        assert set(rl["heldout_answer_prior_by_env"]) == set(rl["heldout_by_env_before"])
     md = (out / "report.md").read_text()
     assert "| pretrain |" in md and "loss.png" in md
     assert (out / "loss.png").stat().st_size > 1000

@@ -88,10 +88,17 @@ def to_markdown(report: dict, images: list[str]) -> str:
             lines += ["", f"Sampled (temperature 1, one fixed-seed sample per item): {rl['heldout_sampled_before']:.3f} -> "
                           f"{rl['heldout_sampled_after']:.3f} (standard error of the difference "
                           f"{rl['stderr_of_difference_sampled']:.3f})."]
+        if "heldout_answer_prior" in rl:
+            lines += ["", f"Answer prior (always each environment's most common held-out answer, same items): "
+                          f"{rl['heldout_answer_prior']:.3f}. A policy that only learned which answer is most "
+                          f"frequent scores this."]
         before, after = rl.get("heldout_by_env_before") or {}, rl.get("heldout_by_env_after") or {}
+        prior = rl.get("heldout_answer_prior_by_env") or {}
         if before and after:
-            lines += ["", "| RL environment | greedy before | after | items |", "|---|---|---|---|"]
-            lines += [f"| {e} | {before[e]['reward']:.3f} | {after[e]['reward']:.3f} | {before[e]['items']} |"
+            lines += ["", "| RL environment | greedy before | after | answer prior | items |", "|---|---|---|---|---|"]
+            lines += [f"| {e} | {before[e]['reward']:.3f} | {after[e]['reward']:.3f} | "
+                      f"{prior[e]['reward']:.3f} | {before[e]['items']} |" if e in prior else
+                      f"| {e} | {before[e]['reward']:.3f} | {after[e]['reward']:.3f} | - | {before[e]['items']} |"
                       for e in before if e in after]
     lines += ["", "## Held-out evaluation (greedy)", "", "| task | score | items |", "|---|---|---|"]
     for task, r in report.get("eval", {}).items():

@@ -246,17 +246,19 @@ def run_rl(model, tok, proc, envs: list[str], seconds: float, data, seed: int, h
     after, _ = trainer.heldout_reward(items=n, batch=16)
     by_env_after = trainer.heldout_by_env
     after_s, _ = trainer.heldout_reward(items=n, batch=16, temperature=cfg.temperature)
+    prior, prior_by_env = trainer.answer_prior_reward(n)  # always the most common answer
     se = math.sqrt((before * (1 - before) + after * (1 - after)) / max(1, n))
     se_s = math.sqrt((before_s * (1 - before_s) + after_s * (1 - after_s)) / max(1, n))
     log(f"rl: {res.steps} steps on {envs}; held-out reward greedy {before:.3f} -> {after:.3f} (se of diff {se:.3f}), "
-        f"sampled {before_s:.3f} -> {after_s:.3f} (se {se_s:.3f}), n={n}")
+        f"sampled {before_s:.3f} -> {after_s:.3f} (se {se_s:.3f}), n={n}; answer prior {prior:.3f}")
     return {"loss": [h.get("bc_loss", 0.0) + h.get("pg_loss", 0.0) for h in res.history if "entropy" in h],
             "reward": res.curve("reward_mean"), "entropy": res.curve("entropy"),
             "steps": res.steps, "tokens": res.tokens, "seconds": time.perf_counter() - t0,
             "envs": envs, "heldout_reward_before": before, "heldout_reward_after": after,
             "heldout_items": n, "stderr_of_difference": se,
             "heldout_by_env_before": by_env_before, "heldout_by_env_after": by_env_after,
-            "heldout_sampled_before": before_s, "heldout_sampled_after": after_s, "stderr_of_difference_sampled": se_s}
+            "heldout_sampled_before": before_s, "heldout_sampled_after": after_s, "stderr_of_difference_sampled": se_s,
+            "heldout_answer_prior": prior, "heldout_answer_prior_by_env": prior_by_env}
 
 
 # ---------------------------------------------------------------- the whole run

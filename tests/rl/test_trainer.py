@@ -119,3 +119,19 @@ def test_heldout_reward_per_env_breakdown(parts):
     by = trainer.heldout_by_env
     assert {k: v["items"] for k, v in by.items()} == {"logic/counting": 3, "bio/gc_content": 3}
     assert abs(sum(v["reward"] * v["items"] for v in by.values()) / n - mean) < 1e-9
+
+
+def test_answer_prior_reward_is_the_most_common_answers_share(parts):
+    # logic/counting is verified exactly: always giving the most common reference scores
+    # exactly that reference's share of the slice (ties between references aside)
+    from collections import Counter
+
+    tok, proc, model = parts
+    trainer = RLTrainer(model, tok, proc, RLConfig(envs=["logic/counting", "ecg/beat_label"], max_new_tokens=4))
+    mean, by = trainer.answer_prior_reward(60)
+    cases = trainer.heldout_cases(60)
+    for env in ("logic/counting", "ecg/beat_label"):
+        refs = Counter(repr(c.reference) for n, c in cases if n == env)
+        assert by[env]["items"] == sum(refs.values())
+        assert by[env]["reward"] == pytest.approx(refs.most_common(1)[0][1] / sum(refs.values()))
+    assert mean == pytest.approx(sum(v["reward"] * v["items"] for v in by.values()) / 60)

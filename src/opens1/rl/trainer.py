@@ -24,6 +24,7 @@ import json
 import math
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -387,6 +388,24 @@ class RLTrainer:
             by_env.setdefault(name, []).append(sc)
         self.heldout_by_env = {k: {"reward": sum(v) / len(v), "items": len(v)} for k, v in by_env.items()}
         return (sum(scores) / len(scores) if scores else 0.0), len(scores)
+
+    def answer_prior_reward(self, items: int) -> tuple[float, dict]:
+        """The held-out reward of the answer prior: per environment, one fixed response (the
+        worked answer for its most common reference) scored on every case of the slice that
+        `heldout_reward(items)` scores. A policy that only learned which answer is most frequent
+        reaches this, so RL gains are to be read against it. Returns (mean, {env: {reward, items}})."""
+        by_env: dict[str, list] = {}
+        for name, case in self.heldout_cases(items):
+            by_env.setdefault(name, []).append(case)
+        scores, out = [], {}
+        for name, cases in by_env.items():
+            common = Counter(repr(c.reference) for c in cases).most_common(1)[0][0]
+            exemplar = next(c for c in cases if repr(c.reference) == common)
+            response = self.envs[name].sft_response(exemplar) or str(exemplar.reference)
+            sc = [float(self.mixture.score(name, response, c)) for c in cases]
+            out[name] = {"reward": sum(sc) / len(sc), "items": len(sc), "answer": response}
+            scores += sc
+        return (sum(scores) / len(scores) if scores else 0.0), out
 
 
 def _concat_multimodal(extras: list[dict]) -> dict:
