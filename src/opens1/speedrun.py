@@ -156,7 +156,8 @@ def run_train_stage(name: str, model, tok, proc, scfg: SpeedrunConfig, seconds: 
     # so that warm-up, stable phase and decay all fit in the time left.
     left = seconds - (time.perf_counter() - t0)
     # The probe's steps are real updates of a fresh AdamW, so they follow the stage's warm-up
-    # like the steps after them (they used to run at the full learning rate). The multimodal
+    # like the steps after them (they used to run at the full learning rate); at least 10
+    # warm-up steps, so two probe steps stay small where a stage's warm-up is short (SFT: 5). The multimodal
     # stage's early loss rise (e.g. 4.9 -> 10.0) is its data order, not these steps: it is the
     # same with lr 1e-9.
     probe = Trainer(model, cfg.replace(max_steps=10_000, warmup_steps=max(cfg.warmup_steps, 10)), stream,

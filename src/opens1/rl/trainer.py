@@ -382,11 +382,7 @@ class RLTrainer:
             chunk = cases[s:s + batch]
             outs = self.engine.generate([self._prompt_inputs(c) for _, c in chunk], 1, greedy, seed=s)
             scores += [self._score(n, c, g[0]) for (n, c), g in zip(chunk, outs)]
-        # per environment, for reports: {name: {"reward": mean, "items": count}}
-        by_env: dict[str, list[float]] = {}
-        for (name, _), sc in zip(cases, scores):
-            by_env.setdefault(name, []).append(sc)
-        self.heldout_by_env = {k: {"reward": sum(v) / len(v), "items": len(v)} for k, v in by_env.items()}
+        self.heldout_by_env = _per_env(cases, scores)  # for reports
         return (sum(scores) / len(scores) if scores else 0.0), len(scores)
 
     def answer_prior_reward(self, items: int) -> tuple[float, dict]:
@@ -394,18 +390,24 @@ class RLTrainer:
         worked answer for its most common reference) scored on every case of the slice that
         `heldout_reward(items)` scores. A policy that only learned which answer is most frequent
         reaches this, so RL gains are to be read against it. Returns (mean, {env: {reward, items}})."""
-        by_env: dict[str, list] = {}
-        for name, case in self.heldout_cases(items):
-            by_env.setdefault(name, []).append(case)
-        scores, out = [], {}
-        for name, cases in by_env.items():
-            common = Counter(repr(c.reference) for c in cases).most_common(1)[0][0]
-            exemplar = next(c for c in cases if repr(c.reference) == common)
-            response = self.envs[name].sft_response(exemplar) or str(exemplar.reference)
-            sc = [float(self.mixture.score(name, response, c)) for c in cases]
-            out[name] = {"reward": sum(sc) / len(sc), "items": len(sc), "answer": response}
-            scores += sc
-        return (sum(scores) / len(scores) if scores else 0.0), out
+        cases = self.heldout_cases(items)
+        answers = {}
+        for name in dict.fromkeys(n for n, _ in cases):
+            mine = [c for n, c in cases if n == name]
+            common = Counter(repr(c.reference) for c in mine).most_common(1)[0][0]
+            exemplar = next(c for c in mine if repr(c.reference) == common)
+            answers[name] = self.envs[name].sft_response(exemplar) or str(exemplar.reference)
+        scores = [float(self.mixture.score(n, answers[n], c)) for n, c in cases]
+        by_env = {k: {**v, "answer": answers[k]} for k, v in _per_env(cases, scores).items()}
+        return (sum(scores) / len(scores) if scores else 0.0), by_env
+
+
+def _per_env(cases: list, scores: list[float]) -> dict[str, dict]:
+    """(env name, case) pairs and their scores -> {name: {"reward": mean, "items": count}}."""
+    by_env: dict[str, list[float]] = {}
+    for (name, _), sc in zip(cases, scores):
+        by_env.setdefault(name, []).append(sc)
+    return {k: {"reward": sum(v) / len(v), "items": len(v)} for k, v in by_env.items()}
 
 
 def _concat_multimodal(extras: list[dict]) -> dict:

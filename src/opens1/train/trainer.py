@@ -117,7 +117,6 @@ def shutdown_distributed(clean: bool = True) -> None:
     if clean:
         dist.barrier()
     dist.destroy_process_group()
-    gc.collect()
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -536,9 +535,9 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 
 def adamw(params, **kw) -> torch.optim.AdamW:
     """torch's AdamW with its fused kernel where it has one (CPU and CUDA, floating point).
-    Why: torch's default on CPU is the per-parameter loop, 7x slower than fused on the tiny
-    model (10.7 ms foreach, 1.8 ms fused per step: bench/model_speed.py prints both runs'
-    step times); transformers' Trainer also defaults to the fused kernel."""
+    Why: torch's default on CPU is the per-parameter loop; one step over the tiny model's
+    3.6M parameters took 12.5 ms with it, 10.7 ms with foreach and 1.8 ms fused (timed alone,
+    one thread). transformers' Trainer also defaults to the fused kernel."""
     groups = list(params)
     flat = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
     devices = {p.device.type for p in flat}
