@@ -12,9 +12,10 @@ and their ratio:
   timeout, i.e. the document run to its end, as the swallowed, never re-armed timeout let
   it (--quick: 2 pages of 150 x 150).
 - sandbox_run / sandbox_tests: seconds per `run_python("pass")` and per `verify("code",
-  ...)` with one assert test in the bubblewrap sandbox; reference: the same in the
-  unisolated mode (a plain subprocess with rlimits, seccomp and a network namespace: the
-  layers the code verifier had before bubblewrap).
+  ...)` with one assert test in the bubblewrap sandbox (the tests in a second sandbox);
+  reference: one bare `python -I -B -c` subprocess running the solution and its assert
+  (the floor of the old in-process harness: one interpreter start, no isolation). The
+  note gives the same call in the opt-in unisolated mode.
 Rows register in ROWS (name -> function returning dicts); the server rows plug in the
 same way. Timings on a shared machine are noisy: the load average is printed.
 """
@@ -123,6 +124,8 @@ def _per_call(fn: Callable[[], object], n: int) -> float:
 
 
 def row_sandbox(args) -> list[dict]:
+    import subprocess
+
     from opens1.rewards import verify
     from opens1.rewards.code import isolation, run_python
 
@@ -131,16 +134,19 @@ def row_sandbox(args) -> list[dict]:
         return [{"row": "sandbox", "input": "-", "ours_s": None, "ref_s": None, "note": f"no sandbox: {why}"}]
     n = 5 if args.quick else 20
     sol, tests = "```python\ndef f(x):\n    return 2 * x\n```", ["assert f(2) == 4"]
+    bare = _per_call(lambda: subprocess.run([sys.executable, "-I", "-B", "-c", "def f(x):\n return 2 * x\n"
+                                             "assert f(2) == 4"], check=True), n)
     out = []
     for name, call in (("sandbox_run run_python('pass')", lambda **k: run_python("pass", **k)),
                        ("sandbox_tests verify(code, 1 assert)", lambda **k: verify("code", sol, tests, **k))):
         ours = _per_call(lambda: call(), n)
-        os.environ["OPENS1_BWRAP"] = ""  # the reference: the unisolated mode
+        os.environ["OPENS1_BWRAP"] = ""  # the opt-in mode without bubblewrap
         try:
-            ref = _per_call(lambda: call(allow_unisolated=True), n)
+            unisolated = _per_call(lambda: call(allow_unisolated=True), n)
         finally:
             del os.environ["OPENS1_BWRAP"]
-        out.append({"row": name, "input": mode, "ours_s": ours, "ref_s": ref, "note": f"median of {n}"})
+        out.append({"row": name, "input": mode, "ours_s": ours, "ref_s": bare,
+                    "note": f"median of {n}; unisolated mode {unisolated:.3f} s"})
     return out
 
 

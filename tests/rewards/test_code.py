@@ -115,12 +115,14 @@ def test_classes_generators_exceptions_and_in_place_mutation():
            "    def push(self, x):\n        self.items.append(x)\n    def pop(self):\n"
            "        if not self.items:\n            raise IndexError('empty')\n        return self.items.pop()\n"
            "def evens(n):\n    for i in range(n):\n        if i % 2 == 0:\n            yield i\n"
-           "def sort_in_place(xs):\n    xs.sort()\n```")
+           "def sort_in_place(xs):\n    xs.sort()\n"
+           "def twice(b):\n    return b * 2, {frozenset({1}): 1.5 + 2j, None: [True, (0.1, -7 ** 80)]}\n```")
     tests = ["s = Stack()\ns.push(1)\ns.push(2)\nassert s.pop() == 2 and s.items == [1]",
              "try:\n    Stack().pop()\n    assert False\nexcept IndexError:\n    pass",
              "assert list(evens(5)) == [0, 2, 4]",
              "g = evens(3)\nassert next(g) == 0 and next(g) == 2",
-             "xs = [3, 1, 2]\nsort_in_place(xs)\nassert xs == [1, 2, 3]"]
+             "xs = [3, 1, 2]\nsort_in_place(xs)\nassert xs == [1, 2, 3]",
+             "assert twice(b'ab') == (b'abab', {frozenset({1}): 1.5 + 2j, None: [True, (0.1, -7 ** 80)]})"]
     r = verify("code", sol, tests, partial=True)
     assert r.score == 1.0, r.reason
 

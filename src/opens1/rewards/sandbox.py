@@ -222,7 +222,7 @@ def _bwrap_argv(bwrap: str, mode: str, lim: SandboxLimits, cfg: dict, files: dic
     for k, v in _env("/tmp").items():
         a += ["--setenv", k, v]
     cfg = {**cfg, "limits": asdict(lim), "require_seccomp": True}
-    a += ["--", sys.executable, "-I", "-B", "/sbx/worker.py", json.dumps(cfg)]
+    a += ["--", sys.executable, "-I", "-B", "-S", "/sbx/worker.py", json.dumps(cfg)]
     return a, fds
 
 
@@ -236,7 +236,7 @@ def _env(home: str) -> dict[str, str]:
 
 
 class Sandbox:
-    """One running sandbox: `python -I -B worker.py` in mode cfg["mode"], started now.
+    """One running sandbox: `python -I -B -S worker.py` in mode cfg["mode"], started now.
 
     stdin is a snapshot (a memfd), stdout/stderr go to unlinked temporary files (nothing
     remains on disk however the run ends); `kill()` ends the whole tree."""
@@ -276,7 +276,7 @@ class Sandbox:
             paths[dest] = p
         cfg = {k: (paths.get(v, v) if isinstance(v, str) else v) for k, v in cfg.items()}
         cfg.update(limits=asdict(self.lim), unshare_net=self.lim.isolate_network, require_seccomp=False)
-        argv = [sys.executable, "-I", "-B", paths["/sbx/worker.py"], json.dumps(cfg)]
+        argv = [sys.executable, "-I", "-B", "-S", paths["/sbx/worker.py"], json.dumps(cfg)]
         return argv, self.work, _env(self.work)
 
     def wait(self, deadline: float) -> bool:

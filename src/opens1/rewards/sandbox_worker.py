@@ -1,12 +1,12 @@
 """The program that runs INSIDE the code sandbox (`sandbox.py` starts it; stdlib only).
 
 It is copied into each sandbox as /sbx/worker.py and started as
-`python -I -B /sbx/worker.py CONFIG_JSON`. Its first lines are trusted: they drop
+`python -I -B -S /sbx/worker.py CONFIG_JSON`. Its first lines are trusted: they drop
 privileges, set the resource limits and install the seccomp filter, and only then
 does model-written code run. Modes:
 
     probe      print what the sandbox looks like (uid, pid) and exit
-    run        exec /sbx/main.py as __main__ (stdin in, stdout out: the io tests)
+    run        run /sbx/main.py as __main__ (stdin in, stdout out: the io tests)
     solution   run /sbx/main.py, then answer calls from the tests process (below)
     tests      run the tests in /sbx/tests.json against the solution's functions and
                write the verdict to a file descriptor the solution never holds
@@ -27,13 +27,12 @@ test fails rather than passes.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import builtins
 import ctypes
 import importlib
 import json
 import os
-import platform
 import resource
 import struct
 import sys
@@ -62,14 +61,14 @@ _DENY = {
 
 def seccomp_program(deny_fork: bool = True) -> bytes | None:
     """A classic-BPF filter returning EPERM for the denied syscalls (None: unknown arch)."""
-    arch = _DENY.get(platform.machine())
+    arch = _DENY.get(os.uname().machine)
     if arch is None:
         return None
     audit_arch, nrs = arch
     if not deny_fork:
-        nrs = nrs[2:] if platform.machine() == "x86_64" else nrs  # keep clone: threads
+        nrs = nrs[2:] if os.uname().machine == "x86_64" else nrs  # keep clone: threads
     checks = [(0x15, nr) for nr in nrs]  # BPF_JEQ
-    if platform.machine() == "x86_64":
+    if os.uname().machine == "x86_64":
         checks.append((0x35, 0x40000000))  # BPF_JGE: every x32-ABI syscall
     ins = [(0x20, 0, 0, 4)]  # A = seccomp_data.arch
     ins.append((0x15, 0, len(checks) + 1, audit_arch))  # foreign arch -> allow (jumps over the checks)
@@ -246,7 +245,7 @@ class Encoder:
         if t is str:
             return ["S", x]
         if t in (bytes, bytearray):
-            return ["Y" if t is bytes else "A", base64.b64encode(x).decode("ascii")]
+            return ["Y" if t is bytes else "A", binascii.b2a_base64(x, newline=False).decode("ascii")]
         if t in (list, tuple, set, frozenset):
             tag = {list: "L", tuple: "T", set: "E", frozenset: "Z"}[t]
             return [tag, [self(v, depth + 1) for v in x]]
@@ -281,7 +280,7 @@ def decode(v, remote, depth: int = 0):
     if tag == "S":
         return str(one(str))
     if tag in ("Y", "A"):
-        raw = base64.b64decode(one(str), validate=True)
+        raw = binascii.a2b_base64(one(str))
         return raw if tag == "Y" else bytearray(raw)
     if tag in ("L", "T", "E", "Z"):
         items = [decode(x, remote, depth + 1) for x in one(list)]
@@ -562,11 +561,19 @@ def run_tests(rfd: int, wfd: int, vfd: int, tests: list[str]) -> None:
 def main(argv: list[str]) -> None:
     cfg = json.loads(argv[1])
     prologue(cfg)
+    # started with -S (site costs ~35 ms a start): site-packages join sys.path only now,
+    # after the prologue, so the code can import NumPy and the like
+    import site
+
+    site.main()
     mode, fds = cfg["mode"], cfg.get("fds", {})
     if mode == "probe":
         print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "pid": os.getpid()}), flush=True)
     elif mode == "run":
-        os.execv(sys.executable, [sys.executable, "-I", "-B", cfg["main"]])
+        import runpy
+
+        sys.argv = [cfg["main"]]
+        runpy.run_path(cfg["main"], run_name="__main__")
     elif mode == "solution":
         serve(cfg["main"], fds["r"], fds["w"])
     elif mode == "tests":
