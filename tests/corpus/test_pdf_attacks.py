@@ -89,3 +89,12 @@ def test_memory_cap_and_timeout_flags_parse(tmp_path):
     assert main([str(pdf), "--out", str(tmp_path / "o"), "--doc-timeout", "60", "--doc-memory", "1024",
                  "--no-ocr"]) == 0
     assert (tmp_path / "o" / "a.md").is_file()
+
+
+def test_bench_attacks_command_lines_parse(capsys):
+    """docs/data-pipeline.md and docs/sandbox.md run `python bench/attacks.py --only pdf|sandbox`."""
+    import attacks
+
+    assert attacks.main(["--only", "no-such-row", "--quick"]) == 0
+    assert "ref/ours" in capsys.readouterr().out
+    assert any(n.startswith("pdf") for n in attacks.ROWS) and any(n.startswith("sandbox") for n in attacks.ROWS)
