@@ -296,6 +296,37 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def test_timed_out_sandboxes_leave_no_process_not_even_a_zombie():
+    """A wall-clock kill ends every process of both sandboxes and each is reaped: none is
+    left to PID 1 (which, in a container, may never reap it)."""
+    import threading
+
+    from opens1.rewards.code import verify_code
+
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen.update(_descendants(os.getpid()))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        r = verify_code(_fence("import time\ntime.sleep(60)"), ["assert True"],
+                        limits=SandboxLimits(cpu_seconds=2, wall_seconds=1.5))
+    finally:
+        done.set()
+        watcher.join()
+    assert r.reason == "wall-clock limit exceeded"
+    assert len(seen) >= 6  # two sandboxes: bwrap, its init, the worker
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in seen):
+        time.sleep(0.1)
+    assert not [p for p in seen if os.path.exists(f"/proc/{p}")]
+
+
 @pytest.mark.slow
 def test_killed_verifier_leaves_no_process_and_no_files(tmp_path):
     """SIGKILL the process that runs the sandbox (an RL trainer killed by the OOM killer):

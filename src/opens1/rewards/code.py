@@ -89,6 +89,7 @@ def run_tests(code: str, tests: list[str], limits: SandboxLimits = SandboxLimits
                 sol.result(False, 0.0)
     exited = tst.wait(t0 + limits.wall_seconds)
     tst.kill()
+    sol.wait(min(time.monotonic() + 1.0, t0 + limits.wall_seconds))  # it ends on EOF from the tests
     sol.kill()
     wall = time.monotonic() - t0
     tres, sres = tst.result(not exited, wall), sol.result(not exited, wall)

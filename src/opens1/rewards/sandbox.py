@@ -140,7 +140,7 @@ def _resolve(allow_unisolated: bool) -> str:
 
 
 def _memfd(data: bytes, name: str) -> int:
-    fd = os.memfd_create(name, 0)
+    fd = os.memfd_create(name)  # close-on-exec: only the sandbox it is passed to gets it
     os.write(fd, data)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
@@ -235,6 +235,14 @@ def _env(home: str) -> dict[str, str]:
 # --- running one sandbox ---------------------------------------------------------------------
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
 class Sandbox:
     """One running sandbox: `python -I -B -S worker.py` in mode cfg["mode"], started now.
 
@@ -288,12 +296,25 @@ class Sandbox:
             return False
 
     def kill(self) -> None:
-        # bwrap --die-with-parent and the PID namespace take the code down with bwrap;
-        # in the unisolated mode the process group is all there is
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        """End the sandbox from the inside out: bwrap's child (the PID namespace's init,
+        whose death takes every process in the namespace with it) first; bwrap then reaps
+        it and exits. Killing bwrap first would leave its child to PID 1, which in a
+        container may never reap it. In the unisolated mode the process group is all."""
+        if self.proc.poll() is None and self.mode != "unisolated":
+            for pid in _children(self.proc.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self.proc.wait()
 
     def read(self, f) -> str:
