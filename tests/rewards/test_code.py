@@ -127,6 +127,13 @@ def test_classes_generators_exceptions_and_in_place_mutation():
     assert r.score == 1.0, r.reason
 
 
+def test_a_big_global_table_is_reached_through_a_handle():
+    sol = "```python\nTABLE = list(range(2_000_000))\ndef f(i):\n    return TABLE[i]\n```"
+    tests = ["assert f(1_999_999) == 1_999_999", "assert TABLE[5] == 5 and len(TABLE) == 2_000_000"]
+    r = verify("code", sol, tests, limits=SandboxLimits(cpu_seconds=5, wall_seconds=20.0))
+    assert r.score == 1.0, r.reason
+
+
 def test_forged_success_by_early_exit_fails():
     sneaky = "```python\nimport os\nos._exit(0)\n```"
     assert verify("code", sneaky, ["assert False"]).score == 0.0

@@ -298,12 +298,12 @@ def _worker_main(conn, cfg: ParseConfig) -> None:
         if job is None:
             return
         path, stem = job
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         if cfg.doc_memory_mb > 0:  # this document may grow the process by doc_memory_mb
             cap = _vm_bytes() + (cfg.doc_memory_mb << 20)
-            resource.setrlimit(resource.RLIMIT_AS, (cap, resource.RLIM_INFINITY))
+            resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
         res = process_one(path, stem, cfg)
-        if cfg.doc_memory_mb > 0:
-            resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
         retire = "error" in res and res["error"]["error"].startswith("MemoryError")
         if retire:
             res["error"]["error"] = (f"MemoryError: the document needed more than --doc-memory "

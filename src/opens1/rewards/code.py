@@ -34,6 +34,7 @@ __all__ = ["verify_code", "extract_code", "run_python", "run_tests", "SandboxLim
 
 _FENCE_RE = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
+
 def extract_code(prediction: str | None) -> str | None:
     """The last fenced code block after `</think>` (or the whole answer if unfenced)."""
     if prediction is None:
@@ -53,7 +54,7 @@ def _norm_out(s: str) -> str:
 
 
 @dataclass(frozen=True)
-class TestRun:
+class Verdict:
     passed: int
     total: int
     failures: list[str]  # the first few, "test i: Error: message"
@@ -63,7 +64,7 @@ class TestRun:
 
 
 def run_tests(code: str, tests: list[str], limits: SandboxLimits = SandboxLimits(), *,
-              allow_unisolated: bool = False) -> TestRun:
+              allow_unisolated: bool = False) -> Verdict:
     """Run test snippets against `code`: the solution and the tests in two sandboxes,
     joined by two pipes; the verdict comes from the tests process only (see above)."""
     mode = _resolve(allow_unisolated)
@@ -98,12 +99,15 @@ def run_tests(code: str, tests: list[str], limits: SandboxLimits = SandboxLimits
         raw = verdict.read(1 << 20)
     try:
         v = json.loads(raw)
-        return TestRun(int(v["passed"]), int(v["total"]), [str(f) for f in v["failures"]], False, sres)
+        passed, total = int(v["passed"]), int(v["total"])
+        if total == len(tests) and 0 <= passed <= total:
+            return Verdict(passed, total, [str(f) for f in v["failures"]], False, sres)
     except (ValueError, KeyError, TypeError):
-        err = tres.stderr.strip().splitlines()
-        why = "wall-clock limit exceeded" if not exited else (
-            f"tests did not complete (exit {tres.returncode}" + (f": {err[-1][:120]}" if err else "") + ")")
-        return TestRun(0, len(tests), [], not exited, sres, why)
+        pass
+    err = tres.stderr.strip().splitlines()
+    why = "wall-clock limit exceeded" if not exited else (
+        f"tests did not complete (exit {tres.returncode}" + (f": {err[-1][:120]}" if err else "") + ")")
+    return Verdict(0, len(tests), [], not exited, sres, why)
 
 
 def verify_code(prediction: str | None, reference, partial: bool = False,

@@ -338,9 +338,16 @@ def serve(main_path: str, rfd: int, wfd: int) -> None:
     for k, v in list(ns.items()):
         if isinstance(k, str) and not k.startswith("__"):
             try:
-                names.append([k, enc(v)])
-            except Exception:
-                pass
+                item = enc(v)
+                big = len(json.dumps(item)) > MAX_MESSAGE // 16
+            except ValueError:  # over MAX_NODES or MAX_DEPTH
+                big = True
+            except Exception:  # noqa: BLE001  a value that cannot be encoded is left out
+                continue
+            if big:  # a big global table travels as a handle
+                refs.append(v)
+                item = ["R", len(refs) - 1]
+            names.append([k, item])
     send(wfd, {"names": names})
     mutable = (list, dict, set, bytearray)
     while True:
