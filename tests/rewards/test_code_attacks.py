@@ -30,13 +30,16 @@ FAST = SandboxLimits(cpu_seconds=2, wall_seconds=8.0, memory_mb=256)
 
 def _modes() -> list:
     """Every sandbox mode that works here: privileged bwrap (as root) and the user namespace."""
-    found, why = [], ""
+    found, why, before = [], "", os.environ.get(MODE_ENV)
     for forced in ("bwrap-root", "bwrap-userns"):
         os.environ[MODE_ENV] = forced
         mode, why = isolation()
         if mode:
             found.append(mode)
-    os.environ.pop(MODE_ENV)
+    if before is None:
+        del os.environ[MODE_ENV]
+    else:
+        os.environ[MODE_ENV] = before
     return found or [pytest.param(None, marks=pytest.mark.skip(reason=f"needs the bubblewrap sandbox: {why}"))]
 
 
