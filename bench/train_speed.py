@@ -18,9 +18,13 @@ OpenS1 runs with document masks (`doc_ids`); the reference, transformers' model 
 `labels=` loss, runs the same [B, T] batches with a plain causal mask (transformers has no
 packed-document mask on CPU), so the reference does slightly less masking work.
 Contenders run their steps round-robin (so load from other processes hits all alike);
-rates are the median over steps (after 2 warm-up steps) of per-step tokens/s.
-MFU = tokens/s x FLOPs/token (6N + attention, trainer.flops_per_token, the head counted on
-every position for both) / measured peak matmul FLOP/s.
+rates are the median over steps (after 2 warm-up steps) of per-step tokens/s. A step is
+timed around the whole call (fetching the micro-batch included, for both), by this
+process's CPU time when single-threaded (what the neighbours' load barely moves), else by
+the wall clock. MFU = achieved FLOP/s / measured peak matmul FLOP/s, with the step's FLOPs
+counted the same way for both: 6 x active parameters x tokens + attention, the LM head on
+the labelled rows only (what a step needs; trainer.step_flops). A model that runs the head
+on every position does that extra work unpaid.
 
 `--baseline-rev REV` also runs this script's single-process rows on the package source of
 git revision REV (`git archive REV src` into a temporary directory, in a subprocess, after
@@ -119,7 +123,7 @@ def make_ours(args, name, tok, docs, rank=0, world=1, lora_rank=0, stage="pretra
 
     def step():
         m = trainer.train_step()
-        return m["step_tokens"], m["seconds"], m["seq_len"]
+        return m["step_tokens"], m["loss_tokens"], m["seq_len"]
 
     return step, info
 
@@ -151,48 +155,70 @@ def make_reference(args, name, tok, docs, stage="pretrain"):
     model.to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), fused=True)
     stream = _stream(args, docs, stage)
+    # the precision OpenS1's Trainer picks on its own (dtype "auto": bf16 autocast on CUDA)
+    amp = dev.type == "cuda" and torch.cuda.is_bf16_supported()
 
     def step():
         mb = next(stream).to(dev)
-        t0 = time.perf_counter()
-        out = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask.long(), labels=mb.labels)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask.long(), labels=mb.labels)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        return mb.n_tokens, time.perf_counter() - t0, mb.input_ids.shape[1]
+        return mb.n_tokens, mb.n_loss_tokens, mb.input_ids.shape[1]
 
     return step
 
 
-def interleaved(steppers: dict, steps: int) -> dict:
+def _clock(args, distributed: bool = False):
+    # one thread: the CPU time this process used (the neighbours' load barely moves it);
+    # gloo ranks wait for each other, which only the wall clock sees
+    return time.process_time if args.threads == 1 and not distributed and _device(args).type == "cpu" else time.perf_counter
+
+
+def step_flops(mcfg, seq_len: int, tokens: int, head_rows: int) -> float:
+    """FLOPs of a training step: the body on every token, the LM head on the labelled rows
+    (what trainer.step_flops counts; written out here so a --baseline-rev run uses the same)."""
+    from opens1.train.trainer import flops_per_token
+
+    head = 6.0 * mcfg.text.hidden_size * mcfg.text.vocab_size
+    return tokens * (flops_per_token(mcfg, seq_len) - head) + head_rows * head
+
+
+def interleaved(steppers: dict, steps: int, mcfg, clock=time.perf_counter) -> dict:
     """Run the contenders' steps round-robin (so load from other processes hits all of them
-    alike) and return each one's median per-step tokens/s after 2 warm-up steps."""
+    alike) and return each one's median per-step tokens/s and FLOP/s after 2 warm-up steps."""
     rates = {k: [] for k in steppers}
+    flops = {k: [] for k in steppers}
     seqs = {k: [] for k in steppers}
     for i in range(steps):
         for k, step in steppers.items():
-            n, dt, T = step()
+            t0 = clock()
+            n, head_rows, T = step()
+            dt = clock() - t0
             if i >= 2:
                 rates[k].append(n / dt)
+                flops[k].append(step_flops(mcfg, T, n, head_rows) / dt)
                 seqs[k].append(T)
-    return {k: {"tok_per_s": statistics.median(v), "seq_len": statistics.mean(seqs[k])} for k, v in rates.items()}
+    return {k: {"tok_per_s": statistics.median(v), "flop_per_s": statistics.median(flops[k]),
+                "seq_len": statistics.mean(seqs[k])} for k, v in rates.items()}
 
 
-def _mfu(r: dict, mcfg, dev, world=1) -> float:
-    from opens1.train.trainer import flops_per_token, measured_peak_flops
+def _mfu(r: dict, dev) -> float:
+    from opens1.train.trainer import measured_peak_flops
 
-    return r["tok_per_s"] * flops_per_token(mcfg, int(r["seq_len"])) / (measured_peak_flops(dev) * world)
+    return r["flop_per_s"] / measured_peak_flops(dev)
 
 
 def bench_ours(args, name, tok, docs, rank=0, world=1) -> dict:
     """opens1 alone (used for the 2-rank run)."""
     step, info = make_ours(args, name, tok, docs, rank, world)
-    r = interleaved({"ours": step}, args.steps)["ours"]
+    r = interleaved({"ours": step}, args.steps, info["config"], _clock(args, distributed=world > 1))["ours"]
     # this rank's rate over this rank's peak: the job's MFU when the ranks are symmetric
-    r["mfu"] = _mfu(r, info["config"], _device(args))
+    r["mfu"] = _mfu(r, _device(args))
     return r
 
 
@@ -281,19 +307,20 @@ def bench_stage(args, name, stage, tok, docs, dev, lora: bool) -> dict:
         steppers["transformers"] = ref
     if lora:
         steppers["lora"], lora_info = make_ours(args, name, tok, docs, lora_rank=args.lora_rank, stage=stage)
-    r = interleaved(steppers, args.steps)
+    r = interleaved(steppers, args.steps, info["config"], _clock(args))
     ours = r["ours"]
-    ours["mfu"] = _mfu(ours, info["config"], dev)
+    ours["mfu"] = _mfu(ours, dev)
     line = f"{name:11s} {stage:8s} single  ours {ours['tok_per_s']:8.0f} tok/s  MFU {100 * ours['mfu']:5.1f}%"
     if "transformers" in r:
         ref_r = r["transformers"]
-        ref_r["mfu"] = _mfu(ref_r, info["config"], dev)
+        ref_r["mfu"] = _mfu(ref_r, dev)
         line += (f" | transformers {ref_r['tok_per_s']:8.0f} tok/s  MFU {100 * ref_r['mfu']:5.1f}%"
                  f" | ours/ref {ours['tok_per_s'] / ref_r['tok_per_s']:.2f}x")
     print(line, flush=True)
     row = {"preset": name, "stage": stage, "single": ours, "reference": r.get("transformers")}
     if "lora" in r:
         lo = r["lora"]
+        lo["mfu"] = _mfu(lo, dev)
         print(f"{name:11s} LoRA r={args.lora_rank}: trainable {lora_info['trainable_params'] / 1e3:.1f}k of "
               f"{lora_info['params'] / 1e6:.2f}M ({100 * lora_info['trainable_params'] / lora_info['params']:.2f}%), "
               f"{lo['tok_per_s']:.0f} tok/s vs full fine-tuning {ours['tok_per_s']:.0f} tok/s "
@@ -342,8 +369,9 @@ def main(argv=None) -> int:
         d = docs[stage]
         n, lab = sum(len(x) for x in d), sum(int((x.labels[1:] != -100).sum()) for x in d)
         print(f"{stage}: {len(d)} real documents, {n} tokens, {100 * lab / n:.0f}% of positions labelled", flush=True)
+    clock = "process CPU time" if _clock(args) is time.process_time else "wall clock"
     print(f"seq_len={args.seq_len} micro_batch={args.batch}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.2f}", flush=True)
+          f"{torch.get_num_threads()} threads, timed by {clock}; load average {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
     dev = _device(args)
     from opens1.train.trainer import measured_peak_flops

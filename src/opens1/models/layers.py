@@ -155,30 +155,31 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.dynamic = (cfg.rope_scaling or {}).get("rope_type") == "dynamic"
-        self._cache: dict = {}  # device -> (inv_freq, scaling)
+        self._cache: dict = {}  # device -> (freq, sign, scaling)
 
-    def frequencies(self, device: torch.device, max_pos: int | None = None) -> tuple[torch.Tensor, float]:
-        """(inv_freq [D/2] on `device`, attention scaling); dynamic NTK rescales past the trained length."""
+    def frequencies(self, device: torch.device, max_pos: int | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(freq [D] = inv_freq twice, sign [D] = (-1 first half, +1 second) x scaling, attention
+        scaling) on `device`; dynamic NTK rescales past the trained length."""
         if self.dynamic and max_pos is not None and max_pos > self.cfg.max_position_embeddings:
-            inv, scale = rope_frequencies(self.cfg, max_pos)  # rare: no caching past the trained length
-            return inv.to(device), scale
+            return self._tables(*rope_frequencies(self.cfg, max_pos), device)  # rare: not cached
         key = str(device)
         if key not in self._cache:
-            inv, scale = rope_frequencies(self.cfg)
-            self._cache[key] = (inv.to(device), scale)
+            self._cache[key] = self._tables(*rope_frequencies(self.cfg), device)
         return self._cache[key]
+
+    @staticmethod
+    def _tables(inv_freq: torch.Tensor, scale: float, device) -> tuple[torch.Tensor, torch.Tensor, float]:
+        ones = torch.ones_like(inv_freq)
+        return torch.cat((inv_freq, inv_freq)).to(device), (torch.cat((-ones, ones)) * scale).to(device), scale
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         # position_ids [B, T] -> cos, signed sin [B, 1, T, head_dim] (the 1 broadcasts over heads)
         # dynamic NTK depends on the longest position: one host sync, only for that rope type
         max_pos = int(position_ids.max()) + 1 if self.dynamic else None
-        inv_freq, scale = self.frequencies(position_ids.device, max_pos)
-        freqs = position_ids.float()[..., None] * inv_freq  # [B, T, D/2] in float32
-        cos, sin = freqs.cos(), freqs.sin()
-        if scale != 1.0:
-            cos, sin = cos * scale, sin * scale
-        cos, sin = torch.cat((cos, cos), -1).to(dtype), torch.cat((-sin, sin), -1).to(dtype)
-        return cos[:, None], sin[:, None]
+        freq, sign, scale = self.frequencies(position_ids.device, max_pos)
+        angles = position_ids[:, None, :, None].float() * freq  # [B, 1, T, D] in float32
+        cos = angles.cos() if scale == 1.0 else angles.cos() * scale
+        return cos.to(dtype), (angles.sin() * sign).to(dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

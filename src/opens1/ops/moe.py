@@ -52,7 +52,8 @@ def moe_experts(x: torch.Tensor, top_idx: torch.Tensor, top_w: torch.Tensor, gat
 
 
 def _swiglu(h: torch.Tensor) -> torch.Tensor:
-    gate, up = h.chunk(2, dim=-1)
+    # h [.., 2I] (gate, then up) -> [.., I]
+    gate, up = h.split(h.shape[-1] // 2, dim=-1)
     return F.silu(gate) * up
 
 
