@@ -97,3 +97,13 @@ def test_seeded_sampling_params_and_dynamic_rope_refusal(model):
     dyn = _model(rope_scaling={"rope_type": "dynamic", "factor": 2.0})
     with pytest.raises(ValueError, match="dynamic NTK"):
         dyn.generate(ids, max_new_tokens=2, compile=True)
+
+
+def test_same_batch_and_bucket_reuse_the_compiled_step(model):
+    from torch._dynamo.utils import counters
+
+    model.generate(torch.randint(1, 61, (3, 5)), max_new_tokens=4, compile=True)
+    before = counters["stats"]["unique_graphs"]
+    # another prompt length and generation length in the same cache bucket: no new graph
+    model.generate(torch.randint(1, 61, (3, 9)), max_new_tokens=7, compile=True)
+    assert counters["stats"]["unique_graphs"] == before
