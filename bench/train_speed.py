@@ -411,7 +411,7 @@ def main(argv=None) -> int:
             if not args.no_fsdp and (args.fsdp_all or i == 0) and stage == "pretrain":
                 fs = bench_fsdp(args, name)
                 print(f"{name:11s} pretrain fsdp-2  ours {fs['tok_per_s']:8.0f} tok/s  MFU {100 * fs['mfu']:5.1f}%  "
-                      f"(2 gloo ranks; x{fs['tok_per_s'] / row['single']['tok_per_s']:.2f} of single)", flush=True)
+                      f"(2 gloo ranks, wall clock; x{fs['tok_per_s'] / row['single']['tok_per_s']:.2f} of single)", flush=True)
                 row["fsdp2"] = fs
             rows.append(row)
     pad = padding_report(args, tok, docs["pretrain"])
