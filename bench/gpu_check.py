@@ -192,7 +192,7 @@ def check_fsdp(args) -> list[str]:
             steppers[name] = step
         # round-robin, so load from elsewhere hits both alike
         r = ts.interleaved(steppers, args.steps + 2, mcfg, time.perf_counter)
-        del steppers
+        del steppers, step, trainer, model  # the FSDP model must be gone before the process group
     r0, r1 = r["plain"]["tok_per_s"], r["fsdp"]["tok_per_s"]
     return [f"fsdp: 1-rank FSDP2 {r1:.0f} tok/s vs plain {r0:.0f} tok/s -> {r1 / r0:.2f}x; first-step loss "
             f"{first_loss['fsdp']:.4f} vs {first_loss['plain']:.4f}"
