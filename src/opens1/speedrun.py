@@ -199,10 +199,11 @@ def evaluate(model, tok, proc, tasks: list[str], items: int, seconds: float, dat
     """Greedy held-out scores per task, batched, inside `seconds` (tasks share the time; a task
     stops between batches when its share is spent, and reports how many items it scored)."""
     from opens1.envs import get_env
-    from opens1.rl.rollout import LocalEngine, SamplingParams, response_text
+    from opens1.infer.sampling import SamplingParams
+    from opens1.rl.rollout import LocalEngine, response_text
 
     engine = LocalEngine(model, pad_token_id=tok.pad_token_id, share=True)
-    greedy = SamplingParams(max_new_tokens=48, temperature=0.0, eos_token_id=tok.eos_token_id, vocab_limit=len(tok))
+    greedy = SamplingParams(max_new_tokens=48, temperature=0.0, stop_token_ids=(tok.eos_token_id,), vocab_limit=len(tok))
     deadline = time.perf_counter() + seconds
     out = {}
     for k, task in enumerate(tasks):
@@ -333,10 +334,11 @@ def rl_heldout_items(scfg: SpeedrunConfig) -> int:
 def choose_rl_envs(model, tok, proc, data, seconds: float) -> list[str]:
     """RL candidates on which the SFT model scores above zero when sampling (a quick train-split probe)."""
     from opens1.envs import get_env
-    from opens1.rl.rollout import LocalEngine, SamplingParams, response_text
+    from opens1.infer.sampling import SamplingParams
+    from opens1.rl.rollout import LocalEngine, response_text
 
     engine = LocalEngine(model, pad_token_id=tok.pad_token_id, share=True)
-    sampling = SamplingParams(max_new_tokens=40, temperature=1.0, eos_token_id=tok.eos_token_id, vocab_limit=len(tok))
+    sampling = SamplingParams(max_new_tokens=40, temperature=1.0, stop_token_ids=(tok.eos_token_id,), vocab_limit=len(tok))
     chosen, t0 = [], time.perf_counter()
     for k, name in enumerate(RL_CANDIDATES):
         if time.perf_counter() - t0 > seconds:

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from opens1.config import get_preset
-from opens1.infer.engine import CacheFull, Engine, GenerationRequest, QueueFull, SamplingParams
+from opens1.infer.engine import CacheFull, Engine, GenerationRequest, QueueFull
+from opens1.infer.sampling import SamplingParams
 from opens1.models.s1 import S1ForConditionalGeneration
 
 # a hung server or engine must fail the test, not stall the suite
@@ -51,7 +52,7 @@ def test_concurrent_greedy_matches_generate(model):
     results = {}
 
     def run(i, p):
-        results[i] = engine.generate(p, SamplingParams(max_tokens=12, **GREEDY))
+        results[i] = engine.generate(p, SamplingParams(max_new_tokens=12, **GREEDY))
 
     try:
         threads = [threading.Thread(target=run, args=(i, p)) for i, p in enumerate(prompts)]
@@ -75,7 +76,7 @@ def test_queued_requests_join_running_batch(model):
     engine = _engine(model, max_batch_size=8)
     done = []
     for p in ([1, 2], [3, 4, 5], [6]):
-        engine.submit(GenerationRequest(p, SamplingParams(max_tokens=5, **GREEDY), done.append))
+        engine.submit(GenerationRequest(p, SamplingParams(max_new_tokens=5, **GREEDY), done.append))
     engine.start()
     try:
         assert _wait(lambda: sum(e.finish_reason is not None for e in done) == 3)
@@ -92,7 +93,7 @@ def test_batched_prefill_matches_generate(model):
     engine = _engine(model, max_batch_size=4)
     events = {i: [] for i in range(len(prompts))}
     for i, p in enumerate(prompts):
-        engine.submit(GenerationRequest(p, SamplingParams(max_tokens=10, **GREEDY), events[i].append))
+        engine.submit(GenerationRequest(p, SamplingParams(max_new_tokens=10, **GREEDY), events[i].append))
     engine.start()
     try:
         assert _wait(lambda: all(e and e[-1].finish_reason for e in events.values()))
@@ -106,7 +107,7 @@ def test_batched_prefill_matches_generate(model):
 
 def test_prefill_groups_respect_slot_room(model):
     engine = _engine(model, max_batch_size=4, prefill_tokens=64)
-    mk = lambda n, max_tokens: GenerationRequest([1] * n, SamplingParams(max_tokens=max_tokens), lambda e: None)
+    mk = lambda n, max_tokens: GenerationRequest([1] * n, SamplingParams(max_new_tokens=max_tokens), lambda e: None)
     a, b, c, d, e = mk(10, 5), mk(20, 5), mk(5, 120), mk(30, 5), mk(40, 5)
     groups = [[len(r.prompt_ids) for r in g] for g in engine._prefill_groups([a, b, c, d, e])]
     # c cannot be padded to 20 (20 + 120 > 128 slots), nor d join c (30 + 120 > 128);
@@ -115,12 +116,12 @@ def test_prefill_groups_respect_slot_room(model):
 
 
 def test_seeded_sampling_is_batch_independent(model):
-    params = SamplingParams(max_tokens=10, temperature=1.0, top_k=50, seed=1234)
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, top_k=50, seed=1234)
     engine = _engine(model, max_batch_size=4).start()
     try:
         alone = _tokens(engine.generate([7, 7, 7], params))
         # the same request again, this time next to other sampled requests
-        others = [GenerationRequest([1, 2, 3, 4], SamplingParams(max_tokens=30, temperature=1.0), lambda e: None) for _ in range(3)]
+        others = [GenerationRequest([1, 2, 3, 4], SamplingParams(max_new_tokens=30, temperature=1.0), lambda e: None) for _ in range(3)]
         for r in others:
             engine.submit(r)
         crowded = _tokens(engine.generate([7, 7, 7], params))
@@ -133,11 +134,11 @@ def test_seeded_sampling_is_batch_independent(model):
 def test_eos_stops_and_ignore_eos_runs_to_length(model):
     engine = _engine(model).start()
     try:
-        first = _tokens(engine.generate([11, 12, 13], SamplingParams(max_tokens=8, **GREEDY)))
+        first = _tokens(engine.generate([11, 12, 13], SamplingParams(max_new_tokens=8, **GREEDY)))
         eos = first[2]  # pretend the third greedy token is the end of turn
         engine.eos_token_ids = (eos,)
-        stopped = engine.generate([11, 12, 13], SamplingParams(max_tokens=8, **GREEDY))
-        ignored = engine.generate([11, 12, 13], SamplingParams(max_tokens=8, ignore_eos=True, **GREEDY))
+        stopped = engine.generate([11, 12, 13], SamplingParams(max_new_tokens=8, **GREEDY))
+        ignored = engine.generate([11, 12, 13], SamplingParams(max_new_tokens=8, ignore_eos=True, **GREEDY))
     finally:
         engine.shutdown()
     assert _tokens(stopped) == first[:3] and stopped[-1].finish_reason == "stop"
@@ -147,7 +148,7 @@ def test_eos_stops_and_ignore_eos_runs_to_length(model):
 def test_logprobs_are_normalised_and_ranked(model):
     engine = _engine(model).start()
     try:
-        events = engine.generate([1, 2, 3], SamplingParams(max_tokens=4, logprobs=5, **GREEDY))
+        events = engine.generate([1, 2, 3], SamplingParams(max_new_tokens=4, logprobs=5, **GREEDY))
     finally:
         engine.shutdown()
     for ev in events:
@@ -162,14 +163,14 @@ def test_cancel_frees_the_slot(model):
     engine = _engine(model, max_batch_size=1).start()
     events = []
     try:
-        req = engine.submit(GenerationRequest([1, 2, 3], SamplingParams(max_tokens=100, ignore_eos=True, **GREEDY), events.append))
+        req = engine.submit(GenerationRequest([1, 2, 3], SamplingParams(max_new_tokens=100, ignore_eos=True, **GREEDY), events.append))
         assert _wait(lambda: len(events) >= 3)
         engine.cancel(req)
         assert _wait(lambda: engine.load()["running"] == 0)
         assert events[-1].finish_reason == "cancelled"
         assert len(events) < 100
         # the freed slot serves the next request
-        after = engine.generate([4, 5], SamplingParams(max_tokens=3, **GREEDY))
+        after = engine.generate([4, 5], SamplingParams(max_new_tokens=3, **GREEDY))
     finally:
         engine.shutdown()
     assert len(_tokens(after)) == 3
@@ -178,12 +179,12 @@ def test_cancel_frees_the_slot(model):
 
 def test_admission_control(model):
     engine = _engine(model, max_batch_size=1, max_queue=2, cache_budget_tokens=100)
-    params = SamplingParams(max_tokens=10, **GREEDY)
+    params = SamplingParams(max_new_tokens=10, **GREEDY)
     sink = []
     with pytest.raises(ValueError, match="context"):
         engine.submit(GenerationRequest(list(range(130)), params, sink.append))
     with pytest.raises(ValueError, match="exceeds the context"):
-        engine.submit(GenerationRequest([1] * 100, SamplingParams(max_tokens=50), sink.append))
+        engine.submit(GenerationRequest([1] * 100, SamplingParams(max_new_tokens=50), sink.append))
     # not started: requests wait in the queue
     engine.submit(GenerationRequest([1] * 30, params, sink.append))  # reserves 40 tokens
     with pytest.raises(CacheFull):
@@ -203,8 +204,8 @@ def test_bad_multimodal_input_fails_only_that_request(model):
     engine = _engine(model, max_batch_size=2).start()
     try:
         # the text-only model has no vision tower: prefill raises, the request errors out
-        bad = engine.generate([1, 2], SamplingParams(max_tokens=3, **GREEDY), pixel_values=torch.zeros(1, 3, 56, 56))
-        good = engine.generate([1, 2], SamplingParams(max_tokens=3, **GREEDY))
+        bad = engine.generate([1, 2], SamplingParams(max_new_tokens=3, **GREEDY), pixel_values=torch.zeros(1, 3, 56, 56))
+        good = engine.generate([1, 2], SamplingParams(max_new_tokens=3, **GREEDY))
     finally:
         engine.shutdown()
     assert bad[-1].finish_reason == "error" and "vision" in bad[-1].error

@@ -5,7 +5,8 @@ import torch
 
 from opens1.models.s1 import S1ForConditionalGeneration
 from opens1.rl.algorithms import RLLossConfig
-from opens1.rl.rollout import LocalEngine, SamplingParams
+from opens1.infer.sampling import SamplingParams
+from opens1.rl.rollout import LocalEngine
 from opens1.rl.trainer import RLConfig, RLTrainer, freeze_for_rl
 
 

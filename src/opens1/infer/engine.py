@@ -18,17 +18,20 @@ Design choices:
   forward), alone when they carry images or series; decode runs all running slots
   as one [B, 1] batch with per-row positions.
 - Admission control: the waiting queue is bounded (`QueueFull` -> HTTP 429), and
-  every accepted request, running or waiting, reserves prompt + max_tokens positions
+  every accepted request, running or waiting, reserves prompt + max_new_tokens positions
   of a token budget (default: twice what the slot pool holds, i.e. one full cache
   running and one waiting). When that budget is promised away the KV cache cannot
   take more work (`CacheFull` -> HTTP 503). A prompt that can never fit is a
   `ValueError` (-> HTTP 400).
 - The KV cache is `opens1.infer.KVCache` used through its slot API (`cache_rows`):
   `SlotRunner` below is the only code that touches the model and the cache.
-- Sampling uses `opens1.infer.sampling.sample` with per-row knobs: all unseeded
-  rows in one call (narrowed to their top-k candidates first, see `_draw`); a
-  seeded request gets its own generator, so its output does not depend on who
-  else is in the batch. Ids past the tokenizer (vocabulary padding) are masked.
+- Requests carry the one `SamplingParams` (infer/sampling.py); `max_new_tokens`
+  bounds the completion. Sampling uses `opens1.infer.sampling.sample` with per-row
+  knobs: all unseeded rows in one call (narrowed to their top-k candidates first, see
+  `_draw`); a seeded request gets its own generator, so its output does not depend on
+  who else is in the batch. Ids past the tokenizer (vocabulary padding, and a request's
+  own `vocab_limit`) are masked.
+- A decode step is `infer.generate.decode_step`, the same step `generate` runs.
 - Stop strings are the API layer's business (they need detokenized text); it
   calls `cancel(req, "stop")`, which frees the slot before the next step.
 """
@@ -45,6 +48,10 @@ from typing import Any, Callable
 
 import torch
 
+from opens1.infer.generate import decode_step
+from opens1.infer.kv_cache import KVCache
+from opens1.infer.sampling import SamplingParams, sample
+
 log = logging.getLogger("opens1.engine")
 
 
@@ -58,30 +65,6 @@ class CacheFull(RuntimeError):
 
 class EngineStopped(RuntimeError):
     """The engine is not running."""
-
-
-@dataclass
-class SamplingParams:
-    max_tokens: int
-    temperature: float = 0.7
-    top_k: int = 50  # 0 = off
-    top_p: float = 1.0
-    min_p: float = 0.0
-    seed: int | None = None
-    ignore_eos: bool = False
-    stop_token_ids: tuple[int, ...] = ()
-    logprobs: int | None = None  # None: no logprobs; k >= 0: the chosen token's plus the top k
-
-    def __post_init__(self):
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-
-    @property
-    def group_key(self) -> tuple:
-        # rows with equal keys can be sampled in one call
-        return (self.temperature, self.top_k, self.top_p, self.min_p)
 
 
 @dataclass
@@ -116,7 +99,7 @@ class GenerationRequest:
 
     @property
     def reservation(self) -> int:
-        return len(self.prompt_ids) + self.params.max_tokens
+        return len(self.prompt_ids) + self.params.max_new_tokens
 
     @property
     def position(self) -> int:
@@ -212,7 +195,7 @@ class Engine:
             )
         if req.reservation > self.max_seq_len:
             raise ValueError(
-                f"prompt ({len(req.prompt_ids)} tokens) + max_tokens ({req.params.max_tokens}) exceeds "
+                f"prompt ({len(req.prompt_ids)} tokens) + max_new_tokens ({req.params.max_new_tokens}) exceeds "
                 f"the context length ({self.max_seq_len})"
             )
         if req.params.seed is not None:
@@ -339,7 +322,7 @@ class Engine:
             if g and not multimodal and g[0].pixel_values is None and g[0].time_series is None:
                 t_max = max(len(r.prompt_ids) for r in g + [req])
                 if t_max * (len(g) + 1) <= self.prefill_tokens and all(
-                    t_max + r.params.max_tokens <= self.max_seq_len for r in g + [req]
+                    t_max + r.params.max_new_tokens <= self.max_seq_len for r in g + [req]
                 ):
                     g.append(req)
                     continue
@@ -359,9 +342,7 @@ class Engine:
 
     def _emit(self, reqs: list[GenerationRequest], logits: torch.Tensor) -> None:
         """Sample one token per row of `logits` [B, V], send events, retire finished rows."""
-        logits = logits.float()
-        if self.valid_vocab_size is not None and self.valid_vocab_size < logits.shape[-1]:
-            logits[:, self.valid_vocab_size :] = float("-inf")
+        logits = self._mask_vocab(reqs, logits.float())
         next_ids = self._sample(reqs, logits)  # [B]
         chosen, tops = self._logprobs(reqs, logits, next_ids)
         now = time.perf_counter()
@@ -378,11 +359,20 @@ class Engine:
             is_eos = tok in self.eos_token_ids and not req.params.ignore_eos
             if is_eos or tok in req.params.stop_token_ids:
                 ev.finish_reason = "stop"
-            elif len(req.output_ids) >= req.params.max_tokens or req.position + 1 >= self.max_seq_len:
+            elif len(req.output_ids) >= req.params.max_new_tokens or req.position + 1 >= self.max_seq_len:
                 ev.finish_reason = "length"
             if ev.finish_reason is not None:
                 self._release(req)  # before the event: a client that sees the end finds the slot free
             self._send(req, ev)
+
+    def _mask_vocab(self, reqs: list[GenerationRequest], logits: torch.Tensor) -> torch.Tensor:
+        """-inf past the tokenizer (engine-wide) and past each request's vocab_limit."""
+        V = logits.shape[-1]
+        limits = [min(self.valid_vocab_size or V, r.params.vocab_limit or V) for r in reqs]
+        if min(limits) >= V:
+            return logits
+        lim = torch.tensor(limits, device=logits.device)
+        return logits.masked_fill(torch.arange(V, device=logits.device)[None, :] >= lim[:, None], float("-inf"))
 
     @staticmethod
     def _logprobs(reqs, logits, next_ids):
@@ -446,8 +436,6 @@ def _draw(logits: torch.Tensor, params: list[SamplingParams], generator: torch.G
     so the distribution is exactly the same, but sorting ~50 candidates instead of the
     whole vocabulary makes sampling cheap next to the forward (it dominated a batched
     decode step on CPU)."""
-    from opens1.infer.sampling import sample
-
     dev = logits.device
     knob = lambda name, dt: torch.tensor([getattr(p, name) for p in params], dtype=dt, device=dev)
     kw = dict(temperature=knob("temperature", torch.float32), top_k=knob("top_k", torch.long),
@@ -466,8 +454,6 @@ class SlotRunner:
     decode batch mixes requests at different positions with no padding."""
 
     def __init__(self, model: torch.nn.Module, num_slots: int, max_seq_len: int):
-        from opens1.infer.kv_cache import KVCache
-
         self.model = model
         self.device = next(model.parameters()).device
         self.cache = KVCache.for_model(model, batch_size=num_slots, max_len=max_seq_len)
@@ -499,10 +485,7 @@ class SlotRunner:
 
     def decode(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """One token per slot: slots, tokens, positions [B] -> logits [B, V]."""
-        out = self.model(
-            tokens[:, None], position_ids=positions[:, None], kv_cache=self.cache, cache_rows=slots, logits_to_keep=1
-        )
-        return out.logits[:, -1]
+        return decode_step(self.model, self.cache, tokens, rows=slots, positions=positions)
 
     def release(self, slot: int) -> None:
         self.cache.reset(rows=[slot])

@@ -1,4 +1,13 @@
-"""Batched next-token sampling: temperature, top-k, top-p (nucleus) and min-p.
+"""Sampling parameters and batched next-token sampling.
+
+`SamplingParams`: the one description of how to decode, used by `generate`, batched
+generation (evaluation, RL rollouts), the continuous-batching engine and the server.
+Its defaults are greedy decoding; each entry point states its own defaults:
+    model.generate / infer.generate    greedy (these defaults)
+    server (serve/)                    the request's fields, else Intern-S1's model card
+                                       (temperature 0.7, top_p 1.0, top_k 50)
+    evaluation (eval/backends.py)      EVAL_SAMPLING: Intern-S1's protocol, 0.7 / 1.0 / 50, seed 0
+    RL rollouts (rl/trainer.py)        RLConfig's temperature / top_k / top_p (1.0 / 0 / 1.0)
 
 `sample(logits [B, V], temperature, top_k, top_p, min_p, generator) -> LongTensor[B]`
 
@@ -12,9 +21,42 @@ top_p >= 1, min_p <= 0.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 
 Knob = float | int | torch.Tensor
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingParams:
+    max_new_tokens: int = 32  # tokens to generate at most
+    temperature: float = 0.0  # 0: greedy
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    min_p: float = 0.0  # 0: off
+    seed: int | None = None  # a seeded draw does not depend on what else is in the batch
+    stop_token_ids: tuple[int, ...] = ()  # tokens that end a sequence (kept in the output)
+    ignore_eos: bool = False  # the engine: do not stop at the model's eos ids (stop_token_ids still stop)
+    logprobs: int | None = None  # the engine: None, or the chosen token's logprob plus the top k
+    vocab_limit: int | None = None  # ids >= this are never sampled (the tokenizer's size, vocab padded past it)
+
+    def __post_init__(self):
+        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0 or not 0 < self.top_p <= 1 or not 0 <= self.min_p <= 1:
+            raise ValueError(f"invalid sampling filters: top_k={self.top_k} (>= 0), top_p={self.top_p} "
+                             f"(in (0, 1]), min_p={self.min_p} (in [0, 1])")
+
+    def replace(self, **changes) -> "SamplingParams":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def _per_row(x: Knob, B: int, device, dtype) -> torch.Tensor:

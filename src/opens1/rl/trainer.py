@@ -31,14 +31,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from opens1.rl.algorithms import (
-    RLLossConfig,
-    degenerate_groups,
-    group_advantages,
-    policy_loss,
-    token_logprobs_and_entropy,
-)
-from opens1.rl.rollout import LocalEngine, Rollout, RolloutEngine, SamplingParams, response_text
+from opens1.infer.sampling import SamplingParams
+from opens1.rl.algorithms import RLLossConfig, degenerate_groups, group_advantages, policy_loss
+from opens1.rl.rollout import LocalEngine, Rollout, RolloutEngine, response_text
+from opens1.train.losses import head_weight, token_log_probs
 from opens1.train.trainer import adamw
 
 
@@ -138,8 +134,10 @@ class RLTrainer:
         params = [p for p in model.parameters() if p.requires_grad]
         self.opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
         self.rng = random.Random(cfg.seed + self.rank)  # each rank draws its own prompts
-        self.sampling = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
-                                       eos_token_id=tokenizer.eos_token_id, vocab_limit=len(tokenizer))
+        # rollouts sample with RLConfig's knobs (default temperature 1.0, no top-k / top-p)
+        self.sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                       top_k=cfg.top_k, top_p=cfg.top_p, stop_token_ids=_eos(tokenizer),
+                                       vocab_limit=len(tokenizer))
         self.log_path = Path(log_path) if log_path else None
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,9 +182,11 @@ class RLTrainer:
         return ids, attn, resp, extra
 
     def _logprobs(self, rollouts):
+        """(log p [b, W-1], entropy [b, W-1], response mask [b, W-1]); the head runs on the
+        response tokens only, fused with the log-softmax (train/losses.py)."""
         ids, attn, resp, extra = self._batch(rollouts)
-        out = self.model(input_ids=ids, attention_mask=attn, **extra)
-        logp, ent = token_logprobs_and_entropy(out.logits[:, :-1], ids[:, 1:])
+        out = self.model(input_ids=ids, attention_mask=attn, return_hidden=True, **extra)
+        logp, ent = token_log_probs(out.hidden_states[:, :-1], head_weight(self.model), ids[:, 1:], resp)
         return logp, ent, resp
 
     # ------------------------------------------------------------ one step
@@ -373,8 +373,8 @@ class RLTrainer:
         the per-environment means."""
         items = items if items is not None else self.cfg.heldout_items
         cases = self.heldout_cases(items)
-        greedy = SamplingParams(self.cfg.max_new_tokens, temperature, eos_token_id=self.tok.eos_token_id,
-                                vocab_limit=len(self.tok))
+        greedy = SamplingParams(max_new_tokens=self.cfg.max_new_tokens, temperature=temperature,
+                                stop_token_ids=_eos(self.tok), vocab_limit=len(self.tok))
         scores: list[float] = []
         for s in range(0, len(cases), batch):
             if deadline is not None and scores and time.perf_counter() >= deadline:
@@ -400,6 +400,11 @@ class RLTrainer:
         scores = [float(self.mixture.score(n, answers[n], c)) for n, c in cases]
         by_env = {k: {**v, "answer": answers[k]} for k, v in _per_env(cases, scores).items()}
         return (sum(scores) / len(scores) if scores else 0.0), by_env
+
+
+def _eos(tokenizer) -> tuple[int, ...]:
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return () if eos is None else (int(eos),)
 
 
 def _per_env(cases: list, scores: list[float]) -> dict[str, dict]:

@@ -45,7 +45,8 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from opens1.infer.engine import CacheFull, Engine, EngineStopped, GenerationRequest, QueueFull, SamplingParams, TokenEvent
+from opens1.infer.engine import CacheFull, Engine, EngineStopped, GenerationRequest, QueueFull, TokenEvent
+from opens1.infer.sampling import SamplingParams
 from opens1.serve import protocol as P
 from opens1.serve.text import IncrementalDecoder, OutputText
 
@@ -270,7 +271,7 @@ class Generation:
         stop_ids = set(state.engine.eos_token_ids) | set(params.stop_token_ids)
         self._hidden_ids = stop_ids  # tokens that end a sequence are not part of its text
         for k in range(n):
-            p = SamplingParams(**{**params.__dict__, "seed": None if params.seed is None else params.seed + k})
+            p = params.replace(seed=None if params.seed is None else params.seed + k)
             idx = first_index + k
             req = GenerationRequest(list(prompt_ids), p, self._callback(idx), **mm)
             self.choices.append(Choice(idx, req, OutputText(stop, thinking_open, split), IncrementalDecoder(state.tokenizer)))
@@ -495,17 +496,12 @@ def sampling_params(state: ServerState, req, prompt_len: int, max_tokens: int | 
             400, f"max_tokens ({max_tokens}) + prompt ({prompt_len} tokens) exceeds the context length "
             f"({state.max_seq_len}); ask for at most {room}", param="max_tokens", code="context_length_exceeded",
         )
-    top_k = d.top_k if req.top_k is None else max(req.top_k, 0)
-    return SamplingParams(
-        max_tokens=max_tokens,
-        temperature=d.temperature if req.temperature is None else req.temperature,
-        top_k=top_k,
-        top_p=d.top_p if req.top_p is None else req.top_p,
-        min_p=d.min_p if req.min_p is None else req.min_p,
-        seed=req.seed,
-        ignore_eos=req.ignore_eos,
-        logprobs=logprobs,
-    )
+    # the request's values, the server's defaults where it left a field unset
+    given = {k: getattr(req, k) for k in ("temperature", "top_p", "min_p") if getattr(req, k) is not None}
+    if req.top_k is not None:
+        given["top_k"] = max(req.top_k, 0)  # -1 or 0: off (vLLM's convention)
+    return d.sampling.replace(max_new_tokens=max_tokens, seed=req.seed, ignore_eos=req.ignore_eos, logprobs=logprobs,
+                              **given)
 
 
 def render_chat(state: ServerState, req: P.ChatCompletionRequest) -> tuple[dict, bool, bool]:

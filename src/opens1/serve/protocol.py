@@ -12,8 +12,8 @@ field named in `param` (see `api.error_from_validation`). Design choices:
   `{"type": "time_series", "time_series": {"values": [[...], ...], "sampling_rate": 360}}`
   where `values` is [T][C] (or a flat [T] list for one channel).
 - Sampling defaults follow Intern-S1's model card (temperature 0.7, top_p 1.0,
-  top_k 50, min_p 0); they are applied in the API layer when a field is None,
-  so the served model's own defaults can differ (`ServeDefaults`).
+  top_k 50, min_p 0); the API layer builds the request's `SamplingParams` from them
+  where a field is None, so the served model's own defaults can differ (`ServeDefaults`).
 - Responses are pydantic models too, dumped to JSON by the routes; stream chunks
   are dumped with `exclude_none` so deltas stay minimal, as OpenAI's are.
 """
@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from opens1.infer.sampling import SamplingParams
 
 # Roles the chat template knows. "developer" is OpenAI's newer name for "system".
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -35,12 +37,10 @@ MAX_TOP_LOGPROBS = 20
 
 @dataclass
 class ServeDefaults:
-    """Sampling defaults when a request leaves a field unset (Intern-S1 model card, §6.3)."""
+    """Server-wide defaults for what a request leaves unset: the sampling knobs (Intern-S1's
+    model card: temperature 0.7, top_p 1.0, top_k 50, min_p 0) and the completion length."""
 
-    temperature: float = 0.7
-    top_p: float = 1.0
-    top_k: int = 50
-    min_p: float = 0.0
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7, top_p=1.0, top_k=50))
     max_tokens: int | None = None  # None: up to the context length
     completion_max_tokens: int = 16  # OpenAI's default for /v1/completions
 

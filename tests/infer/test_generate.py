@@ -1,25 +1,31 @@
-"""Compiled decode (infer/static.py): the same tokens and logits as eager decoding, with
-left padding, MoE and dense layers, and eos handling. Marked slow: each test compiles."""
+"""infer/generate.py: compiled decode (the model's own forward through torch.compile over a
+static cache) gives the same logits and tokens as eager decoding, with left padding, MoE
+and dense layers, eos handling and sampling. Marked slow: each test compiles."""
 
 import pytest
 import torch
 
 from opens1.config import TextConfig, get_preset
+from opens1.infer.generate import cache_length, compiled_decode_step, decode_step, generate
 from opens1.infer.kv_cache import KVCache
-from opens1.infer.static import StaticDecoder, cache_length
+from opens1.infer.sampling import SamplingParams
 from opens1.models.s1 import S1ForConditionalGeneration
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def model():
-    # layer 0 dense, layer 1 MoE: both branches of the compiled step run
+def _model(**kw):
+    # layer 0 dense, layer 1 MoE: both kinds of layer run in the compiled step
     t = TextConfig(vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, head_dim=8, rope_theta=10000.0, max_position_embeddings=128,
-                   num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, mlp_only_layers=[0])
+                   num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, mlp_only_layers=[0], **kw)
     torch.manual_seed(0)
     return S1ForConditionalGeneration(get_preset("debug").replace(text=t, vision=None, timeseries=None)).eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _model()
 
 
 def test_cache_length_buckets():
@@ -32,14 +38,15 @@ def test_compiled_step_logits_match_eager(model):
     mask = torch.ones(2, 7, dtype=torch.long)
     mask[1, :3] = 0
     steps = torch.randint(1, 61, (2, 4))
-    eager_cache, comp_cache = KVCache.for_model(model, 2, 128), KVCache.for_model(model, 2, 128)
-    dec = StaticDecoder(model)
+    eager_cache = KVCache.for_model(model, 2, 16)
+    comp_cache = KVCache.for_model(model, 2, 128, static=True)
+    step = compiled_decode_step()
     with torch.inference_mode():
         model(ids, attention_mask=mask, kv_cache=eager_cache)
         model(ids, attention_mask=mask, kv_cache=comp_cache)
         for t in range(steps.shape[1]):
-            ref = model(steps[:, t:t + 1], kv_cache=eager_cache).logits[:, -1]
-            got = dec.step(comp_cache, steps[:, t])
+            ref = decode_step(model, eager_cache, steps[:, t])
+            got = step(model, comp_cache, steps[:, t])
             torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     assert comp_cache.lengths.tolist() == eager_cache.lengths.tolist() == [11, 11]
 
@@ -75,9 +82,28 @@ def test_compiled_step_sees_weight_updates(model):
     assert torch.equal(model.generate(ids, max_new_tokens=6, compile=True), before)
 
 
-def test_reserve_aligned_refuses_unaligned_cache(model):
-    cache = KVCache.for_model(model, 2, 128)
-    with torch.inference_mode():
+def test_static_cache_has_no_slot_rows(model):
+    cache = KVCache.for_model(model, 2, 128, static=True)
+    with torch.inference_mode(), pytest.raises(ValueError, match="static"):
         model(torch.randint(1, 61, (1, 3)), kv_cache=cache, cache_rows=torch.tensor([0]))
-    with pytest.raises(ValueError, match="one length"):
-        cache.reserve_aligned(1)
+    with pytest.raises(ValueError, match="whole"):
+        cache.reset(rows=[0])
+
+
+def test_seeded_sampling_params_and_dynamic_rope_refusal(model):
+    ids = torch.randint(1, 61, (2, 4))
+    s = SamplingParams(max_new_tokens=6, temperature=1.0, seed=11)
+    assert torch.equal(generate(model, ids, s), generate(model, ids, s))  # the seed makes the generator
+    dyn = _model(rope_scaling={"rope_type": "dynamic", "factor": 2.0})
+    with pytest.raises(ValueError, match="dynamic NTK"):
+        dyn.generate(ids, max_new_tokens=2, compile=True)
+
+
+def test_same_batch_and_bucket_reuse_the_compiled_step(model):
+    from torch._dynamo.utils import counters
+
+    model.generate(torch.randint(1, 61, (3, 5)), max_new_tokens=4, compile=True)
+    before = counters["stats"]["unique_graphs"]
+    # another prompt length and generation length in the same cache bucket: no new graph
+    model.generate(torch.randint(1, 61, (3, 9)), max_new_tokens=7, compile=True)
+    assert counters["stats"]["unique_graphs"] == before
