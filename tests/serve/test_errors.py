@@ -110,11 +110,12 @@ def test_bad_completion_requests(tiny):
 
 def test_oversized_body(tiny, tiny_state):
     big = b'{"model": "tiny", "messages": [{"role": "user", "content": "' + b"x" * (tiny_state.max_body_bytes + 10) + b'"}]}'
-    err = assert_openai_error(httpx.post(tiny + "/v1/chat/completions", content=big, timeout=30), 413, None)
+    headers = {"content-type": "application/json"}
+    err = assert_openai_error(httpx.post(tiny + "/v1/chat/completions", content=big, headers=headers, timeout=30), 413, None)
     assert "too large" in err["message"]
     # without a Content-Length (chunked upload) the limit holds too
     chunks = (big[i : i + 65536] for i in range(0, len(big), 65536))
-    assert_openai_error(httpx.post(tiny + "/v1/chat/completions", content=chunks, timeout=30), 413, None)
+    assert_openai_error(httpx.post(tiny + "/v1/chat/completions", content=chunks, headers=headers, timeout=30), 413, None)
     still_serves(tiny)
 
 
