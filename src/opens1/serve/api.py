@@ -417,6 +417,7 @@ def create_app(state: ServerState) -> FastAPI:
     app = FastAPI(title="OpenS1", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.s1 = state
     state.render.start()  # spawn the workers now, not on the first request
+    state.molecule.start()
     if not state.api_key:  # with a key, a rebinding page has nothing to send
         app.add_middleware(HostCheck, bind=state.bind_host, allowed=tuple(state.allowed_hosts))
 

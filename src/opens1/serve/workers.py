@@ -30,6 +30,8 @@ import ctypes
 import ctypes.util
 import logging
 import multiprocessing
+import os
+import sys
 import threading
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -55,12 +57,10 @@ _TRIM: Callable[[int], int] | None = None
 def _init_worker(context: Any) -> None:
     global _CONTEXT, _TRIM
     _CONTEXT = context
-    try:
-        import torch
-
-        torch.set_num_threads(1)  # a worker is one core's worth of work
-    except ImportError:
-        pass
+    # a worker is one core's worth of work; torch is only imported if the context needed it
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     libc = ctypes.util.find_library("c")
     if libc:
         try:
