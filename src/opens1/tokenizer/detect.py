@@ -80,6 +80,10 @@ except ImportError:  # pragma: no cover - RDKit is a core dependency of the pack
     _Chem = None
 
 
+def rdkit_available() -> bool:
+    return _Chem is not None
+
+
 @lru_cache(maxsize=1 << 16)
 def _rdkit_ok(smiles: str) -> bool:
     return _Chem is not None and _Chem.MolFromSmiles(smiles) is not None

@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import regex
 
-from . import detect
+from .detect import Span, segment
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 LAYOUT_FILE = "opens1_tokenizer.json"
@@ -286,9 +286,9 @@ class DynamicTokenizer:
 
     # ------------------------------------------------------------ encoding
 
-    def segments(self, text: str) -> list[detect.Span]:
+    def segments(self, text: str) -> list[Span]:
         """How `text` splits into prose, domain spans and tags (for inspection and tests)."""
-        return detect.segment(text, self._tag_names, self.auto_detect)
+        return segment(text, self._tag_names, self.auto_detect)
 
     def default_mode(self) -> str:
         """How added-token strings in text are read by default: OpenS1's design keeps control
@@ -330,7 +330,10 @@ class DynamicTokenizer:
             return {k: v[0] for k, v in out.items()} if single else out
         if return_tensors != "pt":
             raise ValueError(f"return_tensors={return_tensors!r}: only None and 'pt' are supported")
-        import torch
+        try:  # optional here: the exported tokenizer module needs only regex, sentencepiece, tokenizers
+            import torch
+        except ImportError as e:
+            raise ValueError("return_tensors='pt' needs torch") from e
 
         width = max((len(ids) for ids in batch), default=0)
         input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)  # [B, T]
@@ -399,7 +402,7 @@ class DynamicTokenizer:
                 jobs.append(Job("id", self.special_tokens[it.value], it.start, None))
                 continue
             text = stream[it.start : it.end]
-            for s in detect.segment(text, self._tag_names, self.auto_detect):
+            for s in segment(text, self._tag_names, self.auto_detect):
                 piece, at = text[s.start : s.end], it.start + s.start
                 if s.tag:
                     jobs.append(Job("id", self.special_tokens[piece], at, None))

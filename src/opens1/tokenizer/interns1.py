@@ -50,7 +50,7 @@ from collections.abc import Sequence
 import regex
 
 from .base import token_bytes, unicode_to_byte
-from .detect import MAX_SMILES_CHECK, _rdkit_ok
+from .detect import MAX_SMILES_CHECK, _rdkit_ok, rdkit_available
 from .dynamic import DynamicTokenizer, Item, Job
 
 MAX_BRACKET = 256
@@ -109,9 +109,7 @@ def smiles_ok(s: str) -> bool:
     """Step 3's legitimacy test of a SMILES candidate (RDKit, else the rule checker)."""
     if len(s) > MAX_SMILES_CHECK or _ascii_letters(s) < 5:
         return False
-    from . import detect
-
-    if detect._Chem is None:
+    if not rdkit_available():
         return rules_ok(s)
     return _rdkit_ok(s)
 
