@@ -302,6 +302,7 @@ class Layout:
     renames: list[tuple[str, str]]  # (regex on checkpoint key, replacement) -> our name
     export: list[tuple[str, str]] = field(default_factory=list)  # (regex on our name, replacement)
     ignore: list[str] = field(default_factory=list)  # checkpoint keys to skip silently (regexes)
+    drop: dict[str, str] = field(default_factory=dict)  # regex on our names not written -> why
 
     def to_ours(self, key: str) -> str | None:
         for pat, rep in self.renames:
@@ -693,12 +694,17 @@ def _parse_size(s: int | str) -> int:
     return int(float(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2)])
 
 
-def _export_tensors(model, layout: Layout):
-    """Yield (checkpoint key, tensor) in our module order."""
+def _export_tensors(model, layout: Layout, dropped: list[str] | None = None):
+    """Yield (checkpoint key, tensor) in our module order; names the layout cannot hold are
+    appended to `dropped` instead (see Layout.drop)."""
     cfg = model.config
     for name, t in model.state_dict().items():
         if cfg.text.tie_word_embeddings and name == "lm_head.weight":
             continue  # tied: written once, as the embedding
+        if any(re.match(p, name) for p in layout.drop):
+            if dropped is not None:
+                dropped.append(name)
+            continue
         t = t.detach()
         items = [(name, t)]
         for pat, fn in EXPORT_TRANSFORMS:
@@ -709,8 +715,32 @@ def _export_tensors(model, layout: Layout):
             yield layout.to_ckpt(n), x.contiguous()
 
 
-def hf_config(model_cfg: S1Config, dtype: torch.dtype) -> dict:
-    """The config.json we write: Intern-S1's, plus our own S1Config for an exact round trip."""
+def hf_config(model_cfg: S1Config, dtype: torch.dtype, layout: str = "interns1") -> dict:
+    """The config.json we write, plus our own S1Config (under "opens1_config") for an exact
+    round trip. layout "interns1": Intern-S1's InternS1Config; "internvl": transformers'
+    InternVLConfig (InternVLForConditionalGeneration), which has no time-series tower."""
+    if layout == "internvl":
+        if model_cfg.vision is None:
+            raise ValueError("the internvl layout needs a vision tower; this model is text-only")
+        ours = model_cfg.replace(timeseries=None)
+        text = dict(text_config_to_hf(model_cfg.text), tie_word_embeddings=model_cfg.text.tie_word_embeddings)
+        return {
+            "architectures": ["InternVLForConditionalGeneration"],
+            "model_type": "internvl",
+            "text_config": text,
+            "vision_config": vision_config_to_hf(model_cfg.vision, "internvl_vision"),
+            "image_token_id": model_cfg.image_token_id,
+            "image_seq_length": model_cfg.image_tokens_per_tile,
+            "downsample_ratio": model_cfg.downsample_ratio,
+            "projector_hidden_act": model_cfg.projector_hidden_act,
+            "vision_feature_layer": -1,
+            "vision_feature_select_strategy": "default",
+            "tie_word_embeddings": model_cfg.text.tie_word_embeddings,
+            "dtype": str(dtype).removeprefix("torch."),
+            OPENS1_KEY: ours.to_dict(),
+        }
+    if layout != "interns1":
+        raise ValueError(f"cannot write layout {layout!r}; writable: interns1, internvl")
     d = {
         "architectures": ["InternS1ForConditionalGeneration"],
         "model_type": "interns1",
@@ -741,17 +771,22 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def save_pretrained(model, path, max_shard_size: int | str = "4GB", layout: str = "interns1") -> None:
-    """Write sharded safetensors (model-0000i-of-0000n.safetensors) + index + config.json."""
+def save_pretrained(model, path, max_shard_size: int | str = "4GB", layout: str = "interns1") -> list[str]:
+    """Write sharded safetensors (model-0000i-of-0000n.safetensors) + index + config.json in
+    `layout` (interns1 or internvl). Returns the parameters the layout cannot hold (left out)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     limit = _parse_size(max_shard_size)
+    if layout not in ("interns1", "internvl"):
+        raise ValueError(f"cannot write layout {layout!r}; writable: interns1, internvl")
     lay = LAYOUTS[layout]
+    conf = hf_config(model.config, model.dtype, layout)  # before writing: refuses what the layout cannot hold
+    dropped: list[str] = []
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
-    for key, t in _export_tensors(model, lay):
+    for key, t in _export_tensors(model, lay, dropped):
         nbytes = t.numel() * t.element_size()
         if shards[-1] and size + nbytes > limit:
             shards.append({})
@@ -768,13 +803,13 @@ def save_pretrained(model, path, max_shard_size: int | str = "4GB", layout: str 
             total += t.numel() * t.element_size()
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     _atomic_write(path / INDEX_NAME, lambda tmp: Path(tmp).write_text(json.dumps(index, indent=2)))
-    conf = hf_config(model.config, model.dtype)
     _atomic_write(path / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(conf, indent=2)))
     # a stale single-file checkpoint from an earlier save would shadow nothing (the index
     # wins) but would confuse readers; remove it and shards of a larger earlier save
     for old in path.glob("model*.safetensors"):
         if old.name not in weight_map.values():
             old.unlink()
+    return dropped
 
 
 # ====================================================================== multimodal layouts (helper B)
@@ -913,7 +948,15 @@ LAYOUTS["internvl"] = Layout(
         (r"^vision_tower\.", "vision_tower."),
         *_VISION_COMMON,
     ],
+    # written with the names transformers' own save_pretrained uses for InternVL
+    export=[
+        (r"^language_model\.", "language_model.model."),
+        (r"^lm_head\.", "language_model.lm_head."),
+        (r"^vision_tower\.", "vision_tower."),
+        (r"^multi_modal_projector\.", "multi_modal_projector."),
+    ],
     ignore=_ROTARY_IGNORE,
+    drop={r"^ts_(tower|projector)\.": "InternVL has no time-series tower"},
 )
 
 _LEGACY_LAYER = r"^vision_model\.encoder\.layers\.(\d+)\."
@@ -953,3 +996,72 @@ TRANSFORMS.append((r"^(vision_tower\.encoder\.layer\.\d+\.attention)\.qkv\.(weig
 # Intern-S1's own names for the time-series projector (reference §5.3), next to ours
 LAYOUTS["interns1"].renames.append((r"^model\.time_series_projector\.", "ts_projector."))
 # ====================================================================== end of multimodal layouts (helper B)
+
+
+# ====================================================================== export for other tools
+
+
+def _source_dtype(path: Path) -> torch.dtype:
+    raw = json.loads((path / "config.json").read_text())
+    name = raw.get("dtype") or raw.get("torch_dtype") or (raw.get("text_config") or {}).get("dtype") or "float32"
+    return getattr(torch, str(name).removeprefix("torch."), torch.float32)
+
+
+def _preprocessor_configs(cfg: S1Config) -> dict[str, dict]:
+    """preprocessor_config.json / processor_config.json for transformers' InternVL processor,
+    with this model's tiling (the real Intern-S1 files have the same fields)."""
+    v = cfg.vision
+    image = {
+        "image_processor_type": "GotOcr2ImageProcessorFast", "processor_class": "InternVLProcessor",
+        "crop_to_patches": True, "min_patches": v.min_tiles, "max_patches": v.max_tiles,
+        "size": {"height": v.image_size, "width": v.image_size}, "do_resize": True, "resample": 3,
+        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
+        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+    }  # fmt: skip
+    return {"preprocessor_config.json": image,
+            "processor_config.json": {"image_seq_length": cfg.image_tokens_per_tile, "processor_class": "InternVLProcessor"}}
+
+
+def export_checkpoint(src, out, layout: str = "internvl", dtype=None, max_shard_size: int | str = "4GB") -> dict:
+    """Rewrite a checkpoint directory for other tools (`opens1 model export`).
+
+    layout "internvl": transformers' InternVLForConditionalGeneration (config, weight names,
+    preprocessor/processor configs); "interns1": Intern-S1's own layout. The tokenizer found
+    in `src` (OpenS1's or an Intern-S1 directory) is written as a directory that
+    AutoTokenizer.from_pretrained(out, trust_remote_code=True) loads (needs transformers here;
+    without it OpenS1's own tokenizer files are written). generation_config.json is copied.
+    dtype None keeps the checkpoint's. Returns {"left_out": {reason: [names]}, "tokenizer": kind}."""
+    src, out = Path(src), Path(out)
+    model = load_model(src, dtype=dtype or _source_dtype(src), device="cpu")
+    out.mkdir(parents=True, exist_ok=True)
+    dropped = save_pretrained(model, out, max_shard_size=max_shard_size, layout=layout)
+    left_out: dict[str, list[str]] = {}
+    for name in dropped:
+        reason = next(why for pat, why in LAYOUTS[layout].drop.items() if re.match(pat, name))
+        left_out.setdefault(reason, []).append(name)
+    if layout == "internvl":
+        for fname, data in _preprocessor_configs(model.config).items():
+            _atomic_write(out / fname, lambda tmp, d=data: Path(tmp).write_text(json.dumps(d, indent=2)))
+    gen = src / GENERATION_CONFIG
+    if gen.is_file():
+        _atomic_write(out / GENERATION_CONFIG, lambda tmp: Path(tmp).write_bytes(gen.read_bytes()))
+    return {"left_out": left_out, "tokenizer": _export_tokenizer(src, out, model.config)}
+
+
+def _export_tokenizer(src: Path, out: Path, cfg: S1Config) -> str:
+    from opens1.tokenizer import load_tokenizer
+
+    try:
+        tok = load_tokenizer(src)
+    except (FileNotFoundError, ValueError):
+        return "none (the source has no tokenizer)"
+    if cfg.vision is not None and tok.special_tokens.get("<IMG_CONTEXT>") != cfg.image_token_id:
+        raise ValueError(f"the tokenizer's <IMG_CONTEXT> is {tok.special_tokens.get('<IMG_CONTEXT>')} but the "
+                         f"model's image_token_id is {cfg.image_token_id}")
+    try:
+        from opens1.tokenizer.hf import export_hf_tokenizer
+    except ImportError:  # transformers is optional: OpenS1's own files only
+        tok.save_pretrained(out)
+        return "opens1 files only (install transformers for an AutoTokenizer directory)"
+    export_hf_tokenizer(tok, out)
+    return "AutoTokenizer (trust_remote_code)"
