@@ -187,3 +187,12 @@ def test_qwen3_bpe_real_ids(tmp_path, shared_data):
     ref = ReferenceInternS1(tmp_path / "s1")
     texts = mixed_corpus(150, seed=3)
     assert tok.encode_batch(texts) == [ref.encode(t) for t in texts]
+
+
+def test_segments_show_the_rules(pair):
+    tok, _ = pair
+    text = f"Take {ASPIRIN} with <SMILES>CCO</SMILES> and {PROTEIN}<|im_end|>"
+    segs = [(s.domain, s.tag, text[s.start:s.end]) for s in tok.segments(text)]
+    assert (None, False, "Take ") in segs and ("smiles", False, ASPIRIN) in segs
+    assert ("smiles", True, "<SMILES>") in segs and ("protein", False, PROTEIN) in segs
+    assert (None, True, "<|im_end|>") in segs

@@ -7,23 +7,27 @@ Id layout (one table, disjoint ranges, so decoding is context-free):
     [offset_d, offset_d + n_d)   domain d's SentencePiece pieces (piece id + offset)
 
 The OpenS1 layout puts the specials right after the base, then SMILES, IUPAC,
-protein and DNA pieces. An Intern-S1 HF directory keeps its own layout (§4.2 of the
-reference): Qwen's 151,643 BPE ids, 26 Qwen3 added tokens, SMILES pieces, SMILES
-and SELFIES tags, IUPAC pieces and tags, FASTA pieces, then the other added tokens.
+protein and DNA pieces. An Intern-S1 HF directory keeps its own layout and rules
+(interns1.py, a subclass that changes how text is split into jobs).
 
-Encoding (`detect.segment` decides the spans):
+Encoding runs in two stages for a whole batch: `_items` + `_plan` turn each text into
+jobs (BPE text, domain text, ids), then `_execute` runs all jobs with one batched call
+per vocabulary. OpenS1's plan (`detect.segment` decides the spans):
 * prose spans -> base BPE, all prose of a batch in one Rust `encode_batch` call;
 * domain spans -> that domain's SentencePiece model (one batched call per domain);
   characters the model cannot round-trip (a literal U+2581, SentencePiece's space
   symbol; any unseen character for a model without byte fallback) go to the base BPE;
 * explicit tags -> their ids; auto-detected spans get no tag ids.
-Special-token strings in text (`<|im_end|>`, `<think>`, ...) are plain text: the base
-BPE has no added tokens. Control ids come only from `encode_special` and the chat
-renderer. Domain tags in text are honoured (they are content markup).
+Control-token strings in text (`<|im_end|>`, `<think>`, ...) are plain text by default
+(the base BPE has no added tokens); `split_special_tokens=False` parses them, and the
+chat renderer parses them in the template's own text only (`encode_pieces`). Domain
+tags in text are honoured (they are content markup).
 
 Decoding maps every id to its bytes through one precomputed table and decodes UTF-8
 once (invalid sequences, e.g. a generation cut inside a character, become U+FFFD).
 No Unicode normalisation anywhere: decode(encode(x)) == x for every valid string.
+
+Only relative imports: hf.py copies this module into exported tokenizer directories.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ from collections.abc import Sequence
 import regex
 
 from .base import token_bytes, unicode_to_byte
-from .detect import MAX_SMILES_CHECK, _rdkit_ok, rdkit_available
+from .detect import MAX_SMILES_CHECK, Span, _rdkit_ok, rdkit_available
 from .dynamic import DynamicTokenizer, Item, Job
 
 MAX_BRACKET = 256
@@ -273,6 +273,19 @@ class InternS1Tokenizer(DynamicTokenizer):
 
     def default_mode(self) -> str:
         return "all"  # transformers parses added tokens in text
+
+    def segments(self, text: str) -> list[Span]:
+        """How the NFC form of `text` is encoded: prose (domain None), domain spans, added
+        tokens (tag=True; domain set for domain tags). Positions are in the NFC text."""
+        stream = self.normalize(text)
+        out = []
+        for j in self._plan(stream, self._items(stream, self.default_mode(), 0)):
+            if j.kind == "id":
+                s = self._id_to_special[j.value]
+                out.append(Span(j.pos, j.pos + len(s), TAG_MODEL.get(s, END_TAG_MODEL.get(s)), tag=True))
+            else:
+                out.append(Span(j.pos, j.pos + len(j.value), j.domain if j.kind == "sp" else None))
+        return out
 
     # ------------------------------------------------------------ steps 1-2
 
