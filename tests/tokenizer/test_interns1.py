@@ -181,12 +181,25 @@ def test_qwen3_bpe_real_ids(tmp_path, shared_data):
     for seq in json.loads((DATA / "integration_ids.json").read_text(encoding="utf-8"))["sequences"]:
         assert tok.encode(seq["text"]) == seq["ids"]
         assert tok.decode(seq["ids"]) == seq["text"]
+    # the reference's worked example (its SMILES pieces need the real SMILES model, not public)
     ids = tok.encode(EXAMPLE)
-    assert ids[:3] == [74785, 220, 151925] and ids[-6:-4] == [323, 220]  # "Describe", " ", <SMILES> / " and", " "
-    assert ids[-4] in range(151669, 151925)  # the second molecule: auto-detected, no tag ids
+    j = ids.index(151926)  # </SMILES>
+    assert ids[:3] == [74785, 220, 151925] and ids[j + 1 : j + 3] == [323, 220]  # "Describe", " ", <SMILES>; " and", " "
+    assert all(i in range(151669, 151925) for i in ids[3:j] + ids[j + 3 :])  # both molecules: SMILES pieces only
     ref = ReferenceInternS1(tmp_path / "s1")
     texts = mixed_corpus(150, seed=3)
     assert tok.encode_batch(texts) == [ref.encode(t) for t in texts]
+    # the chat conversations too, on the real BPE
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from .chat_cases import TEXT_CASES
+
+    real = (DATA / "chat_template.jinja").read_text(encoding="utf-8")
+    for name, messages, kw in TEXT_CASES:
+        kw = {"tools": kw.get("tools"), "enable_thinking": kw.get("enable_thinking", True),
+              "add_generation_prompt": kw.get("add_generation_prompt", True)}
+        text = render_jinja_template([messages], chat_template=real, **kw)[0][0]
+        assert tok.apply_chat_template(messages, **kw) == ref.encode(text), name
 
 
 def test_segments_show_the_rules(pair):
