@@ -120,15 +120,20 @@ def test_old_style_config_and_fused_experts(tmp_path):
         torch.testing.assert_close(model(ids).logits, hf(ids).logits, atol=1e-4, rtol=1e-4)
 
 
-def test_missing_rope_theta_is_an_error():
+def test_missing_values_take_transformers_defaults():
+    """A key the config leaves out has the value transformers' class gives it (more in
+    test_checkpoint_configs.py): rope_theta 10000, Qwen3's head_dim 128, Qwen3-MoE's
+    hidden_size // num_attention_heads."""
     conf = {"model_type": "qwen3", **{k: v for k, v in COMMON.items() if k != "rope_theta"}, "rms_norm_eps": 1e-6}
-    with pytest.raises(ValueError, match="rope_theta"):
-        parse_config(conf)
+    assert parse_config(conf)[0].text.rope_theta == 10000.0
     conf["rope_parameters"] = {"rope_type": "default", "rope_theta": 5.0}
     assert parse_config(conf)[0].text.rope_theta == 5.0
     del conf["head_dim"]
-    with pytest.raises(ValueError, match="head_dim"):
-        parse_config(conf)
+    assert parse_config(conf)[0].text.head_dim == transformers.Qwen3Config().head_dim == 128
+    moe = {**conf, "model_type": "qwen3_moe", "num_experts": 4}
+    assert parse_config(moe)[0].text.head_dim == 32 // 4
+    with pytest.raises(ValueError, match="vocab_size"):
+        parse_config({**conf, "vocab_size": None})
 
 
 def test_mismatched_checkpoint_names_every_problem(tmp_path):
