@@ -22,16 +22,21 @@ class GatedTokenizer:
         return len(self.tok)
 
     def _gate(self, texts) -> None:
-        if any("HEAVY" in t for t in texts):
+        if any("HEAVY" in (t if isinstance(t, str) else t[0]) for t in texts):
             Path(self.gate_dir, "entered").write_text(str(os.getpid()))
             deadline = time.time() + 120
             while not Path(self.gate_dir, "release").exists() and time.time() < deadline:
                 time.sleep(0.02)
 
-    def encode(self, text: str) -> list[int]:
+    # every way in: one text, a batch, or (text, mode) pieces (the chat renderer's)
+    def encode(self, text, **kw):
         self._gate([text])
-        return self.tok.encode(text)
+        return self.tok.encode(text, **kw)
 
-    def encode_batch(self, texts) -> list[list[int]]:
+    def encode_batch(self, texts, **kw):
         self._gate(texts)
-        return self.tok.encode_batch(texts)
+        return self.tok.encode_batch(texts, **kw)
+
+    def encode_pieces(self, pieces, **kw):
+        self._gate(pieces)
+        return self.tok.encode_pieces(pieces, **kw)

@@ -58,6 +58,18 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def patch_encoders(monkeypatch, tok, before):
+    """Call before(texts) ahead of each of the tokenizer's ways in: one text, a batch, or the
+    chat renderer's (text, mode) pieces."""
+    def wrap(name, texts_of):
+        original = getattr(tok, name)
+        monkeypatch.setattr(tok, name, lambda arg, **kw: before(texts_of(arg)) or original(arg, **kw))
+
+    wrap("encode", lambda text: [text])
+    wrap("encode_batch", list)
+    wrap("encode_pieces", lambda pieces: [text for text, _ in pieces])
+
+
 @pytest.fixture
 def threaded(tiny_state):
     """The tiny server with its CPU work in threads of this process (what it measures is
@@ -70,10 +82,7 @@ def threaded(tiny_state):
 def test_character_budget_before_tokenizing(threaded, monkeypatch):
     url, state = threaded
     calls = []
-    tok = state.tokenizer
-    encode, encode_batch = tok.encode, tok.encode_batch
-    monkeypatch.setattr(tok, "encode", lambda text: calls.append(1) or encode(text))
-    monkeypatch.setattr(tok, "encode_batch", lambda texts: calls.append(len(texts)) or encode_batch(texts))
+    patch_encoders(monkeypatch, state.tokenizer, lambda texts: calls.append(len(texts)))
     limit = state.prompt_char_limit
     assert limit == state.max_seq_len * 16
     r = chat(url, {**OK, "messages": [{"role": "user", "content": "[C@@H]" * (limit // 6 + 1)}]})
@@ -91,16 +100,13 @@ def test_character_budget_before_tokenizing(threaded, monkeypatch):
 def test_health_and_others_served_while_a_prompt_is_tokenized(threaded, monkeypatch):
     url, state = threaded
     entered, release = threading.Event(), threading.Event()
-    tok = state.tokenizer
-    encode, encode_batch = tok.encode, tok.encode_batch
 
     def gate(texts):
         if any("HEAVY" in t for t in texts):
             entered.set()
             release.wait(60)
 
-    monkeypatch.setattr(tok, "encode", lambda text: gate([text]) or encode(text))
-    monkeypatch.setattr(tok, "encode_batch", lambda texts: gate(texts) or encode_batch(texts))
+    patch_encoders(monkeypatch, state.tokenizer, gate)
     heavy = {}
     t = threading.Thread(target=lambda: heavy.setdefault("r", chat(url, {**OK, "messages": [{"role": "user", "content": "HEAVY"}]})))
     t.start()
