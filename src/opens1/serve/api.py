@@ -82,7 +82,7 @@ class ServerState:
     supports_series: bool = True
     # request budgets, checked before any expensive work (serve/prepare.py)
     chars_per_token: int = prepare.CHARS_PER_TOKEN  # prompt characters allowed per token of context
-    max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # per image; the processor's decoder never takes more than 40 M
     max_request_pixels: int = prepare.MAX_REQUEST_PIXELS
     max_series_values: int = MAX_SERIES_VALUES
     # worker processes for tokenization, images and RDKit (0: threads in this process)
