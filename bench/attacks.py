@@ -16,8 +16,23 @@ and their ratio:
   reference: one bare `python -I -B -c` subprocess running the solution and its assert
   (the floor of the old in-process harness: one interpreter start, no isolation). The
   note gives the same call in the opt-in unisolated mode.
-Rows register in ROWS (name -> function returning dicts); the server rows plug in the
-same way. Timings on a shared machine are noisy: the load average is printed.
+- server_*: `opens1 serve --model tiny --max-seq-len 4096` in a subprocess, from this tree
+  (ours) and from `git archive --baseline-rev src` (ref; default c6afc60, the last
+  revision without the server defences; `--baseline-rev none` skips it). During each heavy
+  request the row polls /health every 20 ms and keeps one streamed chat running: ours_s
+  and ref_s are the worst /health latency; the note gives the heavy request's status and
+  time, the stream's longest pause between chunks, and how much the server process (and
+  its workers) grew. Heavy requests: one 84 KB message of `[C@@H]` (over the character
+  budget), one 60 KB (within it: tokenized in a worker), 14 blank PNGs just under the
+  per-image limit, a 1500 x 1500 series (over the values budget), a 1000 x 1000 one (at
+  it), and six concurrent 1000-atom molecule drawings.
+- tokenizer_per_char: microseconds per character of `tokenizer.encode` on `[C@@H]`
+  repeated and on MATH-500 problems (prose with LaTeX), at 10k and 160k characters (this tree's tokenizer; the
+  SMILES check is super-linear until the tokenizer's linear-time rewrite).
+Rows register in ROWS (name -> function returning dicts). Timings on a shared machine
+are noisy: the load average is printed.
+
+    python bench/attacks.py --only server,tokenizer    # the server rows and the tokenizer row
 """
 
 from __future__ import annotations
@@ -150,7 +165,228 @@ def row_sandbox(args) -> list[dict]:
     return out
 
 
-ROWS: dict[str, Callable] = {"pdf_abandon": row_pdf_abandon, "sandbox": row_sandbox}
+# ------------------------------------------------------------------------------ server rows
+
+
+def _png_data_url(side: int) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (side, side)).save(buf, "PNG")  # blank bilevel: ~40 KB for 40 M pixels
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _heavy_requests(quick: bool) -> list[tuple[str, str, Callable]]:
+    """(row name, input description, fn(url) -> (status codes, seconds))."""
+    import json
+
+    import httpx
+
+    def chat(content) -> dict:
+        return {"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": content}]}
+
+    def post(body):
+        # encoded now: serializing millions of floats during the measurement would hold this
+        # process's GIL and show up as pauses of the stream and /health clients
+        raw = json.dumps(body).encode()
+
+        def fn(url):
+            t0 = time.perf_counter()
+            r = httpx.post(url + "/v1/chat/completions", content=raw, timeout=600,
+                           headers={"content-type": "application/json"})
+            return [r.status_code], time.perf_counter() - t0
+        return fn
+
+    def molecules(url):
+        import concurrent.futures
+
+        t0 = time.perf_counter()
+        get = lambda _: httpx.get(url + "/v1/opens1/molecule", params={"smiles": "C" * 1000}, timeout=600).status_code
+        with concurrent.futures.ThreadPoolExecutor(6) as ex:
+            codes = list(ex.map(get, range(6)))
+        return codes, time.perf_counter() - t0
+
+    side = 6323  # 6323^2 = 39.98 M pixels, just under the 40 M per-image limit
+    series = lambda t, c: [{"type": "time_series", "time_series": {"values": [[0.5 + (i % 7) * 0.1] * c for i in range(t)],
+                                                                   "sampling_rate": 100}}]
+    reps = 4 if quick else 14
+    return [
+        ("server_smiles_84k", "[C@@H] x 14000", post(chat("[C@@H]" * 14_000))),
+        ("server_smiles_60k", "[C@@H] x 10000", post(chat("[C@@H]" * 10_000))),
+        ("server_png_set", f"{reps} PNGs {side}^2", post(chat([{"type": "image_url", "image_url": {"url": _png_data_url(side)}}] * reps))),
+        ("server_series_1500x1500", "2.25 M values", post(chat(series(1500, 1500)))),
+        ("server_series_1000x1000", "1 M values", post(chat(series(1000, 1000)))),
+        ("server_molecules", "6 x 1000 atoms", molecules),
+    ]
+
+
+def _tree_rss(pid: int) -> tuple[int, int]:
+    """(RSS of pid, RSS of all its descendants) in bytes, from /proc."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    parent, rss = {}, {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            rss[int(d.name)] = int((d / "statm").read_text().split()[1]) * page
+        except OSError:
+            continue
+        parent[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    kids, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier} - kids
+        kids |= frontier
+    return rss.get(pid, 0), sum(rss.get(k, 0) for k in kids)
+
+
+class _Server:
+    """`opens1 serve --model tiny` from `src` in a subprocess."""
+
+    def __init__(self, src: Path):
+        import subprocess
+
+        import httpx
+
+        from opens1.serve.cli import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "opens1.cli", "serve", "--model", "tiny", "--port", str(self.port),
+             "--max-seq-len", "4096", "--max-batch-size", "4", "--log-level", "warning"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir(),
+        )
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        else:
+            self.close()
+            raise RuntimeError(f"the server from {src} did not start")
+        # one ordinary request, so that workers and lazy imports are warm before measuring
+        httpx.post(self.url + "/v1/chat/completions", timeout=180,
+                   json={"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]})
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except Exception:
+            self.proc.kill()
+
+
+def _measure(server: _Server, fn: Callable) -> dict:
+    """Run fn(url) while polling /health and streaming one chat: the worst /health latency,
+    the stream's longest pause, fn's statuses and time, the server's growth."""
+    import threading
+
+    import httpx
+
+    stop, health, chunks = threading.Event(), [], []
+
+    def poll():
+        with httpx.Client(timeout=600) as c:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                c.get(server.url + "/health")
+                health.append(time.perf_counter() - t0)
+                stop.wait(0.02)
+
+    def stream():
+        body = {"model": "tiny", "max_tokens": 4000, "ignore_eos": True, "stream": True,
+                "chat_template_kwargs": {"enable_thinking": False}, "messages": [{"role": "user", "content": "go"}]}
+        with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=600) as r:
+            for _ in r.iter_lines():
+                chunks.append(time.perf_counter())
+                if stop.is_set():
+                    return
+
+    threads = [threading.Thread(target=poll, daemon=True), threading.Thread(target=stream, daemon=True)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    rss0 = _tree_rss(server.proc.pid)
+    t0 = time.perf_counter()
+    codes, took = fn(server.url)
+    t1 = time.perf_counter()
+    rss1 = _tree_rss(server.proc.pid)
+    stop.set()
+    for t in threads:
+        t.join(600)
+    during = [b - a for a, b in zip(chunks, chunks[1:]) if b >= t0 and a <= t1]
+    return {"health": max(health) if health else None, "codes": codes, "took": took,
+            "gap": max(during) if during else None, "grew": (rss1[0] - rss0[0], rss1[1] - rss0[1])}
+
+
+def _baseline_src(rev: str, tmp: str) -> Path:
+    import subprocess
+
+    tar = subprocess.run(["git", "-C", str(REPO), "archive", rev, "src"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", tmp], input=tar, check=True)
+    return Path(tmp, "src")
+
+
+def row_server(args) -> list[dict]:
+    heavy = _heavy_requests(args.quick)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="attacks_base_") as tmp:
+        sides = [("ours", REPO / "src")]
+        if args.baseline_rev.lower() != "none":
+            sides.append(("ref", _baseline_src(args.baseline_rev, tmp)))
+        for side, src in sides:
+            server = _Server(src)
+            try:
+                for name, _, fn in heavy:
+                    results[side, name] = _measure(server, fn)
+            finally:
+                server.close()
+    rows = []
+    mb = lambda b: f"{b / 2**20:+.0f} MB"
+    for name, what, _ in heavy:
+        ours, ref = results["ours", name], results.get(("ref", name))
+        note = []
+        for side, r in (("ours", ours), ("ref", ref)):
+            if r is not None:
+                gap = "-" if r["gap"] is None else f"{r['gap']:.2f} s"
+                note.append(f"{side}: {','.join(map(str, sorted(set(r['codes']))))} in {r['took']:.2f} s, stream pause "
+                            f"{gap}, server {mb(r['grew'][0])}, workers {mb(r['grew'][1])}")
+        rows.append({"row": name, "input": what, "ours_s": ours["health"], "ref_s": ref and ref["health"],
+                     "note": "; ".join(note)})
+    return rows
+
+
+def row_tokenizer(args) -> list[dict]:
+    from opens1 import load_tokenizer
+
+    import json
+
+    from opens1.data.paths import open_data
+
+    tok = load_tokenizer(None)
+    with open_data(None, "qa/math500_test.jsonl") as f:  # MATH-500 problems: prose with LaTeX
+        prose = "\n\n".join(json.loads(line)["problem"] for line in f)
+    rows = []
+    for kind, unit in (("[C@@H]", "[C@@H]"), ("MATH-500 prose", prose)):
+        for n in (10_000, 40_000 if args.quick else 160_000):
+            text = (unit * (n // len(unit) + 1))[:n]
+            t0 = time.perf_counter()
+            tok.encode(text)
+            dt = time.perf_counter() - t0
+            rows.append({"row": f"tokenizer_per_char {kind}", "input": f"{n:,} chars", "ours_s": dt, "ref_s": None,
+                         "note": f"{dt / n * 1e6:.2f} us/char"})
+    return rows
+
+
+ROWS: dict[str, Callable] = {"pdf_abandon": row_pdf_abandon, "sandbox": row_sandbox, "server": row_server,
+                             "tokenizer": row_tokenizer}
 
 
 def _fmt(x) -> str:
@@ -161,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default="", help="comma-separated row-name prefixes")
     ap.add_argument("--quick", action="store_true", help="smaller inputs, fewer repeats, no full-parse reference")
+    ap.add_argument("--baseline-rev", default="c6afc60",
+                    help="git revision whose src/ serves the server rows' reference ('none': skip it)")
     args = ap.parse_args(argv)
     prefixes = [p for p in args.only.split(",") if p]
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (timings on a shared machine are noisy)")

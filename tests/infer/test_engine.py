@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from opens1.config import get_preset
-from opens1.infer.engine import CacheFull, Engine, GenerationRequest, QueueFull
+import opens1.infer.engine as engine_mod
+from opens1.infer.engine import CacheFull, Engine, GenerationRequest, PromptTooLong, QueueFull
 from opens1.infer.sampling import SamplingParams
 from opens1.models.s1 import S1ForConditionalGeneration
 
@@ -181,10 +182,15 @@ def test_admission_control(model):
     engine = _engine(model, max_batch_size=1, max_queue=2, cache_budget_tokens=100)
     params = SamplingParams(max_new_tokens=10, **GREEDY)
     sink = []
-    with pytest.raises(ValueError, match="context"):
+    with pytest.raises(PromptTooLong, match="context"):
         engine.submit(GenerationRequest(list(range(130)), params, sink.append))
-    with pytest.raises(ValueError, match="exceeds the context"):
+    with pytest.raises(PromptTooLong, match="exceeds the context"):
         engine.submit(GenerationRequest([1] * 100, SamplingParams(max_new_tokens=50), sink.append))
+    # a seed torch cannot take is a plain ValueError, not a context error
+    for seed in (2**64, -(2**63) - 1):
+        with pytest.raises(ValueError, match="seed") as e:
+            engine.submit(GenerationRequest([1], SamplingParams(max_new_tokens=2, seed=seed), sink.append))
+        assert not isinstance(e.value, PromptTooLong)
     # not started: requests wait in the queue
     engine.submit(GenerationRequest([1] * 30, params, sink.append))  # reserves 40 tokens
     with pytest.raises(CacheFull):
@@ -210,3 +216,70 @@ def test_bad_multimodal_input_fails_only_that_request(model):
         engine.shutdown()
     assert bad[-1].finish_reason == "error" and "vision" in bad[-1].error
     assert len(_tokens(good)) == 3 and engine.load()["free_slots"] == 2
+
+
+def _run_together(engine, prompts_params) -> list[list]:
+    """Submit all before starting, so they are prefilled and decoded in the same batches."""
+    events = [[] for _ in prompts_params]
+    for ev, (p, params) in zip(events, prompts_params):
+        engine.submit(GenerationRequest(p, params, ev.append))
+    engine.start()
+    try:
+        assert _wait(lambda: all(e and e[-1].finish_reason for e in events), 60)
+    finally:
+        engine.shutdown()
+    return events
+
+
+def test_top_k_past_int64_is_every_token(model):
+    # top_k >= 2^63 overflowed int64 inside the engine loop and failed every running request
+    huge = SamplingParams(max_new_tokens=6, temperature=1.0, top_k=2**63, seed=5)
+    off = huge.replace(top_k=0)
+    greedy = SamplingParams(max_new_tokens=6, **GREEDY)
+    events = _run_together(_engine(model, max_batch_size=3), [([3, 4], huge), ([3, 4], off), ([9, 9, 9], greedy)])
+    assert [e[-1].finish_reason for e in events] == ["length"] * 3
+    assert _tokens(events[0]) == _tokens(events[1])  # past the vocabulary means off
+    assert _tokens(events[2]) == model.generate(torch.tensor([[9, 9, 9]]), max_new_tokens=6)[0, 3:].tolist()
+
+
+def test_sampling_failure_fails_only_that_request(model, monkeypatch):
+    bad = SamplingParams(max_new_tokens=8, temperature=1.0, top_k=7)
+    draw = engine_mod._draw
+
+    def failing_draw(logits, params, generator):
+        if any(p is bad for p in params):
+            raise RuntimeError("injected sampling failure")
+        return draw(logits, params, generator)
+
+    monkeypatch.setattr(engine_mod, "_draw", failing_draw)
+    greedy = SamplingParams(max_new_tokens=8, **GREEDY)
+    sampled = SamplingParams(max_new_tokens=8, temperature=1.0, top_k=7, seed=3)
+    engine = _engine(model, max_batch_size=4)
+    events = _run_together(engine, [([5, 6, 7], greedy), ([1, 2], bad), ([8, 8], greedy), ([4], sampled)])
+    assert events[1][-1].finish_reason == "error" and "injected" in events[1][-1].error
+    assert _tokens(events[1]) == []
+    for i, p in ((0, [5, 6, 7]), (2, [8, 8])):  # the batch-mates carry on, with the same tokens as alone
+        assert _tokens(events[i]) == model.generate(torch.tensor([p]), max_new_tokens=8)[0, len(p):].tolist()
+        assert events[i][-1].finish_reason == "length"
+    assert len(_tokens(events[3])) == 8 and events[3][-1].finish_reason == "length"
+    assert engine.load()["reserved_tokens"] == 0
+
+
+def test_failure_in_a_later_decode_step_fails_only_that_request(model, monkeypatch):
+    # the request fails at its third token, in a batched decode step with the others running
+    bad = SamplingParams(max_new_tokens=8, temperature=1.0, top_k=5)
+    calls = {"n": 0}
+    draw = engine_mod._draw
+
+    def failing_draw(logits, params, generator):
+        if any(p is bad for p in params):
+            calls["n"] += 1
+            if calls["n"] >= 3:
+                raise RuntimeError("injected at a decode step")
+        return draw(logits, params, generator)
+
+    monkeypatch.setattr(engine_mod, "_draw", failing_draw)
+    greedy = SamplingParams(max_new_tokens=8, **GREEDY)
+    events = _run_together(_engine(model, max_batch_size=2), [([5, 6, 7], greedy), ([1, 2], bad)])
+    assert events[1][-1].finish_reason == "error" and len(_tokens(events[1])) == 2
+    assert _tokens(events[0]) == model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=8)[0, 3:].tolist()

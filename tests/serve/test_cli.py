@@ -23,9 +23,22 @@ def test_unknown_model_is_a_clear_error(capsys):
 
 
 def test_bad_arguments_exit_with_usage():
-    with pytest.raises(SystemExit) as e:
-        main(["--model", "tiny", "--max-batch-size", "0"])
-    assert e.value.code == 2
+    for bad in (["--max-batch-size", "0"], ["--cpu-workers", "-1"], ["--max-series-values", "0"]):
+        with pytest.raises(SystemExit) as e:
+            main(["--model", "tiny", *bad])
+        assert e.value.code == 2, bad
+
+
+def test_limit_and_host_flags(capsys):
+    # parsed (the run then stops at the unknown model), and passed through to the server state
+    flags = ["--cpu-workers", "0", "--allowed-hosts", "gpu-box.lab, *.lab.example", "--chars-per-token", "8",
+             "--max-request-pixels", "1000000", "--max-series-values", "5000"]
+    assert main(["--model", "no-such-preset-or-dir", *flags]) == 2
+    assert "neither a checkpoint directory nor a preset" in capsys.readouterr().err
+    state = build_state("tiny", max_seq_len=128, start=False, cpu_workers=0, host="0.0.0.0",
+                        allowed_hosts=("gpu-box.lab",), chars_per_token=8, max_request_pixels=10**6, max_series_values=5000)
+    assert (state.cpu_workers, state.bind_host, state.allowed_hosts) == (0, "0.0.0.0", ("gpu-box.lab",))
+    assert (state.prompt_char_limit, state.max_request_pixels, state.max_series_values) == (128 * 8, 10**6, 5000)
 
 
 @pytest.mark.slow

@@ -22,7 +22,11 @@ Design choices:
   of a token budget (default: twice what the slot pool holds, i.e. one full cache
   running and one waiting). When that budget is promised away the KV cache cannot
   take more work (`CacheFull` -> HTTP 503). A prompt that can never fit is a
-  `ValueError` (-> HTTP 400).
+  `PromptTooLong` (a ValueError, -> HTTP 400); a seed torch cannot take, a ValueError.
+- A failure is charged to the request that caused it: a prefill fails its group only,
+  and when sampling or emitting a batch fails, each row is retried alone and only the
+  rows that fail alone are finished with an error; the others carry on. Only a failing
+  batched decode forward (no single request to blame) fails every running request.
 - The KV cache is `opens1.infer.KVCache` used through its slot API (`cache_rows`):
   `SlotRunner` below is the only code that touches the model and the cache.
 - Requests carry the one `SamplingParams` (infer/sampling.py); `max_new_tokens`
@@ -65,6 +69,10 @@ class CacheFull(RuntimeError):
 
 class EngineStopped(RuntimeError):
     """The engine is not running."""
+
+
+class PromptTooLong(ValueError):
+    """The prompt (plus max_new_tokens) can never fit the context (HTTP 400)."""
 
 
 @dataclass
@@ -185,21 +193,25 @@ class Engine:
         return self._thread is not None and self._thread.is_alive()
 
     def submit(self, req: GenerationRequest) -> GenerationRequest:
-        """Queue a request. Raises ValueError (can never fit), QueueFull or CacheFull."""
+        """Queue a request. Raises PromptTooLong (can never fit), ValueError (a seed outside
+        [-2^63, 2^64)), QueueFull or CacheFull."""
         if not req.prompt_ids:
-            raise ValueError("the prompt is empty")
+            raise PromptTooLong("the prompt is empty")
         if len(req.prompt_ids) >= self.max_seq_len:
-            raise ValueError(
+            raise PromptTooLong(
                 f"the prompt has {len(req.prompt_ids)} tokens; this model's context is {self.max_seq_len} "
                 "tokens, including the completion"
             )
         if req.reservation > self.max_seq_len:
-            raise ValueError(
+            raise PromptTooLong(
                 f"prompt ({len(req.prompt_ids)} tokens) + max_new_tokens ({req.params.max_new_tokens}) exceeds "
                 f"the context length ({self.max_seq_len})"
             )
         if req.params.seed is not None:
-            req.generator = torch.Generator(device=self.runner.device).manual_seed(req.params.seed)
+            try:
+                req.generator = torch.Generator(device=self.runner.device).manual_seed(req.params.seed)
+            except (ValueError, RuntimeError, OverflowError):
+                raise ValueError(f"seed {req.params.seed} is outside [-2^63, 2^64)") from None
         with self._cond:
             if self._stop:
                 raise EngineStopped("the engine is shut down")
@@ -341,29 +353,49 @@ class Engine:
         self._emit(reqs, logits)
 
     def _emit(self, reqs: list[GenerationRequest], logits: torch.Tensor) -> None:
-        """Sample one token per row of `logits` [B, V], send events, retire finished rows."""
-        logits = self._mask_vocab(reqs, logits.float())
-        next_ids = self._sample(reqs, logits)  # [B]
-        chosen, tops = self._logprobs(reqs, logits, next_ids)
+        """Sample one token per row of `logits` [B, V], send events, retire finished rows.
+        If the batch fails, each row is retried alone: only a row that fails alone fails."""
+        try:
+            masked = self._mask_vocab(reqs, logits.float())
+            next_ids = self._sample(reqs, masked)  # [B]
+            chosen, tops = self._logprobs(reqs, masked, next_ids)
+            next_list = next_ids.tolist()  # one device sync for the batch
+        except Exception as e:
+            if len(reqs) == 1:
+                log.warning("sampling failed for request %d: %s", reqs[0].id, e)
+                self._finish(reqs[0], "error", error=f"{type(e).__name__}: {e}")
+                return
+            for i, req in enumerate(reqs):
+                self._emit([req], logits[i : i + 1])
+            return
         now = time.perf_counter()
-        for i, (req, tok) in enumerate(zip(reqs, next_ids.tolist())):  # one device sync for the batch
-            req.output_ids.append(tok)
-            if req.first_token_at is None:
-                req.first_token_at = now
-            self.stats.generated_tokens += 1
-            ev = TokenEvent(tok)
-            if req.params.logprobs is not None:
-                ev.logprob = chosen[i]
-                k = req.params.logprobs
-                ev.top_logprobs = list(zip(tops[1][i][:k], tops[0][i][:k])) if k else None
-            is_eos = tok in self.eos_token_ids and not req.params.ignore_eos
-            if is_eos or tok in req.params.stop_token_ids:
-                ev.finish_reason = "stop"
-            elif len(req.output_ids) >= req.params.max_new_tokens or req.position + 1 >= self.max_seq_len:
-                ev.finish_reason = "length"
-            if ev.finish_reason is not None:
-                self._release(req)  # before the event: a client that sees the end finds the slot free
-            self._send(req, ev)
+        for i, (req, tok) in enumerate(zip(reqs, next_list)):
+            try:
+                self._emit_one(req, tok, chosen[i] if chosen is not None else None,
+                               (tops[0][i], tops[1][i]) if tops is not None else None, now)
+            except Exception as e:
+                log.warning("emitting a token failed for request %d: %s", req.id, e)
+                self._finish(req, "error", error=f"{type(e).__name__}: {e}")
+
+    def _emit_one(self, req: GenerationRequest, tok: int, chosen: float | None, tops, now: float) -> None:
+        """Record one sampled token and send its event. tops: (values, ids) of the top logprobs."""
+        req.output_ids.append(tok)
+        if req.first_token_at is None:
+            req.first_token_at = now
+        self.stats.generated_tokens += 1
+        ev = TokenEvent(tok)
+        if req.params.logprobs is not None:
+            ev.logprob = chosen
+            k = req.params.logprobs
+            ev.top_logprobs = list(zip(tops[1][:k], tops[0][:k])) if k else None
+        is_eos = tok in self.eos_token_ids and not req.params.ignore_eos
+        if is_eos or tok in req.params.stop_token_ids:
+            ev.finish_reason = "stop"
+        elif len(req.output_ids) >= req.params.max_new_tokens or req.position + 1 >= self.max_seq_len:
+            ev.finish_reason = "length"
+        if ev.finish_reason is not None:
+            self._release(req)  # before the event: a client that sees the end finds the slot free
+        self._send(req, ev)
 
     def _mask_vocab(self, reqs: list[GenerationRequest], logits: torch.Tensor) -> torch.Tensor:
         """-inf past the tokenizer (engine-wide) and past each request's vocab_limit."""
@@ -437,11 +469,13 @@ def _draw(logits: torch.Tensor, params: list[SamplingParams], generator: torch.G
     whole vocabulary makes sampling cheap next to the forward (it dominated a batched
     decode step on CPU)."""
     dev = logits.device
+    V = logits.shape[-1]
+    top_k = [min(p.top_k, V) for p in params]  # past the vocabulary: every token (and no int64 overflow)
     knob = lambda name, dt: torch.tensor([getattr(p, name) for p in params], dtype=dt, device=dev)
-    kw = dict(temperature=knob("temperature", torch.float32), top_k=knob("top_k", torch.long),
+    kw = dict(temperature=knob("temperature", torch.float32), top_k=torch.tensor(top_k, dtype=torch.long, device=dev),
               top_p=knob("top_p", torch.float32), min_p=knob("min_p", torch.float32), generator=generator)
-    k_max = max(p.top_k for p in params)
-    if min(p.top_k for p in params) > 0 and k_max < logits.shape[-1]:
+    k_max = max(top_k)
+    if min(top_k) > 0 and k_max < V:
         vals, cand = logits.topk(k_max, dim=-1)  # [B, k_max], sorted
         return cand.gather(1, sample(vals, **kw)[:, None]).squeeze(1)
     return sample(logits, **kw)

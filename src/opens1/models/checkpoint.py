@@ -30,6 +30,9 @@ own non-persistent buffers must provide `_init_buffers()`: loading builds on the
 device and calls it to recompute them on the target device.
 
 Only safetensors are read; pickled files (*.bin, *.pt) are refused, never unpickled.
+A checkpoint is untrusted input: the shard index may only name files inside the model
+directory (relative paths without `..`; symlinks inside it, as the HF cache makes, are
+followed), and a config is checked against CONFIG_LIMITS before anything is built.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Callable
 
 import torch
@@ -280,14 +283,54 @@ CONFIG_PARSERS: dict[str, tuple[str, Callable[[dict], S1Config]]] = {
 
 
 def parse_config(d: dict) -> tuple[S1Config, str]:
-    """config.json dict -> (S1Config, layout name)."""
+    """config.json dict -> (S1Config, layout name); sizes past CONFIG_LIMITS are a ValueError."""
     mt = d.get("model_type")
     if mt not in CONFIG_PARSERS:
         raise ValueError(f"unsupported model_type {mt!r}; known: {', '.join(CONFIG_PARSERS)}")
     layout, parser = CONFIG_PARSERS[mt]
     if OPENS1_KEY in d:  # our own save: exact round trip
-        return S1Config.from_dict(d[OPENS1_KEY]), layout
-    return parser(d), layout
+        cfg = S1Config.from_dict(d[OPENS1_KEY])
+    else:
+        cfg = parser(d)
+    check_config_limits(cfg)
+    return cfg, layout
+
+
+# Sizes far past any real checkpoint (Llama-3 405B: 126 layers, width 16,384, FFN 53,248;
+# DeepSeek-V3: 256 experts; Gemma 3: a 262k vocabulary; Intern-S1: 94 layers, 128 experts),
+# checked before the model is built: a config.json with a million layers spent minutes
+# building modules on the meta device before the shape check could say anything.
+CONFIG_LIMITS: dict[str, dict[str, int]] = {
+    "text": {
+        "vocab_size": 1 << 22, "hidden_size": 1 << 16, "intermediate_size": 1 << 18, "moe_intermediate_size": 1 << 18,
+        "num_hidden_layers": 1024, "num_attention_heads": 1024, "num_key_value_heads": 1024, "head_dim": 4096,
+        "num_experts": 4096, "num_experts_per_tok": 4096, "max_position_embeddings": 1 << 24,
+    },
+    "vision": {
+        "hidden_size": 1 << 16, "intermediate_size": 1 << 18, "num_hidden_layers": 1024, "num_attention_heads": 1024,
+        "image_size": 8192, "patch_size": 8192, "num_channels": 16, "max_tiles": 256,
+    },
+    "timeseries": {
+        "patch_dim": 1 << 16, "patch_heads": 1024, "patch_ffn_dim": 1 << 18, "embed_dim": 1 << 16,
+        "num_mel_bins": 1 << 16, "d_model": 1 << 16, "encoder_layers": 1024, "encoder_attention_heads": 1024,
+        "encoder_ffn_dim": 1 << 18, "max_source_positions": 1 << 20, "output_dim": 1 << 16, "patch_max_len": 1 << 20,
+    },
+}
+
+
+def check_config_limits(cfg: S1Config) -> None:
+    """A ValueError naming the field and its limit for any size outside 0..CONFIG_LIMITS."""
+    for part, limits in CONFIG_LIMITS.items():
+        sub = getattr(cfg, part, None)
+        if sub is None:
+            continue
+        for name, limit in limits.items():
+            v = getattr(sub, name, None)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not 0 <= v <= limit:
+                raise ValueError(
+                    f"config.json: {part}.{name} = {v:,} is outside 0..{limit:,}; refusing to build the model "
+                    f"(the limit is a sanity bound far above any real checkpoint: opens1.models.checkpoint.CONFIG_LIMITS)"
+                )
 
 
 # ====================================================================== layouts (key renames)
@@ -486,8 +529,7 @@ class TensorSource:
         self._open = safe_open
         index, single = path / INDEX_NAME, path / SINGLE_NAME
         if index.is_file():
-            wm = json.loads(index.read_text())["weight_map"]
-            files = sorted(set(wm.values()))
+            files = sorted(set(_index_shards(index)))
         elif single.is_file():
             files = [SINGLE_NAME]
         else:
@@ -510,12 +552,33 @@ class TensorSource:
                 self.meta[k] = (tuple(s.get_shape()), s.get_dtype())
 
     def _handle(self, f: str):
-        if f not in self._handles:
+        if f not in self._handles:  # f: a name checked by _index_shards, or one found by glob
             self._handles[f] = self._open(str(self.path / f), framework="pt", device="cpu")
         return self._handles[f]
 
     def get(self, key: str) -> torch.Tensor:
         return self._handle(self.file_of[key]).get_tensor(key)
+
+
+def _index_shards(index: Path) -> list[str]:
+    """The shard file names of a safetensors index, each a relative path inside the model
+    directory: an absolute path, `..`, or anything but a string is a ValueError."""
+    try:
+        wm = json.loads(index.read_text())["weight_map"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{index} is not a safetensors index with a weight_map: {e}") from None
+    if not isinstance(wm, dict):
+        raise ValueError(f"{index}: weight_map must map tensor names to shard files")
+    for key, name in wm.items():
+        inside = (isinstance(name, str) and name and "\\" not in name and "\0" not in name
+                  and not PurePosixPath(name).is_absolute() and not PureWindowsPath(name).drive
+                  and ".." not in PurePosixPath(name).parts)
+        if not inside:
+            raise ValueError(
+                f"{index}: tensor {key!r} is in shard {name!r}, which is not a file inside the model directory; "
+                "shard names must be relative paths without '..'"
+            )
+    return list(wm.values())
 
 
 # FP8 ---------------------------------------------------------------------------------

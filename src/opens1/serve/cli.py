@@ -20,6 +20,13 @@ ignore_eos, chat_template_kwargs. Sampling defaults: Intern-S1's (0.7 / 1.0 / 50
 A preset name serves randomly initialised weights whose vocabulary and multimodal
 token ids are set from the default tokenizer, so the whole path (template, images,
 series, streaming, batching) runs without a checkpoint.
+
+Limits (docs/serving.md, "Limits and threat model"): a prompt has at most
+--max-seq-len x --chars-per-token characters; images at most 40 M pixels each and
+--max-request-pixels in all; series at most --max-series-values values (length x
+channels). Tokenizing, image decoding and RDKit run in --cpu-workers processes.
+Without --api-key the server answers only to loopback names and --host (add names
+with --allowed-hosts).
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from pathlib import Path
 
 import torch
 
+from opens1.processing.series import MAX_SERIES_VALUES
+from opens1.serve.prepare import CHARS_PER_TOKEN, MAX_REQUEST_PIXELS
 from opens1.serve.protocol import ServeDefaults
 
 log = logging.getLogger("opens1.serve")
@@ -102,8 +111,13 @@ def build_state(
     tokenizer_path: str | None = None,
     seed: int = 0,
     start: bool = True,
+    cpu_workers: int = 2,
+    host: str = "127.0.0.1",
+    allowed_hosts: tuple[str, ...] = (),
+    **limits,
 ):
-    """Load a model and build the engine and the API state (the engine is started)."""
+    """Load a model and build the engine and the API state (the engine is started).
+    `limits`: ServerState's budgets (chars_per_token, max_request_pixels, ...)."""
     from opens1 import Processor
     from opens1.infer.engine import Engine
     from opens1.serve.api import ServerState
@@ -121,6 +135,7 @@ def build_state(
         engine=engine, tokenizer=tok, processor=Processor(tok, m.config), model_name=served_name or name,
         api_key=api_key, defaults=ServeDefaults(),
         supports_images=m.config.vision is not None, supports_series=m.config.timeseries is not None,
+        cpu_workers=cpu_workers, bind_host=host, allowed_hosts=tuple(allowed_hosts), **limits,
     )
 
 
@@ -157,6 +172,7 @@ class BackgroundServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+        self.state.close()  # the worker pools (a later server on this state starts new ones)
         if self.own_engine:
             self.state.engine.shutdown()
 
@@ -179,9 +195,23 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--cpu-workers", type=int, default=2,
+                    help="processes that tokenize prompts and decode images (and one that draws molecules); "
+                         "0: threads in the server process")
+    ap.add_argument("--allowed-hosts", default="",
+                    help="comma-separated extra Host names a keyless server answers to ('*.example.org' patterns; "
+                         "'*': any). Always allowed: loopback names and addresses, and --host")
+    ap.add_argument("--chars-per-token", type=int, default=CHARS_PER_TOKEN,
+                    help="prompts over --max-seq-len x this many characters are refused before tokenizing")
+    ap.add_argument("--max-request-pixels", type=int, default=MAX_REQUEST_PIXELS,
+                    help="pixels (width x height, read from the headers) of all images in one request")
+    ap.add_argument("--max-series-values", type=int, default=MAX_SERIES_VALUES,
+                    help="time-series values (length x channels) in one request")
     args = ap.parse_args(argv)
     if args.max_batch_size < 1 or args.max_seq_len < 2 or args.max_queue < 0:
         ap.error("--max-batch-size must be >= 1, --max-seq-len >= 2, --max-queue >= 0")
+    if args.cpu_workers < 0 or min(args.chars_per_token, args.max_request_pixels, args.max_series_values) < 1:
+        ap.error("--cpu-workers must be >= 0; --chars-per-token, --max-request-pixels and --max-series-values >= 1")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -194,6 +224,10 @@ def main(argv: list[str]) -> int:
             args.model, api_key=args.api_key, served_name=args.served_model_name, max_batch_size=args.max_batch_size,
             max_seq_len=args.max_seq_len, max_queue=args.max_queue, dtype=args.dtype, device=device,
             tokenizer_path=args.tokenizer, seed=args.seed, cache_budget_tokens=args.cache_budget_tokens,
+            cpu_workers=args.cpu_workers, host=args.host,
+            allowed_hosts=tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip()),
+            chars_per_token=args.chars_per_token, max_request_pixels=args.max_request_pixels,
+            max_series_values=args.max_series_values,
         )
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"opens1 serve: {e}", file=sys.stderr)
@@ -202,5 +236,6 @@ def main(argv: list[str]) -> int:
     try:
         uvicorn.run(create_app(state), host=args.host, port=args.port, log_level=args.log_level.lower())
     finally:
+        state.close()
         state.engine.shutdown()
     return 0

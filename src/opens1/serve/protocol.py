@@ -2,7 +2,7 @@
 
 Requests are validated here, so that everything the routes in `api.py` see is
 well-typed; a request that does not validate becomes a 400 with the offending
-field named in `param` (see `api.error_from_validation`). Design choices:
+field named in `param` (see `api.validation_error`). Design choices:
 
 - Unknown *fields* are ignored (clients such as the official `openai` SDK send
   newer fields we do not know), but unknown *values* are refused: a role we do
@@ -16,6 +16,9 @@ field named in `param` (see `api.error_from_validation`). Design choices:
   where a field is None, so the served model's own defaults can differ (`ServeDefaults`).
 - Responses are pydantic models too, dumped to JSON by the routes; stream chunks
   are dumped with `exclude_none` so deltas stay minimal, as OpenAI's are.
+- Every number has a range the engine can hold: `seed` in [-2^63, 2^64) (torch's
+  generator seeds), `top_k` any value >= -1 (a top_k past the vocabulary means off),
+  stop strings of at most MAX_STOP_CHARS characters, at most MAX_PROMPTS prompts.
 """
 
 from __future__ import annotations
@@ -33,6 +36,23 @@ from opens1.infer.sampling import SamplingParams
 ROLES = ("system", "developer", "user", "assistant", "tool")
 MAX_N = 16  # choices per request; each is a separate sequence in the engine
 MAX_TOP_LOGPROBS = 20
+MAX_STOP_CHARS = 1000  # per stop string
+MAX_PROMPTS = 64  # prompts in one /v1/completions request (each times n sequences)
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch.Generator.manual_seed takes
+
+
+class APIError(Exception):
+    """An error the client caused (or a capacity limit), sent as OpenAI's error JSON."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def response(self):
+        from fastapi.responses import JSONResponse
+
+        body = ErrorResponse(error=ErrorBody(message=self.message, type=self.type, param=self.param, code=self.code))
+        return JSONResponse(body.model_dump(), status_code=self.status)
 
 
 @dataclass
@@ -131,7 +151,7 @@ class _SamplingFields(_Lenient):
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     max_tokens: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     n: int = Field(default=1, ge=1, le=MAX_N)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -150,6 +170,8 @@ class _SamplingFields(_Lenient):
                 raise ValueError("at most 4 stop sequences")
             if any(s == "" for s in v):
                 raise ValueError("stop sequences must be non-empty")
+            if any(len(s) > MAX_STOP_CHARS for s in v):
+                raise ValueError(f"stop sequences must have at most {MAX_STOP_CHARS} characters")
         return v
 
     @field_validator("presence_penalty", "frequency_penalty")
@@ -180,7 +202,7 @@ class ChatCompletionRequest(_SamplingFields):
 
 class CompletionRequest(_SamplingFields):
     # a string, a batch of strings, a list of token ids, or a batch of them (OpenAI's four forms)
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: str | Annotated[list[str], Field(max_length=MAX_PROMPTS)] | list[int] | Annotated[list[list[int]], Field(max_length=MAX_PROMPTS)]
     logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     echo: bool = False
     suffix: str | None = None
