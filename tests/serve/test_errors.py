@@ -136,6 +136,24 @@ def test_bad_completion_requests(tiny, tiny_state):
     still_serves(tiny)
 
 
+def test_bad_tokenize_and_detokenize_requests(tiny, tiny_state):
+    tok = lambda body: httpx.post(tiny + "/tokenize", json=body, timeout=30)
+    detok = lambda body: httpx.post(tiny + "/detokenize", json=body, timeout=30)
+    assert_openai_error(tok({"model": "tiny"}), 400, None)  # neither prompt nor messages
+    assert_openai_error(tok({"model": "tiny", "prompt": "x", "messages": [{"role": "user", "content": "x"}]}), 400, None)
+    assert_openai_error(tok({"model": "nope", "prompt": "x"}), 404, "model")
+    assert_openai_error(tok({"model": "tiny", "prompt": ""}), 400, "prompt")
+    limit = tiny_state.prompt_char_limit
+    assert assert_openai_error(tok({"model": "tiny", "prompt": "x" * (limit + 1)}), 400, "prompt")["code"] == "context_length_exceeded"
+    assert_openai_error(tok({"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}), 400, "messages.0.role")
+    assert_openai_error(detok({"model": "tiny", "tokens": [1, len(tiny_state.tokenizer)]}), 400, "tokens")
+    assert_openai_error(detok({"model": "tiny", "tokens": [-1]}), 400, "tokens")
+    assert_openai_error(detok({"model": "tiny", "tokens": "abc"}), 400, "tokens")
+    big = detok({"model": "tiny", "tokens": [1] * (tiny_state.max_seq_len + 1)})
+    assert assert_openai_error(big, 400, "tokens")["code"] == "context_length_exceeded"
+    still_serves(tiny)
+
+
 def test_seed_extremes_and_huge_top_k_are_served(tiny):
     # seeds at both ends of torch's range, n choices wrapping past 2^64 - 1, and a top_k past
     # the vocabulary (it overflowed int64 inside the engine loop and failed every stream)
@@ -321,7 +339,9 @@ def test_every_route_but_health_needs_the_key(tiny_state):
     key = {"authorization": "Bearer s3cret"}
     routes = [("GET", "/openapi.json", None), ("GET", "/v1/models", None), ("GET", "/v1/models/tiny", None),
               ("GET", "/v1/opens1/molecule?smiles=CCO", None), ("POST", "/v1/chat/completions", OK),
-              ("POST", "/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 1})]
+              ("POST", "/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 1}),
+              ("POST", "/tokenize", {"model": "tiny", "prompt": "x"}), ("POST", "/detokenize", {"model": "tiny", "tokens": [5]}),
+              ("GET", "/metrics", None), ("GET", "/version", None)]
     with BackgroundServer(state, own_engine=False) as url:
         for method, path, body in routes:
             r = httpx.request(method, url + path, json=body, timeout=60)

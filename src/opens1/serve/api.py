@@ -106,7 +106,6 @@ class ServerState:
     allowed_hosts: tuple[str, ...] = ()
     _render: Workers | None = field(default=None, init=False, repr=False)
     _molecule: Workers | None = field(default=None, init=False, repr=False)
-    _metrics: Any = field(default=None, init=False, repr=False)
     _grammar_vocab: Any = field(default=None, init=False, repr=False)
 
     @property
@@ -115,13 +114,15 @@ class ServerState:
 
     @property
     def metrics(self):
-        """This server's Prometheus metrics (made on first use; they observe the engine)."""
-        if self._metrics is None:
-            from opens1.serve.metrics import Metrics
+        """The engine's Prometheus metrics (made on first use; they observe the engine, so
+        servers that share one engine, as tests do, share its numbers)."""
+        from opens1.serve.metrics import Metrics
 
-            self._metrics = Metrics(self.engine, self.model_name)
-            self.engine.on_finish = self._metrics.observe
-        return self._metrics
+        m = getattr(self.engine, "metrics", None)
+        if not isinstance(m, Metrics):
+            m = self.engine.metrics = Metrics(self.engine, self.model_name)
+            self.engine.on_finish = m.observe
+        return m
 
     @property
     def max_seq_len(self) -> int:
