@@ -392,3 +392,23 @@ def test_interns1_tool_calls_parse(tmp_path, tiny_state):
     assert c.message.content == "Let me check the weather in Paris."
     assert [(t.function.name, t.function.arguments) for t in c.message.tool_calls] == [("get_weather", '{"city": "Paris"}')]
     assert [(t.function.name, t.function.arguments) for t in calls] == [("get_weather", '{"city": "Paris"}')]
+
+
+def test_documented_curl_commands(tiny):
+    # every curl line of docs/serving.md, sent to a live tiny server: each answers 200
+    import json
+    import shlex
+
+    from tests.serve.test_cli import documented
+
+    lines = documented("curl ")
+    assert len(lines) >= 4
+    for line in lines:
+        argv = shlex.split(line, comments=True)
+        url = next(a for a in argv if a.startswith("http")).replace("http://127.0.0.1:8765", tiny)
+        data = argv[argv.index("-d") + 1] if "-d" in argv else None
+        headers = dict(h.split(": ", 1) for h in (argv[i + 1] for i, a in enumerate(argv) if a == "-H"))
+        r = httpx.request("POST" if data else "GET", url, content=data, headers=headers, timeout=60)
+        assert r.status_code == 200, (line, r.text)
+        if data:
+            json.loads(r.text)

@@ -221,3 +221,54 @@ def test_done_when_vllm_habits_end_to_end():
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+# ---------------------------------------------------------------- documented command lines
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def documented(prefix: str) -> list[str]:
+    """Command lines starting with `prefix` in README.md and docs/serving.md (console `$ `
+    prompts and bash blocks; `\\` continuations joined; comments dropped)."""
+    import re
+
+    lines = []
+    for name in ("README.md", os.path.join("docs", "serving.md")):
+        text = open(os.path.join(ROOT, name), encoding="utf-8").read().replace("\\\n", " ")
+        for block in re.findall(r"```(?:console|bash)\n(.*?)```", text, re.S):
+            for line in block.splitlines():
+                line = line.removeprefix("$ ").strip()
+                if line.startswith(prefix):
+                    lines.append(line)
+    return lines
+
+
+def test_documented_serve_commands_parse(monkeypatch):
+    import shlex
+
+    import opens1.serve.cli as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "build_state", lambda model, **kw: seen.append((model, kw)) or (_ for _ in ()).throw(ValueError("parsed")))
+    commands = documented("opens1 serve")
+    assert len(commands) >= 5
+    for line in commands:
+        argv = shlex.split(line, comments=True)
+        assert main(argv[2:]) == 2, line  # parsed, then stopped at build_state
+    assert ("tiny", 1024, 8, ["s1-tiny"]) in [(m, kw["max_seq_len"], kw["max_batch_size"], kw["served_name"]) for m, kw in seen]
+
+
+def test_documented_bench_line_parses():
+    import importlib.util
+    import shlex
+
+    spec = importlib.util.spec_from_file_location("bench_serve", os.path.join(ROOT, "bench", "serve_throughput.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    lines = [line for line in documented("python bench/serve_throughput.py")] + [
+        "python bench/serve_throughput.py --clients 4 --max-tokens 32 --structured-requests 8"]
+    for line in lines:
+        args = mod.build_parser().parse_args(shlex.split(line, comments=True)[2:])
+        assert args.clients >= 1
+    assert "--structured-requests 8" in open(os.path.join(ROOT, "docs", "serving.md")).read()

@@ -41,8 +41,8 @@ def test_vocabulary_is_the_tokenizers_bytes(vocab, tiny_state):
 def test_grammar_allows_compact_json_only(vocab, tiny_state):
     tok = tiny_state.tokenizer
     m = vocab.matcher(json_grammar(SCHEMA, after_think=False))
-    allowed = vocab.allowed(m, tiny_state.vocab_size)  # [V]
-    assert allowed.shape == (tiny_state.vocab_size,) and not allowed[len(tok):].any()
+    allowed = vocab.allowed(m)  # [n]: the tokenizer's ids (the engine disallows the padding past them)
+    assert allowed.shape == (len(tok),)
     assert all(tok.decode([i]).startswith("{") for i in allowed.nonzero().flatten().tolist())
     # no control token, domain tag or end of turn where JSON text goes
     assert not allowed[sorted(tok.special_tokens.values())].any()
@@ -50,7 +50,7 @@ def test_grammar_allows_compact_json_only(vocab, tiny_state):
     spaced = tok.encode('{"answer": "no"')
     assert m.validate_tokens(spaced) < len(spaced)  # whitespace between tokens is refused
     assert m.consume_tokens(tok.encode('{"answer":"no","confidence":2}'))
-    end = vocab.allowed(m, tiny_state.vocab_size).nonzero().flatten().tolist()
+    end = vocab.allowed(m).nonzero().flatten().tolist()
     assert end and set(end) <= set(tiny_state.engine.eos_token_ids)  # complete: only the end of the turn
     # after </think>, up to two newlines may come first (Intern-S1 writes them)
     m2 = vocab.matcher(json_grammar(SCHEMA, after_think=True))
@@ -153,3 +153,21 @@ def test_structured_and_free_requests_share_the_batch(tiny, tiny_state):
                                 json={**body, "response_format": FORMAT, "chat_template_kwargs": {"enable_thinking": False}})
     assert free.result().json()["usage"]["completion_tokens"] == 40
     jsonschema.validate(json.loads(constrained.result().json()["choices"][0]["message"]["content"]), SCHEMA)
+
+
+def test_interns1_tokenizer_vocabulary(tmp_path):
+    # an Intern-S1 tokenizer directory: its added tokens are special, its domain pieces bytes
+    from opens1 import load_tokenizer
+    from tests.tokenizer.interns1_fixture import make_interns1_dir, small_vocab_merges
+
+    make_interns1_dir(tmp_path / "tok", *small_vocab_merges())
+    tok = load_tokenizer(tmp_path / "tok")
+    eos = (tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>"))
+    vocab = GrammarVocab(tok, eos)
+    ids = tok.encode("<SMILES>CC(=O)O</SMILES> is acetic acid")
+    assert vocab.lltok.decode_bytes(ids) == tok.decode_bytes(ids)
+    m = vocab.matcher(json_grammar(SCHEMA, after_think=True))
+    allowed = vocab.allowed(m)
+    assert not allowed[[tok.token_to_id(t) for t in ("<think>", "<SMILES>", "<|action_start|>", *tok.special_tokens)]].any()
+    assert m.consume_tokens(tok.encode('\n\n{"answer":"maybe","confidence":3}', split_special_tokens=True))
+    assert set(vocab.allowed(m).nonzero().flatten().tolist()) <= set(eos)

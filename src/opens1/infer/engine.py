@@ -96,8 +96,8 @@ class TokenEvent:
 
 class Constraint:
     """What a request may generate next, as the engine asks it: `mask(V)` before each of the
-    request's tokens -> a bool tensor [V] of allowed ids (None: anything), and `accept(id)`
-    after each. Runs in the engine thread: `mask` must be quick (a grammar's mask takes
+    request's tokens -> a bool tensor [k] of allowed ids, k <= V (ids >= k are not allowed;
+    None: anything), and `accept(id)` after each. Runs in the engine thread: `mask` must be quick (a grammar's mask takes
     tens of microseconds); building a grammar belongs before `submit`."""
 
     def mask(self, vocab_size: int) -> torch.Tensor | None:
@@ -463,15 +463,14 @@ class Engine:
             logits[idx] = apply_penalties(logits[idx], seen, counts, repetition=knob("repetition_penalty"),
                                           presence=knob("presence_penalty"), frequency=knob("frequency_penalty"))
         for i in con:
-            allowed = reqs[i].constraint.mask(V)  # [V] bool, or None
+            allowed = reqs[i].constraint.mask(V)  # [k <= V] bool, or None
             if allowed is None:
                 continue
-            allowed = allowed.to(logits.device)
-            if not bool(allowed.any()):
-                raise RuntimeError("the constraint allows no token")
-            logits[i] = logits[i].masked_fill(~allowed, float("-inf"))
-            if not bool(torch.isfinite(logits[i]).any()):  # only ids the vocabulary mask removed
-                raise RuntimeError("the constraint allows only ids outside the tokenizer")
+            k = allowed.shape[0]
+            logits[i, :k].masked_fill_(~allowed.to(logits.device, non_blocking=True), float("-inf"))
+            logits[i, k:] = float("-inf")
+            if bool(logits[i].max() == float("-inf")):  # nothing allowed, or only ids the vocabulary mask removed
+                raise RuntimeError("the constraint allows no token the tokenizer has")
         return logits
 
     @staticmethod

@@ -96,13 +96,11 @@ class GrammarVocab:
             raise ValueError(m.get_error())
         return m
 
-    def allowed(self, matcher, vocab_size: int) -> torch.Tensor:
-        """The matcher's next-token mask as bool [vocab_size] (ids past the tokenizer: False)."""
-        bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
-        out = torch.zeros(vocab_size, dtype=torch.bool)
-        k = min(self.n, vocab_size)
-        out[:k] = torch.from_numpy(bits[:k].astype(bool))
-        return out
+    def allowed(self, matcher) -> torch.Tensor:
+        """The matcher's next-token mask as bool [n] (the tokenizer's ids; the engine
+        disallows ids past it)."""
+        bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), count=self.n, bitorder="little")
+        return torch.from_numpy(bits.view(np.bool_))  # 0/1 bytes viewed as bools: no copy
 
 
 _vocab_lock = threading.Lock()
@@ -150,20 +148,15 @@ class Structured(Constraint):
     def mask(self, vocab_size: int) -> torch.Tensor | None:
         if self.thinking:
             if self.budget is not None and self.thought >= self.budget:
-                out = torch.zeros(vocab_size, dtype=torch.bool)
+                out = torch.zeros(self.think_close_id + 1, dtype=torch.bool)
                 out[self.think_close_id] = True  # the budget is spent: end the reasoning now
                 return out
-            if self.matcher is None:
-                return None
-            out = torch.zeros(vocab_size, dtype=torch.bool)
-            k = min(self.vocab.n, vocab_size)
-            out[:k] = self.vocab.no_eos[:k]
-            return out
+            return None if self.matcher is None else self.vocab.no_eos
         if self.matcher is None:
             return None
         if self.matcher.is_error():
             raise RuntimeError(f"constrained decoding failed: {self.matcher.get_error()}")
-        return self.vocab.allowed(self.matcher, vocab_size)
+        return self.vocab.allowed(self.matcher)
 
     def accept(self, token_id: int) -> None:
         if self.thinking:
