@@ -7,7 +7,6 @@ import json
 import httpx
 import jsonschema
 import pytest
-import torch
 
 from opens1.serve import protocol as P
 from opens1.serve.structured import GrammarVocab, Structured, json_grammar, response_schema

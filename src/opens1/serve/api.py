@@ -62,6 +62,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from opens1 import __version__
 from opens1.infer.engine import CacheFull, Engine, EngineStopped, GenerationRequest, PromptTooLong, QueueFull, TokenEvent
 from opens1.infer.sampling import SamplingParams
 from opens1.processing.images import MAX_IMAGE_PIXELS
@@ -72,7 +73,6 @@ from opens1.serve.molecule import MAX_SMILES_LEN, molecule_svg
 from opens1.serve.protocol import APIError
 from opens1.serve.text import IncrementalDecoder, OutputText
 from opens1.serve.workers import Busy, WorkerDied, Workers
-from opens1 import __version__
 
 log = logging.getLogger("opens1.serve")
 WEB_DIR = Path(__file__).parent / "web"
@@ -468,7 +468,7 @@ def sse(obj: Any) -> str:
 
 
 def create_app(state: ServerState) -> FastAPI:
-    app = FastAPI(title="OpenS1", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="OpenS1", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.s1 = state
     state.render.start()  # spawn the workers now, not on the first request
     state.molecule.start()

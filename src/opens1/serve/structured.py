@@ -9,7 +9,8 @@
 The grammar library is llguidance (Microsoft's Low-level Guidance, one of vLLM's
 structured-output backends): its Rust matcher runs on the CPU, needs no per-schema
 compilation (a matcher is built in about a millisecond, where xgrammar 0.2.8 spent 0.5 s
-compiling one small schema against a 152k vocabulary), computes a mask in tens of
+compiling one small schema against a 152k vocabulary and outlines-core 0.2.14 11 s indexing
+`{"type": "object"}` against OpenS1's 17k), computes a mask in tens of
 microseconds (the OpenS1 tokenizer: 17k ids, median 35 us; 152k ids, 100 us; measured on
 this 2-core machine), bounds the work of every step (`LLParserLimits`), and depends on
 nothing else (xgrammar requires transformers, triton and torch at install time).
