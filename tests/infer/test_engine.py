@@ -283,3 +283,76 @@ def test_failure_in_a_later_decode_step_fails_only_that_request(model, monkeypat
     events = _run_together(_engine(model, max_batch_size=2), [([5, 6, 7], greedy), ([1, 2], bad)])
     assert events[1][-1].finish_reason == "error" and len(_tokens(events[1])) == 2
     assert _tokens(events[0]) == model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=8)[0, 3:].tolist()
+
+
+def test_penalties_match_generate_and_leave_other_rows_alone(model):
+    from opens1.infer.generate import generate
+
+    pen = SamplingParams(max_new_tokens=10, repetition_penalty=1.5, presence_penalty=1.0, frequency_penalty=0.5, **GREEDY)
+    plain = SamplingParams(max_new_tokens=10, **GREEDY)
+    engine = _engine(model, max_batch_size=4).start()
+    events = {}
+    try:
+        threads = [threading.Thread(target=lambda k=k, p=p, s=s: events.__setitem__(k, engine.generate(p, s)))
+                   for k, (p, s) in enumerate([([5, 6, 7, 5], pen), ([8, 9], plain), ([5, 6, 7, 5], plain)])]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        engine.shutdown()
+    assert _tokens(events[0]) == generate(model, torch.tensor([[5, 6, 7, 5]]), pen)[0, 4:].tolist()
+    assert _tokens(events[1]) == model.generate(torch.tensor([[8, 9]]), max_new_tokens=10)[0, 2:].tolist()
+    assert _tokens(events[2]) == model.generate(torch.tensor([[5, 6, 7, 5]]), max_new_tokens=10)[0, 4:].tolist()
+    assert _tokens(events[0]) != _tokens(events[2])
+
+
+class _Allowed(engine_mod.Constraint):
+    """Allows the ids of `script` one after the other (then anything); records what it saw."""
+
+    def __init__(self, script, fail_at=None):
+        self.script, self.fail_at, self.seen = script, fail_at, []
+
+    def mask(self, V):
+        k = len(self.seen)
+        if k == self.fail_at:
+            raise RuntimeError("grammar error")
+        if k >= len(self.script):
+            return None
+        m = torch.zeros(V, dtype=torch.bool)
+        m[self.script[k]] = True
+        return m
+
+    def accept(self, tok):
+        self.seen.append(tok)
+
+
+def test_constraints_mask_their_row_only_and_fail_alone(model):
+    finished = []
+    engine = _engine(model, max_batch_size=4, on_finish=lambda r, why: finished.append((r.id, why))).start()
+    out = {}
+
+    def run(k, c):
+        done = threading.Event()
+        evs = []
+        req = GenerationRequest([5, 6, 7], SamplingParams(max_new_tokens=6, temperature=1.0),
+                                lambda e: (evs.append(e), e.finish_reason and done.set()), constraint=c)
+        engine.submit(req)
+        done.wait(30)
+        out[k] = (req, evs)
+
+    forced, broken = _Allowed([11, 12, 13, 14, 15, 16]), _Allowed([11, 12, 13], fail_at=2)
+    try:
+        threads = [threading.Thread(target=run, args=a) for a in ((0, forced), (1, broken), (2, None))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        engine.shutdown()
+    assert _tokens(out[0][1]) == [11, 12, 13, 14, 15, 16] == forced.seen
+    assert out[1][1][-1].finish_reason == "error" and "grammar error" in out[1][1][-1].error
+    assert _tokens(out[1][1]) == [11, 12]
+    assert out[2][1][-1].finish_reason == "length" and len(_tokens(out[2][1])) == 6
+    assert sorted(why for _, why in finished) == ["error", "length", "length"]
+    assert engine.stats.prompt_tokens == 9

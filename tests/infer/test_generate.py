@@ -107,3 +107,61 @@ def test_same_batch_and_bucket_reuse_the_compiled_step(model):
     # another prompt length and generation length in the same cache bucket: no new graph
     model.generate(torch.randint(1, 61, (3, 9)), max_new_tokens=7, compile=True)
     assert counters["stats"]["unique_graphs"] == before
+
+
+def test_generate_never_samples_past_the_model_vocab_limit(model):
+    # a padded vocabulary: ids >= the tokenizer's size must never be drawn, even at a high temperature
+    ids = torch.randint(1, 50, (8, 5))
+    s = SamplingParams(max_new_tokens=40, temperature=1.5)
+    try:
+        model.vocab_limit = 50  # what load_model sets from the checkpoint's tokenizer
+        out = generate(model, ids, s, generator=torch.Generator().manual_seed(0))
+        assert int(out[:, 5:].max()) < 50
+        greedy = generate(model, ids, SamplingParams(max_new_tokens=6))
+    finally:
+        del model.vocab_limit
+    free = generate(model, ids, SamplingParams(max_new_tokens=40, temperature=1.5), generator=torch.Generator().manual_seed(0))
+    assert int(free[:, 5:].max()) >= 50  # without the limit, the padding ids are drawn (random weights)
+    # greedy is unchanged where the argmax lies inside the tokenizer, as for a trained model
+    logits = model(ids).logits[:, -1]
+    inside = logits.argmax(-1) < 50
+    assert torch.equal(greedy[inside, 5], logits.argmax(-1)[inside])
+
+
+def test_generate_applies_penalties(model):
+    # a huge frequency penalty makes greedy decoding never repeat an output token
+    ids = torch.tensor([[3, 4, 5]])
+    out = generate(model, ids, SamplingParams(max_new_tokens=20, frequency_penalty=2.0, presence_penalty=2.0))
+    plain = generate(model, ids, SamplingParams(max_new_tokens=20))
+    assert len(set(plain[0, 3:].tolist())) < 20  # random weights repeat themselves
+    # step by step with the hand-applied penalty: the same tokens
+    from opens1.infer.sampling import apply_penalties, token_counts
+
+    seq = ids[0].tolist()
+    for _ in range(20):
+        logits = model(torch.tensor([seq])).logits[:, -1]
+        logits = apply_penalties(logits, token_counts([ids[0].tolist()], 61) > 0, token_counts([seq[3:]], 61),
+                                 presence=2.0, frequency=2.0)
+        seq.append(int(logits.argmax()))
+    assert out[0].tolist() == seq
+
+
+def test_load_model_sets_the_tokenizer_size(tmp_path):
+    # a checkpoint with its tokenizer (vocabulary padded to a multiple of 64, random weights):
+    # model.generate at temperature 1.5 never returns an id the tokenizer cannot decode
+    from opens1 import load_model
+    from opens1.infer.generate import tokenizer_size
+    from opens1.serve.cli import load_for_serving
+
+    m, tok, _ = load_for_serving("tiny-dense")
+    assert m.config.text.vocab_size > len(tok)
+    m.save_pretrained(tmp_path)
+    assert tokenizer_size(tmp_path) is None  # no tokenizer yet
+    tok.save_pretrained(tmp_path)
+    assert tokenizer_size(tmp_path) == len(tok)
+    loaded = load_model(tmp_path)
+    assert loaded.vocab_limit == len(tok)
+    ids = torch.tensor([tok.encode("The molecule")] * 4)
+    out = loaded.generate(ids, max_new_tokens=30, temperature=1.5, generator=torch.Generator().manual_seed(0))
+    tok.decode(out[:, ids.shape[1]:].flatten().tolist())  # raises on an id past the tokenizer
+    assert int(out.max()) < len(tok)

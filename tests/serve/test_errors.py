@@ -53,7 +53,15 @@ BAD_BODIES = {
     "top_p_zero": ({**OK, "top_p": 0}, 400, "top_p"),
     "n_too_large": ({**OK, "n": 1000}, 400, "n"),
     "too_many_stops": ({**OK, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
-    "penalties_unsupported": ({**OK, "presence_penalty": 1.0}, 400, "presence_penalty"),
+    "presence_penalty_out_of_range": ({**OK, "presence_penalty": 2.5}, 400, "presence_penalty"),
+    "frequency_penalty_out_of_range": ({**OK, "frequency_penalty": -3}, 400, "frequency_penalty"),
+    "repetition_penalty_zero": ({**OK, "repetition_penalty": 0}, 400, "repetition_penalty"),
+    "json_schema_without_schema": ({**OK, "response_format": {"type": "json_schema"}}, 400, "response_format"),
+    "unknown_response_format": ({**OK, "response_format": {"type": "yaml"}}, 400, "response_format.type"),
+    "invalid_json_schema": ({**OK, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"type": "nonsense"}}}}}}, 400, "response_format"),
+    "response_format_with_ignore_eos": ({**OK, "ignore_eos": True, "response_format": {"type": "json_object"}}, 400, "ignore_eos"),
+    "thinking_budget_zero": ({**OK, "thinking_budget": 0}, 400, "thinking_budget"),
+    "thinking_budget_leaves_no_room": ({**OK, "max_tokens": 8, "thinking_budget": 8, "response_format": {"type": "json_object"}}, 400, "thinking_budget"),
     "max_tokens_over_context": ({**OK, "max_tokens": 100000}, 400, "max_tokens"),
     "prompt_longer_than_context": ({**OK, "messages": [{"role": "user", "content": "word " * 2000}]}, 400, "messages"),
     "remote_image_url": (user(image("https://example.com/cat.png")), 400, "messages.0.content.0.image_url.url"),
@@ -125,6 +133,24 @@ def test_bad_completion_requests(tiny, tiny_state):
     raw = b'{"model": "tiny", "prompt": "a\\ud800b"}'
     r = httpx.post(tiny + "/v1/completions", content=raw, headers={"content-type": "application/json"}, timeout=30)
     assert_openai_error(r, 400, None)
+    still_serves(tiny)
+
+
+def test_bad_tokenize_and_detokenize_requests(tiny, tiny_state):
+    tok = lambda body: httpx.post(tiny + "/tokenize", json=body, timeout=30)
+    detok = lambda body: httpx.post(tiny + "/detokenize", json=body, timeout=30)
+    assert_openai_error(tok({"model": "tiny"}), 400, None)  # neither prompt nor messages
+    assert_openai_error(tok({"model": "tiny", "prompt": "x", "messages": [{"role": "user", "content": "x"}]}), 400, None)
+    assert_openai_error(tok({"model": "nope", "prompt": "x"}), 404, "model")
+    assert_openai_error(tok({"model": "tiny", "prompt": ""}), 400, "prompt")
+    limit = tiny_state.prompt_char_limit
+    assert assert_openai_error(tok({"model": "tiny", "prompt": "x" * (limit + 1)}), 400, "prompt")["code"] == "context_length_exceeded"
+    assert_openai_error(tok({"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}), 400, "messages.0.role")
+    assert_openai_error(detok({"model": "tiny", "tokens": [1, len(tiny_state.tokenizer)]}), 400, "tokens")
+    assert_openai_error(detok({"model": "tiny", "tokens": [-1]}), 400, "tokens")
+    assert_openai_error(detok({"model": "tiny", "tokens": "abc"}), 400, "tokens")
+    big = detok({"model": "tiny", "tokens": [1] * (tiny_state.max_seq_len + 1)})
+    assert assert_openai_error(big, 400, "tokens")["code"] == "context_length_exceeded"
     still_serves(tiny)
 
 
@@ -313,7 +339,9 @@ def test_every_route_but_health_needs_the_key(tiny_state):
     key = {"authorization": "Bearer s3cret"}
     routes = [("GET", "/openapi.json", None), ("GET", "/v1/models", None), ("GET", "/v1/models/tiny", None),
               ("GET", "/v1/opens1/molecule?smiles=CCO", None), ("POST", "/v1/chat/completions", OK),
-              ("POST", "/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 1})]
+              ("POST", "/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 1}),
+              ("POST", "/tokenize", {"model": "tiny", "prompt": "x"}), ("POST", "/detokenize", {"model": "tiny", "tokens": [5]}),
+              ("GET", "/metrics", None), ("GET", "/version", None)]
     with BackgroundServer(state, own_engine=False) as url:
         for method, path, body in routes:
             r = httpx.request(method, url + path, json=body, timeout=60)

@@ -90,3 +90,31 @@ def test_close_then_reuse():
     pool.close()
     assert run(pool.run(describe, 2))["x"] == 2  # restarts on demand
     pool.close()
+
+
+def test_workers_exit_when_the_server_process_dies(tmp_path):
+    # a server killed without closing its pools (as `kill -9`) must not leave its workers behind
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "server.py"
+    script.write_text(
+        "import asyncio, os, sys\n"
+        "from opens1.serve.workers import Workers\n"
+        "def pid(_c):\n    return os.getpid()\n"
+        "if __name__ == '__main__':\n"
+        "    w = Workers('t', processes=1)\n"
+        "    print(asyncio.run(w.run(pid)), flush=True)\n"
+        "    os._exit(0)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    worker = int(out.stdout.split()[0])
+    deadline = time.time() + 10
+    while time.time() < deadline and os.path.exists(f"/proc/{worker}"):
+        time.sleep(0.1)
+    alive = os.path.exists(f"/proc/{worker}")
+    if alive:
+        os.kill(worker, 9)
+    assert not alive

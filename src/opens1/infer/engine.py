@@ -35,6 +35,14 @@ Design choices:
   `_draw`); a seeded request gets its own generator, so its output does not depend on
   who else is in the batch. Ids past the tokenizer (vocabulary padding, and a request's
   own `vocab_limit`) are masked.
+- Per-request logits processing, only for the rows that ask for it, so other rows pay
+  nothing: vLLM's repetition / presence / frequency penalties (`sampling.apply_penalties`,
+  from the request's prompt and output ids) and a `constraint` (`Constraint` below:
+  constrained decoding, a reasoning budget), whose allowed-token mask is computed for its
+  row alone. A constraint that fails (a grammar in an error state, no token allowed)
+  fails its request only. Logprobs are those of the model's distribution before
+  penalties and constraints (vLLM's default).
+- `on_finish(req, reason)` is called once per request as it ends (metrics).
 - A decode step is `infer.generate.decode_step`, the same step `generate` runs.
 - Stop strings are the API layer's business (they need detokenized text); it
   calls `cancel(req, "stop")`, which frees the slot before the next step.
@@ -54,7 +62,7 @@ import torch
 
 from opens1.infer.generate import decode_step
 from opens1.infer.kv_cache import KVCache
-from opens1.infer.sampling import SamplingParams, sample
+from opens1.infer.sampling import SamplingParams, apply_penalties, sample, token_counts
 
 log = logging.getLogger("opens1.engine")
 
@@ -86,6 +94,19 @@ class TokenEvent:
     error: str | None = None
 
 
+class Constraint:
+    """What a request may generate next, as the engine asks it: `mask(V)` before each of the
+    request's tokens -> a bool tensor [k] of allowed ids, k <= V (ids >= k are not allowed;
+    None: anything), and `accept(id)` after each. Runs in the engine thread: `mask` must be quick (a grammar's mask takes
+    tens of microseconds); building a grammar belongs before `submit`."""
+
+    def mask(self, vocab_size: int) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    def accept(self, token_id: int) -> None:
+        raise NotImplementedError
+
+
 @dataclass
 class GenerationRequest:
     prompt_ids: list[int]
@@ -95,6 +116,7 @@ class GenerationRequest:
     pixel_values: torch.Tensor | None = None
     time_series: Any = None
     sampling_rates: Any = None
+    constraint: Constraint | None = None
     id: int = field(default_factory=lambda: next(_ids))
     # engine-side state
     slot: int = -1
@@ -104,6 +126,9 @@ class GenerationRequest:
     generator: torch.Generator | None = None
     submitted_at: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
+    # penalties: the prompt's ids and the output's counts, [V] each, made on first use
+    prompt_seen: torch.Tensor | None = None
+    output_counts: torch.Tensor | None = None
 
     @property
     def reservation(self) -> int:
@@ -124,6 +149,7 @@ class EngineStats:
     prefills: int = 0  # requests prefilled
     prefill_forwards: int = 0  # forwards that did it (several text prompts share one)
     generated_tokens: int = 0
+    prompt_tokens: int = 0  # of the requests prefilled
     max_running: int = 0  # the largest decode batch seen
 
 
@@ -146,6 +172,7 @@ class Engine:
         valid_vocab_size: int | None = None,
         prefill_tokens: int = 4096,
         seed: int = 0,
+        on_finish: Callable[[GenerationRequest, str], None] | None = None,
     ):
         self.model = model.eval()
         cfg = model.config
@@ -162,6 +189,7 @@ class Engine:
         self.prefill_tokens = prefill_tokens  # padded tokens per batched prefill forward
         self.runner = SlotRunner(model, max_batch_size, self.max_seq_len)
         self.stats = EngineStats()
+        self.on_finish = on_finish
         self._generator = torch.Generator(device=self.runner.device).manual_seed(seed)
         self._waiting: collections.deque[GenerationRequest] = collections.deque()
         self._running: dict[int, GenerationRequest] = {}  # slot -> request
@@ -321,6 +349,7 @@ class Engine:
                 continue
             self.stats.prefills += len(group)
             self.stats.prefill_forwards += 1
+            self.stats.prompt_tokens += sum(len(r.prompt_ids) for r in group)
             self._emit(group, logits)
 
     def _prefill_groups(self, reqs: list[GenerationRequest]) -> list[list[GenerationRequest]]:
@@ -357,7 +386,8 @@ class Engine:
         If the batch fails, each row is retried alone: only a row that fails alone fails."""
         try:
             masked = self._mask_vocab(reqs, logits.float())
-            next_ids = self._sample(reqs, masked)  # [B]
+            processed = self._process(reqs, masked)
+            next_ids = self._sample(reqs, processed)  # [B]
             chosen, tops = self._logprobs(reqs, masked, next_ids)
             next_list = next_ids.tolist()  # one device sync for the batch
         except Exception as e:
@@ -379,7 +409,11 @@ class Engine:
 
     def _emit_one(self, req: GenerationRequest, tok: int, chosen: float | None, tops, now: float) -> None:
         """Record one sampled token and send its event. tops: (values, ids) of the top logprobs."""
+        if req.constraint is not None:
+            req.constraint.accept(tok)
         req.output_ids.append(tok)
+        if req.output_counts is not None and 0 <= tok < req.output_counts.shape[0]:
+            req.output_counts[tok] += 1
         if req.first_token_at is None:
             req.first_token_at = now
         self.stats.generated_tokens += 1
@@ -396,6 +430,8 @@ class Engine:
         if ev.finish_reason is not None:
             self._release(req)  # before the event: a client that sees the end finds the slot free
         self._send(req, ev)
+        if ev.finish_reason is not None:
+            self._finished(req, ev.finish_reason)
 
     def _mask_vocab(self, reqs: list[GenerationRequest], logits: torch.Tensor) -> torch.Tensor:
         """-inf past the tokenizer (engine-wide) and past each request's vocab_limit."""
@@ -405,6 +441,37 @@ class Engine:
             return logits
         lim = torch.tensor(limits, device=logits.device)
         return logits.masked_fill(torch.arange(V, device=logits.device)[None, :] >= lim[:, None], float("-inf"))
+
+    def _process(self, reqs: list[GenerationRequest], logits: torch.Tensor) -> torch.Tensor:
+        """Penalties and constraints, on the rows that have them (the others are untouched)."""
+        pen = [i for i, r in enumerate(reqs) if r.params.penalized]
+        con = [i for i, r in enumerate(reqs) if r.constraint is not None]
+        if not pen and not con:
+            return logits
+        logits = logits.clone()
+        V = logits.shape[-1]
+        if pen:
+            idx = torch.tensor(pen, device=logits.device)
+            rows = [reqs[i] for i in pen]
+            for r in rows:
+                if r.prompt_seen is None:  # once per request; the counts then grow token by token
+                    r.prompt_seen = token_counts([r.prompt_ids], V, logits.device)[0] > 0
+                    r.output_counts = token_counts([r.output_ids], V, logits.device)[0]
+            seen = torch.stack([r.prompt_seen for r in rows])  # [b, V]
+            counts = torch.stack([r.output_counts for r in rows])  # [b, V]
+            knob = lambda name: torch.tensor([getattr(r.params, name) for r in rows], device=logits.device)
+            logits[idx] = apply_penalties(logits[idx], seen, counts, repetition=knob("repetition_penalty"),
+                                          presence=knob("presence_penalty"), frequency=knob("frequency_penalty"))
+        for i in con:
+            allowed = reqs[i].constraint.mask(V)  # [k <= V] bool, or None
+            if allowed is None:
+                continue
+            k = allowed.shape[0]
+            logits[i, :k].masked_fill_(~allowed.to(logits.device, non_blocking=True), float("-inf"))
+            logits[i, k:] = float("-inf")
+            if bool(logits[i].max() == float("-inf")):  # nothing allowed, or only ids the vocabulary mask removed
+                raise RuntimeError("the constraint allows no token the tokenizer has")
+        return logits
 
     @staticmethod
     def _logprobs(reqs, logits, next_ids):
@@ -458,6 +525,14 @@ class Engine:
             return
         self._release(req)
         self._send(req, TokenEvent(None, finish_reason=reason, error=error))
+        self._finished(req, reason)
+
+    def _finished(self, req: GenerationRequest, reason: str) -> None:
+        if self.on_finish is not None:
+            try:
+                self.on_finish(req, reason)
+            except Exception:  # metrics must not take the engine down
+                log.exception("on_finish failed for request %d", req.id)
 
 
 def _draw(logits: torch.Tensor, params: list[SamplingParams], generator: torch.Generator) -> torch.Tensor:

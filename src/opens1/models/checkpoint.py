@@ -742,6 +742,9 @@ def load_model(path, dtype=None, device=None):
     for mod in model.modules():  # recompute non-persistent buffers on the target device
         if hasattr(mod, "_init_buffers"):
             mod._init_buffers()
+    from opens1.infer.generate import tokenizer_size
+
+    model.vocab_limit = tokenizer_size(path)  # generate() never samples ids this tokenizer lacks
     return model.eval()
 
 

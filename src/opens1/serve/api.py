@@ -3,7 +3,11 @@
 Routes (all but /health and the page's static files need the API key when one is set)
     POST /v1/chat/completions     chat, streamed (SSE) or not; reasoning, tools, images, series
     POST /v1/completions          raw text or token-id prompts
-    GET  /v1/models               the one served model
+    GET  /v1/models               the served model (under each of its names)
+    POST /tokenize                vLLM's: a prompt or chat messages -> {tokens, count, max_model_len}
+    POST /detokenize              vLLM's: {tokens} -> {prompt}
+    GET  /metrics                 Prometheus text format, vLLM's families as opens1:* (serve/metrics.py)
+    GET  /version                 {version}
     GET  /v1/opens1/molecule      SMILES -> SVG drawing (RDKit), for the web UI
     GET  /openapi.json            the schema
     GET  /health                  liveness and engine load
@@ -29,6 +33,12 @@ Design choices:
   requests, which frees their KV-cache slots before the next decode step.
 - Streaming follows OpenAI's chunk format; reasoning streams in
   `delta.reasoning_content` (vLLM's field), tool calls arrive in one delta at the end.
+- `response_format` and `thinking_budget` become the engine request's `Constraint`
+  (serve/structured.py), built in a thread before submission: the engine thread only
+  asks it for a mask per token of that request.
+- Fields a request sends that the server does not use are never dropped silently: they
+  are named in a `Warning: 299` header, a `warnings` list in the JSON body (not streamed)
+  and a log line.
 """
 
 from __future__ import annotations
@@ -46,12 +56,13 @@ from typing import Any, AsyncIterator
 import pydantic_core
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from opens1 import __version__
 from opens1.infer.engine import CacheFull, Engine, EngineStopped, GenerationRequest, PromptTooLong, QueueFull, TokenEvent
 from opens1.infer.sampling import SamplingParams
 from opens1.processing.images import MAX_IMAGE_PIXELS
@@ -74,8 +85,11 @@ class ServerState:
     engine: Engine
     tokenizer: Any  # opens1.tokenizer DynamicTokenizer (encode/decode/token_to_id)
     processor: Any  # opens1.Processor
-    model_name: str
+    model_name: str  # the first served name: what responses and /metrics report
     api_key: str | None = None
+    aliases: tuple[str, ...] = ()  # further names clients may send (--served-model-name A B ...)
+    # chat message content: added-token strings stay text (False), or are parsed as HF/vLLM do
+    special_tokens_in_content: bool = False
     defaults: P.ServeDefaults = field(default_factory=P.ServeDefaults)
     max_body_bytes: int = 32 * 1024 * 1024
     supports_images: bool = True
@@ -92,6 +106,23 @@ class ServerState:
     allowed_hosts: tuple[str, ...] = ()
     _render: Workers | None = field(default=None, init=False, repr=False)
     _molecule: Workers | None = field(default=None, init=False, repr=False)
+    _grammar_vocab: Any = field(default=None, init=False, repr=False)
+
+    @property
+    def served_names(self) -> tuple[str, ...]:
+        return (self.model_name, *[a for a in self.aliases if a != self.model_name])
+
+    @property
+    def metrics(self):
+        """The engine's Prometheus metrics (made on first use; they observe the engine, so
+        servers that share one engine, as tests do, share its numbers)."""
+        from opens1.serve.metrics import Metrics
+
+        m = getattr(self.engine, "metrics", None)
+        if not isinstance(m, Metrics):
+            m = self.engine.metrics = Metrics(self.engine, self.model_name)
+            self.engine.on_finish = m.observe
+        return m
 
     @property
     def max_seq_len(self) -> int:
@@ -163,9 +194,12 @@ def parse_body(state: ServerState, raw: bytes, model_cls):
         raise APIError(400, "the JSON body must be an object", code="invalid_json")
     prepare.check_sizes(state, body)
     try:
-        return model_cls.model_validate(body)
+        req = model_cls.model_validate(body)
     except ValidationError as e:
         raise validation_error(e) from None
+    if hasattr(req, "set_ignored"):
+        req.set_ignored(body)
+    return req
 
 
 def validation_error(e: ValidationError) -> APIError:
@@ -254,8 +288,27 @@ class HostCheck:
 
 
 def check_model(state: ServerState, name: str) -> None:
-    if name != state.model_name:
-        raise APIError(404, f"the model {name!r} does not exist; this server serves {state.model_name!r}", param="model", code="model_not_found")
+    if name not in state.served_names:
+        served = " or ".join(repr(n) for n in state.served_names)
+        raise APIError(404, f"the model {name!r} does not exist; this server serves {served}", param="model", code="model_not_found")
+
+
+def warnings_of(req, extra: list[str] = ()) -> list[str]:
+    """What the server did not use from this request, logged once."""
+    out = [f"ignored field: {k}" for k in getattr(req, "ignored_fields", [])] + list(extra)
+    if out:
+        log.warning("request warnings: %s", "; ".join(out))
+    return out
+
+
+def warning_headers(warnings: list[str]) -> dict[str, str]:
+    """RFC 7234's `Warning: 299 <agent> "<text>"` (a persistent, miscellaneous warning)."""
+    if not warnings:
+        return {}
+    text = "; ".join(warnings)[:1000]
+    # a header is latin-1 text: other characters (a field's name is any JSON string) become '?'
+    text = "".join(ch if " " <= ch <= "~" else "?" for ch in text).replace("\\", "\\\\").replace('"', '\\"')
+    return {"Warning": f'299 opens1 "{text}"'}
 
 
 # ---------------------------------------------------------------- generation plumbing
@@ -278,7 +331,8 @@ class Choice:
 class Generation:
     """The n choices of one API request, submitted to the engine and drained here."""
 
-    def __init__(self, state: ServerState, prompt_ids: list[int], params: SamplingParams, n: int, stop, thinking_open: bool, split: bool, mm: dict, first_index: int = 0):
+    def __init__(self, state: ServerState, prompt_ids: list[int], params: SamplingParams, n: int, stop, thinking_open: bool,
+                 split: bool, mm: dict, first_index: int = 0, constraints: list | None = None):
         self.state = state
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
@@ -291,7 +345,7 @@ class Generation:
             # 2^64 - 1 seed the same generator)
             p = params.replace(seed=None if params.seed is None else (params.seed + k) % 2**64)
             idx = first_index + k
-            req = GenerationRequest(list(prompt_ids), p, self._callback(idx), **mm)
+            req = GenerationRequest(list(prompt_ids), p, self._callback(idx), constraint=constraints[k] if constraints else None, **mm)
             self.choices.append(Choice(idx, req, OutputText(stop, thinking_open, split), IncrementalDecoder(state.tokenizer)))
         self._by_index = {c.index: c for c in self.choices}
 
@@ -414,10 +468,11 @@ def sse(obj: Any) -> str:
 
 
 def create_app(state: ServerState) -> FastAPI:
-    app = FastAPI(title="OpenS1", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="OpenS1", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.s1 = state
     state.render.start()  # spawn the workers now, not on the first request
     state.molecule.start()
+    state.metrics  # noqa: B018 -- made now, so that every finished request is observed
     if not state.api_key:  # with a key, a rebinding page has nothing to send
         app.add_middleware(HostCheck, bind=state.bind_host, allowed=tuple(state.allowed_hosts))
 
@@ -463,13 +518,40 @@ def create_app(state: ServerState) -> FastAPI:
 
     @api.get("/v1/models")
     async def models():
-        card = P.ModelCard(id=state.model_name, max_model_len=state.max_seq_len)
-        return P.ModelList(data=[card]).model_dump()
+        cards = [P.ModelCard(id=name, max_model_len=state.max_seq_len) for name in state.served_names]
+        return P.ModelList(data=cards).model_dump()
 
-    @api.get("/v1/models/{name}")
+    @api.get("/v1/models/{name:path}")
     async def model(name: str):
         check_model(state, name)
-        return P.ModelCard(id=state.model_name, max_model_len=state.max_seq_len).model_dump()
+        return P.ModelCard(id=name, max_model_len=state.max_seq_len).model_dump()
+
+    @api.get("/version")
+    async def version():
+        return {"version": __version__}
+
+    @api.get("/metrics")
+    async def metrics():
+        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+    @api.post("/tokenize")
+    async def tokenize(request: Request):
+        raw = await read_body(request, state.max_body_bytes)
+        req = await run_in_threadpool(parse_body, state, raw, P.TokenizeRequest)
+        check_model(state, req.model)
+        return await tokenize_request(state, req)
+
+    @api.post("/detokenize")
+    async def detokenize(request: Request):
+        raw = await read_body(request, state.max_body_bytes)
+        req = await run_in_threadpool(parse_body, state, raw, P.DetokenizeRequest)
+        check_model(state, req.model)
+        n = len(state.tokenizer)
+        bad = next((t for t in req.tokens if not 0 <= t < n), None)
+        if bad is not None:
+            raise APIError(400, f"tokens: token id {bad} is outside the tokenizer's vocabulary (0..{n - 1})", param="tokens")
+        text = state.tokenizer.decode(req.tokens, skip_special_tokens=False)
+        return P.DetokenizeResponse(prompt=text).model_dump()
 
     @api.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -529,7 +611,8 @@ def sampling_params(state: ServerState, req, prompt_len: int, max_tokens: int | 
             f"({state.max_seq_len}); ask for at most {room}", param="max_tokens", code="context_length_exceeded",
         )
     # the request's values, the server's defaults where it left a field unset
-    given = {k: getattr(req, k) for k in ("temperature", "top_p", "min_p") if getattr(req, k) is not None}
+    knobs = ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
+    given = {k: getattr(req, k) for k in knobs if getattr(req, k) is not None}
     if req.top_k is not None:
         # -1 or 0: off (vLLM's convention); so is any k past the vocabulary (all tokens kept)
         given["top_k"] = req.top_k if 0 < req.top_k < state.vocab_size else 0
@@ -564,22 +647,77 @@ async def chat_completion(state: ServerState, req: P.ChatCompletionRequest, requ
     # heavy prompt nor the GIL-holding tokenizer can stall other clients
     messages, tools = await run_in_threadpool(prepare.chat_inputs, state, req)
     thinking = bool((req.chat_template_kwargs or {}).get("enable_thinking", True))
-    out = await render_in_worker(state, prepare.render_chat, messages, tools, thinking)
+    out = await render_in_worker(state, prepare.render_chat, messages, tools, thinking, state.special_tokens_in_content)
     prompt_ids, thinking_open = out["input_ids"], out["thinking_open"]
     n_lp = (req.top_logprobs or 0) if req.logprobs else None
     params = sampling_params(state, req, len(prompt_ids), req.max_completion_tokens or req.max_tokens, n_lp)
-    gen = Generation(state, prompt_ids, params, req.n, req.stop, thinking_open, True, _multimodal(out))
+    notes: list[str] = []
+    constraints = await structured_constraints(state, req, params, req.n, thinking_open=thinking_open, notes=notes)
+    warnings = warnings_of(req, notes)
+    gen = Generation(state, prompt_ids, params, req.n, req.stop, thinking_open, True, _multimodal(out), constraints=constraints)
     gen.submit()
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return StreamingResponse(_chat_stream(state, gen, rid, thinking_open, include_usage), media_type="text/event-stream")
+        return StreamingResponse(_chat_stream(state, gen, rid, thinking_open, include_usage), media_type="text/event-stream",
+                                 headers=warning_headers(warnings))
     try:
         async for _ in gen.events(request):
             pass
     finally:
         gen.cancel()
-    return _chat_response(state, gen, rid, thinking_open, req.logprobs)
+    return _json(_chat_response(state, gen, rid, thinking_open, req.logprobs), warnings)
+
+
+def _json(body: dict, warnings: list[str]) -> JSONResponse:
+    if warnings:
+        body["warnings"] = warnings
+    return JSONResponse(body, headers=warning_headers(warnings))
+
+
+async def structured_constraints(state: ServerState, req, params: SamplingParams, n: int, *, thinking_open: bool,
+                                 notes: list[str]) -> list | None:
+    """The engine constraints of a request's n choices for its `response_format` and
+    `thinking_budget` (None: unconstrained). Grammars are built in a thread: llguidance
+    releases the GIL while it builds one, and the event loop carries on."""
+    from opens1.serve import structured as S
+
+    rf = req.response_format
+    schema = None if rf is None else S.response_schema(rf)
+    budget = getattr(req, "thinking_budget", None)
+    if budget is not None and not thinking_open:
+        notes.append("thinking_budget has no effect: thinking is off")
+        budget = None
+    if schema is None and budget is None:
+        return None
+    if schema is not None:
+        if req.ignore_eos:
+            raise APIError(400, "ignore_eos cannot be combined with a JSON response_format (the JSON ends the answer)",
+                           param="ignore_eos")
+        if len(json.dumps(schema)) > state.prompt_char_limit:
+            raise APIError(400, f"response_format: the schema is longer than the prompt budget ({state.prompt_char_limit:,} "
+                           "characters)", param="response_format", code="context_length_exceeded")
+        if thinking_open:
+            # the reasoning gets half the tokens by default, so the answer always has room
+            if budget is None:
+                budget = max(1, params.max_new_tokens // 2)
+            elif budget >= params.max_new_tokens:
+                raise APIError(400, f"thinking_budget ({budget}) must be less than max_tokens ({params.max_new_tokens}), "
+                               "so that the response_format content fits", param="thinking_budget")
+    think_close = prepare._token_id(state.tokenizer, "</think>")
+
+    def build() -> list:
+        vocab = matcher = None
+        if schema is not None:
+            vocab = S.grammar_vocab(state)
+            matcher = vocab.matcher(S.json_grammar(schema, after_think=thinking_open))
+        matchers = [matcher] + [None if matcher is None else matcher.deep_copy() for _ in range(n - 1)]
+        return [S.Structured(vocab, m, thinking=thinking_open, budget=budget, think_close_id=think_close) for m in matchers]
+
+    try:
+        return await run_in_threadpool(build)
+    except ValueError as e:
+        raise APIError(400, f"response_format: {e}", param="response_format", code="invalid_schema") from None
 
 
 def _finish_error(c: Choice) -> APIError:
@@ -640,6 +778,29 @@ async def _chat_stream(state, gen: Generation, rid: str, thinking_open: bool, in
         gen.cancel()  # client gone or stream over: free the slots now
 
 
+# ---------------------------------------------------------------- tokenize
+
+
+async def tokenize_request(state: ServerState, req: P.TokenizeRequest) -> dict:
+    """vLLM's /tokenize: a raw prompt as /v1/completions reads it (added-token strings are
+    their tokens), or messages rendered as /v1/chat/completions renders them; both go
+    through the same budgets and worker processes as generation requests."""
+    if req.prompt is not None:
+        checked = prepare.completion_inputs(state, req.prompt)
+        (ids, _), = await render_in_worker(state, prepare.completion_prompts, checked, param="prompt")
+    else:
+        chat = P.ChatCompletionRequest.model_construct(model=req.model, messages=req.messages, tools=req.tools,
+                                                       tool_choice=None)
+        messages, tools = await run_in_threadpool(prepare.chat_inputs, state, chat)
+        thinking = bool((req.chat_template_kwargs or {}).get("enable_thinking", True))
+        out = await render_in_worker(state, prepare.render_chat, messages, tools, thinking, state.special_tokens_in_content,
+                                     req.add_generation_prompt)
+        ids = out["input_ids"]
+    strs = [state.tokenizer.id_to_token(i) for i in ids] if req.return_token_strs else None
+    return P.TokenizeResponse(count=len(ids), max_model_len=state.max_seq_len, tokens=ids, token_strs=strs).model_dump(
+        exclude_none=True)
+
+
 # ---------------------------------------------------------------- completions
 
 
@@ -647,11 +808,13 @@ async def text_completion(state: ServerState, req: P.CompletionRequest, request:
     checked = prepare.completion_inputs(state, req.prompt)
     prompts = await render_in_worker(state, prepare.completion_prompts, checked, param="prompt")
     gens: list[Generation] = []
+    warnings = warnings_of(req)
     try:
         for k, (ids, _) in enumerate(prompts):
             max_tokens = req.max_tokens or state.defaults.completion_max_tokens
             params = sampling_params(state, req, len(ids), min(max_tokens, state.max_seq_len - len(ids)) if req.max_tokens is None else max_tokens, req.logprobs)
-            gen = Generation(state, ids, params, req.n, req.stop, False, False, {}, first_index=k * req.n)
+            constraints = await structured_constraints(state, req, params, req.n, thinking_open=False, notes=[])
+            gen = Generation(state, ids, params, req.n, req.stop, False, False, {}, first_index=k * req.n, constraints=constraints)
             gen.submit()
             gens.append(gen)
     except APIError:
@@ -660,7 +823,8 @@ async def text_completion(state: ServerState, req: P.CompletionRequest, request:
         raise
     rid = f"cmpl-{uuid.uuid4().hex}"
     if req.stream:
-        return StreamingResponse(_completion_stream(state, gens, prompts, req, rid), media_type="text/event-stream")
+        return StreamingResponse(_completion_stream(state, gens, prompts, req, rid), media_type="text/event-stream",
+                                 headers=warning_headers(warnings))
     try:
         for g in gens:
             async for _ in g.events(request):
@@ -681,7 +845,7 @@ async def text_completion(state: ServerState, req: P.CompletionRequest, request:
         usage.prompt_tokens += u.prompt_tokens
         usage.completion_tokens += u.completion_tokens
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-    return P.CompletionResponse(id=rid, model=state.model_name, choices=choices, usage=usage).model_dump()
+    return _json(P.CompletionResponse(id=rid, model=state.model_name, choices=choices, usage=usage).model_dump(), warnings)
 
 
 def _legacy_logprobs(c: Choice, start: int = 0) -> P.CompletionLogprobs:

@@ -219,19 +219,23 @@ def completion_inputs(state, prompt) -> list[str | list[int]]:
 # ------------------------------------------------------------------ in a worker (context: the Processor)
 
 
-def render_chat(processor, messages: list[dict], tools: list[dict] | None, thinking: bool) -> dict:
+def render_chat(processor, messages: list[dict], tools: list[dict] | None, thinking: bool,
+                special_tokens_in_content: bool = False, add_generation_prompt: bool = True) -> dict:
     """Chat template, tokenization, image tiles and series -> the engine's inputs, as plain
     lists and numpy arrays: {input_ids, pixel_values, time_series, sampling_rates,
-    thinking_open}. Bad input the checks could not see (a corrupt image, a series too
-    short for one token) is a ValueError."""
-    inputs = processor(messages, tools=tools, enable_thinking=thinking, add_generation_prompt=True)
+    thinking_open}. Added-token strings in message content are text unless
+    `special_tokens_in_content` (the server's --special-tokens-in-content: HF's and vLLM's
+    behaviour). Bad input the checks could not see (a corrupt image, a series too short
+    for one token) is a ValueError."""
+    inputs = processor(messages, tools=tools, enable_thinking=thinking, add_generation_prompt=add_generation_prompt,
+                       special_tokens_in_content=special_tokens_in_content)
     ids = inputs["input_ids"][0].tolist()
     think_id = _token_id(processor.tokenizer, "<think>")
     pv, ts = inputs.get("pixel_values"), inputs.get("time_series")
     return {
         "input_ids": ids,
         # Intern-S1's thinking generation prompt ends in `<think>` (maybe plus a newline)
-        "thinking_open": thinking and think_id is not None and think_id in ids[-3:],
+        "thinking_open": add_generation_prompt and thinking and think_id is not None and think_id in ids[-3:],
         "pixel_values": None if pv is None else pv.numpy(),  # [tiles, 3, S, S]
         "time_series": None if ts is None else [x.numpy() for x in ts],  # [T_i, C_i] each
         "sampling_rates": inputs.get("sampling_rates"),
@@ -239,13 +243,14 @@ def render_chat(processor, messages: list[dict], tools: list[dict] | None, think
 
 
 def completion_prompts(processor, prompts: list[str | list[int]]) -> list[tuple[list[int], str]]:
-    """[(ids, text)] per prompt: text is encoded as text (special-token strings in it stay
-    text); token ids are decoded for `echo`."""
+    """[(ids, text)] per prompt: text is encoded as vLLM does (added-token strings in a raw
+    prompt are their tokens: a raw ChatML prompt is the ChatML ids); token ids are decoded
+    for `echo`."""
     tok = processor.tokenizer
     out = []
     for p in prompts:
         if isinstance(p, str):
-            ids, text = tok.encode(p), p
+            ids, text = tok.encode(p, split_special_tokens=False), p
             if not ids:
                 raise ValueError("prompt: must not be empty")
         else:
@@ -296,6 +301,9 @@ def check_sizes(state, body: dict) -> None:
             raise APIError(400, f"messages: the request's time series have {values:,} values (length x channels) in "
                            f"all; at most {state.max_series_values:,} per request", param="messages",
                            code="series_too_large")
+    tokens = body.get("tokens")  # /detokenize: a context's worth of ids at most
+    if isinstance(tokens, list) and len(tokens) > ctx:
+        refuse("tokens", f"{len(tokens):,} token ids", ctx)
     tools = body.get("tools")
     if isinstance(tools, list) and len(tools) > ctx // 4:
         refuse("tools", f"{len(tools):,} tools", ctx // 4)

@@ -16,6 +16,12 @@ field named in `param` (see `api.validation_error`). Design choices:
   where a field is None, so the served model's own defaults can differ (`ServeDefaults`).
 - Responses are pydantic models too, dumped to JSON by the routes; stream chunks
   are dumped with `exclude_none` so deltas stay minimal, as OpenAI's are.
+- Penalties follow vLLM: `repetition_penalty` (> 0, 1 off) over prompt and output,
+  `presence_penalty` and `frequency_penalty` (in [-2, 2], OpenAI's range) over the output.
+- `response_format` (`text`, `json_object`, `json_schema`) is honoured through constrained
+  decoding (serve/structured.py); `thinking_budget` caps the reasoning tokens.
+- Fields a request sends that the server does not use are listed in `ignored_fields`
+  (the routes report them in a `Warning` header, a `warnings` field and the log).
 - Every number has a range the engine can hold: `seed` in [-2^63, 2^64) (torch's
   generator seeds), `top_k` any value >= -1 (a top_k past the vocabulary means off),
   stop strings of at most MAX_STOP_CHARS characters, at most MAX_PROMPTS prompts.
@@ -28,7 +34,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from opens1.infer.sampling import SamplingParams
 
@@ -140,6 +146,25 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
+class JSONSchemaFormat(_Lenient):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    name: str = Field(default="response", max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Lenient):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema(self):
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("a json_schema response_format needs json_schema.schema")
+        return self
+
+
 # ------------------------------------------------------------------ requests
 
 
@@ -156,9 +181,23 @@ class _SamplingFields(_Lenient):
     stream: bool = False
     stream_options: StreamOptions | None = None
     ignore_eos: bool = False  # vLLM extension: benchmarks generate exactly max_tokens
-    presence_penalty: float | None = 0.0
-    frequency_penalty: float | None = 0.0
-    user: str | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=100.0)  # vLLM extension
+    response_format: ResponseFormat | None = None
+    _ignored: list[str] = PrivateAttr(default_factory=list)  # body fields the server does not use
+
+    @property
+    def ignored_fields(self) -> list[str]:
+        return self._ignored
+
+    def set_ignored(self, body: dict) -> None:
+        """Record the body's fields this server does not use (set, not null)."""
+        known = set(type(self).model_fields) | {f.alias for f in type(self).model_fields.values() if f.alias}
+        names = sorted(k for k, v in body.items() if k not in known and v is not None)
+        # bounded: a field's name is any string the client sends
+        self._ignored = [k if len(k) <= 64 else k[:61] + "..." for k in names[:20]] + (
+            [f"... and {len(names) - 20} more"] if len(names) > 20 else [])
 
     @field_validator("stop")
     @classmethod
@@ -174,13 +213,6 @@ class _SamplingFields(_Lenient):
                 raise ValueError(f"stop sequences must have at most {MAX_STOP_CHARS} characters")
         return v
 
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _penalties(cls, v):
-        # refused rather than silently ignored: the engine does not implement them
-        if v not in (None, 0, 0.0):
-            raise ValueError("presence/frequency penalties are not supported by this server")
-        return v
 
 
 class ChatCompletionRequest(_SamplingFields):
@@ -191,6 +223,7 @@ class ChatCompletionRequest(_SamplingFields):
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+    thinking_budget: int | None = Field(default=None, ge=1)  # reasoning tokens at most; then </think> is forced
 
     @field_validator("chat_template_kwargs")
     @classmethod
@@ -213,6 +246,41 @@ class CompletionRequest(_SamplingFields):
         if v:
             raise ValueError("suffix (fill-in-the-middle) is not supported")
         return v
+
+
+class TokenizeRequest(_Lenient):
+    """vLLM's /tokenize: a raw `prompt`, or chat `messages` rendered as /v1/chat/completions does."""
+
+    model: str
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1)
+    tools: list[Tool] | None = None
+    add_special_tokens: bool = True  # no effect: OpenS1's and Intern-S1's tokenizers add no BOS/EOS
+    add_generation_prompt: bool = True
+    chat_template_kwargs: dict[str, Any] | None = None
+    return_token_strs: bool = False
+
+    @model_validator(mode="after")
+    def _one_input(self):
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give either prompt or messages")
+        return self
+
+
+class DetokenizeRequest(_Lenient):
+    model: str
+    tokens: list[int]
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
 
 
 # ------------------------------------------------------------------ responses

@@ -21,6 +21,9 @@ Design choices:
   patch the processor in place); the same functions, the same bounds.
 - After each job a worker hands freed heap back to the OS (glibc `malloc_trim`), so one
   large but allowed image does not leave the worker hundreds of MB larger for good.
+- A worker exits when the server process is gone (checked every second): a server
+  killed without shutting its pools down (SIGKILL, or SIGTERM, which uvicorn re-raises
+  after its graceful exit) leaves no orphans holding memory or its output pipes.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import multiprocessing
 import os
 import sys
 import threading
+import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
@@ -54,9 +58,17 @@ _CONTEXT: Any = None
 _TRIM: Callable[[int], int] | None = None
 
 
+def _exit_with_parent(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
 def _init_worker(context: Any) -> None:
     global _CONTEXT, _TRIM
     _CONTEXT = context
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="opens1-parent-watch", daemon=True).start()
     # a worker is one core's worth of work; torch is only imported if the context needed it
     os.environ["OMP_NUM_THREADS"] = "1"
     if "torch" in sys.modules:
