@@ -229,6 +229,11 @@ class RLTrainer:
         dist.all_reduce(t)
         return float(t)
 
+    def _global_max(self, x: float) -> float:
+        t = torch.tensor([float(x)])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t)
+
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """Unsharded weights (every rank gets them under FSDP) for the rollout engine and export."""
         if self.world == 1:
@@ -259,11 +264,10 @@ class RLTrainer:
         non-zero. With a single step per batch KL-Cov has no effect: |x| has zero gradient at 0."""
         cfg = self.cfg
         self._train_mode()
-        if not keep.any():  # other ranks have data: join their collectives with a zero loss
-            return self._null_update()
         adv = group_advantages(rewards)[keep].flatten()
         kept = [r for g, k in zip(groups, keep.tolist()) if k for r in g]
         correct = (rewards[keep].flatten() >= cfg.correct_threshold)
+        kept, adv, correct, real = self._pad_to_global_rows(kept, adv, correct, groups)
         n_mb = max(1, min(cfg.mini_batches, len(kept)))
         # mini-batches of whole rows, interleaved so every mini-batch mixes groups and outcomes
         order = [list(range(len(kept)))[j::n_mb] for j in range(n_mb)]
@@ -280,7 +284,7 @@ class RLTrainer:
         n_updates = 0
         for _ in range(cfg.ppo_epochs):
             for rows in order:
-                m = self._mini_step([kept[i] for i in rows], adv[rows], correct[rows],
+                m = self._mini_step([kept[i] for i in rows], adv[rows], correct[rows], real[rows],
                                     None if old_logp is None else [old_logp[i] for i in rows])
                 n_tok += m.pop("_tokens")
                 n_updates += 1
@@ -290,16 +294,30 @@ class RLTrainer:
         self.model.eval()
         return metrics
 
-    def _mini_step(self, rows: list[Rollout], adv, correct, old_rows) -> dict:
-        """One optimizer step on `rows` (micro-batched); old_rows: per-row old log-probs or None
-        (on-policy: the current log-probs, detached)."""
+    def _pad_to_global_rows(self, kept, adv, correct, groups):
+        """Under FSDP every rank must run the same forwards and backwards (each one all-gathers
+        and reduce-scatters), so ranks with fewer kept rows pad with filler rows that carry no
+        loss. Returns (rows, advantages, correct, real [n] bool)."""
+        n_real = len(kept)
+        n_rows = n_real if self.world == 1 else int(self._global_max(n_real))
+        filler = (kept[:1] or [groups[0][0]]) * (n_rows - n_real)
+        pad = n_rows - n_real
+        real = torch.arange(n_rows) < n_real
+        return (kept + filler, torch.cat([adv, adv.new_zeros(pad)]),
+                torch.cat([correct, correct.new_zeros(pad)]), real)
+
+    def _mini_step(self, rows: list[Rollout], adv, correct, real, old_rows) -> dict:
+        """One optimizer step on `rows` (micro-batched); real [n] bool marks rows that carry
+        loss (the rest pad an FSDP rank); old_rows: per-row old log-probs or None (on-policy:
+        the current log-probs, detached)."""
         cfg = self.cfg
         self.opt.zero_grad(set_to_none=True)
-        total_resp = sum(len(r.response_ids) for r in rows)
+        total_resp = sum(len(r.response_ids) for r, ok in zip(rows, real.tolist()) if ok)
         ent_sum, n_tok, metrics = 0.0, 0, {}
         for s in range(0, len(rows), cfg.micro_batch_rows):
             chunk = rows[s:s + cfg.micro_batch_rows]
             logp, ent, mask = self._logprobs(chunk)  # [b, W-1] each
+            mask = mask * real[s:s + len(chunk)].unsqueeze(-1).to(mask.dtype)  # filler rows: no loss
             old = logp.detach() if old_rows is None else _pad_rows(old_rows[s:s + len(chunk)], logp)
             out = policy_loss(logp, old, adv[s:s + len(chunk)], correct[s:s + len(chunk)], mask, cfg.loss)
             share = mask.sum().item() / max(1, total_resp)
@@ -324,16 +342,6 @@ class RLTrainer:
         self.model.train()
         for m in self.frozen_towers:
             m.eval()
-
-    def _null_update(self) -> dict:
-        self.opt.zero_grad(set_to_none=True)
-        ids = torch.zeros((1, 2), dtype=torch.long)
-        (self.model(input_ids=ids).logits.sum() * 0.0).backward()
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        self.opt.step()
-        self.model.eval()
-        return {}
 
     # ------------------------------------------------------------ loop and held-out reward
 
