@@ -363,7 +363,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--presets", default="tiny,tiny-dense")
     p.add_argument("--stages", default="pretrain,sft", help="comma list of: " + ", ".join(STAGES))
-    p.add_argument("--steps", type=int, default=7, help="steps per measurement (the first 2 are warm-up)")
+    p.add_argument("--steps", type=int, default=20,
+                   help="steps per measurement (the first 2 are warm-up; batches vary in length, so a "
+                        "median over 5 steps moved the pretraining ratio by 0.1 between runs)")
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--docs", type=int, default=60, help="pretraining samples per data source")
