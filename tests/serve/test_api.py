@@ -316,6 +316,7 @@ def test_penalties_are_honoured(client, tiny_state):
     assert r.choices[0].text != plain.choices[0].text
 
 
+@pytest.mark.slow
 def test_served_names_and_aliases(tiny_state):
     import dataclasses
 

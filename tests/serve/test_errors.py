@@ -235,6 +235,7 @@ def test_openai_client_sees_typed_errors(client):
     assert "max_tokens" in str(e.value)
 
 
+@pytest.mark.slow
 def test_api_key(tiny_state):
     state = dataclasses.replace(tiny_state, api_key="s3cret")
     with BackgroundServer(state, own_engine=False) as url:
@@ -249,6 +250,7 @@ def test_api_key(tiny_state):
         assert httpx.get(url + "/health").status_code == 200  # liveness stays open
 
 
+@pytest.mark.slow
 def test_queue_full_429_and_cache_full_503(tiny_state):
     # one slot, two waiting places, and a cache budget that holds (prompt + 20) + (prompt + 3)
     # but not (prompt + 20) + (prompt + 100); not started yet, so requests stay queued
@@ -319,6 +321,7 @@ def test_host_allowed(host, bind, allowed, answered):
     assert host_allowed(host, bind, allowed) is answered
 
 
+@pytest.mark.slow
 def test_keyless_server_checks_host(tiny, tiny_state):
     evil = {"host": "evil.example"}
     for method, path in (("GET", "/health"), ("GET", "/"), ("GET", "/v1/models"), ("POST", "/v1/chat/completions")):
@@ -334,6 +337,7 @@ def test_keyless_server_checks_host(tiny, tiny_state):
         assert httpx.get(url + "/v1/models", headers={**evil, "authorization": "Bearer k"}).status_code == 200
 
 
+@pytest.mark.slow
 def test_every_route_but_health_needs_the_key(tiny_state):
     state = dataclasses.replace(tiny_state, api_key="s3cret")
     key = {"authorization": "Bearer s3cret"}

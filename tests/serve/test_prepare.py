@@ -121,6 +121,7 @@ def test_health_and_others_served_while_a_prompt_is_tokenized(threaded, monkeypa
     assert heavy["r"].status_code == 200
 
 
+@pytest.mark.slow
 def test_tokenizing_runs_in_a_worker_process(tiny_state, tmp_path):
     # the tokenizer blocks until a file appears; it is pickled into the worker processes,
     # so this shows the work is done there: the server process answers meanwhile

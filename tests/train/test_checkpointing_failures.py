@@ -62,6 +62,7 @@ FULL_DISK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_full_disk_is_a_clear_error_and_leaves_nothing_behind(tmp_path):
     """On a real out-of-space filesystem: a 2 MiB tmpfs mounted in a private mount
     namespace (`unshare -m` as root, `unshare -Urm` otherwise), gone with the child."""
