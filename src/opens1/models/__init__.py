@@ -3,7 +3,7 @@ checkpoint loading/saving for every HF layout.
 
     S1ForConditionalGeneration(config)   models/s1.py
     Qwen3Model(text_config)              models/language.py
-    load_model(path, dtype, device)      models/checkpoint.py
+    load_model(path, dtype, device)      models/checkpoint/
 """
 
 from opens1.models.language import Qwen3Model

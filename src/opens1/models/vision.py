@@ -10,7 +10,7 @@
 Design choices
 - Module names are exactly transformers' (`embeddings.patch_embeddings.projection`,
   `encoder.layer.{i}.attention.q_proj`, `lambda_1`, ...) so the Intern-S1 / InternVL HF
-  checkpoints map onto this module with a prefix rename only (models/checkpoint.py).
+  checkpoints map onto this module with a prefix rename only (models/checkpoint/internvl.py, interns1.py).
 - One attention path, F.scaled_dot_product_attention (non-causal): it picks flash /
   memory-efficient kernels where available and is exact math on CPU.
 - The q/k norm of InternViT-6B is an RMSNorm over the full width C, applied *before*
