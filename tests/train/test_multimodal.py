@@ -62,7 +62,9 @@ def test_activation_checkpointing_keeps_the_gradients(tokenizer, text_docs, h):
     for ac in (False, True):
         model = h.make_model(tokenizer)
         if ac:
-            assert apply_activation_checkpointing(model) == model.config.text.num_hidden_layers
+            c = model.config  # every decoder, vision and time-series encoder layer
+            n = c.text.num_hidden_layers + (c.vision.num_hidden_layers if c.vision else 0)
+            assert apply_activation_checkpointing(model) == n + (c.timeseries.encoder_layers if c.timeseries else 0)
         out = model(**batch.model_inputs(), attention_mask=batch.attention_mask, return_hidden=True)
         lm_loss(out.hidden_states, head_weight(model), batch.labels).backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.language_model.parameters() if p.grad is not None]))

@@ -88,7 +88,6 @@ class Qwen3Model(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rotary = RotaryEmbedding(cfg)
-        self.gradient_checkpointing = False
 
     def forward(self, inputs_embeds: torch.Tensor, *, attention_mask=None, position_ids=None, doc_ids=None,
                 kv_cache=None, cache_rows=None) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -107,11 +106,7 @@ class Qwen3Model(nn.Module):
         cos, sin = self.rotary(position_ids, inputs_embeds.dtype)
         x, router_logits = inputs_embeds, []
         for layer in self.layers:
-            if self.gradient_checkpointing and self.training:
-                x, logits = torch.utils.checkpoint.checkpoint(
-                    layer, x, cos, sin, mask, is_causal, plan, use_reentrant=False)
-            else:
-                x, logits = layer(x, cos, sin, mask, is_causal, plan)
+            x, logits = layer(x, cos, sin, mask, is_causal, plan)
             if logits is not None:
                 router_logits.append(logits)
         return self.norm(x), router_logits

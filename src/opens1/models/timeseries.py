@@ -37,7 +37,6 @@ from collections import defaultdict
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint
 
 from opens1.config import TimeSeriesConfig
 from opens1.models.layers import ProjectorMLP
@@ -192,7 +191,6 @@ class TimeSeriesEncoder(nn.Module):
         self.layers = nn.ModuleList(WhisperLayer(cfg) for _ in range(cfg.encoder_layers))
         self.layer_norm = nn.LayerNorm(cfg.d_model)
         self.adapt_out = nn.Linear(cfg.d_model, cfg.output_dim)
-        self.gradient_checkpointing = False
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x = self.adapt_in(frames).transpose(1, 2)  # [B, 80, m]
@@ -204,10 +202,7 @@ class TimeSeriesEncoder(nn.Module):
             pos = F.pad(pos, (0, 0, 0, t - pos.shape[0]))
         x = x + pos.to(x.dtype)
         for layer in self.layers:
-            if self.gradient_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False)
-            else:
-                x = layer(x)
+            x = layer(x)
         return self.adapt_out(self.layer_norm(x))
 
 

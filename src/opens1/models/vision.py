@@ -26,7 +26,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint
 
 from opens1.config import VisionConfig
 from opens1.models.layers import ProjectorMLP, RMSNorm
@@ -142,14 +141,10 @@ class VisionEncoder(nn.Module):
     def __init__(self, cfg: VisionConfig):
         super().__init__()
         self.layer = nn.ModuleList(VisionLayer(cfg) for _ in range(cfg.num_hidden_layers))
-        self.gradient_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layer:
-            if self.gradient_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False)
-            else:
-                x = layer(x)
+            x = layer(x)
         return x
 
 

@@ -5,8 +5,8 @@ The model code knows nothing about any of this (torchtitan's design): the same
 S1ForConditionalGeneration trains on one CPU, or sharded over N GPUs under torchrun.
 
 Order matters:
-  1. activation checkpointing wraps each decoder layer's forward so its activations are
-     recomputed in backward (memory ~ one layer instead of all);
+  1. activation checkpointing wraps each decoder (and vision / time-series encoder) layer's
+     forward so its activations are recomputed in backward (memory ~ one layer instead of all);
   2. compile each layer (the per-layer graph is small and repeats, so it compiles once);
   3. FSDP2 shards each decoder layer (and each vision-tower layer) as its own unit, then
      the root: parameters are all-gathered just before a unit runs and freed after, and
@@ -23,6 +23,7 @@ import functools
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
@@ -46,12 +47,15 @@ def vision_layers(model: nn.Module) -> list[nn.Module]:
     return []
 
 
-def apply_activation_checkpointing(model: nn.Module) -> int:
-    """Recompute each decoder layer's activations in backward; returns how many layers.
-    Patches the layer's forward (no wrapper module), so parameter names do not change."""
-    from torch.utils.checkpoint import checkpoint
+def timeseries_layers(model: nn.Module) -> list[nn.Module]:
+    ts = getattr(model, "ts_tower", None)
+    return list(ts.encoder.layers) if ts is not None else []
 
-    layers = decoder_layers(model)
+
+def checkpoint_layers(layers: list[nn.Module]) -> int:
+    """Recompute each layer's activations in backward (when gradients are on); returns how
+    many layers. Patches the layer's forward (no wrapper module), so parameter names and
+    checkpoints do not change."""
     for layer in layers:
         inner = layer.forward
 
@@ -63,6 +67,12 @@ def apply_activation_checkpointing(model: nn.Module) -> int:
 
         layer.forward = forward
     return len(layers)
+
+
+def apply_activation_checkpointing(model: nn.Module) -> int:
+    """Activation checkpointing of every decoder, vision and time-series encoder layer (the
+    one mechanism: the model files know nothing of it); returns how many layers."""
+    return checkpoint_layers(decoder_layers(model) + vision_layers(model) + timeseries_layers(model))
 
 
 def apply_compile(model: nn.Module) -> int:
