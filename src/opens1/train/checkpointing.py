@@ -72,11 +72,6 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def _barrier() -> None:
-    if _world() > 1:
-        dist.barrier()
-
-
 def _gather_objects(obj: Any) -> list[Any]:
     """Every rank's small JSON-able object, on every rank (in-process transport only)."""
     if _world() == 1:

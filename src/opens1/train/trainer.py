@@ -455,10 +455,6 @@ class Trainer:
             return None  # signal handlers can only be set from the main thread
         return signal.signal(signal.SIGTERM, lambda *_: self._stop_signal.set())
 
-    def request_stop(self) -> None:
-        """Ask the loop to checkpoint and return after the current step (as SIGTERM does)."""
-        self._stop_signal.set()
-
     def save(self) -> str | None:
         """Write a checkpoint of the current step (collective)."""
         state = self.batches.state_dict() if hasattr(self.batches, "state_dict") else None
