@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from opens1.config import get_preset
-import opens1.infer.engine as engine_mod
-from opens1.infer.engine import CacheFull, Engine, GenerationRequest, PromptTooLong, QueueFull
+import opens1.infer.logits as logits_mod
+from opens1.infer.engine import CacheFull, Constraint, Engine, GenerationRequest, PromptTooLong, QueueFull
 from opens1.infer.sampling import SamplingParams
 from opens1.models.s1 import S1ForConditionalGeneration
 
@@ -244,14 +244,14 @@ def test_top_k_past_int64_is_every_token(model):
 
 def test_sampling_failure_fails_only_that_request(model, monkeypatch):
     bad = SamplingParams(max_new_tokens=8, temperature=1.0, top_k=7)
-    draw = engine_mod._draw
+    draw = logits_mod._draw
 
     def failing_draw(logits, params, generator):
         if any(p is bad for p in params):
             raise RuntimeError("injected sampling failure")
         return draw(logits, params, generator)
 
-    monkeypatch.setattr(engine_mod, "_draw", failing_draw)
+    monkeypatch.setattr(logits_mod, "_draw", failing_draw)
     greedy = SamplingParams(max_new_tokens=8, **GREEDY)
     sampled = SamplingParams(max_new_tokens=8, temperature=1.0, top_k=7, seed=3)
     engine = _engine(model, max_batch_size=4)
@@ -269,7 +269,7 @@ def test_failure_in_a_later_decode_step_fails_only_that_request(model, monkeypat
     # the request fails at its third token, in a batched decode step with the others running
     bad = SamplingParams(max_new_tokens=8, temperature=1.0, top_k=5)
     calls = {"n": 0}
-    draw = engine_mod._draw
+    draw = logits_mod._draw
 
     def failing_draw(logits, params, generator):
         if any(p is bad for p in params):
@@ -278,7 +278,7 @@ def test_failure_in_a_later_decode_step_fails_only_that_request(model, monkeypat
                 raise RuntimeError("injected at a decode step")
         return draw(logits, params, generator)
 
-    monkeypatch.setattr(engine_mod, "_draw", failing_draw)
+    monkeypatch.setattr(logits_mod, "_draw", failing_draw)
     greedy = SamplingParams(max_new_tokens=8, **GREEDY)
     events = _run_together(_engine(model, max_batch_size=2), [([5, 6, 7], greedy), ([1, 2], bad)])
     assert events[1][-1].finish_reason == "error" and len(_tokens(events[1])) == 2
@@ -307,7 +307,7 @@ def test_penalties_match_generate_and_leave_other_rows_alone(model):
     assert _tokens(events[0]) != _tokens(events[2])
 
 
-class _Allowed(engine_mod.Constraint):
+class _Allowed(Constraint):
     """Allows the ids of `script` one after the other (then anything); records what it saw."""
 
     def __init__(self, script, fail_at=None):

@@ -28,17 +28,17 @@ Design choices:
   rows that fail alone are finished with an error; the others carry on. Only a failing
   batched decode forward (no single request to blame) fails every running request.
 - The KV cache is `opens1.infer.KVCache` used through its slot API (`cache_rows`):
-  `SlotRunner` below is the only code that touches the model and the cache.
+  `SlotRunner` (infer/slots.py) is the only code that touches the model and the cache.
 - Requests carry the one `SamplingParams` (infer/sampling.py); `max_new_tokens`
   bounds the completion. Sampling uses `opens1.infer.sampling.sample` with per-row
   knobs: all unseeded rows in one call (narrowed to their top-k candidates first, see
-  `_draw`); a seeded request gets its own generator, so its output does not depend on
+  `infer/logits.py`); a seeded request gets its own generator, so its output does not depend on
   who else is in the batch. Ids past the tokenizer (vocabulary padding, and a request's
   own `vocab_limit`) are masked.
 - Per-request logits processing, only for the rows that ask for it, so other rows pay
   nothing: vLLM's repetition / presence / frequency penalties (`sampling.apply_penalties`,
-  from the request's prompt and output ids) and a `constraint` (`Constraint` below:
-  constrained decoding, a reasoning budget), whose allowed-token mask is computed for its
+  from the request's prompt and output ids) and a `constraint` (`Constraint` in infer/requests.py:
+  constrained decoding, a reasoning budget; infer/logits.py), whose allowed-token mask is computed for its
   row alone. A constraint that fails (a grammar in an error state, no token allowed)
   fails its request only. Logprobs are those of the model's distribution before
   penalties and constraints (vLLM's default).
@@ -51,106 +51,23 @@ Design choices:
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
-from opens1.infer.generate import decode_step
-from opens1.infer.kv_cache import KVCache
-from opens1.infer.sampling import SamplingParams, apply_penalties, sample, token_counts
+from opens1.infer.logits import chosen_logprobs, mask_vocab, penalize_and_constrain, sample_rows
+from opens1.infer.requests import (CacheFull, Constraint, EngineStats, EngineStopped, GenerationRequest,
+                                   PromptTooLong, QueueFull, TokenEvent)
+from opens1.infer.sampling import SamplingParams
+from opens1.infer.slots import SlotRunner
+
+__all__ = ["CacheFull", "Constraint", "Engine", "EngineStats", "EngineStopped", "GenerationRequest",
+           "PromptTooLong", "QueueFull", "TokenEvent"]
 
 log = logging.getLogger("opens1.engine")
-
-
-class QueueFull(RuntimeError):
-    """The waiting queue is full: retry later (HTTP 429)."""
-
-
-class CacheFull(RuntimeError):
-    """The KV cache cannot take this request now (HTTP 503)."""
-
-
-class EngineStopped(RuntimeError):
-    """The engine is not running."""
-
-
-class PromptTooLong(ValueError):
-    """The prompt (plus max_new_tokens) can never fit the context (HTTP 400)."""
-
-
-@dataclass
-class TokenEvent:
-    """One generated token, and/or the end of a request (finish_reason set)."""
-
-    token_id: int | None
-    logprob: float | None = None
-    top_logprobs: list[tuple[int, float]] | None = None
-    finish_reason: str | None = None  # "stop" | "length" | "cancelled" | "error"
-    error: str | None = None
-
-
-class Constraint:
-    """What a request may generate next, as the engine asks it: `mask(V)` before each of the
-    request's tokens -> a bool tensor [k] of allowed ids, k <= V (ids >= k are not allowed;
-    None: anything), and `accept(id)` after each. Runs in the engine thread: `mask` must be quick (a grammar's mask takes
-    tens of microseconds); building a grammar belongs before `submit`."""
-
-    def mask(self, vocab_size: int) -> torch.Tensor | None:
-        raise NotImplementedError
-
-    def accept(self, token_id: int) -> None:
-        raise NotImplementedError
-
-
-@dataclass
-class GenerationRequest:
-    prompt_ids: list[int]
-    params: SamplingParams
-    on_event: Callable[[TokenEvent], None]
-    # multimodal inputs, passed to the model's prefill forward as is
-    pixel_values: torch.Tensor | None = None
-    time_series: Any = None
-    sampling_rates: Any = None
-    constraint: Constraint | None = None
-    id: int = field(default_factory=lambda: next(_ids))
-    # engine-side state
-    slot: int = -1
-    output_ids: list[int] = field(default_factory=list)
-    cancelled: str | None = None  # a finish reason once cancelled
-    done: bool = False
-    generator: torch.Generator | None = None
-    submitted_at: float = field(default_factory=time.perf_counter)
-    first_token_at: float | None = None
-    # penalties: the prompt's ids and the output's counts, [V] each, made on first use
-    prompt_seen: torch.Tensor | None = None
-    output_counts: torch.Tensor | None = None
-
-    @property
-    def reservation(self) -> int:
-        return len(self.prompt_ids) + self.params.max_new_tokens
-
-    @property
-    def position(self) -> int:
-        # index of the next position to write: the last sampled token is not in the cache yet
-        return len(self.prompt_ids) + len(self.output_ids) - 1
-
-
-_ids = itertools.count()
-
-
-@dataclass
-class EngineStats:
-    steps: int = 0
-    prefills: int = 0  # requests prefilled
-    prefill_forwards: int = 0  # forwards that did it (several text prompts share one)
-    generated_tokens: int = 0
-    prompt_tokens: int = 0  # of the requests prefilled
-    max_running: int = 0  # the largest decode batch seen
 
 
 class Engine:
@@ -385,10 +302,10 @@ class Engine:
         """Sample one token per row of `logits` [B, V], send events, retire finished rows.
         If the batch fails, each row is retried alone: only a row that fails alone fails."""
         try:
-            masked = self._mask_vocab(reqs, logits.float())
-            processed = self._process(reqs, masked)
-            next_ids = self._sample(reqs, processed)  # [B]
-            chosen, tops = self._logprobs(reqs, masked, next_ids)
+            masked = mask_vocab(reqs, logits.float(), self.valid_vocab_size)
+            processed = penalize_and_constrain(reqs, masked)
+            next_ids = sample_rows(reqs, processed, self._generator)  # [B]
+            chosen, tops = chosen_logprobs(reqs, masked, next_ids)
             next_list = next_ids.tolist()  # one device sync for the batch
         except Exception as e:
             if len(reqs) == 1:
@@ -433,76 +350,6 @@ class Engine:
         if ev.finish_reason is not None:
             self._finished(req, ev.finish_reason)
 
-    def _mask_vocab(self, reqs: list[GenerationRequest], logits: torch.Tensor) -> torch.Tensor:
-        """-inf past the tokenizer (engine-wide) and past each request's vocab_limit."""
-        V = logits.shape[-1]
-        limits = [min(self.valid_vocab_size or V, r.params.vocab_limit or V) for r in reqs]
-        if min(limits) >= V:
-            return logits
-        lim = torch.tensor(limits, device=logits.device)
-        return logits.masked_fill(torch.arange(V, device=logits.device)[None, :] >= lim[:, None], float("-inf"))
-
-    def _process(self, reqs: list[GenerationRequest], logits: torch.Tensor) -> torch.Tensor:
-        """Penalties and constraints, on the rows that have them (the others are untouched)."""
-        pen = [i for i, r in enumerate(reqs) if r.params.penalized]
-        con = [i for i, r in enumerate(reqs) if r.constraint is not None]
-        if not pen and not con:
-            return logits
-        logits = logits.clone()
-        V = logits.shape[-1]
-        if pen:
-            idx = torch.tensor(pen, device=logits.device)
-            rows = [reqs[i] for i in pen]
-            for r in rows:
-                if r.prompt_seen is None:  # once per request; the counts then grow token by token
-                    r.prompt_seen = token_counts([r.prompt_ids], V, logits.device)[0] > 0
-                    r.output_counts = token_counts([r.output_ids], V, logits.device)[0]
-            seen = torch.stack([r.prompt_seen for r in rows])  # [b, V]
-            counts = torch.stack([r.output_counts for r in rows])  # [b, V]
-            knob = lambda name: torch.tensor([getattr(r.params, name) for r in rows], device=logits.device)
-            logits[idx] = apply_penalties(logits[idx], seen, counts, repetition=knob("repetition_penalty"),
-                                          presence=knob("presence_penalty"), frequency=knob("frequency_penalty"))
-        for i in con:
-            allowed = reqs[i].constraint.mask(V)  # [k <= V] bool, or None
-            if allowed is None:
-                continue
-            k = allowed.shape[0]
-            logits[i, :k].masked_fill_(~allowed.to(logits.device, non_blocking=True), float("-inf"))
-            logits[i, k:] = float("-inf")
-            if bool(logits[i].max() == float("-inf")):  # nothing allowed, or only ids the vocabulary mask removed
-                raise RuntimeError("the constraint allows no token the tokenizer has")
-        return logits
-
-    @staticmethod
-    def _logprobs(reqs, logits, next_ids):
-        """Raw-distribution logprobs of the chosen tokens [B] and the top k (values, ids),
-        computed for the whole batch at once; (None, None) when no row asked for them."""
-        if all(r.params.logprobs is None for r in reqs):
-            return None, None
-        lp = torch.log_softmax(logits, dim=-1)  # [B, V]
-        chosen = lp.gather(1, next_ids[:, None]).squeeze(1).tolist()
-        k = max(r.params.logprobs or 0 for r in reqs)
-        if k == 0:
-            return chosen, None
-        top = torch.topk(lp, k, dim=-1)  # [B, k], sorted
-        return chosen, (top.values.tolist(), top.indices.tolist())
-
-    def _sample(self, reqs: list[GenerationRequest], logits: torch.Tensor) -> torch.Tensor:
-        """One token per row. Unseeded rows are drawn together, with per-row knobs as
-        tensors [B]; a seeded row is drawn alone from its own generator, so what it
-        gets does not depend on which other requests share the batch."""
-        out = torch.empty(len(reqs), dtype=torch.long, device=logits.device)
-        shared = [i for i, r in enumerate(reqs) if r.generator is None]
-        # top-k rows and unrestricted rows go separately: only the former can be narrowed
-        for rows in ([i for i in shared if reqs[i].params.top_k > 0], [i for i in shared if reqs[i].params.top_k <= 0]):
-            if rows:
-                idx = torch.tensor(rows, device=logits.device)
-                out[idx] = _draw(logits[idx], [reqs[i].params for i in rows], self._generator)
-        for i, r in enumerate(reqs):
-            if r.generator is not None:
-                out[i] = _draw(logits[i : i + 1], [r.params], r.generator)[0]
-        return out
-
     def _send(self, req: GenerationRequest, ev: TokenEvent) -> None:
         try:
             req.on_event(ev)
@@ -533,68 +380,3 @@ class Engine:
                 self.on_finish(req, reason)
             except Exception:  # metrics must not take the engine down
                 log.exception("on_finish failed for request %d", req.id)
-
-
-def _draw(logits: torch.Tensor, params: list[SamplingParams], generator: torch.Generator) -> torch.Tensor:
-    """Sample rows of logits [B, V] with per-row knobs -> token ids [B].
-
-    When every row has a top-k, only the top max(k) candidates are handed to `sample`:
-    top-k comes first in its filter order, and temperature does not change the ranking,
-    so the distribution is exactly the same, but sorting ~50 candidates instead of the
-    whole vocabulary makes sampling cheap next to the forward (it dominated a batched
-    decode step on CPU)."""
-    dev = logits.device
-    V = logits.shape[-1]
-    top_k = [min(p.top_k, V) for p in params]  # past the vocabulary: every token (and no int64 overflow)
-    knob = lambda name, dt: torch.tensor([getattr(p, name) for p in params], dtype=dt, device=dev)
-    kw = dict(temperature=knob("temperature", torch.float32), top_k=torch.tensor(top_k, dtype=torch.long, device=dev),
-              top_p=knob("top_p", torch.float32), min_p=knob("min_p", torch.float32), generator=generator)
-    k_max = max(top_k)
-    if min(top_k) > 0 and k_max < V:
-        vals, cand = logits.topk(k_max, dim=-1)  # [B, k_max], sorted
-        return cand.gather(1, sample(vals, **kw)[:, None]).squeeze(1)
-    return sample(logits, **kw)
-
-
-class SlotRunner:
-    """The model plus a `KVCache` of `num_slots` rows: prefill one slot, decode many.
-
-    Uses the cache's slot API (`cache_rows`): each row keeps its own length, so a
-    decode batch mixes requests at different positions with no padding."""
-
-    def __init__(self, model: torch.nn.Module, num_slots: int, max_seq_len: int):
-        self.model = model
-        self.device = next(model.parameters()).device
-        self.cache = KVCache.for_model(model, batch_size=num_slots, max_len=max_seq_len)
-
-    def prefill(self, slot: int, input_ids: torch.Tensor, **mm) -> torch.Tensor:
-        """input_ids [1, T] into slot `slot` (emptied first) -> next-token logits [1, V]."""
-        self.cache.reset(rows=[slot])
-        rows = torch.tensor([slot], device=self.device)
-        if mm.get("pixel_values") is not None:  # the processor builds them on the CPU
-            mm["pixel_values"] = mm["pixel_values"].to(self.device)
-        out = self.model(input_ids, kv_cache=self.cache, cache_rows=rows, logits_to_keep=1, **mm)
-        return out.logits[:, -1]
-
-    def prefill_batch(self, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
-        """Several text prompts into their slots in one forward, left padded so every
-        row's last position is real -> next-token logits [b, V]. The cache marks the
-        padding invalid and derives positions from real tokens only."""
-        T = max(len(p) for p in prompts)
-        ids = torch.zeros(len(prompts), T, dtype=torch.long)
-        mask = torch.zeros(len(prompts), T, dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, T - len(p) :] = torch.tensor(p)
-            mask[i, T - len(p) :] = 1
-        self.cache.reset(rows=slots)
-        rows = torch.tensor(slots, device=self.device)
-        out = self.model(ids.to(self.device), attention_mask=mask.to(self.device), kv_cache=self.cache,
-                         cache_rows=rows, logits_to_keep=1)
-        return out.logits[:, -1]
-
-    def decode(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """One token per slot: slots, tokens, positions [B] -> logits [B, V]."""
-        return decode_step(self.model, self.cache, tokens, rows=slots, positions=positions)
-
-    def release(self, slot: int) -> None:
-        self.cache.reset(rows=[slot])
