@@ -23,7 +23,7 @@ timed around the whole call (fetching the micro-batch included, for both), by th
 process's CPU time when single-threaded (what the neighbours' load barely moves), else by
 the wall clock. MFU = achieved FLOP/s / measured peak matmul FLOP/s, with the step's FLOPs
 counted the same way for both: 6 x active parameters x tokens + attention, the LM head on
-the labelled rows only (what a step needs; trainer.step_flops). A model that runs the head
+the labelled rows only (what a step needs; train/flops.py step_flops). A model that runs the head
 on every position does that extra work unpaid.
 
 `--baseline-rev REV` also runs this script's single-process rows on the package source of
@@ -181,7 +181,7 @@ def _clock(args, distributed: bool = False):
 
 def step_flops(mcfg, seq_len: int, tokens: int, head_rows: int) -> float:
     """FLOPs of a training step: the body on every token, the LM head on the labelled rows
-    (what trainer.step_flops counts; written out here so a --baseline-rev run uses the same)."""
+    (what train/flops.py step_flops counts; written out here so a --baseline-rev run uses the same)."""
     from opens1.train.trainer import flops_per_token
 
     head = 6.0 * mcfg.text.hidden_size * mcfg.text.vocab_size
@@ -213,7 +213,7 @@ _PEAK: dict = {}
 def peak_flops(args) -> float:
     """Matmul FLOP/s this process can reach, timed by the same clock as the steps: with the
     CPU-time clock, the best of 5 [1024 x 1024] float32 matmuls by process time (a wall-clock
-    peak on a loaded machine would be too low); else trainer.measured_peak_flops."""
+    peak on a loaded machine would be too low); else train/flops.py measured_peak_flops."""
     dev = _device(args)
     if dev.type not in _PEAK:
         if _clock(args) is time.process_time:

@@ -23,7 +23,7 @@ def shared_data() -> Path:
 # Multi-process gloo tests rerun once, and only, when a rank aborted in gloo's teardown
 # ("terminate called without an active exception", SIGABRT) after its work was done. It
 # happened in 2 of 6 local runs of tests/rl/test_scaleout.py before
-# opens1.train.trainer.shutdown_distributed() ordered the teardown, and in 0 of 11 after;
+# opens1.train.distributed.shutdown_distributed() ordered the teardown, and in 0 of 11 after;
 # the rerun keeps a leftover race in torch's exit path from failing CI. Any other failure
 # (a wrong loss, a hang, a Python error) is reported at once.
 GLOO_TEARDOWN_RERUN = pytest.mark.flaky(

@@ -52,7 +52,7 @@ FSDP_SCRIPT = textwrap.dedent("""
     from opens1.models.s1 import S1ForConditionalGeneration
     from opens1.processing.processor import Processor, configure
     from opens1.rl.trainer import RLConfig, RLTrainer
-    from opens1.train.trainer import shutdown_distributed
+    from opens1.train.distributed import shutdown_distributed
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     torch.manual_seed(0)

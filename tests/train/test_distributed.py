@@ -37,7 +37,8 @@ def _run(rank: int, world: int, port: int, out: str, mode: str) -> None:
     from opens1.processing.processor import configure
     from opens1.train.config import TrainConfig
     from opens1.train.parallelize import apply_fsdp
-    from opens1.train.trainer import shutdown_distributed, train
+    from opens1.train.distributed import shutdown_distributed
+    from opens1.train.trainer import train
 
     torch.set_num_threads(1)
     if world > 1:

@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     from opens1.train.checkpointing import CheckpointError
     from opens1.train.data import build_documents_for, build_stream
     from opens1.train.lora import trainable_parameters
-    from opens1.train.trainer import Trainer, init_distributed, shutdown_distributed
+    from opens1.train.distributed import init_distributed, shutdown_distributed
+    from opens1.train.trainer import Trainer
 
     tokenizer = opens1.load_tokenizer(args.tokenizer)
     if args.padding_report:

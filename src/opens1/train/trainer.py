@@ -54,13 +54,21 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
 
 from opens1.train import checkpointing as ckpt
 from opens1.train.config import TrainConfig, config_diff
+from opens1.train.distributed import all_reduce as _all_reduce
+from opens1.train.distributed import dist_info
+from opens1.train.flops import flops_per_token, measured_peak_flops, step_flops, sync
+from opens1.train.optim import build_optimizer
+
+# also importable from here, where bench/ scripts run against older revisions look for them
+from opens1.train.distributed import init_distributed, shutdown_distributed  # noqa: E402,F401
+from opens1.train.optim import adamw  # noqa: E402,F401
 from opens1.train.losses import head_weight, linear_cross_entropy, loss_weights
 from opens1.train.schedule import accum_for, lr_at
 
@@ -81,46 +89,6 @@ class TrainResult:
 # ---------------------------------------------------------------- distributed / device helpers
 
 
-def dist_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
-    """Join the process group torchrun describes (WORLD_SIZE > 1), else run alone.
-    Returns (rank, world, device): nccl on CUDA, gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(dev)  # before NCCL init, so each rank binds its own GPU
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    rank, world = dist_info()
-    return rank, world, dev
-
-
-def shutdown_distributed(clean: bool = True) -> None:
-    """Leave the process group. Drop every reference to the (FSDP) model, optimizer and trainer first.
-
-    Why the order matters: an FSDP model keeps the group alive past destroy_process_group, so
-    without this the gloo group is torn down during interpreter exit, and under load a rank
-    then aborts ("terminate called without an active exception") after a run that finished:
-    tests/rl/test_scaleout.py failed 2 of 6 runs that way, 0 of 11 with this order. With
-    `clean` (every rank got here normally) the ranks also meet at a barrier; after an error
-    they don't, since a rank that failed may never reach it."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    import gc
-
-    gc.collect()  # frees the FSDP modules and DTensors the caller let go of, while Python is alive
-    if clean:
-        dist.barrier()
-    dist.destroy_process_group()
-
-
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """bf16 autocast where the hardware does it well (CUDA with bf16; CPU only if asked)."""
     if cfg.dtype == "fp32":
@@ -128,69 +96,6 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return torch.bfloat16 if cfg.dtype == "bf16" else None  # CPU bf16 is slow on most CPUs
-
-
-def _all_reduce(t: torch.Tensor, op=None) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
-    return t
-
-
-# ---------------------------------------------------------------- FLOPs and MFU
-
-
-def flops_per_token(model_cfg, seq_len: int, *, head: bool = True) -> float:
-    """Training FLOPs per token: 6 x (active non-embedding parameters) for the matmuls,
-    plus 12 x layers x attention width x seq_len for the attention scores and values
-    (PaLM appendix B). The vision/series towers are not counted (text-dominated runs).
-    head=False leaves out the LM head (6 x hidden x vocab), see `step_flops`."""
-    t = model_cfg.text
-    h, L = t.hidden_size, t.num_hidden_layers
-    q, kv = t.num_attention_heads * t.head_dim, t.num_key_value_heads * t.head_dim
-    attn = h * (q + 2 * kv) + q * h
-    dense_mlp = 3 * h * t.intermediate_size
-    moe_mlp = 3 * h * t.moe_intermediate_size * t.num_experts_per_tok + h * t.num_experts
-    n = sum(attn + (moe_mlp if t.is_moe_layer(i) else dense_mlp) for i in range(L))
-    if head:
-        n += h * t.vocab_size  # the LM head (the embedding lookup costs no matmul)
-    return 6.0 * n + 12.0 * L * q * seq_len
-
-
-def step_flops(model_cfg, seq_len: int, tokens: int, head_rows: int) -> float:
-    """Training FLOPs of a step: the body on every token, the LM head on the `head_rows`
-    rows that carry a label (the only ones the loss runs it on; all of them in pretraining,
-    about a fifth in SFT)."""
-    t = model_cfg.text
-    return tokens * flops_per_token(model_cfg, seq_len, head=False) + head_rows * 6.0 * t.hidden_size * t.vocab_size
-
-
-_PEAK: dict[tuple[str, Any], float] = {}
-
-
-def measured_peak_flops(device: torch.device, dtype: torch.dtype | None = None, n: int | None = None) -> float:
-    """Peak matmul FLOP/s measured once per (device, dtype) with a square matmul: the
-    denominator of MFU on hardware without a data-sheet number (e.g. a shared CPU)."""
-    dtype = dtype or torch.float32
-    n = n or (8192 if device.type == "cuda" else 1024)  # big enough to reach a GPU's peak
-    key = (str(device), dtype)
-    if key not in _PEAK:
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        for _ in range(2):
-            a @ b
-        _sync(device)
-        reps, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < 0.3:
-            a @ b
-            reps += 1
-        _sync(device)
-        _PEAK[key] = 2.0 * n**3 * reps / (time.perf_counter() - t0)
-    return _PEAK[key]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------- the trainer
@@ -355,7 +260,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.consecutive_skips = 0
             self.loss_ema = step_loss if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * step_loss
-        _sync(self.device)
+        sync(self.device)
         dt = time.perf_counter() - t0
         self.step += 1
         self.tokens += n_tokens
@@ -528,32 +433,6 @@ def _aux_coef(model_cfg) -> float:
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "_orig_mod", model)
-
-
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW over trainable parameters; no weight decay on norms, biases and 1-D tensors."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or name.endswith(".bias") or "norm" in name else decay).append(p)
-    if not decay and not no_decay:
-        raise ValueError("no trainable parameters (everything is frozen)")
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
-    return adamw(groups, lr=lr_at(0, cfg), betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
-
-
-def adamw(params, **kw) -> torch.optim.AdamW:
-    """torch's AdamW with its fused kernel where it has one (CPU and CUDA, floating point).
-    Why: torch's default on CPU is the per-parameter loop; one step over the tiny model's
-    3.6M parameters took 12.5 ms with it, 10.7 ms with foreach and 1.8 ms fused (timed alone,
-    one thread). transformers' Trainer also defaults to the fused kernel."""
-    groups = list(params)
-    flat = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
-    devices = {p.device.type for p in flat}
-    fused = len(devices) == 1 and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in flat)
-    return torch.optim.AdamW(groups, fused=fused or None, **kw)
 
 
 def train(model: torch.nn.Module, cfg: TrainConfig, data_iter: Iterable, out_dir: str | Path | None = None, *,
