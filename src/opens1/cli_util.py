@@ -43,6 +43,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{help_} (default: {str(default).replace('%', '%%')})".strip()
 
 
+def add_subcommands(parser: argparse.ArgumentParser, **kw):
+    """parser.add_subparsers whose subcommands also show their defaults in --help."""
+    import functools
+
+    return parser.add_subparsers(parser_class=functools.partial(argparse.ArgumentParser, formatter_class=HelpFormatter),
+                                 **kw)
+
+
 def split_list(values: str | Iterable[str] | None) -> list[str]:
     """'a,b c' or ['a,b', 'c'] -> ['a', 'b', 'c'] (order kept, duplicates and blanks dropped)."""
     if values is None:
@@ -79,6 +87,19 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
+def check_env_names(names: Iterable[str], what: str = "environment") -> None:
+    """Every name (not glob) is a registered environment, or a UserError with suggestions."""
+    import glob
+
+    from opens1.envs import list_envs
+
+    known = list_envs()
+    for name in names:
+        if glob.has_magic(name) or name in known or any(k.split("/", 1)[-1] == name for k in known):
+            continue
+        raise UserError(f"unknown {what} {name!r}{did_you_mean(name, known)}; `opens1 eval --list` shows them all")
+
+
 def check_dir(path: str | os.PathLike, what: str = "directory") -> str:
     """`path` if it is a directory, else a UserError naming it."""
     if not os.path.isdir(path):
@@ -90,6 +111,14 @@ def check_dir(path: str | os.PathLike, what: str = "directory") -> str:
 def missing_extra(exc: ModuleNotFoundError, feature: str, extra: str = "api") -> UserError:
     """The one-line message for an optional dependency that is not installed."""
     return UserError(f"{feature} needs the {exc.name!r} package: pip install \"opens1[{extra}]\"")
+
+
+def require(module: str, feature: str, extra: str = "api") -> None:
+    """Fail early, in one line naming the extra to install, when an optional module is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise missing_extra(ModuleNotFoundError(f"No module named {module!r}", name=module), feature, extra)
 
 
 def progress(total: int | None = None, desc: str = "", *, quiet: bool = False, unit: str = "it"):

@@ -19,12 +19,11 @@ scored; `--tasks` may add built-in environments beside them.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 from pathlib import Path
 
-from opens1.cli_util import (HelpFormatter, UserError, add_list_argument, add_quiet_argument, check_dir, did_you_mean,
+from opens1.cli_util import (HelpFormatter, UserError, add_list_argument, add_quiet_argument, check_dir, check_env_names,
                              missing_extra, progress)
 from opens1.eval.backends import EVAL_SAMPLING
 from opens1.eval.harness import generate_records, rescore_records, resolve_tasks, summarize, write_jsonl_atomic
@@ -77,16 +76,6 @@ def _split_data(paths: list[str]) -> tuple[str | None, list[str]]:
         if not is_data_file(f):
             raise UserError(f"--data {f!r}: expected a .jsonl, .jsonl.gz or .parquet file, or a data root folder")
     return (roots[0] if roots else None), files
-
-
-def _check_patterns(patterns: list[str]) -> None:
-    """A misspelt task name is an error with suggestions (globs are checked by resolve_tasks)."""
-    from opens1.envs import list_envs
-
-    known = list_envs()
-    for pat in patterns:
-        if not glob.has_magic(pat) and pat not in known:
-            raise UserError(f"unknown task {pat!r}{did_you_mean(pat, known)}; `opens1 eval --list` shows them all")
 
 
 def _read_generations(path: str) -> list[dict]:
@@ -163,7 +152,7 @@ def main(argv: list[str]) -> int:
     from opens1.envs import get_env
 
     user_tasks = [register_items(f, all_rows=True) for f in item_files]  # rows checked before any generation
-    _check_patterns(args.tasks)
+    check_env_names(args.tasks, "task")
     tasks = resolve_tasks(args.tasks, data_root) if args.tasks else []
     tasks += [t for t in user_tasks if t not in tasks]
     sampling = EVAL_SAMPLING.replace(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from opens1.cli_util import HelpFormatter, add_subcommands
+
 
 def _params(args) -> int:
     from opens1.config import PRESETS, count_parameters
@@ -119,8 +121,8 @@ def _export(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="opens1 model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = argparse.ArgumentParser(prog="opens1 model", description=__doc__, formatter_class=HelpFormatter)
+    sub = add_subcommands(ap, dest="cmd", required=True)
     p = sub.add_parser("params", help="total and active parameters of a preset")
     p.add_argument("preset", nargs="?")
     p.add_argument("--all", action="store_true")
