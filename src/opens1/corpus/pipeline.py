@@ -43,7 +43,7 @@ plus `out/_manifest.json` (config, counts per phase and per drop reason, domain 
 CLI (`opens1 data build`):
 
     opens1 data build docs.jsonl more.parquet -o corpus/ --shard-size 5000 --workers 2
-    opens1 data build docs.jsonl -o corpus/ --executor ray [--ray-address auto]
+    opens1 data build docs.jsonl -o corpus/ --executor ray --ray-address auto
     opens1 data build docs.jsonl -o corpus/ --judge-endpoint http://127.0.0.1:8000/v1 --domain-k 50
     opens1 data build docs.jsonl -o corpus/ --min-words 20 --min-science 0.3 --dedup-threshold 0.7
     opens1 data build docs.jsonl -o corpus/ --domain-min-science life=0.8,materials=0.3
