@@ -39,15 +39,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Callable
 
 import torch
 
+from opens1.atomic import atomic_write
 from opens1.config import S1Config, TextConfig, VisionConfig
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -826,15 +825,7 @@ def hf_config(model_cfg: S1Config, dtype: torch.dtype, layout: str = "interns1")
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, write=write)  # 0644-style permissions, like the tokenizer files beside them
 
 
 def save_pretrained(model, path, max_shard_size: int | str = "4GB", layout: str = "interns1") -> list[str]:
