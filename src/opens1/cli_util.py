@@ -14,6 +14,7 @@ OPENS1_DEBUG=1 shows the full traceback instead.
 from __future__ import annotations
 
 import argparse
+import copy
 import difflib
 import os
 import sys
@@ -29,6 +30,12 @@ class UserError(Exception):
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the description's layout and appends `(default: X)` to every option that has a
     default worth showing (not None, not a False flag)."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and self._get_help_string(action):  # no help text: the default alone
+            action = copy.copy(action)
+            action.help = self._get_help_string(action)
+        return super()._format_action(action)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         help_ = action.help or ""
@@ -153,8 +160,15 @@ def run_main(main: Callable[[list[str]], int | None], argv: Sequence[str] | None
     """Run a subcommand's `main(argv)`: user errors become one stderr line and exit 2."""
     argv, debug = strip_debug(sys.argv[1:] if argv is None else argv)
     if debug:
+        before = os.environ.get(DEBUG_ENV)
         os.environ[DEBUG_ENV] = "1"  # subprocesses and nested run_main calls see it too
-        return int(main(argv) or 0)
+        try:
+            return int(main(argv) or 0)
+        finally:
+            if before is None:
+                os.environ.pop(DEBUG_ENV, None)
+            else:
+                os.environ[DEBUG_ENV] = before
     try:
         return int(main(argv) or 0)
     except USER_ERRORS as e:
