@@ -100,12 +100,19 @@ def test_suggestions():
     (["speedrun", "--rl-envs", "chem/ring_count,logic/sortin"], "unknown environment 'logic/sortin'"),
     (["speedrun", "--data", "/nonexistent"], "data root '/nonexistent' does not exist"),
     (["model", "generate", "--model", "/nonexistent", "--ids", "1"], "/nonexistent"),
+    (["model", "init", "--preset", "tinyy", "--out", "x"], "unknown preset 'tinyy' (did you mean tiny?)"),
+    (["eval", "--model", "m", "--data", "/nonexistent.jsonl"], "--data '/nonexistent.jsonl': no such file"),
 ])
 def test_user_mistakes_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and err[0].startswith(f"opens1 {argv[0]}"), err
+
+
+def test_misspelt_commands_get_suggestions(capsys):
+    assert main(["evl"]) == 2 and "unknown command 'evl' (did you mean eval?)" in capsys.readouterr().err
+    assert main(["data", "buidl"]) == 2 and "(did you mean build?)" in capsys.readouterr().err
 
 
 def test_a_malformed_generations_line_is_named(tmp_path, capsys):

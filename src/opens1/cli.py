@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"opens1: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        from opens1.cli_util import did_you_mean
+
+        print(f"opens1: unknown command {name!r}{did_you_mean(name, COMMANDS)}\n\n{_usage()}", file=sys.stderr)
         return 2
     from opens1.cli_util import run_main
 

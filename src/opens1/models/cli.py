@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from opens1.cli_util import HelpFormatter, add_subcommands
+from opens1.cli_util import HelpFormatter, add_subcommands, did_you_mean
 
 
 def _params(args) -> int:
@@ -153,6 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--dtype", default=None, help="float32, bfloat16, ... (default: the checkpoint's)")
     e.add_argument("--max-shard-size", default="4GB")
     args = ap.parse_args(argv)
+    preset = getattr(args, "preset", None)
+    if preset is not None:
+        from opens1.config import PRESETS
+
+        if preset not in PRESETS:
+            print(f"opens1 model: error: unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; "
+                  f"known: {', '.join(PRESETS)}", file=sys.stderr)
+            return 2
     return {"params": _params, "generate": _generate, "init": _init, "export": _export}[args.cmd](args)
 
 
