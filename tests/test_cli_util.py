@@ -54,7 +54,8 @@ def test_every_subcommand_shows_its_defaults_in_help():
         fmt = parser._get_formatter()
         assert isinstance(fmt, HelpFormatter), name
         for action in parser._actions:
-            if action.default in (None, False, argparse.SUPPRESS, []) or not action.option_strings:
+            if action.default is None or action.default is False or action.default in (argparse.SUPPRESS, []) \
+                    or not action.option_strings:
                 continue
             if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
                 continue
@@ -68,7 +69,7 @@ def test_eval_help_shows_the_protocol_defaults(capsys):
         main(["eval", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "--temperature TEMPERATURE (default: 0.7)" in out and "(default: 1024)" in out
-    assert "thinking off (default: on" in out
+    assert "thinking off (default: on" in out and "--seed SEED (default: 0)" in out
 
 
 def test_lists_take_commas_and_spaces():

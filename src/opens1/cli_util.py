@@ -40,8 +40,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         help_ = action.help or ""
         default = action.default
-        if ("%(default)" in help_ or "default" in help_.lower() or default in (None, False, argparse.SUPPRESS)
-                or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+        if ("%(default)" in help_ or "default" in help_.lower() or default is None or default is False
+                or default == argparse.SUPPRESS or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
             return help_
         if isinstance(default, (list, tuple)):
             if not default:

@@ -45,8 +45,24 @@ class MissingDataFile(DataError, FileNotFoundError):
 
 def is_data_file(path: str | Path) -> bool:
     """Whether `path` names a JSONL or Parquet file (vs. a data root directory)."""
-    name = str(path).lower()
-    return name.endswith((".jsonl", ".jsonl.gz", ".json", ".parquet"))
+    return str(path).lower().endswith((".jsonl", ".jsonl.gz", ".parquet"))
+
+
+def split_data_paths(paths: list[str]) -> tuple[str | None, list[str]]:
+    """`--data PATH...` -> (data root folder or None, your data files): a folder is a data root
+    in the ../shared/data layout (at most one), a .jsonl/.jsonl.gz/.parquet file is your data."""
+    import os
+
+    roots = [p for p in paths if os.path.isdir(p)]
+    files = [p for p in paths if p not in roots]
+    if len(roots) > 1:
+        raise UserError(f"--data takes at most one data root folder, got {', '.join(roots)}")
+    for f in files:
+        if not os.path.exists(f):
+            raise UserError(f"--data {f!r}: no such file or folder")
+        if not is_data_file(f):
+            raise UserError(f"--data {f!r}: expected a .jsonl, .jsonl.gz or .parquet file, or a data root folder")
+    return (roots[0] if roots else None), files
 
 
 # ---------------------------------------------------------------- rows with their positions
@@ -246,7 +262,7 @@ class ItemsEnv(ItemEnv):
 def env_name(path: str | Path) -> str:
     """'data/<file stem>': the name a file's items are registered, evaluated and logged under."""
     name = Path(path).name
-    for ext in (".gz", ".jsonl", ".json", ".parquet"):
+    for ext in (".gz", ".jsonl", ".parquet"):
         name = name.removesuffix(ext)
     return f"data/{name}"
 

@@ -19,11 +19,10 @@ scored; `--tasks` may add built-in environments beside them.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from opens1.cli_util import (HelpFormatter, UserError, add_list_argument, add_quiet_argument, check_dir, check_env_names,
+from opens1.cli_util import (HelpFormatter, add_list_argument, add_quiet_argument, check_dir, check_env_names,
                              missing_extra, progress)
 from opens1.eval.backends import EVAL_SAMPLING
 from opens1.eval.harness import generate_records, rescore_records, resolve_tasks, summarize, write_jsonl_atomic
@@ -60,22 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/eval", help="output directory")
     add_quiet_argument(p)
     return p
-
-
-def _split_data(paths: list[str]) -> tuple[str | None, list[str]]:
-    """(data root, item files) from --data."""
-    from opens1.data.user import is_data_file
-
-    roots = [p for p in paths if os.path.isdir(p)]
-    files = [p for p in paths if p not in roots]
-    if len(roots) > 1:
-        raise UserError(f"--data takes at most one data root folder, got {', '.join(roots)}")
-    for f in files:
-        if not os.path.exists(f):
-            raise UserError(f"--data {f!r}: no such file or folder")
-        if not is_data_file(f):
-            raise UserError(f"--data {f!r}: expected a .jsonl, .jsonl.gz or .parquet file, or a data root folder")
-    return (roots[0] if roots else None), files
 
 
 def _read_generations(path: str) -> list[dict]:
@@ -131,7 +114,9 @@ def _backend(args):
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    data_root, item_files = _split_data(args.data)
+    from opens1.data.user import split_data_paths
+
+    data_root, item_files = split_data_paths(args.data)
     if args.list:
         from opens1.envs import list_envs
 

@@ -76,10 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _resolve_envs(args) -> tuple[list[str], str | None]:
     """(environment names, data root): --envs checked with suggestions, --data files registered."""
-    from opens1.data.user import register_items
-    from opens1.eval.cli import _split_data
+    from opens1.data.user import register_items, split_data_paths
 
-    root, files = _split_data(args.data)
+    root, files = split_data_paths(args.data)
     check_env_names(args.envs)
     envs = list(args.envs) + [register_items(f) for f in files]  # rows checked before the model loads
     if not envs:

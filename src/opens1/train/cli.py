@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -82,24 +81,15 @@ def _split_data(args: argparse.Namespace) -> None:
     """--data PATH...: folders are a data root, files are your own data; data-file names in
     --sources count as --data files."""
     from opens1.cli_util import split_list
-    from opens1.data.user import is_data_file
+    from opens1.data.user import is_data_file, split_data_paths
 
     paths = list(args.data or [])
     names = split_list(args.sources) if args.sources else None
     if names is not None:
         paths += [n for n in names if is_data_file(n)]
         args.sources = ",".join(n for n in names if not is_data_file(n))
-    roots = [p for p in paths if os.path.isdir(p)]
-    files = [p for p in paths if not os.path.isdir(p)]
-    if len(roots) > 1:
-        raise UserError(f"--data takes at most one data root folder, got {', '.join(roots)}")
-    for f in files:
-        if not is_data_file(f):
-            raise UserError(f"--data {f!r}: " + ("no such file or folder" if not os.path.exists(f) else
-                                                 "expected a .jsonl, .jsonl.gz or .parquet file, or a data root folder"))
-        if not os.path.isfile(f):
-            raise UserError(f"--data {f!r}: no such file")
-    args.data_root = roots[0] if roots else None
+    root, files = split_data_paths(paths)
+    args.data_root = root
     args.data_files = ",".join(files) or None
     if files and names is None:
         args.sources = ""  # your files alone, unless --sources mixes the built-in sources in
