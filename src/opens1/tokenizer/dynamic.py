@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import bisect
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import regex
-
-from opens1.atomic import atomic_write
 
 from .detect import Span, segment
 
@@ -92,7 +91,16 @@ class Job(NamedTuple):
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    atomic_write(path, data)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; tokenizer files are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _not_utf8(text: str) -> bool:
