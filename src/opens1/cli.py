@@ -25,12 +25,15 @@ def _usage() -> str:
     width = max(map(len, COMMANDS))
     for name, (_, text) in COMMANDS.items():
         lines.append(f"  {name.ljust(width)}  {text}")
-    lines += ["", "Run `opens1 <command> --help` for a command's options."]
+    lines += ["", "Run `opens1 <command> --help` for a command's options; `--debug` (or OPENS1_DEBUG=1)",
+              "shows a full traceback instead of a one-line error."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = bool(argv) and argv[0] == "--debug"  # `opens1 --debug eval ...` as well as `opens1 eval ... --debug`
+    argv = argv[debug:]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -41,10 +44,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"opens1: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        from opens1.cli_util import did_you_mean
+
+        print(f"opens1: unknown command {name!r}{did_you_mean(name, COMMANDS)}\n\n{_usage()}", file=sys.stderr)
         return 2
+    from opens1.cli_util import run_main
+
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    return run_main(module.main, rest + ["--debug"] * debug, f"opens1 {name}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,6 +34,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from opens1.cli_util import HelpFormatter, add_list_argument, check_dir, check_env_names
+
 # Tasks the SFT stage trains on and the evaluation scores (held-out split).
 SFT_TASKS = [
     "chem/formula", "chem/mol_weight", "chem/qm9_gap", "chem/reaction_product", "bio/gc_content",
@@ -356,19 +358,22 @@ def choose_rl_envs(model, tok, proc, data, seconds: float) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="opens1 speedrun", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget, evaluation and report included")
     p.add_argument("--out", default="runs/speedrun")
     p.add_argument("--data", default=None, help="data root in the ../shared/data layout (default: embedded subset)")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-items", type=int, default=0)
-    p.add_argument("--rl-envs", default="", help="comma-separated RL environments (default: chosen after SFT)")
+    add_list_argument(p, "--rl-envs", help="RL environments, comma or space separated (default: chosen after SFT)")
     args = p.parse_args(argv)
     if args.minutes <= 0:
         p.error("--minutes must be positive")
+    check_env_names(args.rl_envs)  # a typo stops here, not after pretraining
+    if args.data is not None:
+        check_dir(args.data, "data root")
     scfg = SpeedrunConfig(minutes=args.minutes, out=args.out, data=args.data, preset=args.preset, seed=args.seed,
-                          eval_items=args.eval_items, rl_envs=[e for e in args.rl_envs.split(",") if e])
+                          eval_items=args.eval_items, rl_envs=args.rl_envs)
     run(scfg)
     return 0
 

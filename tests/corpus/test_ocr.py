@@ -111,3 +111,32 @@ def test_real_scanned_book_page(shared_data):
     han = re.findall(r"[\u4e00-\u9fff]", text)
     assert len(han) > 300  # a full page of Chinese
     assert "商品" in text  # the book is about commodities (商品)
+
+
+def test_missing_tesseract_warns_once_and_counts_an_error(tmp_path, monkeypatch):
+    """Without tesseract a scan is not silently turned into image links: one warning, and an
+    error record per document that the summary's "errors" counts."""
+    import json
+
+    from PIL import Image
+
+    from opens1.corpus.pdf import ParseConfig, run
+
+    monkeypatch.setattr(ocr, "tesseract_available", lambda: False)
+    for name in ("scan_a", "scan_b"):
+        img = Image.new("L", (300, 400), 255)
+        img.paste(0, (50, 50, 250, 80))
+        img.save(tmp_path / f"{name}.pdf", "PDF", resolution=50.0)
+    pdfs = [str(tmp_path / "scan_a.pdf"), str(tmp_path / "scan_b.pdf")]
+    logs: list[str] = []
+    summary = run(pdfs, ParseConfig(out=str(tmp_path / "out")), log=logs.append)
+    assert summary["documents"] == 2 and summary["errors"] == 2
+    warnings = [line for line in logs if line.startswith("warning")]
+    assert len(warnings) == 1 and "tesseract is not installed" in warnings[0]
+    recs = [json.loads(line) for line in (tmp_path / "out" / "pages.jsonl").read_text().splitlines()]
+    errs = [r for r in recs if r["route"] == "error"]
+    assert [e["doc"] for e in errs] == ["scan_a", "scan_b"] and all("1 page(s)" in e["error"] for e in errs)
+    # --no-ocr says "I know": no error, no warning
+    logs.clear()
+    summary = run(pdfs, ParseConfig(out=str(tmp_path / "out2"), ocr=False), log=logs.append)
+    assert summary["errors"] == 0 and not [line for line in logs if line.startswith("warning")]

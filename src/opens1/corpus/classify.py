@@ -43,6 +43,8 @@ from typing import Callable, Sequence
 import numpy as np
 import regex as re
 
+from opens1.cli_util import HelpFormatter
+
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = ASSETS / "science_classifier"
 SCIENCE_DOMAINS = ("math", "physics", "chemistry", "life", "earth", "materials")
@@ -443,7 +445,7 @@ def judge_domains(docs: Sequence[dict], judge: Callable[[Sequence[str]], list[bo
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="opens1 data train-classifier", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--data", help="data root in the ../shared/data layout (science positives)")
     ap.add_argument("--negatives", action="append", default=[], help="JSONL(.gz) of non-science documents")
     ap.add_argument("--train", action="append", default=[], help="JSONL with text + label (class name)")

@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name.ljust(16)}  {text}")
         return 0
     if argv[0] not in COMMANDS:
-        print(f"opens1 data: unknown command {argv[0]!r}; known: {', '.join(COMMANDS)}", file=sys.stderr)
+        from opens1.cli_util import did_you_mean
+
+        print(f"opens1 data: unknown command {argv[0]!r}{did_you_mean(argv[0], COMMANDS)}; known: {', '.join(COMMANDS)}",
+              file=sys.stderr)
         return 2
     return int(importlib.import_module(COMMANDS[argv[0]][0]).main(argv[1:]) or 0)

@@ -40,6 +40,8 @@ from typing import Sequence
 import numpy as np
 import regex as re
 
+from opens1.cli_util import HelpFormatter
+
 _PUNCT = re.compile(r"[\p{P}\p{S}]+")
 _MASK32 = np.uint64(0xFFFFFFFF)
 
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     from opens1.corpus.filters import read_documents, write_jsonl
 
     ap = argparse.ArgumentParser(prog="opens1 data dedup", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("inputs", nargs="+", help="JSONL(.gz) or Parquet files with a 'text' field")
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--threshold", type=float, default=DedupConfig.threshold)

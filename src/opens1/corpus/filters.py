@@ -48,6 +48,8 @@ from typing import Iterable, Iterator
 
 import regex as re
 
+from opens1.cli_util import HelpFormatter
+
 # Gopher's stop-word rule: real prose uses at least two of these.
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
 # Math and domain-format spans, removed before word statistics (see module docstring). Inline $...$
@@ -283,7 +285,7 @@ def write_jsonl(path: str | Path, docs: Iterable[dict]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="opens1 data filter", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("inputs", nargs="+", help="JSONL(.gz) or Parquet files with a 'text' field")
     ap.add_argument("-o", "--output", required=True, help="kept documents (JSONL)")
     ap.add_argument("--rejected", help="also write rejected documents with their failed rules")

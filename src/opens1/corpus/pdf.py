@@ -473,8 +473,30 @@ def dedup_pages(docs: list[dict], threshold: float, min_shingles: int = 20) -> i
     return dropped
 
 
-def run(paths: list[str], cfg: ParseConfig, log=print) -> dict:
-    """Parse `paths` into cfg.out; returns a summary (also printed by main)."""
+OCR_MISSING = ("page(s) without a usable text layer (scanned) need OCR, but tesseract is not installed: "
+               "their text is missing (install tesseract-ocr, or pass --vlm-endpoint; --no-ocr silences this)")
+
+
+def _missing_ocr_errors(docs: list[dict], cfg: ParseConfig, log) -> list[dict]:
+    """One error record per document whose scanned pages fell back to the text path because
+    tesseract is missing (a warning once): the summary's "errors" counts them."""
+    if not cfg.ocr or cfg.router().vlm or ocr.tesseract_available():
+        return []
+    out = []
+    for doc in docs:
+        n = sum(r.get("route") == "heavy" and r.get("parser") == "text" and r.get("reason") in ("no-text-layer", "scanned")
+                and "heavy_error" not in r for r in doc["records"])
+        if n:
+            out.append({"doc": doc["stem"], "file": doc["file"], "page": None, "route": "error",
+                        "error": f"{doc['file']}: {n} {OCR_MISSING}"})
+    if out:
+        log(f"warning: {len(out)} document(s) have {OCR_MISSING}")
+    return out
+
+
+def run(paths: list[str], cfg: ParseConfig, log=print, tick=None) -> dict:
+    """Parse `paths` into cfg.out; returns a summary (also printed by main). `tick()` is
+    called once per finished document (a progress bar)."""
     out = Path(cfg.out)
     (out / ".done").mkdir(parents=True, exist_ok=True)
     stems = _stems(paths)
@@ -490,6 +512,8 @@ def run(paths: list[str], cfg: ParseConfig, log=print) -> dict:
     skipped = len(docs)
 
     def collect(res: dict) -> None:
+        if tick is not None:
+            tick()
         if "error" in res:
             errors.append(res["error"])
             log(f"error: {res['error']['error']}")
@@ -498,6 +522,7 @@ def run(paths: list[str], cfg: ParseConfig, log=print) -> dict:
             log(f"parsed {res['file']} ({len(res['pages'])} pages, {res['seconds']:.1f}s)")
 
     parse_all(todo, cfg, collect)
+    errors += _missing_ocr_errors([docs[s] for s in stems if s in docs], cfg, log)
     order = {stem: i for i, stem in enumerate(stems)}
     errors.sort(key=lambda e: order.get(e["doc"], len(order)))  # input order, however the workers finished
     ordered = [docs[s] for s in stems if s in docs]  # input order: the first copy of a page wins
@@ -525,8 +550,10 @@ def run(paths: list[str], cfg: ParseConfig, log=print) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from opens1.cli_util import HelpFormatter, add_quiet_argument, progress, require
+
     ap = argparse.ArgumentParser(prog="opens1 data parse-pdf", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("pdfs", nargs="+", help="PDF files")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--workers", type=int, default=1, help="parallel processes (one document each)")
@@ -546,11 +573,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--doc-memory", type=int, default=2048,
                     help="MiB a document may grow its worker's address space by (0: no cap)")
     ap.add_argument("--images", action="store_true", help="write the figures the Markdown links to as PNG crops")
+    add_quiet_argument(ap)
     a = ap.parse_args(argv)
     if bool(a.vlm_endpoint) != bool(a.vlm_model):
         ap.error("--vlm-endpoint and --vlm-model go together")
     if a.workers < 1:
         ap.error("--workers must be >= 1")
+    if a.vlm_endpoint:
+        require("openai", "opens1 data parse-pdf --vlm-endpoint")
     cfg = ParseConfig(out=a.out, workers=a.workers, vlm_endpoint=a.vlm_endpoint, vlm_model=a.vlm_model,
                       vlm_max_tokens=a.vlm_max_tokens,
                       ocr=not a.no_ocr, ocr_lang=a.ocr_lang, dpi=a.dpi, formula_threshold=a.formula_threshold,
@@ -558,7 +588,9 @@ def main(argv: list[str] | None = None) -> int:
                       display_math_threshold=a.display_math_threshold,
                       dedup_threshold=a.dedup_threshold, force=a.force, doc_timeout=a.doc_timeout,
                       doc_memory_mb=a.doc_memory, images=a.images)
-    summary = run([str(p) for p in a.pdfs], cfg, log=lambda s: print(s, file=sys.stderr))
+    with progress(len(a.pdfs), "parse-pdf", quiet=a.quiet, unit="doc") as bar:
+        summary = run([str(p) for p in a.pdfs], cfg, log=lambda s: bar.write(s, file=sys.stderr),
+                      tick=lambda: bar.update(1))
     print(json.dumps(summary, indent=1))
     return 0 if summary["documents"] or not summary["errors"] else 1
 

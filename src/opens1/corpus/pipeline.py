@@ -43,7 +43,7 @@ plus `out/_manifest.json` (config, counts per phase and per drop reason, domain 
 CLI (`opens1 data build`):
 
     opens1 data build docs.jsonl more.parquet -o corpus/ --shard-size 5000 --workers 2
-    opens1 data build docs.jsonl -o corpus/ --executor ray [--ray-address auto]
+    opens1 data build docs.jsonl -o corpus/ --executor ray --ray-address auto
     opens1 data build docs.jsonl -o corpus/ --judge-endpoint http://127.0.0.1:8000/v1 --domain-k 50
     opens1 data build docs.jsonl -o corpus/ --min-words 20 --min-science 0.3 --dedup-threshold 0.7
     opens1 data build docs.jsonl -o corpus/ --domain-min-science life=0.8,materials=0.3
@@ -521,16 +521,29 @@ def run_phase_c(job: tuple[Shard, PipelineConfig, list[int]]) -> int:
 class LocalExecutor:
     """multiprocessing.Pool over the host's cores; workers=1 runs inline (debuggable, no fork)."""
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, quiet: bool = True):
         self.workers = workers or os.cpu_count() or 1
+        self.quiet = quiet  # False: a progress bar per phase (on a terminal)
 
     def map(self, fn: Callable, items: list) -> list:
-        if self.workers <= 1 or len(items) <= 1:
-            return [fn(x) for x in items]
-        import multiprocessing as mp
+        from opens1.cli_util import progress
 
-        with mp.get_context("fork").Pool(min(self.workers, len(items))) as pool:
-            return pool.map(fn, items, chunksize=1)
+        desc = {"run_phase_a": "build A (filter)", "run_phase_c": "build C (write)"}.get(fn.__name__, fn.__name__)
+        with progress(len(items), desc, quiet=self.quiet, unit="shard") as bar:
+            if self.workers <= 1 or len(items) <= 1:
+                out = []
+                for x in items:
+                    out.append(fn(x))
+                    bar.update(1)
+                return out
+            import multiprocessing as mp
+
+            with mp.get_context("fork").Pool(min(self.workers, len(items))) as pool:
+                out = []
+                for r in pool.imap(fn, items, chunksize=1):  # in order, like map
+                    out.append(r)
+                    bar.update(1)
+                return out
 
 
 class RayExecutor:
@@ -615,10 +628,14 @@ def run_pipeline(cfg: PipelineConfig, executor=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from opens1.cli_util import HelpFormatter, UserError, add_quiet_argument, require
+
     ap = argparse.ArgumentParser(prog="opens1 data build", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("inputs", nargs="+", help="JSONL(.gz) or Parquet files with a 'text' field")
-    ap.add_argument("-o", "--output", required=True, help="output folder of shard-N.parquet files")
+                                 formatter_class=HelpFormatter)
+    ap.add_argument("inputs", nargs="*", help="JSONL(.gz) or Parquet files with a 'text' field")
+    ap.add_argument("--input", "-i", dest="more_inputs", action="append", default=[], metavar="FILE",
+                    help="an input file (repeatable; the same as a positional input)")
+    ap.add_argument("-o", "--output", "--out", required=True, help="output folder of shard-N.parquet files")
     ap.add_argument("--work", default="", help="working folder (default <output>/_work)")
     ap.add_argument("--shard-size", type=int, default=10_000)
     ap.add_argument("--executor", choices=["local", "ray"], default="local")
@@ -635,7 +652,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-dedup", action="store_true")
     ap.add_argument("--no-validity", action="store_true")
     ap.add_argument("--dedup-threshold", type=float, default=D.DedupConfig.threshold)
+    add_quiet_argument(ap)
     args = ap.parse_args(argv)
+    args.inputs = list(args.inputs) + args.more_inputs
+    if not args.inputs:
+        ap.error("give at least one input file (positional or --input)")
+    for p in args.inputs:
+        if not Path(p).is_file():
+            raise UserError(f"no input file {p!r}" + (" (a folder: pass its files)" if Path(p).is_dir() else ""))
+    if args.judge_endpoint:
+        require("httpx", "opens1 data build --judge-endpoint")
     try:
         per_domain = {k.strip(): float(v) for k, v in (kv.split("=") for kv in args.domain_min_science.split(",") if kv)}
     except ValueError:
@@ -646,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         min_science=args.min_science, domain_min_science=per_domain, domain_k=args.domain_k,
         domain_threshold=args.domain_threshold, judge_endpoint=args.judge_endpoint, judge_model=args.judge_model,
         dedup=not args.no_dedup, validity=not args.no_validity, dedup_threshold=args.dedup_threshold)
-    ex = RayExecutor(args.ray_address) if args.executor == "ray" else LocalExecutor(args.workers or None)
+    ex = RayExecutor(args.ray_address) if args.executor == "ray" else LocalExecutor(args.workers or None, quiet=args.quiet)
     m = run_pipeline(cfg, ex)
     print(json.dumps({k: m[k] for k in ("phase_a", "phase_b", "n_out", "input_errors")}), file=sys.stderr)
     if m["input_errors"]:

@@ -412,7 +412,7 @@ def to_document(sample: Sample, stage: str, tokenizer=None, processor=None):
     if processor is None:
         raise ValueError("a Processor is needed for chat samples")
     if stage == "sft":
-        enc = processor.for_training(sample.messages)
+        enc = processor.for_training(sample.messages, tools=sample.meta.get("tools"))
         ids, labels = enc["input_ids"][0], enc["labels"][0]
     else:
         # pretraining on image-text: loss on every text token, none on placeholders

@@ -37,11 +37,12 @@ def _jsonable_messages(messages: list[dict]) -> list[dict]:
 class EndpointBackend:
     """Any OpenAI-compatible chat endpoint (vLLM, SGLang, LMDeploy, `opens1 serve`)."""
 
-    def __init__(self, base_url: str, model: str = "default", api_key: str = "EMPTY", timeout: float = 600.0):
+    def __init__(self, base_url: str, model: str | None = None, api_key: str = "EMPTY", timeout: float = 600.0):
         from openai import OpenAI
 
         self.client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=2)
-        self.model = model
+        # No name: the endpoint's first served model (`opens1 serve` and vLLM list theirs).
+        self.model = model or self.client.models.list().data[0].id
         # The server owns the template; record what we know about it.
         self.template_hash = "endpoint:" + hashlib.sha256(f"{base_url}|{model}".encode()).hexdigest()[:16]
 

@@ -4,13 +4,16 @@ Examples:
     opens1 eval --list
     opens1 eval --endpoint http://127.0.0.1:8000/v1 --api-model s1 --tasks "chem/*" math/gsm8k \\
         --n-items 50 --samples 4 --out runs/eval1
-    opens1 eval --model ckpt/s1-tiny --tasks logic/sorting --n-items 10 --temperature 0.8
+    opens1 eval --model ckpt/s1-tiny --tasks logic/sorting,logic/counting --n-items 10 --temperature 0.8
+    opens1 eval --model ckpt/s1-tiny --data my_items.jsonl            # your verifiable items
     opens1 eval --rescore runs/eval1/generations.jsonl      # re-grade, no generation
     opens1 eval --endpoint URL --tasks physics/scibench --data ../shared/data
 
 Defaults follow Intern-S1's protocol: thinking on, temperature 0.7, top_p 1.0,
 top_k 50, held-out split. Outputs in --out: generations.jsonl (every sample with
-its sampling parameters and chat-template hash), results.json, results.md.
+its sampling parameters and chat-template hash), results.json (scores and the run's
+settings), results.md. Your own items (docs/your-data.md): every row of the file is
+scored; `--tasks` may add built-in environments beside them.
 """
 
 from __future__ import annotations
@@ -19,78 +22,150 @@ import argparse
 import sys
 from pathlib import Path
 
-from opens1.eval.backends import EVAL_SAMPLING, EndpointBackend, LocalBackend
-from opens1.eval.harness import (generate_records, read_jsonl, rescore_records, resolve_tasks, summarize,
-                                 write_jsonl_atomic)
+from opens1.cli_util import (HelpFormatter, add_list_argument, add_quiet_argument, check_dir, check_env_names,
+                             missing_extra, progress)
+from opens1.eval.backends import EVAL_SAMPLING
+from opens1.eval.harness import generate_records, rescore_records, resolve_tasks, summarize, write_jsonl_atomic
 from opens1.eval.report import to_markdown, write_report
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="opens1 eval", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="opens1 eval", description=__doc__.split("\n")[0], epilog=__doc__,
+                                formatter_class=HelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="local OpenS1/HF checkpoint directory")
     src.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://host:8000/v1")
     src.add_argument("--rescore", help="re-grade a saved generations.jsonl without generating")
     src.add_argument("--list", action="store_true", help="list environments and exit")
-    p.add_argument("--api-model", default="default", help="model name sent to the endpoint")
+    p.add_argument("--api-model", default=None,
+                   help="model name sent to the endpoint (default: the first of its /v1/models)")
     p.add_argument("--api-key", default="EMPTY")
-    p.add_argument("--tasks", nargs="+", default=[], help="environment names or globs (chem/*)")
-    p.add_argument("--data", default=None, help="data root in the ../shared/data layout (default: embedded)")
+    add_list_argument(p, "--tasks", help="environment names or globs (chem/*), comma or space separated")
+    p.add_argument("--data", nargs="+", metavar="PATH", default=[],
+                   help="your verifiable-item files (.jsonl/.parquet, docs/your-data.md) and/or a data root in "
+                        "the ../shared/data layout (default: the embedded subset)")
     p.add_argument("--split", default="heldout", choices=["train", "heldout"])
     p.add_argument("--difficulty", default=None, choices=["easy", "medium", "hard"])
-    p.add_argument("--n-items", type=int, default=20)
+    p.add_argument("--n-items", "--items", dest="n_items", type=int, default=20, help="items per task")
     p.add_argument("--samples", type=int, default=1, help="samples per item (multi-run average)")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--max-tokens", type=int, default=1024)
-    p.add_argument("--no-thinking", action="store_true")
+    p.add_argument("--temperature", type=float, default=EVAL_SAMPLING.temperature)
+    p.add_argument("--top-p", type=float, default=EVAL_SAMPLING.top_p)
+    p.add_argument("--top-k", type=int, default=EVAL_SAMPLING.top_k)
+    p.add_argument("--max-tokens", type=int, default=EVAL_SAMPLING.max_new_tokens, help="new tokens per sample")
+    p.add_argument("--no-thinking", action="store_true", help="thinking off (default: on, as Intern-S1 evaluates)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", default="runs/eval", help="output directory")
+    add_quiet_argument(p)
     return p
+
+
+def _read_generations(path: str) -> list[dict]:
+    from opens1.data.user import iter_rows
+
+    return [row for _, row in iter_rows(path)]  # a malformed line stops with file:line
+
+
+def _rescore(args, out: Path) -> int:
+    from opens1.data.user import register_items
+    from opens1.envs import list_envs
+
+    records = _read_generations(args.rescore)
+    known = set(list_envs())
+    for task in {r.get("task") for r in records} - known:  # your items: the verifier is in each case
+        register_items(None, name=task)
+    records = rescore_records(records)
+    write_jsonl_atomic(out / "generations.rescored.jsonl", records)
+    summary = summarize(records)
+    summary["settings"] = {"rescore": args.rescore}
+    write_report(summary, out, "results.rescored")
+    print(to_markdown(summary))
+    return 0
+
+
+class _Progress:
+    """A backend wrapper that advances a progress bar by the samples each call returns."""
+
+    def __init__(self, backend, bar):
+        self.backend, self.bar = backend, bar
+        self.template_hash = backend.template_hash
+
+    def generate(self, conversations, n, *a, **kw):
+        out = self.backend.generate(conversations, n, *a, **kw)
+        self.bar.update(len(conversations) * n)
+        return out
+
+
+def _backend(args):
+    if args.endpoint:
+        from opens1.eval.backends import EndpointBackend
+
+        try:
+            backend = EndpointBackend(args.endpoint, args.api_model, args.api_key)
+        except ModuleNotFoundError as e:
+            raise missing_extra(e, "opens1 eval --endpoint") from e
+        return backend, backend.model
+    from opens1.eval.backends import LocalBackend
+
+    check_dir(args.model, "model directory")
+    return LocalBackend(args.model, device=args.device), str(args.model)
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    from opens1.data.user import split_data_paths
+
+    data_root, item_files = split_data_paths(args.data)
     if args.list:
         from opens1.envs import list_envs
 
-        available = set(list_envs(data_root=args.data, available_only=True))
+        available = set(list_envs(data_root=data_root, available_only=True))
         for name in list_envs():
             print(name + ("" if name in available else "  (data not under --data)"))
         return 0
     out = Path(args.out)
     if args.rescore:
-        records = rescore_records(read_jsonl(args.rescore))
-        write_jsonl_atomic(out / "generations.rescored.jsonl", records)
-        summary = summarize(records)
-        write_report(summary, out, "results.rescored")
-        print(to_markdown(summary))
-        return 0
+        return _rescore(args, out)
     if not (args.model or args.endpoint):
         print("opens1 eval: give --model DIR, --endpoint URL, --rescore FILE or --list", file=sys.stderr)
         return 2
-    if not args.tasks:
-        print("opens1 eval: --tasks is required", file=sys.stderr)
+    if not (args.tasks or item_files):
+        print("opens1 eval: --tasks (or --data with your item files) is required", file=sys.stderr)
         return 2
-    tasks = resolve_tasks(args.tasks, args.data)
+    from opens1.data.user import register_items
+    from opens1.envs import get_env
+
+    user_tasks = [register_items(f, all_rows=True) for f in item_files]  # rows checked before any generation
+    check_env_names(args.tasks, "task")
+    tasks = resolve_tasks(args.tasks, data_root) if args.tasks else []
+    tasks += [t for t in user_tasks if t not in tasks]
     sampling = EVAL_SAMPLING.replace(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                                      max_new_tokens=args.max_tokens, seed=args.seed)
-    if args.endpoint:
-        backend, name = EndpointBackend(args.endpoint, args.api_model, args.api_key), args.api_model
-    else:
-        backend, name = LocalBackend(args.model, device=args.device), str(args.model)
+    backend, name = _backend(args)
+    split = {t: "heldout" if t in user_tasks else args.split for t in tasks}
+    sizes = {t: min(args.n_items, get_env(t, data_root).num_cases(split[t], args.difficulty)) for t in tasks}
+    settings = {"model": name, "endpoint": args.endpoint, "tasks": tasks, "data": args.data, "split": args.split,
+                "difficulty": args.difficulty, "n_items": args.n_items, "samples": args.samples,
+                "enable_thinking": not args.no_thinking, "batch_size": args.batch_size,
+                "sampling": sampling.to_dict()}
     records: list[dict] = []
-    for task in tasks:  # save after every task: a crash loses at most one task's generations
-        records += generate_records(backend, [task], args.n_items, args.samples, sampling, args.split,
-                                   args.difficulty, args.data, args.batch_size, name,
-                                   enable_thinking=not args.no_thinking)
-        write_jsonl_atomic(out / "generations.jsonl", records)
+    with progress(sum(sizes.values()) * args.samples, "eval", quiet=args.quiet, unit="sample") as bar:
+        for task in tasks:  # save after every task: a crash loses at most one task's generations
+            bar.set_postfix_str(task)
+            records += generate_records(_Progress(backend, bar), [task], args.n_items, args.samples, sampling,
+                                        split[task], args.difficulty, data_root, args.batch_size, name,
+                                        enable_thinking=not args.no_thinking)
+            write_jsonl_atomic(out / "generations.jsonl", records)
     summary = summarize(records)
+    summary["settings"] = settings
     js, md = write_report(summary, out)
     print(to_markdown(summary))
     print(f"wrote {out / 'generations.jsonl'}, {js}, {md}")
     return 0
+
+
+if __name__ == "__main__":
+    from opens1.cli_util import run_main
+
+    sys.exit(run_main(main, None, "opens1 eval"))

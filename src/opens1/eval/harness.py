@@ -18,11 +18,10 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
+from opens1.atomic import atomic_write
 from opens1.envs import Case, get_env, list_envs
 from opens1.envs.base import env_class
 from opens1.eval.backends import EVAL_SAMPLING
@@ -53,17 +52,7 @@ def _case_record(case: Case) -> dict:
 
 
 def write_jsonl_atomic(path: str | Path, records) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from opens1.atomic import atomic_write
 
 
 def to_markdown(summary: dict) -> str:
@@ -25,11 +25,7 @@ def to_markdown(summary: dict) -> str:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def write_report(summary: dict, out_dir: str | Path, stem: str = "results") -> tuple[Path, Path]:

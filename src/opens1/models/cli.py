@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from opens1.cli_util import HelpFormatter, add_subcommands, did_you_mean
+
 
 def _params(args) -> int:
     from opens1.config import PRESETS, count_parameters
@@ -119,8 +121,8 @@ def _export(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="opens1 model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = argparse.ArgumentParser(prog="opens1 model", description=__doc__, formatter_class=HelpFormatter)
+    sub = add_subcommands(ap, dest="cmd", required=True)
     p = sub.add_parser("params", help="total and active parameters of a preset")
     p.add_argument("preset", nargs="?")
     p.add_argument("--all", action="store_true")
@@ -151,6 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--dtype", default=None, help="float32, bfloat16, ... (default: the checkpoint's)")
     e.add_argument("--max-shard-size", default="4GB")
     args = ap.parse_args(argv)
+    preset = getattr(args, "preset", None)
+    if preset is not None:
+        from opens1.config import PRESETS
+
+        if preset not in PRESETS:
+            print(f"opens1 model: error: unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; "
+                  f"known: {', '.join(PRESETS)}", file=sys.stderr)
+            return 2
     return {"params": _params, "generate": _generate, "init": _init, "export": _export}[args.cmd](args)
 
 

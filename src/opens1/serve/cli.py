@@ -47,6 +47,7 @@ from pathlib import Path
 
 import torch
 
+from opens1.cli_util import HelpFormatter
 from opens1.processing.series import MAX_SERIES_VALUES
 from opens1.serve.prepare import CHARS_PER_TOKEN, MAX_REQUEST_PIXELS
 from opens1.serve.protocol import ServeDefaults
@@ -223,7 +224,7 @@ class BackgroundServer:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="opens1 serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="opens1 serve", description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("model_path", nargs="?", metavar="MODEL",
                     help="checkpoint directory or preset name (tiny, debug, ...), as `vllm serve MODEL`")
     ap.add_argument("--model", default=None, help="the same, as a flag")

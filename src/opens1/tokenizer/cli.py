@@ -17,6 +17,8 @@ import argparse
 import json
 import sys
 
+from opens1.cli_util import HelpFormatter, add_subcommands
+
 
 def _train(args) -> int:
     from opens1.tokenizer.train import TrainConfig, train_many
@@ -89,8 +91,8 @@ def _export(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="opens1 tokenizer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = argparse.ArgumentParser(prog="opens1 tokenizer", description=__doc__, formatter_class=HelpFormatter)
+    sub = add_subcommands(ap, dest="cmd", required=True)
     t = sub.add_parser("train", help="train the base BPE and the domain vocabularies")
     t.add_argument("--data", default=None, help="data root in the ../shared/data layout (default: embedded subset)")
     t.add_argument("--out", required=True, help="output tokenizer directory")

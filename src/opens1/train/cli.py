@@ -20,6 +20,11 @@ Examples
     # padding with and without balanced packing, for the chosen data (no training)
     opens1 train --preset pretrain --padding-report --world 8
 
+    # your own data (docs/your-data.md): text corpora (JSONL, or the Parquet shards of
+    # `opens1 data build`) and chat SFT rows in the OpenAI format
+    opens1 train --preset pretrain --data shards/shard-00000.parquet --out runs/my-pt
+    opens1 train --preset sft --init runs/my-pt/final --data chat.jsonl --out runs/my-sft
+
 A run writes <out>/checkpoints/step_*/ (atomic, safetensors), <out>/metrics.jsonl,
 <out>/config.json and, at the end, <out>/final/ (model.save_pretrained: opens1.load_model
 reads it). Rerunning the same command resumes from the latest checkpoint; a changed
@@ -33,17 +38,22 @@ import json
 import sys
 from pathlib import Path
 
+from opens1.cli_util import HelpFormatter, UserError
 from opens1.train.config import apply_overrides, get_train_preset, stage_presets
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="opens1 train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--preset", default="pretrain", choices=stage_presets(), help="stage preset (default pretrain)")
+                                formatter_class=HelpFormatter, epilog=__doc__)
+    p.add_argument("--preset", default="pretrain", choices=stage_presets(), help="stage preset")
     p.add_argument("--model", help="model preset name (tiny, tiny-dense, debug, s1-100m, ...)")
-    p.add_argument("--init", dest="init_from", help="start from a saved model directory (opens1.load_model)")
-    p.add_argument("--data", dest="data_root", help="data root in the ../shared/data layout (default: embedded)")
-    p.add_argument("--sources", help="data mixture, e.g. 'gsm8k:2,smiles,molecule_images'")
+    p.add_argument("--init", "--init-from", dest="init_from",
+                   help="start from a saved model directory (opens1.load_model)")
+    p.add_argument("--data", nargs="+", metavar="PATH",
+                   help="your JSONL/Parquet files (text or chat rows; docs/your-data.md), and/or a data root "
+                        "in the ../shared/data layout (default: the embedded subset)")
+    p.add_argument("--sources", help="data mixture, e.g. 'gsm8k:2,smiles,molecule_images' (the preset's by "
+                                     "default; none when --data gives files)")
     p.add_argument("--tokenizer", help="tokenizer path (default: the bundled one)")
     p.add_argument("--out", dest="out_dir", help="output directory")
     p.add_argument("--steps", dest="max_steps", type=int, help="optimizer steps")
@@ -67,8 +77,27 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _split_data(args: argparse.Namespace) -> None:
+    """--data PATH...: folders are a data root, files are your own data; data-file names in
+    --sources count as --data files."""
+    from opens1.cli_util import split_list
+    from opens1.data.user import is_data_file, split_data_paths
+
+    paths = list(args.data or [])
+    names = split_list(args.sources) if args.sources else None
+    if names is not None:
+        paths += [n for n in names if is_data_file(n)]
+        args.sources = ",".join(n for n in names if not is_data_file(n))
+    root, files = split_data_paths(paths)
+    args.data_root = root
+    args.data_files = ",".join(files) or None
+    if files and names is None:
+        args.sources = ""  # your files alone, unless --sources mixes the built-in sources in
+
+
 def resolve_config(args: argparse.Namespace):
-    flags = {k: getattr(args, k) for k in ("model", "init_from", "data_root", "sources", "out_dir", "max_steps",
+    _split_data(args)
+    flags = {k: getattr(args, k) for k in ("model", "init_from", "data_root", "data_files", "sources", "out_dir", "max_steps",
                                            "seq_len", "micro_batch_size", "grad_accum", "lr", "max_seconds",
                                            "lora_rank", "freeze", "device", "seed") if getattr(args, k) is not None}
     cfg = get_train_preset(args.preset, **flags)
@@ -119,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = resolve_config(args)
-    except (KeyError, ValueError) as e:
-        print(f"opens1 train: {e}", file=sys.stderr)
+    except (KeyError, ValueError, UserError) as e:
+        print(f"opens1 train: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
     if args.print_config:
         print(cfg.to_json())
@@ -179,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                        "checkpoint": result.checkpoint, "final": str(final) if final else None}
             print(json.dumps(summary))
         clean = True
-    except (ValueError, FileNotFoundError, PermissionError, CheckpointError) as e:
+    except (ValueError, FileNotFoundError, PermissionError, CheckpointError, UserError) as e:
         print(f"opens1 train: {e}", file=sys.stderr)
         return 2
     finally:
@@ -189,4 +218,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from opens1.cli_util import run_main
+
+    sys.exit(run_main(main, None, "opens1 train"))

@@ -36,6 +36,7 @@ class TrainConfig:
     # -- data
     data_root: str | None = None  # None: the embedded real subset
     sources: str = "gsm8k,latex,smiles,qm9,reactions,protein,dna"  # name[:weight],...
+    data_files: str | None = None  # your own JSONL/Parquet files, comma-separated (data/user.py)
     samples_per_source: int = 400  # samples read per unit of mixture weight
     seq_len: int = 512  # token budget of one packed row
     micro_batch_size: int = 4  # packed rows per micro-batch (per rank)

@@ -11,6 +11,8 @@ recorded in checkpoints: resuming on different data is refused unless forced.
 
 from __future__ import annotations
 
+import random
+
 from opens1.data.packing import PackedStream
 from opens1.data.sources import build_documents, load_mixture
 from opens1.train.checkpointing import fingerprint_documents
@@ -18,10 +20,35 @@ from opens1.train.config import TrainConfig
 
 
 def build_documents_for(cfg: TrainConfig, tokenizer=None, processor=None) -> list:
-    samples = load_mixture(cfg.sources, cfg.data_root, samples_per_unit=cfg.samples_per_source, seed=cfg.seed)
-    docs = build_documents(samples, cfg.stage, tokenizer, processor)
+    samples = []
+    if cfg.sources:
+        samples = load_mixture(cfg.sources, cfg.data_root, samples_per_unit=cfg.samples_per_source, seed=cfg.seed)
+    if cfg.data_files:  # every row of your own files, mixed in with the sources
+        from opens1.data.user import read_samples
+
+        samples += read_samples([f for f in cfg.data_files.split(",") if f])
+        random.Random(cfg.seed).shuffle(samples)
+    docs = _documents(samples, cfg.stage, tokenizer, processor)
     if not docs:
-        raise ValueError(f"the sources {cfg.sources!r} gave no trainable documents for stage {cfg.stage!r}")
+        what = " + ".join(filter(None, [cfg.sources and f"sources {cfg.sources!r}", cfg.data_files]))
+        raise ValueError(f"{what or 'no data'} gave no trainable documents for stage {cfg.stage!r}")
+    return docs
+
+
+def _documents(samples: list, stage: str, tokenizer, processor) -> list:
+    """build_documents, with a row of your own files named file:line when it cannot be rendered."""
+    if not any("where" in s.meta for s in samples):
+        return build_documents(samples, stage, tokenizer, processor)
+    from opens1.data.user import DataError
+
+    docs = []
+    for s in samples:
+        try:
+            docs += build_documents([s], stage, tokenizer, processor)
+        except (ValueError, FileNotFoundError, OSError) as e:
+            if "where" not in s.meta:
+                raise
+            raise DataError(f"{s.meta['where']}: {e}") from e
     return docs
 
 

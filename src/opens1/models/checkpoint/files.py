@@ -1,6 +1,6 @@
 """The safetensors files of a checkpoint directory: one model.safetensors, or shards named by
 model.safetensors.index.json. Reading is lazy (headers first, tensors one at a time); writing
-is sharded and atomic. Pickled weights are never read.
+is sharded and atomic (opens1/atomic.py: ordinary 0644-style permissions). Pickled weights are never read.
 
 A checkpoint is untrusted input: the shard index may only name files inside the model
 directory (relative paths without `..`; symlinks inside it, as the HF cache makes, are
@@ -9,13 +9,13 @@ followed)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
+
+from opens1.atomic import atomic_write
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -93,21 +93,8 @@ def parse_size(s: int | str) -> int:
     return int(float(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2)])
 
 
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """write(tmp) into a temporary file beside `path`, then rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
+    atomic_write(path, json.dumps(data, indent=2))
 
 
 def write_shards(path: Path, tensors: Iterable[tuple[str, torch.Tensor]], max_shard_size: int | str) -> None:
@@ -130,7 +117,7 @@ def write_shards(path: Path, tensors: Iterable[tuple[str, torch.Tensor]], max_sh
     weight_map, total = {}, 0
     for i, shard in enumerate(shards, 1):
         fname = f"model-{i:05d}-of-{n:05d}.safetensors"
-        atomic_write(path / fname, lambda tmp, s=shard: save_file(s, tmp, metadata={"format": "pt"}))
+        atomic_write(path / fname, write=lambda tmp, s=shard: save_file(s, tmp, metadata={"format": "pt"}))
         for k, t in shard.items():
             weight_map[k] = fname
             total += t.numel() * t.element_size()

@@ -13,7 +13,8 @@ import torch
 
 from opens1.config import S1Config
 from opens1.models.checkpoint.configs import GENERATION_CONFIG
-from opens1.models.checkpoint.files import atomic_write, write_json, write_shards
+from opens1.atomic import atomic_write
+from opens1.models.checkpoint.files import write_json, write_shards
 from opens1.models.checkpoint.layout import Layout
 from opens1.models.checkpoint.load import load_model
 from opens1.models.checkpoint.registry import LAYOUTS, writable_layout
@@ -87,7 +88,7 @@ def export_checkpoint(src, out, layout: str = "internvl", dtype=None, max_shard_
         write_json(out / fname, data)
     gen = src / GENERATION_CONFIG
     if gen.is_file():
-        atomic_write(out / GENERATION_CONFIG, lambda tmp: Path(tmp).write_bytes(gen.read_bytes()))
+        atomic_write(out / GENERATION_CONFIG, gen.read_bytes())
     return {"left_out": left_out, "tokenizer": _export_tokenizer(src, out, model.config)}
 
 
