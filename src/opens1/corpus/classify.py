@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import zlib
@@ -43,6 +42,7 @@ from typing import Callable, Sequence
 import numpy as np
 import regex as re
 
+from opens1.atomic import atomic_write
 from opens1.cli_util import HelpFormatter
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -137,15 +137,10 @@ class ScienceClassifier:
         from safetensors.numpy import save_file
 
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        st, meta = p.with_suffix(".safetensors"), p.with_suffix(".json")
-        tmp = st.with_name(st.name + ".tmp")
-        save_file({"weight": self.weight.astype(np.float16), "bias": self.bias}, str(tmp))
-        os.replace(tmp, st)
-        tmpj = meta.with_name(meta.name + ".tmp")
-        tmpj.write_text(json.dumps({"classes": self.classes, "config": asdict(self.cfg),
-                                     "threshold": self.threshold}, indent=1))
-        os.replace(tmpj, meta)
+        tensors = {"weight": self.weight.astype(np.float16), "bias": self.bias}
+        atomic_write(p.with_suffix(".safetensors"), write=lambda tmp: save_file(tensors, tmp))
+        atomic_write(p.with_suffix(".json"), json.dumps({"classes": self.classes, "config": asdict(self.cfg),
+                                                         "threshold": self.threshold}, indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> "ScienceClassifier":

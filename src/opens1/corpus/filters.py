@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import unicodedata
 from collections import Counter
@@ -48,6 +47,7 @@ from typing import Iterable, Iterator
 
 import regex as re
 
+from opens1.atomic import atomic_write
 from opens1.cli_util import HelpFormatter
 
 # Gopher's stop-word rule: real prose uses at least two of these.
@@ -271,15 +271,16 @@ def _checked(row: dict, path: Path) -> dict:
 
 def write_jsonl(path: str | Path, docs: Iterable[dict]) -> int:
     """Atomic JSONL write (temp file then os.replace); returns the number of documents."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
-        for d in docs:
-            f.write(json.dumps(d, ensure_ascii=False) + "\n")
-            n += 1
-    os.replace(tmp, p)
+
+    def write(tmp: str) -> None:
+        nonlocal n
+        with open(tmp, "w", encoding="utf-8") as f:
+            for d in docs:
+                f.write(json.dumps(d, ensure_ascii=False) + "\n")
+                n += 1
+
+    atomic_write(path, write=write)
     return n
 
 

@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_ready
 from pathlib import Path
 
+from opens1.atomic import atomic_write
 from opens1.corpus import markdown as md
 from opens1.corpus import ocr
 from opens1.corpus.route import RouterConfig, garble_ratio, route, score_page
@@ -91,12 +92,6 @@ class ParseConfig:
                             display_math_threshold=self.display_math_threshold,
                             vlm=bool(self.vlm_endpoint and self.vlm_model),
                             ocr=self.ocr and ocr.tesseract_available())
-
-
-def atomic_write(path: Path, data: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(data, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def check_pdf(path: str) -> int:
@@ -219,9 +214,7 @@ def save_figures(path: str, lay: md.PageLayout, stem: str, out: Path, dpi: int =
             crop = (max(x0, 0), max(lay.height - bottom, 0), max(lay.width - x1, 0), max(top, 0))
             image = page.render(scale=dpi / 72.0, crop=crop).to_pil()
             dst = out / f"{stem}_p{lay.number}_fig{k}.png"
-            tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-            image.save(tmp, format="PNG")
-            os.replace(tmp, dst)
+            atomic_write(dst, write=lambda tmp, im=image: im.save(tmp, format="PNG"))
     finally:
         doc.close()
     return len(figures)

@@ -64,6 +64,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from opens1.atomic import atomic_write
 from opens1.corpus import dedup as D
 from opens1.corpus import filters as F
 from opens1.corpus.validity import check_record
@@ -354,10 +355,7 @@ def _write_parquet(path: Path, rows: list[dict], work: bool, meta: dict | None =
     table = pa.table(cols, schema=schema)
     if meta:
         table = table.replace_schema_metadata({"opens1": json.dumps(meta)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    atomic_write(path, write=lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 MAX_ERRORS_PER_SHARD = 1000
@@ -493,9 +491,7 @@ def run_phase_b(cfg: PipelineConfig, shards: list[Shard]) -> dict:
            "n_in": n, "n_kept": int(keep.sum())}
     for old in Path(cfg.output).glob("shard-*.parquet"):  # made under other decisions: stale
         old.unlink()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(dec))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(dec))
     return dec
 
 
@@ -588,10 +584,7 @@ def _claim_work_dir(cfg: PipelineConfig) -> None:
             raise ValueError(f"{cfg.work} holds shards built with another config (fingerprint {old}, now {fp}): "
                              "use a new output folder or --work, or delete it")
         return
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    tmp = stamp.with_name(stamp.name + ".tmp")
-    tmp.write_text(json.dumps({"fingerprint": fp, "config": {k: getattr(cfg, k) for k in cfg.PHASE_A_KEYS}}))
-    os.replace(tmp, stamp)
+    atomic_write(stamp, json.dumps({"fingerprint": fp, "config": {k: getattr(cfg, k) for k in cfg.PHASE_A_KEYS}}))
 
 
 def run_pipeline(cfg: PipelineConfig, executor=None) -> dict:
@@ -613,17 +606,11 @@ def run_pipeline(cfg: PipelineConfig, executor=None) -> dict:
         for k, v in c.items():
             phase_a[k] = phase_a.get(k, 0) + v
     Path(cfg.output).mkdir(parents=True, exist_ok=True)
-    err_path = Path(cfg.output) / "_errors.jsonl"
-    tmp = err_path.with_name(err_path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors), encoding="utf-8")
-    os.replace(tmp, err_path)
+    atomic_write(Path(cfg.output) / "_errors.jsonl", "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors))
     manifest = {"config": asdict(cfg), "shards": [s.name for s in shards], "phase_a": phase_a,
                 "phase_b": dec["reasons"], "domains": dec["domains"], "n_out": int(sum(n_out)),
                 "input_errors": phase_a.get("bad_row", 0) + sum(e["row"] is None for e in errors)}
-    path = Path(cfg.output) / "_manifest.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, path)
+    atomic_write(Path(cfg.output) / "_manifest.json", json.dumps(manifest, indent=1))
     return manifest
 
 
