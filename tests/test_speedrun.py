@@ -2,6 +2,7 @@
 directory (load_model + load_tokenizer + generate). One run serves every test."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -218,3 +219,17 @@ def test_equal_length_series_prompts_are_generated_as_one_batch():
     assert calls == [1, 1]  # the text prompt, then the five series prompts stacked in one prompt
     one_by_one = [response_text(tok, real([p], 1, greedy, seed=0)[0][0]) for p in prompts]
     assert texts == one_by_one
+
+
+def test_threads_are_chosen_by_measurement():
+    import torch
+
+    import opens1.speedrun as sr
+
+    before = torch.get_num_threads()
+    try:
+        n, ratio = sr.pick_threads(trials=1, seconds=0.02)
+        assert n in (1, os.cpu_count()) and ratio > 0 and torch.get_num_threads() == n
+        assert (n > 1) == (ratio >= 1.3) or os.cpu_count() == 1
+    finally:
+        torch.set_num_threads(before)

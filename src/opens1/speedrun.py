@@ -77,12 +77,13 @@ class SpeedrunConfig:
     micro_batch_size: int = 8
     eval_items: int = 400  # per task (fewer if a split is smaller or time runs out)
     rl_envs: list[str] = field(default_factory=list)  # empty: chosen after SFT
-    threads: int = 0  # torch threads; 0: all cores
+    threads: int = 0  # torch threads; 0: chosen by a start-up benchmark (pick_threads)
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     steps: dict[str, int] = field(default_factory=dict)  # fixed work per stage: no time budget
     sft_examples: int = 0  # per task; 0: scaled with the budget
     train: dict[str, dict] = field(default_factory=dict)  # stage -> TrainConfig overrides (probes)
+    init_from: str | None = None  # a saved run's model directory to start from instead of random weights
 
 
 class Clock:
@@ -120,6 +121,38 @@ def process_age() -> float:
         return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))  # field 22: starttime
     except (OSError, ValueError, IndexError):
         return 0.0
+
+
+def pick_threads(trials: int = 3, seconds: float = 0.15) -> tuple[int, float]:
+    """(torch threads, measured speed-up of all cores over one) for this machine now. On a
+    2-core machine that another process keeps busy, 2 threads made SFT 10x slower than 1
+    (692 vs 6,457 tokens/s, measured): threads that wait for a busy core stall every op.
+    So the model's typical matmuls are timed with 1 thread and with all cores, best of
+    `trials` each, and all cores are used only where they are at least 1.3x faster."""
+    import torch
+
+    cores = os.cpu_count() or 1
+    if cores == 1:
+        return 1, 1.0
+    a, b, c = torch.randn(2048, 128), torch.randn(128, 384), torch.randn(2048, 384)  # [tokens, hidden] x MLP
+
+    def rate(n: int) -> float:
+        torch.set_num_threads(n)
+        a @ b
+        k, t = 0, time.perf_counter()
+        while time.perf_counter() - t < seconds:
+            a @ b
+            c @ b.T
+            k += 1
+        return k / (time.perf_counter() - t)
+
+    one = many = 0.0
+    for _ in range(trials):
+        one, many = max(one, rate(1)), max(many, rate(cores))
+    ratio = many / max(one, 1e-9)
+    n = cores if ratio >= 1.3 else 1
+    torch.set_num_threads(n)
+    return n, ratio
 
 
 def git_revision() -> str | None:
@@ -603,6 +636,10 @@ def run(scfg: SpeedrunConfig, start: float | None = None) -> dict:
     clock = Clock(scfg.minutes, start)
     if scfg.threads:
         torch.set_num_threads(scfg.threads)
+        threads_note = "set by --threads"
+    else:
+        n, ratio = pick_threads()
+        threads_note = f"chosen by a start-up benchmark: {os.cpu_count()} threads ran {ratio:.2f}x as fast as 1"
     out = Path(scfg.out)
     out.mkdir(parents=True, exist_ok=True)
     import matplotlib  # imported now, so that the report's reserve does not pay for it
@@ -613,10 +650,21 @@ def run(scfg: SpeedrunConfig, start: float | None = None) -> dict:
     report: dict = {"config": asdict(scfg), "git_revision": git_revision(), "stages": {},
                     "mode": "fixed steps" if fixed else "time budget",
                     "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                                "threads_note": threads_note,
                                 "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
                                 "python": platform.python_version(), "torch": torch.__version__}}
-    tok = load_or_train_tokenizer(out, scfg.data, scfg.preset)
-    model, proc = build_model(scfg.preset, tok, scfg.seed)
+    if scfg.init_from:  # continue from a saved run's model (e.g. RL probes from one SFT model)
+        import opens1
+
+        tok = opens1.load_tokenizer(scfg.init_from)
+        model = opens1.load_model(scfg.init_from)
+        from opens1.processing.processor import Processor
+
+        proc = Processor(tok, model.config)
+        torch.manual_seed(scfg.seed)
+    else:
+        tok = load_or_train_tokenizer(out, scfg.data, scfg.preset)
+        model, proc = build_model(scfg.preset, tok, scfg.seed)
     from opens1.config import count_parameters
 
     report["model"] = {"preset": scfg.preset, "parameters": count_parameters(model.config),
@@ -625,7 +673,7 @@ def run(scfg: SpeedrunConfig, start: float | None = None) -> dict:
                        "tied_embeddings": model.config.text.tie_word_embeddings, "config": model.config.to_dict()}
     log(f"model {scfg.preset}: {report['model']['parameters'] / 1e6:.2f}M parameters "
         f"({report['model']['active_parameters'] / 1e6:.2f}M active), tokenizer {len(tok)} ids, "
-        f"{model.config.text.vocab_size} embedding rows; {torch.get_num_threads()} threads")
+        f"{model.config.text.vocab_size} embedding rows; {torch.get_num_threads()} threads ({threads_note})")
 
     def budget(stage: str) -> float:
         return clock.share(stage, todo)
@@ -746,7 +794,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, help="data root in the ../shared/data layout (default: embedded subset)")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads (default: all cores, or 1 where a start-up benchmark finds the cores busy)")
     p.add_argument("--eval-items", type=int, default=400, help="held-out items per task")
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated environments to train and evaluate")
     p.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages to run, in order: " + ",".join(STAGES))
@@ -754,6 +803,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rl-envs", default="", help="comma-separated RL environments (default: chosen after SFT)")
     p.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
                    help="override a stage's training setting, e.g. sft.lr=1e-3 (repeatable)")
+    p.add_argument("--init-from", metavar="DIR", help="start from a saved run's model (OUT/model) instead of random weights")
     p.add_argument("--build-tokenizer", metavar="DIR", help="train the tiny preset's tokenizer into DIR and exit")
     args = p.parse_args(argv)
     if args.build_tokenizer:
@@ -776,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
     scfg = SpeedrunConfig(minutes=args.minutes, out=args.out, data=args.data, preset=args.preset, seed=args.seed,
                           eval_items=args.eval_items, rl_envs=[e for e in args.rl_envs.split(",") if e],
                           threads=args.threads, tasks=[t for t in args.tasks.split(",") if t], stages=stages,
-                          steps=steps, sft_examples=args.sft_examples, train=train)
+                          steps=steps, sft_examples=args.sft_examples, train=train, init_from=args.init_from)
     run(scfg, start=None if steps else start)
     return 0
 
