@@ -152,8 +152,12 @@ def test_fixed_work_and_setting_parsers():
         with pytest.raises(ValueError, match="--steps"):
             sr.parse_steps(bad)
     assert sr.parse_sets(["sft.lr=1e-3", "sft.warmup_steps=7"]) == {"sft": {"lr": 1e-3, "warmup_steps": 7}}
-    with pytest.raises(ValueError):
-        sr.parse_sets(["rl.lr=1"])
+    assert sr.parse_sets(["rl.lr=3e-5", "rl.entropy_control=none"]) == {"rl": {"lr": 3e-5, "entropy_control": "none"}}
+    cfg = sr.rl_configs({"lr": 3e-5, "entropy_control": "none"}, envs=["chem/ring_count"], lr=1e-4)
+    assert cfg.lr == 3e-5 and cfg.loss.entropy_control == "none" and cfg.envs == ["chem/ring_count"]
+    for bad in (["rl.no_such_field=1"], ["eval.items=3"]):
+        with pytest.raises(ValueError):
+            sr.parse_sets(bad)
     with pytest.raises(ValueError):
         sr.parse_sets(["sft.no_such_field=1"])
 
@@ -195,9 +199,11 @@ def test_warnings_name_what_went_wrong():
 def test_rl_runs_only_where_sft_beats_the_prior():
     import opens1.speedrun as sr
 
-    probe = {"a": {"above_prior": 0.30, "stderr": 0.05}, "b": {"above_prior": 0.05, "stderr": 0.05},
-             "c": {"above_prior": -0.1, "stderr": 0.05}}
-    assert sr.choose_rl_envs(probe, ["a", "b", "c", "d"]) == ["a"]
+    probe = {"a": {"score": 0.6, "above_prior": 0.30, "stderr": 0.05},
+             "b": {"score": 0.35, "above_prior": 0.05, "stderr": 0.05},  # within noise of its prior
+             "c": {"score": 0.2, "above_prior": -0.1, "stderr": 0.05},
+             "e": {"score": 0.99, "above_prior": 0.8, "stderr": 0.02}}  # solved: nothing left for RL
+    assert sr.choose_rl_envs(probe, ["a", "b", "c", "d", "e"]) == ["a"]
 
 
 def test_equal_length_series_prompts_are_generated_as_one_batch():

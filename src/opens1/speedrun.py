@@ -540,11 +540,12 @@ def evaluate(model, tok, proc, tasks: list[str], items: int, seconds: float, dat
 
 
 def run_rl(model, tok, proc, envs: list[str], seconds: float, data, seed: int, heldout_items: int,
-           steps: int = 0) -> dict:
-    from opens1.rl.trainer import RLConfig, RLTrainer
+           steps: int = 0, settings: dict | None = None) -> dict:
+    from opens1.rl.trainer import RLTrainer
 
-    cfg = RLConfig(envs=envs, data_root=data, prompts_per_step=8, rollouts_per_prompt=8, max_new_tokens=16,
-                   temperature=1.0, lr=1e-4, mini_batches=4, heldout_items=heldout_items, seed=seed)
+    cfg = rl_configs(settings or {}, envs=envs, data_root=data, prompts_per_step=8, rollouts_per_prompt=8,
+                     max_new_tokens=16, temperature=1.0, lr=1e-4, mini_batches=4, heldout_items=heldout_items,
+                     seed=seed, steps=10**9)
     trainer = RLTrainer(model, tok, proc, cfg)
     t0 = time.perf_counter()
     budget = None if steps else seconds
@@ -580,18 +581,23 @@ def run_rl(model, tok, proc, envs: list[str], seconds: float, data, seed: int, h
 
 
 def rl_heldout_items(scfg: SpeedrunConfig) -> int:
-    """Held-out items for RL's before/after comparison: 20 per minute of budget, 16 to 400.
+    """Held-out items for RL's before/after comparison: 40 per minute of budget, 16 to 400.
     At n=400 and rewards near 0.5 the standard error of the difference is 0.035."""
     if scfg.steps:
         return 400
-    return max(16, min(400, int(scfg.minutes * 20)))
+    return max(16, min(400, int(scfg.minutes * 40)))
 
 
-def choose_rl_envs(sft_eval: dict, candidates: list[str]) -> list[str]:
-    """RL only where SFT already beats the answer prior by 2 standard errors: on a policy
-    that ignores its input a binary reward only pushes it to the most common answer."""
-    return [t for t in candidates
-            if t in sft_eval and sft_eval[t]["above_prior"] > 2 * sft_eval[t]["stderr"]]
+RL_CEILING = 0.9  # a task SFT already solves this well leaves RL nothing to learn
+
+
+def choose_rl_envs(sft_eval: dict, candidates: list[str], ceiling: float = RL_CEILING) -> list[str]:
+    """RL only where SFT already beats the answer prior by 2 standard errors (on a policy
+    that ignores its input a binary reward only pushes it to the most common answer) and
+    has room left (score at most `ceiling`: when every rollout of a prompt is right, its
+    group carries no signal and is dropped)."""
+    return [t for t in candidates if t in sft_eval and sft_eval[t]["above_prior"] > 2 * sft_eval[t]["stderr"]
+            and sft_eval[t]["score"] <= ceiling]
 
 
 # ---------------------------------------------------------------- the whole run
@@ -721,9 +727,11 @@ def run(scfg: SpeedrunConfig, start: float | None = None) -> dict:
         if envs:
             report["stages"]["rl"] = run_rl(model, tok, proc, envs, rl_time - (time.perf_counter() - t_rl), scfg.data,
                                             scfg.seed, heldout_items=rl_heldout_items(scfg),
-                                            steps=scfg.steps.get("rl", 0) if fixed else 0)
+                                            steps=scfg.steps.get("rl", 0) if fixed else 0,
+                                            settings=scfg.train.get("rl"))
         else:
-            report["rl_skipped"] = "no task's SFT score beat its answer prior by 2 standard errors."
+            report["rl_skipped"] = (f"no task's SFT score both beat its answer prior by 2 standard errors and "
+                                    f"left room to learn (at most {RL_CEILING})")
     if "eval" in todo:
         report["eval"] = evaluate(model, tok, proc, tasks, scfg.eval_items, budget("eval"), scfg.data, timed=not fixed)
         todo.remove("eval")
@@ -776,12 +784,42 @@ def parse_sets(items: list[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for item in items:
         stage, dot, pair = item.partition(".")
-        if not dot or stage not in ("pretrain", "multimodal", "sft"):
-            raise ValueError(f"--set: expected STAGE.KEY=VALUE with STAGE pretrain, multimodal or sft, got {item!r}")
+        if not dot or stage not in ("pretrain", "multimodal", "sft", "rl"):
+            raise ValueError(f"--set: expected STAGE.KEY=VALUE with STAGE pretrain, multimodal, sft or rl, got {item!r}")
         key = pair.partition("=")[0].strip()
-        value = getattr(apply_overrides(get_train_preset(stage), [pair]), key)
+        if stage == "rl":
+            value = _rl_setting(key, pair.partition("=")[2].strip())
+        else:
+            value = getattr(apply_overrides(get_train_preset(stage), [pair]), key)
         out.setdefault(stage, {})[key] = value
     return out
+
+
+def _rl_setting(key: str, value: str):
+    """A typed value for an RLConfig or RLLossConfig field (the loss's fields by their own name)."""
+    import dataclasses
+
+    from opens1.rl.algorithms import RLLossConfig
+    from opens1.rl.trainer import RLConfig
+    from opens1.train.config import _coerce
+
+    for cls in (RLConfig, RLLossConfig):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if key in fields and key not in ("loss", "envs", "rewards", "betas"):
+            return _coerce(value, fields[key].type)
+    raise ValueError(f"--set rl.{key}: not a field of RLConfig or RLLossConfig")
+
+
+def rl_configs(settings: dict, **base):
+    """(RLConfig with `settings` applied over `base`): loss fields go to its RLLossConfig."""
+    import dataclasses
+
+    from opens1.rl.algorithms import RLLossConfig
+    from opens1.rl.trainer import RLConfig
+
+    loss_fields = {f.name for f in dataclasses.fields(RLLossConfig)}
+    loss = RLLossConfig(**{k: v for k, v in settings.items() if k in loss_fields})
+    return RLConfig(**{**base, **{k: v for k, v in settings.items() if k not in loss_fields}, "loss": loss})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,8 @@ e.g. one-word letter counting, would otherwise repeat items and inflate n).
 Answer balance: an environment may list its `answer_classes`. An item environment then
 orders each split round-robin over the classes (so any prefix of train, the part a
 short run trains on, is balanced) and caps every class of the held-out split at
-`heldout_per_class` items; a procedural one draws case i with answer class
+`heldout_per_class` items (and of train at `train_per_class`: RL draws train cases
+uniformly, and on the natural answer mix it drifted towards the common answers); a procedural one draws case i with answer class
 i % len(answer_classes). The answer prior (always the most common answer) of a
 balanced split is about 1 / number of classes, so a score above it is skill.
 """
@@ -145,11 +146,13 @@ class ItemEnv(Env):
     each item is a dict with at least `key` and `difficulty`, and `_build(item, split,
     index) -> Case`. With `balanced = True` they also implement `item_answer(item)`, and
     the splits are ordered round-robin over answers, held-out capped at
-    `heldout_per_class` items per answer (0: no cap)."""
+    `heldout_per_class` items per answer and train at `train_per_class` (0: no cap), so that
+    drawing train cases uniformly (as RL does) is balanced too."""
 
     _cache: dict = {}
     balanced: bool = False
     heldout_per_class: int = 0
+    train_per_class: int = 0
 
     def item_answer(self, item: dict) -> str:
         """The answer of an item (its class for balancing); needed when `balanced`."""
@@ -161,8 +164,9 @@ class ItemEnv(Env):
             groups: dict[str, list[dict]] = {}
             for it in items:  # file order within a class: deterministic
                 groups.setdefault(str(self.item_answer(it)), []).append(it)
-            if split == "heldout" and self.heldout_per_class:
-                groups = {a: g[: self.heldout_per_class] for a, g in groups.items()}
+            cap = self.heldout_per_class if split == "heldout" else self.train_per_class
+            if cap:
+                groups = {a: g[:cap] for a, g in groups.items()}
             out[split] = round_robin(list(groups.values()))
         return out
 

@@ -253,7 +253,7 @@ class GCCountEnv(ItemEnv):
 
     name, domain, kind, what = "bio/gc_count", "biology", "number", "integer"
     question = "How many G or C bases does this DNA sequence contain?"
-    balanced, heldout_per_class = True, 100
+    balanced, heldout_per_class, train_per_class = True, 100, 2500
 
     @classmethod
     def available(cls, data_root=None) -> bool:

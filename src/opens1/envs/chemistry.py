@@ -137,7 +137,7 @@ class CountEnv(MoleculeEnv):
     `heldout_per_class` molecules per answer, so always giving the most common answer
     scores about 1/5 instead of 0.42."""
 
-    balanced, heldout_per_class = True, 130
+    balanced, heldout_per_class, train_per_class = True, 130, 2500
 
     def item_answer(self, item) -> str:
         return self.answer(mol_from_smiles(item["smiles"]), item)
