@@ -2,11 +2,16 @@
 same weights, in one run.
 
 Measures, on the same config (default: the `tiny` preset's text model):
-  - training step tokens/s (forward + backward + fused AdamW step, loss incl. the MoE aux
-    loss), in float32 and under bf16 autocast (float32 weights, bf16 matmuls) for both
+  - training step tokens/s (forward + loss incl. the MoE aux loss + backward + fused AdamW
+    step), in float32 and under bf16 autocast (float32 weights, bf16 matmuls) for both. Ours
+    is the code the Trainer runs (train/trainer.py): the model's hidden states, then the
+    fused head + cross-entropy of train/losses.py, plus router_aux_loss_coef x the aux loss;
+    transformers' is its own `labels=` loss (which adds the aux loss the same way)
   - batch-1 generation tokens/s (greedy, KV cache, prefill + decode steps), eager, and with
     compiled decode steps (`generate(compile=True)`; transformers: static cache + its
-    CompileConfig), each pair timed alternately; compile time excluded and printed
+    CompileConfig), each pair timed alternately; the first call of each compiled variant
+    (compile + one generation) is timed on its own and printed, against a fresh inductor
+    cache (so both compile from scratch; `--warm-cache` keeps the user's cache)
   - the ratio OpenS1 / transformers for each, and achieved FLOP/s as a fraction of the
     machine's matmul peak, measured in the same run with a large float32 (and bf16) matmul.
 
@@ -24,7 +29,9 @@ neighbours' load barely moves; with more threads it is the wall clock.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import tempfile
 import time
 
 import torch
@@ -55,7 +62,7 @@ def build(preset: str, seed: int = 0):
     torch.manual_seed(seed)
     d = text_config_to_hf(cfg.text)
     d.pop("architectures"), d.pop("model_type")
-    d["output_router_logits"] = True  # transformers then adds the aux loss, as we do with labels
+    d["output_router_logits"] = True  # transformers then adds router_aux_loss_coef x the aux loss, as our Trainer does
     ref = transformers.Qwen3MoeForCausalLM(transformers.Qwen3MoeConfig(**d))
     ours = S1ForConditionalGeneration(cfg)
     # the checkpoint adapter maps transformers' names (separate q/k/v, gate/up) onto ours
@@ -75,6 +82,16 @@ def flops_per_token(cfg, ctx: float) -> float:
     return 2 * params + t.num_hidden_layers * 4 * ctx * t.num_attention_heads * t.head_dim
 
 
+def ours_loss(model, ids):
+    """The Trainer's loss (train/trainer.py): hidden states, the fused head + cross-entropy on
+    the labelled rows (here every position but the last), plus the coefficient x aux loss."""
+    from opens1.train.losses import head_weight, lm_loss
+
+    out = model(ids, return_hidden=True, output_router_logits=True)
+    loss = lm_loss(out.hidden_states, head_weight(model), ids)
+    return loss + model.config.text.router_aux_loss_coef * out.aux_loss.float()
+
+
 def train_step_fn(model, ids, ours: bool, amp: torch.dtype | None = None):
     # the same optimizer for both: torch's fused AdamW, what OpenS1's trainer builds (train.trainer.adamw)
     # and transformers' Trainer defaults to ("adamw_torch_fused")
@@ -83,11 +100,11 @@ def train_step_fn(model, ids, ours: bool, amp: torch.dtype | None = None):
 
     def step():
         with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
-            out = model(input_ids=ids, labels=ids)
-        out.loss.backward()
+            loss = ours_loss(model, ids) if ours else model(input_ids=ids, labels=ids).loss
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(out.loss.detach())
+        return float(loss.detach())
 
     return step
 
@@ -131,7 +148,7 @@ def alternate(fa, fb, warmup: int, reps: int) -> tuple[float, float]:
     return statistics.median(ta), statistics.median(tb)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--batch", type=int, default=4)
@@ -144,7 +161,15 @@ def main(argv=None) -> int:
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled-decode rows (each compiles ~20 s)")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16-autocast training row")
     ap.add_argument("--wall", action="store_true", help="time with the wall clock even when single-threaded")
-    args = ap.parse_args(argv)
+    ap.add_argument("--warm-cache", action="store_true",
+                    help="keep the user's inductor cache (default: a fresh one, so compile times are cold)")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not args.warm_cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="model_speed_inductor_")
     torch.set_num_threads(args.threads)
     global CLOCK
     # On a shared machine the wall clock mostly measures the neighbours. With one thread,
@@ -159,12 +184,12 @@ def main(argv=None) -> int:
     clock = "process CPU time" if CLOCK is time.process_time else "wall clock"
     print(f"preset {args.preset}: {sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M parameters, "
           f"{args.threads} thread(s), float32, timed by {clock}; matmul peak {peak / 1e9:.1f} GFLOP/s "
-          f"(bf16 {peak_bf16 / 1e9:.1f})")
+          f"(bf16 {peak_bf16 / 1e9:.1f}); load average {os.getloadavg()[0]:.2f}")
 
     # identical start: both models learn from the same weights (two AdamW copies)
     ids = torch.randint(0, V, (args.batch, args.seq), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        l1, l2 = float(ours(ids, labels=ids).loss), float(ref(input_ids=ids, labels=ids).loss)
+        l1, l2 = float(ours_loss(ours, ids)), float(ref(input_ids=ids, labels=ids).loss)
     print(f"same initial loss (incl. aux): ours {l1:.5f}  transformers {l2:.5f}")
     start = {k: v.clone() for k, v in ref.state_dict().items()}  # decoding starts from these again
     t_ours, t_ref = alternate(train_step_fn(ours, ids, True), train_step_fn(ref, ids, False), 1, args.steps)
@@ -188,12 +213,16 @@ def main(argv=None) -> int:
     fl_dec = flops_per_token(cfg, ctx) * (args.new_tokens + args.prompt_len)
     n = args.new_tokens
     g = {(o, c): decode_fn(ours if o else ref, prompt, n, o, c) for o in (True, False) for c in (False, True)}
-    outs = {}
+    outs, first = {}, {}
     for key in [(True, False), (False, False)] + ([] if args.no_compile else [(True, True), (False, True)]):
         t = time.perf_counter()
         outs[key] = g[key]()  # the first call of a compiled variant compiles
-        if key[1]:
-            print(f"{'OpenS1' if key[0] else 'transformers'} compiled decode: first call {time.perf_counter() - t:.1f} s")
+        first[key] = time.perf_counter() - t
+    if not args.no_compile:
+        # wall clock: inductor compiles its C++ kernels in worker processes
+        a, b = first[(True, True)], first[(False, True)]
+        print(f"compiled decode, first call (compile + one generation, wall clock): OpenS1 {a:.1f} s, "
+              f"transformers {b:.1f} s -> {a / b:.2f}x; load average {os.getloadavg()[0]:.2f}")
     same = all(torch.equal(o, outs[(False, False)]) for o in outs.values())
     # rows: both eager; ours compiled vs transformers eager (its default generate); both compiled
     pairs = [("decode b=1", (True, False), (False, False))]

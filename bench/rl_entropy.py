@@ -88,14 +88,14 @@ class EntropyProbe:
     and the contexts it now visits); on fixed contexts only the policy changes."""
 
     def __init__(self, trainer, n_prompts: int, seed: int):
-        from opens1.rl.rollout import SamplingParams
+        from opens1.infer.sampling import SamplingParams
 
         rng_state = trainer.rng.getstate()
         trainer.rng.seed(10_000 + seed)  # probe prompts: a stream of their own
         cases = trainer._draw_cases(n_prompts)
         trainer.rng.setstate(rng_state)
-        s = SamplingParams(trainer.cfg.max_new_tokens, 1.0, eos_token_id=trainer.tok.eos_token_id,
-                           vocab_limit=len(trainer.tok))
+        s = SamplingParams(max_new_tokens=trainer.cfg.max_new_tokens, temperature=1.0,
+                           stop_token_ids=(trainer.tok.eos_token_id,), vocab_limit=len(trainer.tok))
         groups = trainer.engine.generate([trainer._prompt_inputs(c) for _, c in cases], 2, s, seed=seed)
         self.rollouts = [r for g in groups for r in g if r.response_ids]
 

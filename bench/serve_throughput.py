@@ -3,10 +3,15 @@ one at a time, through the real HTTP API (uvicorn on loopback, official `openai`
 
     python bench/serve_throughput.py                         # tiny preset, 16 clients, 64 tokens each
     python bench/serve_throughput.py --clients 32 --max-tokens 256 --device cuda --model s1-100m
+    python bench/serve_throughput.py --clients 4 --max-tokens 32 --structured-requests 8
 
 Every request generates exactly --max-tokens tokens (ignore_eos), so both runs do the
 same work. Reported: total generated tokens/s for each mode and their ratio (the gain
 from continuous batching), time to first token (p50/p95), and that every client completed.
+
+Then the cost of constrained decoding (`response_format: json_schema`, llguidance): one
+request at a time, a schema whose answer is a 200-character string, against unconstrained
+requests of the same number of tokens: milliseconds per token of each and their ratio.
 Random weights: the numbers measure the serving stack, not answer quality.
 """
 
@@ -57,6 +62,34 @@ async def run(url: str, model: str, n: int, max_tokens: int, concurrent: bool) -
     return wall, list(results)
 
 
+STRUCTURED_SCHEMA = {"type": "object", "properties": {"notes": {"type": "string", "minLength": 200, "maxLength": 200}},
+                     "required": ["notes"], "additionalProperties": False}
+
+
+async def structured_overhead(url: str, model: str, n: int) -> tuple[float, float]:
+    """(ms per token constrained, ms per token unconstrained), one request at a time; each
+    unconstrained request generates as many tokens as its constrained twin did."""
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="bench", max_retries=0, timeout=600)
+    msgs = [{"role": "user", "content": "Describe caffeine."}]
+    off = {"chat_template_kwargs": {"enable_thinking": False}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "notes", "schema": STRUCTURED_SCHEMA}}
+    walls = {"constrained": 0.0, "free": 0.0}
+    tokens = 0
+    for i in range(n):
+        t0 = time.perf_counter()
+        r = await client.chat.completions.create(model=model, messages=msgs, max_tokens=400, temperature=1, seed=i,
+                                                 response_format=fmt, extra_body=off)
+        walls["constrained"] += time.perf_counter() - t0
+        k = r.usage.completion_tokens
+        t0 = time.perf_counter()
+        await client.chat.completions.create(model=model, messages=msgs, max_tokens=k, temperature=1, seed=i,
+                                             extra_body={**off, "ignore_eos": True})
+        walls["free"] += time.perf_counter() - t0
+        tokens += k
+    await client.close()
+    return 1000 * walls["constrained"] / tokens, 1000 * walls["free"] / tokens
+
+
 def summarize(name: str, wall: float, results: list[dict], want_tokens: int) -> float:
     tokens = sum(r["tokens"] for r in results)
     done = sum(r["tokens"] == want_tokens for r in results)
@@ -73,13 +106,13 @@ def server(args):
     the server's GIL), or uvicorn in a thread with --in-process."""
     if args.in_process:
         torch.set_num_threads(args.threads)
-        state = build_state(args.model, max_batch_size=args.clients, max_seq_len=args.max_seq_len, device=args.device, dtype=args.dtype)
+        state = build_state(args.model, max_batch_size=args.clients, max_seq_len=args.max_model_len, device=args.device, dtype=args.dtype)
         with BackgroundServer(state) as url:
             yield url
         return
     port = free_port()
-    cmd = [sys.executable, "-m", "opens1.cli", "serve", "--model", args.model, "--port", str(port),
-           "--max-batch-size", str(args.clients), "--max-seq-len", str(args.max_seq_len), "--device", args.device,
+    cmd = [sys.executable, "-m", "opens1.cli", "serve", args.model, "--port", str(port),
+           "--max-num-seqs", str(args.clients), "--max-model-len", str(args.max_model_len), "--device", args.device,
            "--log-level", "warning"] + (["--dtype", args.dtype] if args.dtype else [])
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     proc = subprocess.Popen(cmd, env=env)
@@ -101,17 +134,22 @@ def server(args):
         proc.wait(30)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", help="preset or checkpoint directory")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--max-seq-len", type=int, default=512)
+    ap.add_argument("--max-model-len", type=int, default=512)
+    ap.add_argument("--structured-requests", type=int, default=4, help="requests of the constrained-decoding comparison")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads of the server")
     ap.add_argument("--in-process", action="store_true", help="run the server in this process (a thread)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     print(f"model {args.model} on {args.device}: {args.clients} requests x {args.max_tokens} tokens, "
           f"{args.clients} KV-cache slots, server {'in-process' if args.in_process else 'in a subprocess'}")
@@ -122,7 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         seq_tps = summarize("sequential", seq_wall, seq, args.max_tokens)
         con_wall, con = asyncio.run(run(url, name, args.clients, args.max_tokens, concurrent=True))
         con_tps = summarize("concurrent", con_wall, con, args.max_tokens)
+        if args.structured_requests:
+            c_ms, f_ms = asyncio.run(structured_overhead(url, name, args.structured_requests))
     print(f"throughput ratio concurrent/sequential: {con_tps / seq_tps:.2f}x")
+    if args.structured_requests:
+        print(f"constrained decoding (json_schema): {c_ms:.2f} ms/token vs {f_ms:.2f} unconstrained "
+              f"= {c_ms / f_ms:.2f}x ({1000 * (c_ms - f_ms):+.0f} us/token)")
     ok = all(r["tokens"] == args.max_tokens for r in seq + con)
     if not ok:
         print("ERROR: some requests did not complete", file=sys.stderr)

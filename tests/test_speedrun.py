@@ -89,6 +89,29 @@ def test_model_directory_loads_and_generates(run_dir):
 
 
 @pytest.mark.slow
+def test_opens1_eval_reproduces_the_reports_heldout_scores(run_dir, tmp_path):
+    """A greedy `opens1 eval` of the saved model (no thinking, 16 new tokens, the first N
+    held-out items) scores what the speedrun's own evaluation reported, item for item."""
+    from opens1.eval.cli import main as eval_main
+
+    out, _ = run_dir
+    report = json.loads((out / "report.json").read_text())
+    checked = 0
+    for task in ("chem/ring_count", "physics/signal_frequency"):  # a text task and the time-series one
+        if task not in report["eval"]:
+            continue
+        r = report["eval"][task]
+        dest = tmp_path / task.replace("/", "_")
+        assert eval_main(["--model", str(out / "model"), "--tasks", task, "--n-items", str(r["items"]),
+                          "--temperature", "0", "--max-tokens", "16", "--no-thinking", "--batch-size", "32",
+                          "--out", str(dest)]) == 0
+        got = json.loads((dest / "results.json").read_text())["tasks"][task]
+        assert got["n_items"] == r["items"] and got["mean"] == pytest.approx(r["score"], abs=1e-9)
+        checked += 1
+    assert checked
+
+
+@pytest.mark.slow
 def test_tokenizer_is_trained_when_missing(tmp_path, monkeypatch):
     """The speedrun trains the tiny preset's tokenizer if the bundled one is gone."""
     import opens1.speedrun as sr
@@ -209,7 +232,8 @@ def test_rl_runs_only_where_sft_beats_the_prior():
 def test_equal_length_series_prompts_are_generated_as_one_batch():
     import opens1.speedrun as sr
     from opens1.envs import get_env
-    from opens1.rl.rollout import LocalEngine, SamplingParams, response_text
+    from opens1.infer.sampling import SamplingParams
+    from opens1.rl.rollout import LocalEngine, response_text
 
     tok = opens1.load_tokenizer(sr.TINY_TOKENIZER)
     model, proc = sr.build_model("tiny", tok, 0)
@@ -217,7 +241,7 @@ def test_equal_length_series_prompts_are_generated_as_one_batch():
     prompts = [proc(c.messages(), enable_thinking=False) for c in env.cases(5, "heldout")]
     prompts.insert(2, proc([{"role": "user", "content": "How many rings has c1ccccc1?"}], enable_thinking=False))
     engine = LocalEngine(model, pad_token_id=tok.pad_token_id, share=True)
-    greedy = SamplingParams(max_new_tokens=6, temperature=0.0, eos_token_id=tok.eos_token_id, vocab_limit=len(tok))
+    greedy = SamplingParams(max_new_tokens=6, temperature=0.0, stop_token_ids=(tok.eos_token_id,), vocab_limit=len(tok))
     calls = []
     real = engine.generate
     engine.generate = lambda ps, *a, **k: calls.append(len(ps)) or real(ps, *a, **k)

@@ -498,10 +498,11 @@ def evaluate(model, tok, proc, tasks: list[str], items: int, seconds: float, dat
     batches when its share is spent, and reports how many items it scored)."""
     from opens1.envs import get_env
     from opens1.eval.harness import answer_cross_entropy, answer_entropy, answer_prior, diff_stderr
-    from opens1.rl.rollout import LocalEngine, SamplingParams
+    from opens1.infer.sampling import SamplingParams
+    from opens1.rl.rollout import LocalEngine
 
     engine = LocalEngine(model, pad_token_id=tok.pad_token_id, share=True)
-    greedy = SamplingParams(max_new_tokens=16, temperature=0.0, eos_token_id=tok.eos_token_id, vocab_limit=len(tok))
+    greedy = SamplingParams(max_new_tokens=16, temperature=0.0, stop_token_ids=(tok.eos_token_id,), vocab_limit=len(tok))
     deadline = time.perf_counter() + seconds
     out = {}
     for k, task in enumerate(tasks):
@@ -543,8 +544,8 @@ def run_rl(model, tok, proc, envs: list[str], seconds: float, data, seed: int, h
            steps: int = 0, settings: dict | None = None) -> dict:
     from opens1.rl.trainer import RLTrainer
 
-    cfg = rl_configs(settings or {}, envs=envs, data_root=data, prompts_per_step=8, rollouts_per_prompt=8,
-                     max_new_tokens=16, temperature=1.0, lr=1e-4, mini_batches=4, heldout_items=heldout_items,
+    cfg = rl_configs({**RL_SETTINGS, **(settings or {})}, envs=envs, data_root=data, prompts_per_step=8,
+                     rollouts_per_prompt=8, max_new_tokens=16, temperature=1.0, heldout_items=heldout_items,
                      seed=seed, steps=10**9)
     trainer = RLTrainer(model, tok, proc, cfg)
     t0 = time.perf_counter()
@@ -588,7 +589,9 @@ def rl_heldout_items(scfg: SpeedrunConfig) -> int:
     return max(16, min(400, int(scfg.minutes * 40)))
 
 
-RL_CEILING = 0.9  # a task SFT already solves this well leaves RL nothing to learn
+RL_CEILING = 0.85  # a task SFT already solves this well leaves RL nothing to learn
+# The RL recipe (--set rl.KEY=VALUE overrides any of them).
+RL_SETTINGS = dict(lr=1e-4, mini_batches=4, partial_credit=0.0, sample_rounds=1)
 
 
 def choose_rl_envs(sft_eval: dict, candidates: list[str], ceiling: float = RL_CEILING) -> list[str]:

@@ -189,3 +189,48 @@ def test_ray_executor_matches_local(corpus, tmp_path):
         ray.shutdown()
     assert m["n_out"] == local["n_out"] and m["phase_a"] == local["phase_a"]
     assert [r["id"] for r in _read(tmp_path / "ray")] == [r["id"] for r in _read(tmp_path / "local")]
+
+
+def _doc(i: int) -> str:
+    text = (f"Document number {i} is about the light of the stars. It says that the spectra of the stars "
+            f"show what they are made of, and that the light from a galaxy is shifted to the red when it "
+            f"moves away from us. This is one of the ways that we know the universe is growing {i}.")
+    return json.dumps({"id": f"d{i}", "text": text})
+
+
+def test_bad_rows_and_broken_gzip_are_error_records_and_the_run_goes_on(tmp_path):
+    """One bad row used to abort the whole build (and a truncated .gz or bad UTF-8 gave a
+    traceback without the file name)."""
+    plain = tmp_path / "docs.jsonl"
+    plain.write_bytes("\n".join([_doc(0), "{not json", _doc(1), ""]).encode() + b"\n"
+                      + b'{"id": "latin1", "text": "caf\xe9"}\n' + b'{"id": "no-text"}\n'
+                      + (_doc(2) + "\n").encode())
+    whole = gzip.compress("".join(_doc(i) + "\n" for i in range(10, 40)).encode())
+    truncated = tmp_path / "cut.jsonl.gz"
+    truncated.write_bytes(whole[: len(whole) * 2 // 3])
+    not_gzip = tmp_path / "fake.jsonl.gz"
+    not_gzip.write_bytes(b"this is not gzip data at all")
+    cfg = P.PipelineConfig(inputs=[str(plain), str(truncated), str(not_gzip)], output=str(tmp_path / "out"),
+                           shard_size=4, min_words=5, classifier="", dedup=False, validity=False)
+    m = P.run_pipeline(cfg, P.LocalExecutor(1))
+    errors = [json.loads(x) for x in (tmp_path / "out" / "_errors.jsonl").read_text().splitlines()]
+    by_where = {e["where"]: e["error"] for e in errors}
+    assert "not valid JSON" in by_where[f"{plain}:2"]
+    assert "not UTF-8 (byte 0xe9" in by_where[f"{plain}:5"]
+    assert "'text' field" in by_where[f"{plain}:6"]
+    assert any(w.startswith(f"{truncated}:") and "truncated or corrupt gzip" in e for w, e in by_where.items())
+    assert "truncated or corrupt gzip" in by_where[f"{not_gzip}:1"]
+    assert m["input_errors"] == len(errors) == 5
+    ids = {r["id"] for r in _read(tmp_path / "out")}
+    assert {"d0", "d1", "d2"} <= ids  # the good rows of the file with bad ones
+    assert len([i for i in ids if i.startswith("d") and int(i[1:]) >= 10]) >= 10  # the readable part of the cut .gz
+    assert m["phase_a"]["bad_row"] == 3
+
+
+def test_cli_build_reports_bad_rows(tmp_path, capsys):
+    p = tmp_path / "docs.jsonl"
+    p.write_text(_doc(0) + "\n{oops\n" + _doc(1) + "\n")
+    rc = P.main([str(p), "-o", str(tmp_path / "cli"), "--workers", "1", "--min-words", "5", "--no-dedup",
+                 "--classifier", "none"])
+    assert rc == 0
+    assert f"see {tmp_path / 'cli' / '_errors.jsonl'}" in capsys.readouterr().err

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from opens1.envs import get_env
-from opens1.eval.backends import EndpointBackend, Sampling
+from opens1.eval.backends import EVAL_SAMPLING, EndpointBackend
+from opens1.infer.sampling import SamplingParams
 from opens1.eval.cli import main
 from opens1.eval.harness import generate_records, read_jsonl, rescore_records, resolve_tasks, summarize
 from opens1.eval.report import to_markdown
@@ -67,7 +68,7 @@ def server():
 def test_endpoint_generation_scores_and_protocol(server):
     url, calls, book = server
     backend = EndpointBackend(url, model="fake")
-    sampling = Sampling(temperature=0.8, top_k=50)
+    sampling = EVAL_SAMPLING.replace(temperature=0.8, top_k=50)
     records = generate_records(backend, TASKS, n_items=4, n_samples=3, sampling=sampling, model_name="fake")
     assert len(records) == 2 * 4 * 3
     body = calls[-1]
@@ -135,7 +136,7 @@ def test_cli_usage_errors(capsys):
     with pytest.raises(FileNotFoundError):
         main(["--rescore", "/nonexistent/generations.jsonl"])
     with pytest.raises(ValueError):
-        Sampling(temperature=-1)
+        SamplingParams(temperature=-1)
 
 
 # --- read-outs that a constant answer cannot pass ---------------------------------------------

@@ -30,13 +30,13 @@ def tiny_dir(tmp_path_factory):
 @pytest.mark.slow
 def test_local_backend_generates_and_is_graded(tiny_dir):
     from opens1.envs import get_env
-    from opens1.eval.backends import LocalBackend, Sampling
+    from opens1.eval.backends import EVAL_SAMPLING, LocalBackend
     from opens1.eval.harness import generate_records, summarize
 
     torch.set_num_threads(1)
     backend = LocalBackend(str(tiny_dir), device="cpu")
     assert backend.template_hash.startswith("opens1:")
-    sampling = Sampling(temperature=0.8, top_k=50, max_tokens=6, seed=1)
+    sampling = EVAL_SAMPLING.replace(temperature=0.8, top_k=50, max_new_tokens=6, seed=1)
     case = get_env("logic/counting").case(0, "heldout")
     outs = backend.generate([case.messages()], 2, sampling)
     assert len(outs) == 1 and len(outs[0]) == 2 and all(isinstance(t, str) for t in outs[0])

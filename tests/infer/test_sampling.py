@@ -75,3 +75,31 @@ def test_inverse_transform_draw_matches_probabilities():
     assert draw(torch.tensor([[0.0, 0.0, 2.0], [5.0, 0.0, 0.0]]), g).tolist() == [2, 0]
     a = draw(p.expand(8, 5), torch.Generator().manual_seed(1))
     assert torch.equal(a, draw(p.expand(8, 5), torch.Generator().manual_seed(1)))
+
+
+def test_penalties_match_hand_computed_logits():
+    from opens1.infer.sampling import apply_penalties, token_counts
+
+    logits = torch.tensor([[2.0, -1.0, 0.5, 3.0, -2.0]])
+    prompt = token_counts([[0, 1]], 5) > 0  # ids 0 and 1 in the prompt
+    out = token_counts([[2, 2, 1]], 5)  # id 2 twice and id 1 once in the output
+    got = apply_penalties(logits, prompt, out, repetition=2.0, presence=0.5, frequency=0.25)
+    # repetition over prompt + output (0, 1, 2): positive logits / 2, negative * 2; then
+    # frequency 0.25 x count and presence 0.5 over the output only (1, 2)
+    want = torch.tensor([[2.0 / 2, -1.0 * 2 - 0.25 * 1 - 0.5, 0.5 / 2 - 0.25 * 2 - 0.5, 3.0, -2.0]])
+    torch.testing.assert_close(got, want)
+    # off values change nothing; per-row knobs
+    torch.testing.assert_close(apply_penalties(logits, prompt, out), logits)
+    two = apply_penalties(logits.expand(2, 5), prompt.expand(2, 5), out.expand(2, 5),
+                          repetition=torch.tensor([1.0, 2.0]), presence=torch.tensor([0.0, 0.5]),
+                          frequency=torch.tensor([0.0, 0.25]))
+    torch.testing.assert_close(two, torch.cat([logits, want]))
+
+
+def test_penalty_values_are_checked():
+    from opens1.infer.sampling import SamplingParams
+
+    assert not SamplingParams().penalized and SamplingParams(presence_penalty=0.1).penalized
+    for bad in (dict(repetition_penalty=0.0), dict(presence_penalty=2.5), dict(frequency_penalty=-3.0)):
+        with pytest.raises(ValueError, match="penalt"):
+            SamplingParams(**bad)

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import opens1
-from opens1.models.checkpoint import dequantize_fp8, parse_config
+from opens1.models.checkpoint import CONFIG_LIMITS, dequantize_fp8, parse_config
 
 transformers = pytest.importorskip("transformers")
 
@@ -120,15 +120,20 @@ def test_old_style_config_and_fused_experts(tmp_path):
         torch.testing.assert_close(model(ids).logits, hf(ids).logits, atol=1e-4, rtol=1e-4)
 
 
-def test_missing_rope_theta_is_an_error():
+def test_missing_values_take_transformers_defaults():
+    """A key the config leaves out has the value transformers' class gives it (more in
+    test_checkpoint_configs.py): rope_theta 10000, Qwen3's head_dim 128, Qwen3-MoE's
+    hidden_size // num_attention_heads."""
     conf = {"model_type": "qwen3", **{k: v for k, v in COMMON.items() if k != "rope_theta"}, "rms_norm_eps": 1e-6}
-    with pytest.raises(ValueError, match="rope_theta"):
-        parse_config(conf)
+    assert parse_config(conf)[0].text.rope_theta == 10000.0
     conf["rope_parameters"] = {"rope_type": "default", "rope_theta": 5.0}
     assert parse_config(conf)[0].text.rope_theta == 5.0
     del conf["head_dim"]
-    with pytest.raises(ValueError, match="head_dim"):
-        parse_config(conf)
+    assert parse_config(conf)[0].text.head_dim == transformers.Qwen3Config().head_dim == 128
+    moe = {**conf, "model_type": "qwen3_moe", "num_experts": 4}
+    assert parse_config(moe)[0].text.head_dim == 32 // 4
+    with pytest.raises(ValueError, match="vocab_size"):
+        parse_config({**conf, "vocab_size": None})
 
 
 def test_mismatched_checkpoint_names_every_problem(tmp_path):
@@ -144,6 +149,83 @@ def test_mismatched_checkpoint_names_every_problem(tmp_path):
     assert "language_model.layers.1.self_attn.k_norm.weight" in msg
     assert "model.layers.0.mlp.extra.weight" in msg
     assert "model.layers.0.self_attn.q_proj.weight (7, 32)" in msg
+
+
+@pytest.mark.parametrize("name", ["../outside.safetensors", "../../etc/passwd", "/etc/passwd", "sub/../../x",
+                                  "C:/Windows/x.safetensors", "..\\x.safetensors", "", 7])
+def test_shard_index_names_stay_inside_the_model_directory(tmp_path, name):
+    write_hf(tmp_path / "m", "dense", shard="20KB")
+    index = tmp_path / "m" / "model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    key, shard = next(iter(data["weight_map"].items()))
+    # a real shard outside the directory: reading it would succeed, so only the name check stops it
+    (tmp_path / "outside.safetensors").write_bytes((tmp_path / "m" / shard).read_bytes())
+    data["weight_map"][key] = name
+    index.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="not a file inside the model directory") as e:
+        opens1.load_model(tmp_path / "m")
+    assert key in str(e.value)
+
+
+def test_shard_in_a_subdirectory_and_symlinked_shards_load(tmp_path):
+    # what is allowed: relative names below the directory, and symlinks inside it (the HF cache's layout)
+    write_hf(tmp_path / "m", "dense", shard="20KB")
+    m = tmp_path / "m"
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    (m / "sub").mkdir()
+    index = m / "model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    first, second = sorted(set(data["weight_map"].values()))[:2]
+    (m / first).rename(m / "sub" / first)
+    (m / second).rename(blobs / second)
+    (m / second).symlink_to(blobs / second)
+    data["weight_map"] = {k: ("sub/" + v if v == first else v) for k, v in data["weight_map"].items()}
+    index.write_text(json.dumps(data))
+    assert opens1.load_model(m).config.text.hidden_size == 32
+
+
+def test_bad_index_is_a_clear_error(tmp_path):
+    write_hf(tmp_path, "dense", shard="20KB")
+    index = tmp_path / "model.safetensors.index.json"
+    for text in ("{not json", json.dumps({"metadata": {}}), json.dumps({"weight_map": ["a"]})):
+        index.write_text(text)
+        with pytest.raises(ValueError, match="weight_map"):
+            opens1.load_model(tmp_path)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("field,value", [("num_hidden_layers", 1_000_000), ("hidden_size", 10**9),
+                                         ("vocab_size", 2**40), ("num_experts", 10**6), ("head_dim", -1)])
+def test_absurd_config_refused_before_building(tmp_path, field, value, monkeypatch):
+    write_hf(tmp_path, "dense")
+    conf = json.loads((tmp_path / "config.json").read_text())
+    conf[field] = value
+    if field == "num_experts":
+        conf.update(model_type="qwen3_moe", num_experts_per_tok=2, moe_intermediate_size=16)
+    (tmp_path / "config.json").write_text(json.dumps(conf))
+    built = []
+    import opens1.models.s1 as s1
+
+    monkeypatch.setattr(s1.S1ForConditionalGeneration, "__init__", lambda *a, **k: built.append(1))
+    with pytest.raises(ValueError, match=rf"text\.{field} = .* is outside 0\.\.[0-9,]+; refusing to build"):
+        opens1.load_model(tmp_path)
+    assert built == []  # nothing was built, not even on the meta device
+    limit = CONFIG_LIMITS["text"][field]
+    with pytest.raises(ValueError, match=f"{limit:,}"):
+        parse_config(conf)
+
+
+def test_config_limits_sit_above_real_models():
+    from opens1.config import PRESETS, get_preset
+    from opens1.models.checkpoint import check_config_limits
+
+    for name in PRESETS:  # every preset, Intern-S1 included, passes
+        check_config_limits(get_preset(name))
+    cfg = get_preset("tiny")
+    cfg.vision.num_hidden_layers = 5000
+    with pytest.raises(ValueError, match="vision.num_hidden_layers"):
+        check_config_limits(cfg)
 
 
 def test_pickled_weights_are_refused(tmp_path):

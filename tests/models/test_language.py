@@ -1,5 +1,6 @@
 """The Qwen3 decoder against transformers (the reference implementation), plus the
-behaviours transformers does not have: packed documents (doc_ids) and our loss."""
+behaviours transformers does not have: packed documents (doc_ids), hidden states for the
+fused loss (train/losses.py), and the model's training path through that loss."""
 
 import dataclasses
 
@@ -8,6 +9,7 @@ import torch
 
 from opens1.config import TextConfig, get_preset
 from opens1.models.s1 import S1ForConditionalGeneration
+from opens1.train.losses import head_weight, lm_loss
 
 transformers = pytest.importorskip("transformers")
 
@@ -80,6 +82,12 @@ def test_padding_mask_and_positions_match_transformers():
     assert torch.isfinite(got).all()  # padding rows never produce NaN
 
 
+def ce_loss(model, ids, labels, **kw):
+    """The training loss path: hidden states, then the fused head + cross-entropy."""
+    out = model(ids, return_hidden=True, output_router_logits=True, **kw)
+    return lm_loss(out.hidden_states, head_weight(model), labels, kw.get("doc_ids")), out
+
+
 def test_loss_and_aux_loss_match_transformers():
     hf, ours = hf_pair(small_text(True))
     ids = torch.randint(0, 97, (2, 10))
@@ -88,10 +96,12 @@ def test_loss_and_aux_loss_match_transformers():
     hf.config.output_router_logits = True
     with torch.no_grad():
         ref = hf(ids, labels=labels, output_router_logits=True)
-        got = ours(ids, labels=labels)
-    torch.testing.assert_close(got.aux_loss, ref.aux_loss, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got.loss, ref.loss, atol=1e-5, rtol=1e-5)
-    assert got.ce_loss < got.loss  # the aux term is added with router_aux_loss_coef
+        ce, out = ce_loss(ours, ids, labels)
+    assert out.logits is None and out.hidden_states.shape == (2, 10, 32)  # no head: the loss runs it
+    torch.testing.assert_close(out.aux_loss, ref.aux_loss, atol=1e-5, rtol=1e-5)
+    # transformers adds the aux term with router_aux_loss_coef; our Trainer weighs it the same way
+    loss = ce + ours.config.text.router_aux_loss_coef * out.aux_loss
+    torch.testing.assert_close(loss, ref.loss, atol=1e-5, rtol=1e-5)
 
 
 def test_doc_ids_equal_separate_documents():
@@ -105,7 +115,9 @@ def test_doc_ids_equal_separate_documents():
     torch.testing.assert_close(got, sep, atol=1e-5, rtol=1e-5)
     # the loss never asks a document to predict the next one's first token
     labels = packed.clone()
-    loss = ours(packed, doc_ids=doc_ids, labels=labels).ce_loss
+    labels[0, 5] = -100  # what packing does: a document's first token is never a target
+    with torch.no_grad():
+        loss = ce_loss(ours, packed, labels, doc_ids=doc_ids)[0]
     logits = sep[0]
     ref = torch.nn.functional.cross_entropy(torch.cat([logits[:4], logits[5:11]]), torch.cat([a[0, 1:], b[0, 1:]]))
     torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
@@ -117,23 +129,23 @@ def test_tiny_presets_train_step_and_gradients():
         torch.manual_seed(0)
         model = S1ForConditionalGeneration(cfg)
         ids = torch.randint(0, cfg.text.vocab_size, (2, 32))
-        out = model(ids, labels=ids)
-        out.loss.backward()
+        ce, out = ce_loss(model, ids, ids)
+        (ce if out.aux_loss is None else ce + out.aux_loss).backward()
         grads = [p.grad for p in model.parameters()]
         assert all(g is not None and torch.isfinite(g).all() for g in grads), name
         # a fresh model predicts roughly uniformly: CE near log(V)
-        assert abs(out.ce_loss.item() - torch.log(torch.tensor(float(cfg.text.vocab_size))).item()) < 1.0
+        assert abs(ce.item() - torch.log(torch.tensor(float(cfg.text.vocab_size))).item()) < 1.0
 
 
 def test_gradient_checkpointing_same_gradients():
     _, ours = hf_pair(small_text(True))
     ours.train()
     ids = torch.randint(0, 97, (2, 8))
-    ours(ids, labels=ids).loss.backward()
+    ce_loss(ours, ids, ids)[0].backward()
     g1 = [p.grad.clone() for p in ours.parameters()]
     ours.zero_grad()
     ours.language_model.gradient_checkpointing = True
-    ours(ids, labels=ids).loss.backward()
+    ce_loss(ours, ids, ids)[0].backward()
     for a, p in zip(g1, ours.parameters()):
         torch.testing.assert_close(p.grad, a, atol=1e-6, rtol=1e-5)
 
@@ -153,77 +165,6 @@ def test_splice_count_mismatch_is_a_clear_error():
     assert out[0, 1:3].eq(1).all() and out[0, 0].eq(0).all()
     with pytest.raises(ValueError, match="3 feature tokens but 2 placeholder"):
         _splice(x, ids, 7, torch.ones(3, 8), "image")
-
-
-def test_linear_cross_entropy_gradients():
-    from opens1.models.s1 import linear_cross_entropy
-
-    torch.manual_seed(0)
-    h = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(11, 8, dtype=torch.float64, requires_grad=True)
-    target = torch.randint(0, 11, (2, 5))
-    target[0, 2] = -100
-    extra = torch.randn(2, 5, 11, dtype=torch.float64)
-
-    def ref_fn(h, w):
-        logits = h @ w.t()
-        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 11), target.reshape(-1), ignore_index=-100)
-        return ce + (logits * extra).sum()  # a second loss on the logits must get its gradient too
-
-    def ours_fn(h, w):
-        ce, logits = linear_cross_entropy(h, w, target)
-        return ce + (logits * extra).sum()
-
-    torch.testing.assert_close(ours_fn(h, w), ref_fn(h, w))
-    g1 = torch.autograd.grad(ours_fn(h, w), (h, w))
-    g2 = torch.autograd.grad(ref_fn(h, w), (h, w))
-    for a, b in zip(g1, g2):
-        torch.testing.assert_close(a, b)
-    assert torch.autograd.gradcheck(lambda h, w: linear_cross_entropy(h, w, target)[0], (h, w))
-
-
-def test_linear_cross_entropy_across_chunks():
-    # more rows than one chunk, ignored targets scattered over chunks, and a no-grad call
-    from opens1.models import s1
-
-    torch.manual_seed(1)
-    N = 2 * s1.CE_CHUNK + 37
-    h = torch.randn(1, N, 16, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(23, 16, dtype=torch.float64, requires_grad=True)
-    target = torch.randint(0, 23, (1, N))
-    target[torch.rand(1, N) < 0.3] = -100
-    ce, logits = s1.linear_cross_entropy(h, w, target)
-    ref_logits = h @ w.t()
-    ref = torch.nn.functional.cross_entropy(ref_logits.reshape(-1, 23), target.reshape(-1), ignore_index=-100)
-    torch.testing.assert_close(ce, ref)
-    torch.testing.assert_close(logits, ref_logits)
-    for a, b in zip(torch.autograd.grad(ce, (h, w)), torch.autograd.grad(ref, (h, w))):
-        torch.testing.assert_close(a, b)
-    with torch.no_grad():
-        torch.testing.assert_close(s1.linear_cross_entropy(h, w, target)[0], ref.detach())
-
-
-def test_linear_cross_entropy_under_autocast():
-    # bf16 autocast: the head's matmuls in bf16 like nn.Linear's, the loss in float32, and the
-    # gradients reach the float32 weight; it must agree with the unfused bf16 computation
-    from opens1.models import s1
-
-    torch.manual_seed(2)
-    N = s1.CE_CHUNK + 50  # two chunks: grad_W is summed across them
-    h = torch.randn(1, N, 32, requires_grad=True)
-    w = (0.1 * torch.randn(97, 32)).requires_grad_()
-    target = torch.randint(0, 97, (1, N))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        ce, logits = s1.linear_cross_entropy(h, w, target)
-        ref_logits = h @ w.t()  # autocast: bf16
-    ref = torch.nn.functional.cross_entropy(ref_logits.float().reshape(-1, 97), target.reshape(-1))
-    assert ce.dtype == torch.float32 and logits.dtype == torch.bfloat16
-    torch.testing.assert_close(logits, ref_logits)
-    torch.testing.assert_close(ce, ref, rtol=1e-3, atol=1e-3)
-    ours, theirs = torch.autograd.grad(ce, (h, w)), torch.autograd.grad(ref, (h, w))
-    for a, b in zip(ours, theirs):
-        assert a.dtype == torch.float32
-        torch.testing.assert_close(a, b, rtol=2e-2, atol=1e-4)
 
 
 def test_count_parameters_of_real_presets():

@@ -12,8 +12,10 @@ from PIL import Image
 
 from opens1.config import VisionConfig, get_preset
 from opens1.processing.images import (
+    MAX_IMAGE_PIXELS,
     choose_grid,
     dynamic_tiles,
+    image_size,
     image_to_pixel_values,
     load_image,
     num_tiles,
@@ -150,3 +152,41 @@ def test_presets_set_tile_size_and_limit():
         assert (v.image_size, v.max_tiles) == (size, limit)
         px = image_to_pixel_values(image(3 * size, size), v)
         assert px.shape == (num_tiles(3 * size, size, v), 3, size, size)
+
+
+def _rss() -> int:
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _png(size, mode="1") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_image_size_reads_the_header_only():
+    raw = _png((640, 480), "RGB")
+    header_only = raw[:100]  # the pixel data cut off: the size is still known, decoding fails
+    assert image_size(header_only) == (640, 480)
+    assert image_size("data:image/png;base64," + base64.b64encode(raw).decode()) == (640, 480)
+    assert image_size(Image.new("RGB", (3, 2))) == (3, 2)
+    with pytest.raises(ValueError, match="not a readable image"):
+        load_image(header_only)
+    with pytest.raises(ValueError, match="not a readable image"):
+        image_size(b"not an image at all")
+
+
+def test_too_many_pixels_refused_before_decoding():
+    # 100 M pixels in a 100 KB file: decoded to RGB it would be 300 MB
+    bomb = _png((10_000, 10_000))
+    assert len(bomb) < 200_000 and MAX_IMAGE_PIXELS == 40_000_000
+    before = _rss()
+    with pytest.raises(ValueError, match="too large: 10000x10000"):
+        load_image(bomb)
+    assert _rss() - before < 50 * 2**20
+    with pytest.raises(ValueError, match="at most 1,000"):
+        load_image(_png((50, 50), "RGB"), max_pixels=1000)
+    assert load_image(_png((50, 50), "RGB"), max_pixels=None).size == (50, 50)

@@ -37,7 +37,7 @@ def test_text_only(tok, cfg):
     assert ids.shape[0] == 1 and ids.dtype == torch.long
     assert out["attention_mask"].shape == ids.shape and out["attention_mask"].all()
     assert out["pixel_values"] is None and out["time_series"] is None and out["sampling_rates"] is None
-    assert tok.decode(ids[0].tolist()).endswith("<|im_start|>assistant\n<think>\n")
+    assert tok.decode(ids[0].tolist()).endswith("<|im_start|>assistant\n<think>")
 
 
 def test_unset_ids_are_configured_and_mismatch_is_an_error(tok, cfg):
@@ -79,7 +79,7 @@ def test_images_and_series_expand_to_context_tokens(tok, cfg):
     assert int((ids == cfg.ts_token_id).sum()) == series_num_tokens(3600, 360.0, cfg.timeseries)
     # context runs are contiguous and bracketed
     text = tok.decode(ids.tolist())
-    assert "Compare<img><IMG_CONTEXT>" in text and "</img><TS><TS_CONTEXT>" in text
+    assert "Compare\n<img><IMG_CONTEXT>" in text and "</img>\n<TS><TS_CONTEXT>" in text
 
 
 def test_for_training_labels(tok, cfg):
@@ -94,9 +94,10 @@ def test_for_training_labels(tok, cfg):
     assert labels.shape == ids.shape
     kept = labels != -100
     assert torch.equal(labels[kept], ids[kept])
-    assert tok.decode(ids[kept].tolist()) == "<think>\nAll pixels are 0.\n</think>\nBlack.<|im_end|>Yes.<|im_end|>"
+    # Intern-S1's template drops the reasoning of replies before the last user turn
+    assert tok.decode(ids[kept].tolist()) == "Black.<|im_end|><think>\n\n</think>\nYes.<|im_end|>"
     assert not kept[ids == cfg.image_token_id].any()
-    assert not tok.decode(ids.tolist()).endswith("<|im_start|>assistant\n<think>\n")  # no generation prompt
+    assert tok.decode(ids.tolist()).endswith("Yes.<|im_end|>\n")  # no generation prompt
 
 
 def test_errors(tok, cfg):
@@ -129,6 +130,7 @@ def test_outputs_feed_the_model(tok):
     ]
     b = Processor(tok, cfg).for_training(msgs)
     out = model(b["input_ids"], attention_mask=b["attention_mask"], pixel_values=b["pixel_values"],
-                time_series=b["time_series"], sampling_rates=b["sampling_rates"], labels=b["labels"])
+                time_series=b["time_series"], sampling_rates=b["sampling_rates"])
     assert out.logits.shape == (1, b["input_ids"].shape[1], cfg.text.vocab_size)
-    assert torch.isfinite(out.loss)
+    loss = torch.nn.functional.cross_entropy(out.logits[0, :-1], b["labels"][0, 1:], ignore_index=-100)
+    assert torch.isfinite(loss)

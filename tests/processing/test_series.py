@@ -12,6 +12,7 @@ from opens1.processing.series import (
     preprocess_series,
     read_wfdb,
     series_num_tokens,
+    series_shape,
     series_tokens_or_zero,
 )
 
@@ -104,3 +105,16 @@ def test_read_wfdb_mitbih_record():
     assert -3 < values.min() < values.max() < 3
     one, _ = read_wfdb(find_data(None, "timeseries/100.hea").with_suffix(""), channels=[1], sampto=10)
     np.testing.assert_allclose(one[:, 0], values[:10, 1])
+
+
+def test_series_shape_without_converting():
+    assert series_shape([1.0, 2.0, 3.0]) == (3, 1)
+    assert series_shape([[1.0, 2.0]] * 5) == (5, 2)
+    # channels-first (more columns than rows) is read as preprocess_series reads it: transposed
+    assert series_shape([[0.0] * 720, [1.0] * 720]) == (720, 2)
+    assert series_shape(np.zeros((2, 720))) == (720, 2) == tuple(preprocess_series(np.random.rand(2, 720))[0].shape)
+    assert series_shape(torch.zeros(10)) == (10, 1)
+    for bad, msg in (([[1.0, 2.0], [3.0]], "same number"), ([[[1.0]]], "more than 2"), ([], "empty"), ([[]], "empty"),
+                     (np.zeros((2, 2, 2)), r"\[T\] or \[T, C\]"), ("abc", "list")):
+        with pytest.raises(ValueError, match=msg):
+            series_shape(bad)

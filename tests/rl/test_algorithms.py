@@ -16,7 +16,6 @@ from opens1.rl.algorithms import (
     oreal_loss,
     ref_kl_term,
     token_covariance,
-    token_logprobs_and_entropy,
 )
 
 
@@ -43,13 +42,6 @@ def test_aggregation_modes():
     assert aggregate(loss, mask, "seq-mean-token-sum").item() == pytest.approx((6 + 4) / 2)
     with pytest.raises(ValueError):
         aggregate(loss, mask, "bogus")
-
-
-def test_logprobs_and_entropy():
-    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25]]]))
-    lp, ent = token_logprobs_and_entropy(logits, torch.tensor([[1]]))
-    assert lp.item() == pytest.approx(math.log(0.25))
-    assert ent.item() == pytest.approx(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)))
 
 
 def test_grpo_clipping_by_hand():

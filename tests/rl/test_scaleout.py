@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import opens1
-from opens1.rl.rollout import LocalEngine, SamplingParams
+from opens1.infer.sampling import SamplingParams
+from opens1.rl.rollout import LocalEngine
 from tests.conftest import GLOO_TEARDOWN_RERUN
 from tests.rl.conftest import tiny_parts as _tiny
 

@@ -63,9 +63,10 @@ class ScriptedLM(nn.Module):
 @pytest.fixture(scope="session")
 def tiny_state():
     torch.set_num_threads(1)
-    state = build_state("tiny", max_seq_len=384, max_batch_size=4, start=True)
+    state = build_state("tiny", max_seq_len=384, max_batch_size=4, start=True, cpu_workers=1)
     state.max_body_bytes = 2 * 1024 * 1024  # small, so the oversize test sends little
     yield state
+    state.close()
     state.engine.shutdown()
 
 

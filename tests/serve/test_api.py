@@ -7,6 +7,7 @@ import io
 import threading
 
 import httpx
+import torch
 import pytest
 from PIL import Image
 
@@ -229,3 +230,185 @@ def test_non_streamed_client_disconnect_frees_the_slot(tiny, tiny_state):
     assert _wait_idle(engine)
     assert engine.stats.generated_tokens - before < 250
     assert engine.load()["reserved_tokens"] == 0
+
+
+# ---------------------------------------------------------------- vLLM's routes and habits
+
+
+def test_tokenize_detokenize_and_version(tiny, tiny_state):
+    import opens1
+
+    tok = tiny_state.tokenizer
+    prompt = "<|im_start|>user\nAspirin is CC(=O)OC1=CC=CC=C1C(=O)O<|im_end|>"
+    r = httpx.post(tiny + "/tokenize", json={"model": "tiny", "prompt": prompt, "add_special_tokens": True}).json()
+    # a raw prompt's added-token strings are their tokens, as vLLM reads them
+    assert r["tokens"] == tok.encode(prompt, split_special_tokens=False) and r["count"] == len(r["tokens"])
+    assert r["max_model_len"] == tiny_state.max_seq_len
+    assert httpx.post(tiny + "/detokenize", json={"model": "tiny", "tokens": r["tokens"]}).json() == {"prompt": prompt}
+    # messages: exactly the ids /v1/chat/completions prefills
+    msgs = [{"role": "user", "content": "What is aspirin?"}]
+    chat = httpx.post(tiny + "/tokenize", json={"model": "tiny", "messages": msgs, "return_token_strs": True}).json()
+    assert chat["tokens"] == tiny_state.processor(msgs)["input_ids"][0].tolist()
+    assert chat["token_strs"] == [tok.id_to_token(i) for i in chat["tokens"]]
+    done = httpx.post(tiny + "/v1/chat/completions", json={"model": "tiny", "messages": msgs, "max_tokens": 1}).json()
+    assert done["usage"]["prompt_tokens"] == chat["count"]
+    no_gen = httpx.post(tiny + "/tokenize", json={"model": "tiny", "messages": msgs, "add_generation_prompt": False,
+                                                 "chat_template_kwargs": {"enable_thinking": False}}).json()
+    assert no_gen["tokens"] == tiny_state.processor(msgs, enable_thinking=False, add_generation_prompt=False)["input_ids"][0].tolist()
+    assert httpx.get(tiny + "/version").json() == {"version": opens1.__version__}
+
+
+def test_raw_completion_prompts_parse_added_tokens(client, tiny_state):
+    tok = tiny_state.tokenizer
+    chatml = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    r = client.completions.create(model="tiny", prompt=chatml, max_tokens=1)
+    assert r.usage.prompt_tokens == len(tok.encode(chatml, split_special_tokens=False))
+    assert r.usage.prompt_tokens < len(tok.encode(chatml, split_special_tokens=True))
+
+
+def test_special_tokens_in_content_flag(tiny, tiny_state):
+    import dataclasses
+
+    from opens1.serve.cli import BackgroundServer
+
+    msgs = [{"role": "user", "content": "hi<|im_end|>"}]
+    im_end = tiny_state.tokenizer.eos_token_id
+    inert = httpx.post(tiny + "/tokenize", json={"model": "tiny", "messages": msgs}).json()["tokens"]
+    assert inert.count(im_end) == 2  # the system turn's and the user turn's own: the string stayed text
+    parsing = dataclasses.replace(tiny_state, special_tokens_in_content=True)
+    with BackgroundServer(parsing, own_engine=False) as url:
+        parsed = httpx.post(url + "/tokenize", json={"model": "tiny", "messages": msgs}).json()["tokens"]
+        r = httpx.post(url + "/v1/chat/completions", json={"model": "tiny", "messages": msgs, "max_tokens": 1}).json()
+    assert parsed.count(im_end) == 3 and r["usage"]["prompt_tokens"] == len(parsed)
+    assert parsed == tiny_state.processor(msgs, special_tokens_in_content=True)["input_ids"][0].tolist()
+
+
+def test_ignored_fields_are_reported(tiny):
+    body = {"model": "tiny", "messages": HI, "max_tokens": 1, "logit_bias": {"5": 3}, "user": "u1", "store": None}
+    r = httpx.post(tiny + "/v1/chat/completions", json=body)
+    assert r.status_code == 200
+    assert r.json()["warnings"] == ["ignored field: logit_bias", "ignored field: user"]
+    assert r.headers["warning"].startswith('299 opens1 "') and "logit_bias" in r.headers["warning"]
+    with httpx.stream("POST", tiny + "/v1/chat/completions", json={**body, "stream": True}) as s:
+        assert "logit_bias" in s.headers["warning"]
+        s.read()
+    c = httpx.post(tiny + "/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 1, "best_of": 3})
+    assert c.json()["warnings"] == ["ignored field: best_of"]
+    plain = httpx.post(tiny + "/v1/chat/completions", json={"model": "tiny", "messages": HI, "max_tokens": 1})
+    assert "warning" not in plain.headers and "warnings" not in plain.json()
+    # a thinking budget with thinking off does nothing, and says so
+    off = httpx.post(tiny + "/v1/chat/completions", json={"model": "tiny", "messages": HI, "max_tokens": 1, "thinking_budget": 4,
+                                                          "chat_template_kwargs": {"enable_thinking": False}})
+    assert off.json()["warnings"] == ["thinking_budget has no effect: thinking is off"]
+
+
+def test_penalties_are_honoured(client, tiny_state):
+    from opens1.infer.generate import generate
+    from opens1.infer.sampling import SamplingParams
+
+    tok = tiny_state.tokenizer
+    ids = tok.encode("The reaction of benzene with")
+    knobs = dict(frequency_penalty=1.5, presence_penalty=0.5, repetition_penalty=1.3)
+    r = client.completions.create(model="tiny", prompt=ids, max_tokens=12, temperature=0, extra_body={"ignore_eos": True, **knobs})
+    plain = client.completions.create(model="tiny", prompt=ids, max_tokens=12, temperature=0, extra_body={"ignore_eos": True})
+    ref = generate(tiny_state.engine.model, torch.tensor([ids]), SamplingParams(max_new_tokens=12, vocab_limit=len(tok), **knobs))
+    assert r.choices[0].text == tok.decode(ref[0, len(ids):].tolist())
+    assert r.choices[0].text != plain.choices[0].text
+
+
+def test_served_names_and_aliases(tiny_state):
+    import dataclasses
+
+    from opens1.serve.cli import BackgroundServer
+
+    named = dataclasses.replace(tiny_state, model_name="s1-tiny", aliases=("runs/x/model",))
+    with BackgroundServer(named, own_engine=False) as url:
+        assert [m["id"] for m in httpx.get(url + "/v1/models").json()["data"]] == ["s1-tiny", "runs/x/model"]
+        assert httpx.get(url + "/v1/models/runs/x/model").json()["id"] == "runs/x/model"
+        r = httpx.post(url + "/v1/chat/completions", json={"model": "runs/x/model", "messages": HI, "max_tokens": 1})
+        assert r.status_code == 200 and r.json()["model"] == "s1-tiny"
+        miss = httpx.post(url + "/v1/chat/completions", json={"model": "tiny", "messages": HI, "max_tokens": 1})
+        assert miss.status_code == 404 and "'s1-tiny' or 'runs/x/model'" in miss.json()["error"]["message"]
+
+
+def test_server_defaults_fill_unset_fields_only(tiny_state):
+    import dataclasses
+
+    from opens1.infer.sampling import SamplingParams
+    from opens1.serve import protocol as P
+    from opens1.serve.api import sampling_params
+
+    d = P.ServeDefaults(sampling=SamplingParams(temperature=0.8, top_p=0.95, top_k=20, repetition_penalty=1.05), max_tokens=50)
+    state = dataclasses.replace(tiny_state, defaults=d)
+    req = P.ChatCompletionRequest.model_validate({"model": "tiny", "messages": HI})
+    p = sampling_params(state, req, 10, None, None)
+    assert (p.temperature, p.top_p, p.top_k, p.repetition_penalty, p.max_new_tokens) == (0.8, 0.95, 20, 1.05, 50)
+    req = P.ChatCompletionRequest.model_validate({"model": "tiny", "messages": HI, "temperature": 0.2, "top_k": -1,
+                                                  "repetition_penalty": 1.0, "presence_penalty": 0.3})
+    p = sampling_params(state, req, 10, 7, None)
+    assert (p.temperature, p.top_p, p.top_k, p.repetition_penalty, p.presence_penalty, p.max_new_tokens) == (0.2, 0.95, 0, 1.0, 0.3, 7)
+
+
+def test_interns1_tool_calls_parse(tmp_path, tiny_state):
+    """The real model's tool-call format, generated token by token over an Intern-S1 tokenizer
+    directory, comes back as OpenAI tool_calls, streamed and not."""
+    from opens1 import Processor, load_tokenizer
+    from opens1.config import get_preset
+    from opens1.infer.engine import Engine
+    from opens1.serve.api import ServerState
+    from opens1.serve.cli import BackgroundServer, _eos_ids
+    from tests.serve.conftest import SCRIPT, ScriptedLM
+    from tests.tokenizer.interns1_fixture import make_interns1_dir, small_vocab_merges
+
+    import openai
+
+    make_interns1_dir(tmp_path / "tok", *small_vocab_merges())
+    tok = load_tokenizer(tmp_path / "tok")
+    # the real generation: Intern-S1's added tokens are single ids, everything else is text
+    script = []
+    for piece in SCRIPT:
+        script += tok.encode(piece, split_special_tokens=False)
+    assert tok.token_to_id("<|action_start|>") in script and tok.token_to_id("<|plugin|>") in script
+    cfg = get_preset("debug")
+    cfg.vision = cfg.timeseries = None
+    cfg.text.vocab_size = -(-len(tok) // 64) * 64
+    engine = Engine(ScriptedLM(cfg, script, filler=tok.encode("a")[0]), eos_token_ids=_eos_ids(tok, cfg),
+                    max_batch_size=2, max_seq_len=512, valid_vocab_size=len(tok)).start()
+    state = ServerState(engine=engine, tokenizer=tok, processor=Processor(tok, cfg), model_name="interns1",
+                        supports_images=False, supports_series=False, cpu_workers=0)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    msgs = [{"role": "user", "content": "Weather in Paris?"}]
+    with BackgroundServer(state) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=60)
+        r = client.chat.completions.create(model="interns1", messages=msgs, tools=tools, max_tokens=100)
+        calls, finish = [], None
+        for chunk in client.chat.completions.create(model="interns1", messages=msgs, tools=tools, max_tokens=100, stream=True):
+            for ch in chunk.choices:
+                calls += ch.delta.tool_calls or []
+                finish = ch.finish_reason or finish
+    c = r.choices[0]
+    assert c.finish_reason == finish == "tool_calls"
+    assert c.message.reasoning_content == "The user wants the weather, so I call the tool."
+    assert c.message.content == "Let me check the weather in Paris."
+    assert [(t.function.name, t.function.arguments) for t in c.message.tool_calls] == [("get_weather", '{"city": "Paris"}')]
+    assert [(t.function.name, t.function.arguments) for t in calls] == [("get_weather", '{"city": "Paris"}')]
+
+
+def test_documented_curl_commands(tiny):
+    # every curl line of docs/serving.md, sent to a live tiny server: each answers 200
+    import json
+    import shlex
+
+    from tests.serve.test_cli import documented
+
+    lines = documented("curl ")
+    assert len(lines) >= 4
+    for line in lines:
+        argv = shlex.split(line, comments=True)
+        url = next(a for a in argv if a.startswith("http")).replace("http://127.0.0.1:8765", tiny)
+        data = argv[argv.index("-d") + 1] if "-d" in argv else None
+        headers = dict(h.split(": ", 1) for h in (argv[i + 1] for i, a in enumerate(argv) if a == "-H"))
+        r = httpx.request("POST" if data else "GET", url, content=data, headers=headers, timeout=60)
+        assert r.status_code == 200, (line, r.text)
+        if data:
+            json.loads(r.text)

@@ -2,6 +2,8 @@
 reasoning/content split of partial outputs, which must agree with the chat parser."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from opens1 import load_tokenizer
 from opens1.serve.text import IncrementalDecoder, OutputText, split_reasoning
@@ -68,3 +70,60 @@ def test_stop_strings_cut_and_are_never_sent():
     out = OutputText(["STOP"], thinking_open=False)
     assert out.feed("abc ST").content == "abc "
     assert out.feed("ART").content == "START"
+
+
+def naive_stream(text: str, stops: list[str], pieces: list[int], split: bool):
+    """The definition: the text as it grows ends at the first piece that completes a stop
+    string, cut where the earliest stop string in it starts; after each piece, everything
+    but the longest tail that is a proper prefix of a stop string or marker may be sent."""
+    markers = ["<think>", "</think>", "<|action_start|>"] if split else []
+    sendable, pos = [], 0
+    for n in pieces:
+        pos += n
+        seen = text[:pos]
+        cuts = [seen.find(s) for s in stops if s in seen]
+        if cuts:
+            return seen[: min(cuts)], sendable
+        held = max((k for m in markers + stops for k in range(1, len(m)) if seen.endswith(m[:k])), default=0)
+        sendable.append(len(seen) - held)
+    return text, sendable
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(alphabet="ab<>/think", max_size=40), stops=st.lists(st.text(alphabet="ab<", min_size=1, max_size=6), max_size=3),
+       cuts=st.lists(st.integers(1, 5), min_size=1, max_size=40), split=st.booleans())
+def test_stop_strings_and_hold_back_match_the_definition(text, stops, cuts, split):
+    pieces, total = [], 0
+    for c in cuts:
+        if total >= len(text):
+            break
+        pieces.append(min(c, len(text) - total))
+        total += pieces[-1]
+    if total < len(text):
+        pieces.append(len(text) - total)
+    out = OutputText(stops, thinking_open=False, split=split)
+    sendable, pos = [], 0
+    for n in pieces:
+        out.feed(text[pos : pos + n])
+        pos += n
+        if out.stopped:
+            break
+        sendable.append(len(out.text) - out._held_tail())
+    final, want = naive_stream(text, stops, pieces, split)
+    assert out.text == final
+    assert sendable == want
+
+
+def test_long_stop_string_in_a_long_stream():
+    # the hold-back used to cost O(len(stop)^2) per token; it is now one automaton step per
+    # character, so a 1000-character stop string over a 20k-character stream is ordinary work
+    stop = "ab" * 499 + "ac"
+    text = "ab" * 10_000 + stop + "tail"
+    out = OutputText([stop], thinking_open=False, split=False)
+    sent = ""
+    for i in range(0, len(text), 3):
+        sent += out.feed(text[i : i + 3]).content
+        if out.stopped:
+            break
+    sent += out.finish().content
+    assert out.stopped and sent == out.text == "ab" * 10_000

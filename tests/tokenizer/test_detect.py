@@ -128,3 +128,25 @@ def test_real_data_both_directions(shared_data):
     text = "\n".join(f"Molecule {i}: {s}." for i, s in enumerate(lines))
     got = {text[s.start : s.end] for s in tok.segments(text) if s.domain == "smiles"}
     assert sum(s in got for s in lines) / len(lines) > 0.99
+
+
+def test_linear_time_bounds(monkeypatch):
+    """Structural linearity: RDKit never sees a run longer than MAX_SMILES_CHECK characters (it
+    is super-linear in the length), so a 40k-character `[C@@H]` run stays prose without a
+    parse; trimming is one pass (the result on long runs is the same as on short ones)."""
+    seen = []
+    real = detect._rdkit_ok.__wrapped__
+
+    def spy(s):
+        seen.append(len(s))
+        return real(s)
+
+    monkeypatch.setattr(detect, "_rdkit_ok", spy)
+    detect.is_smiles.cache_clear()
+    run = "[C@@H]" * 7000
+    assert spans(f"x {run} y CC(=O)Oc1ccccc1C(=O)O z") == [("smiles", "CC(=O)Oc1ccccc1C(=O)O")]
+    assert seen and max(seen) <= detect.MAX_SMILES_CHECK
+    long = "(" * 3000 + "CC(=O)Oc1ccccc1C(=O)O" + ")" * 3000
+    assert detect._trim(long, 0, len(long)) == (0, len(long))  # balanced: nothing to drop
+    assert detect._trim("CCO)))", 0, 6) == (0, 3) and detect._trim("(((CCO", 0, 6) == (3, 6)
+    detect.is_smiles.cache_clear()

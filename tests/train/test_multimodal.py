@@ -8,7 +8,7 @@ import torch
 
 from opens1.data.packing import PackedStream
 from opens1.data.sources import build_documents, read_ecg, read_gsm8k, read_molecule_images
-from opens1.train.losses import masked_lm_loss
+from opens1.train.losses import head_weight, lm_loss
 from opens1.train.parallelize import apply_activation_checkpointing
 from opens1.train.trainer import Trainer
 
@@ -44,8 +44,8 @@ def test_multimodal_rows_train_the_towers(tokenizer, mm_docs, h, tmp_path):
     for _ in range(4):
         mb = next(t._iter)
         t.micro_batches += 1
-        out = model(**mb.model_inputs(), attention_mask=mb.attention_mask)
-        masked_lm_loss(out.logits, mb.labels, mb.doc_ids, "square").backward()
+        out = model(**mb.model_inputs(), attention_mask=mb.attention_mask, return_hidden=True)
+        lm_loss(out.hidden_states, head_weight(model), mb.labels, mb.doc_ids, "square").backward()
         if mb.pixel_values is not None:
             seen_vision |= any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.vision_tower.parameters())
         if mb.time_series:
@@ -63,8 +63,8 @@ def test_activation_checkpointing_keeps_the_gradients(tokenizer, text_docs, h):
         model = h.make_model(tokenizer)
         if ac:
             assert apply_activation_checkpointing(model) == model.config.text.num_hidden_layers
-        out = model(**batch.model_inputs(), attention_mask=batch.attention_mask)
-        masked_lm_loss(out.logits, batch.labels).backward()
+        out = model(**batch.model_inputs(), attention_mask=batch.attention_mask, return_hidden=True)
+        lm_loss(out.hidden_states, head_weight(model), batch.labels).backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.language_model.parameters() if p.grad is not None]))
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
     assert set(dict(h.make_model(tokenizer).named_parameters())) == set(dict(model.named_parameters()))

@@ -56,15 +56,16 @@ def test_resume_with_changed_config_is_refused(tokenizer, text_docs, h, tmp_path
 
 
 class _Poison:
-    """A forward hook that makes chosen forwards return NaN (or huge) logits."""
+    """A forward hook on the final norm that makes chosen forwards give NaN (or huge) hidden
+    states, hence NaN (or huge) logits in the loss."""
 
     def __init__(self, model, mode="nan"):
         self.on, self.mode = False, mode
-        model.register_forward_hook(self)
+        model.language_model.norm.register_forward_hook(self)
 
     def __call__(self, module, args, out):
         if self.on:
-            out.logits = out.logits * float("nan") if self.mode == "nan" else out.logits * 1e3
+            return out * float("nan") if self.mode == "nan" else out * 1e3
         return out
 
 

@@ -3,6 +3,7 @@
 Usage:
     opens1 data parse-pdf paper.pdf more/*.pdf --out parsed/
     opens1 data parse-pdf pdfs/*.pdf --out parsed/ --workers 2
+    opens1 data parse-pdf pdfs/*.pdf --out parsed/ --doc-timeout 60 --doc-memory 1024
     opens1 data parse-pdf scans/*.pdf --out parsed/ --vlm-endpoint http://127.0.0.1:8000/v1 --vlm-model internvl
 
 Per document: every page with a text layer goes through the cheap layout path
@@ -28,8 +29,14 @@ Outputs:
                            pages and share of characters dropped.
 Nothing is dropped silently: every page removed carries its reason in pages.jsonl, and
 every file that cannot be parsed (missing, empty, not a PDF, encrypted, broken, past
---doc-timeout) gets an error record while the run goes on. Documents run in parallel
-processes (--workers); the parent alone writes pages.jsonl, so it needs no locking.
+--doc-timeout or --doc-memory, or whose worker died) gets an error record while the run
+goes on. Documents run in worker processes (--workers, one document at a time each) that
+the parent supervises: it kills a worker whose document runs past --doc-timeout (the
+parser cannot swallow that: the clock is outside it), records a worker that dies (as by
+the OOM killer) against its document only, and starts a fresh worker in either case. Each
+document may grow its worker's address space by --doc-memory MiB (RLIMIT_AS: a larger
+allocation fails with MemoryError). The parent alone writes pages.jsonl, so it needs no
+locking.
 """
 
 from __future__ import annotations
@@ -38,14 +45,16 @@ import argparse
 import hashlib
 import json
 import logging
+import multiprocessing as mp
 import os
 import re
+import resource
 import signal
 import sys
-import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import deque
 from dataclasses import dataclass
+from multiprocessing.connection import wait as wait_ready
 from pathlib import Path
 
 from opens1.corpus import markdown as md
@@ -73,6 +82,7 @@ class ParseConfig:
     dedup_threshold: float = 0.85  # MinHash Jaccard for page near-duplicates; <= 0 disables
     force: bool = False  # ignore done markers
     doc_timeout: float = 1800.0  # seconds per document; <= 0 disables
+    doc_memory_mb: int = 2048  # address-space growth per document (RLIMIT_AS); <= 0 disables
     images: bool = False  # write the figure crops the Markdown links to
 
     def router(self) -> RouterConfig:
@@ -245,40 +255,158 @@ def _stems(paths: list[str]) -> list[str]:
     return out
 
 
-class DocumentTimeout(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise DocumentTimeout("document took longer than --doc-timeout")
-
-
 def process_one(path: str, stem: str, cfg: ParseConfig) -> dict:
-    """Worker: parse, write DIR/<stem>.md, then the done marker (both atomically).
-    Returns the marker payload, or an error record. A document that runs past
-    cfg.doc_timeout seconds (a pathological file can keep pdfminer busy for hours) is
-    abandoned with an error record (SIGALRM: main thread of a process, as in the pool)."""
+    """Parse, write DIR/<stem>.md, then the done marker (both atomically). Returns the
+    marker payload, or an error record. Runs in a worker process (see run)."""
     logging.getLogger("pdfminer").setLevel(logging.ERROR)
     out = Path(cfg.out)
     t0 = time.perf_counter()
-    timed = cfg.doc_timeout > 0 and threading.current_thread() is threading.main_thread()
-    if timed:
-        old = signal.signal(signal.SIGALRM, _alarm)
-        signal.setitimer(signal.ITIMER_REAL, cfg.doc_timeout)
     try:
         pages, records = parse_document(path, stem, cfg)
-    except Exception as e:  # DocumentTimeout included
-        return {"error": {"doc": stem, "file": path, "page": None, "route": "error",
-                          "error": f"{type(e).__name__}: {e}"[:1000]}}
-    finally:
-        if timed:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old)
+    except Exception as e:  # MemoryError (past --doc-memory) included
+        return _error(path, stem, f"{type(e).__name__}: {e}")
     atomic_write(out / f"{stem}.md", _doc_markdown(pages, records))
     payload = {"version": MARKER_VERSION, "file": path, "source": _fingerprint(path), "stem": stem,
                "pages": pages, "records": records, "seconds": round(time.perf_counter() - t0, 3)}
     atomic_write(out / ".done" / f"{stem}.json", json.dumps(payload, ensure_ascii=False))
     return payload
+
+
+def _error(path: str, stem: str, message: str) -> dict:
+    return {"error": {"doc": stem, "file": path, "page": None, "route": "error", "error": message[:1000]}}
+
+
+# ---------------------------------------------------------------- supervised workers
+
+
+def _vm_bytes() -> int:
+    """This process's address-space size (VmSize)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _worker_main(conn, cfg: ParseConfig) -> None:
+    """A worker: documents in on `conn`, one (result, retire) out per document. After a
+    MemoryError it retires (the heap may be in a poor state): the parent starts another."""
+    os.setsid()  # its own process group: a kill takes OCR subprocesses down with it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        path, stem = job
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if cfg.doc_memory_mb > 0:  # this document may grow the process by doc_memory_mb
+            cap = _vm_bytes() + (cfg.doc_memory_mb << 20)
+            resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+        res = process_one(path, stem, cfg)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        retire = "error" in res and res["error"]["error"].startswith("MemoryError")
+        if retire:
+            res["error"]["error"] = (f"MemoryError: the document needed more than --doc-memory "
+                                     f"{cfg.doc_memory_mb} MiB " + res["error"]["error"][13:200]).strip()
+        conn.send((res, retire))
+        if retire:
+            return
+
+
+class _Worker:
+    """The parent's handle on one worker process and the document it is parsing."""
+
+    def __init__(self, ctx, cfg: ParseConfig):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, cfg), daemon=True)
+        self.proc.start()
+        child.close()
+        self.job: tuple[str, str] | None = None
+        self.started = 0.0
+
+    def assign(self, job: tuple[str, str]) -> None:
+        self.job, self.started = job, time.monotonic()
+        self.conn.send(job)
+
+    def kill(self) -> None:
+        for target in (lambda: os.killpg(self.proc.pid, signal.SIGKILL), self.proc.kill):
+            try:
+                target()
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.proc.join()
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.proc.join(timeout=5)
+        if self.proc.is_alive():
+            self.kill()
+        else:
+            self.conn.close()
+
+
+def _signal_name(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _outcome(w: _Worker, ready: list, cfg: ParseConfig) -> tuple[dict | None, bool]:
+    """(the busy worker's result or error record, None while it runs; whether to replace it)."""
+    path, stem = w.job
+    if w.conn in ready or w.proc.sentinel in ready:
+        try:
+            if w.conn.poll():
+                return w.conn.recv()  # (result, retire)
+        except (EOFError, OSError):  # the pipe closed: the worker is exiting
+            w.proc.join(timeout=10)
+        if not w.proc.is_alive():
+            return _error(path, stem, f"worker died ({_signal_name(w.proc.exitcode)}) while parsing this "
+                                      "document, e.g. the OOM killer or a native crash"), True
+    elif cfg.doc_timeout > 0 and time.monotonic() - w.started >= cfg.doc_timeout:
+        # enforced from outside: the parser's own `except Exception` cannot swallow a kill
+        return _error(path, stem, f"DocumentTimeout: document took longer than --doc-timeout "
+                                  f"({cfg.doc_timeout:g} s); its worker was killed"), True
+    return None, False
+
+
+def parse_all(todo: list[tuple[str, str]], cfg: ParseConfig, collect) -> None:
+    """Parse every (path, stem) in supervised worker processes; `collect` gets each
+    result or error record (in completion order)."""
+    ctx = mp.get_context("fork")  # workers inherit the loaded parsers (and test monkeypatches)
+    queue = deque(todo)
+    pool = [_Worker(ctx, cfg) for _ in range(min(max(cfg.workers, 1), len(todo)))]
+    try:
+        while queue or any(w.job for w in pool):
+            for w in pool:
+                if w.job is None and queue:
+                    w.assign(queue.popleft())
+            busy = [w for w in pool if w.job]
+            timeout = None
+            if cfg.doc_timeout > 0:
+                timeout = max(min(w.started + cfg.doc_timeout for w in busy) - time.monotonic(), 0)
+            ready = wait_ready([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout)
+            for i, w in enumerate(pool):
+                if not w.job:
+                    continue
+                res, replace = _outcome(w, ready, cfg)
+                if res is None:
+                    continue
+                w.job = None
+                if replace:  # dead, overdue or retired: a fresh process takes its place
+                    w.kill()
+                    pool[i] = _Worker(ctx, cfg)
+                collect(res)
+    finally:
+        for w in pool:
+            w.stop() if not w.job else w.kill()
 
 
 def _fingerprint(path: str) -> list:
@@ -369,19 +497,9 @@ def run(paths: list[str], cfg: ParseConfig, log=print) -> dict:
             docs[res["stem"]] = res
             log(f"parsed {res['file']} ({len(res['pages'])} pages, {res['seconds']:.1f}s)")
 
-    if cfg.workers <= 1 or len(todo) <= 1:
-        for path, stem in todo:
-            collect(process_one(path, stem, cfg))
-    else:
-        with ProcessPoolExecutor(max_workers=cfg.workers) as ex:
-            futs = {ex.submit(process_one, path, stem, cfg): (path, stem) for path, stem in todo}
-            for fut in as_completed(futs):
-                path, stem = futs[fut]
-                try:
-                    collect(fut.result())
-                except Exception as e:  # a worker died (e.g. a crash inside a native library)
-                    collect({"error": {"doc": stem, "file": path, "page": None, "route": "error",
-                                       "error": f"worker failed: {type(e).__name__}: {e}"[:1000]}})
+    parse_all(todo, cfg, collect)
+    order = {stem: i for i, stem in enumerate(stems)}
+    errors.sort(key=lambda e: order.get(e["doc"], len(order)))  # input order, however the workers finished
     ordered = [docs[s] for s in stems if s in docs]  # input order: the first copy of a page wins
     n_dup = dedup_pages(ordered, cfg.dedup_threshold) if cfg.dedup_threshold > 0 else 0
     for doc in ordered:  # rewrite documents whose pages changed status
@@ -425,6 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dedup-threshold", type=float, default=0.85, help="MinHash Jaccard; 0 disables")
     ap.add_argument("--force", action="store_true", help="reparse documents that are already done")
     ap.add_argument("--doc-timeout", type=float, default=1800.0, help="seconds per document (0: none)")
+    ap.add_argument("--doc-memory", type=int, default=2048,
+                    help="MiB a document may grow its worker's address space by (0: no cap)")
     ap.add_argument("--images", action="store_true", help="write the figures the Markdown links to as PNG crops")
     a = ap.parse_args(argv)
     if bool(a.vlm_endpoint) != bool(a.vlm_model):
@@ -437,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
                       symbol_threshold=a.symbol_threshold, garble_threshold=a.garble_threshold,
                       display_math_threshold=a.display_math_threshold,
                       dedup_threshold=a.dedup_threshold, force=a.force, doc_timeout=a.doc_timeout,
-                      images=a.images)
+                      doc_memory_mb=a.doc_memory, images=a.images)
     summary = run([str(p) for p in a.pdfs], cfg, log=lambda s: print(s, file=sys.stderr))
     print(json.dumps(summary, indent=1))
     return 0 if summary["documents"] or not summary["errors"] else 1

@@ -35,7 +35,10 @@ training data readers:
     filters_passed  list<string>  quality rules passed (all of filters.RULE_NAMES) + "validity"
     quality         string   JSON of the quality metrics (filters.quality_metrics)
     n_validity      int32    SMILES/sequences checked (all valid, else the row was dropped)
-plus `out/_manifest.json` (config, counts per phase and per drop reason, domain decisions).
+plus `out/_manifest.json` (config, counts per phase and per drop reason, domain decisions,
+`input_errors`) and `out/_errors.jsonl`: one record per input row that could not be read
+(not JSON, not UTF-8, no string `text`: {"file", "line", "row", "where": "file:line",
+"error"}) and per .gz that breaks off; those rows are skipped and the run goes on.
 
 CLI (`opens1 data build`):
 
@@ -120,6 +123,7 @@ class Shard:
     start: int  # first row (inclusive) of the input file
     stop: int  # last row (exclusive)
     offset: int = -1  # byte offset of row `start` in a plain JSONL file (seekable), else -1
+    line: int = 1  # line number (1-based) at `offset`
 
     @property
     def name(self) -> str:
@@ -127,70 +131,124 @@ class Shard:
 
 
 # ------------------------------------------------------------------------------ input planning
+# A bad row (not JSON, not UTF-8, no string `text`) becomes an error record naming its
+# file and line and the run goes on; a truncated or corrupt .gz ends that file at the last
+# line it could read, with one error record. Records go to <output>/_errors.jsonl.
 
 
-def _row_offsets(path: str, shard_size: int) -> tuple[int, list[int]]:
-    """(rows, byte offset of every shard_size-th row) of a plain JSONL file, in one binary pass."""
+def _error(path: str, line: int | None, row: int | None, message: str) -> dict:
+    where = f"{path}:{line}" if line is not None else f"{path} row {row}"
+    return {"file": str(path), "line": line, "row": row, "where": where, "error": message[:500]}
+
+
+def _jsonl_lines(path: str, offset: int = -1, line: int = 1, errors: list | None = None):
+    """(line number, bytes) of each non-empty line of a JSONL(.gz) file, from byte `offset`
+    of a plain file. A gzip stream that breaks ends the iteration with one error record."""
+    import gzip
+    import zlib
+
+    gz = Path(path).suffix == ".gz"
+    with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+        if offset > 0:
+            f.seek(offset)
+        lines = iter(f)
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                return
+            except (EOFError, OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+                if errors is not None:
+                    errors.append(_error(path, line, None, f"truncated or corrupt gzip, read up to here "
+                                                           f"({type(e).__name__}: {e})"))
+                return
+            if raw.strip():
+                yield line, raw
+            line += 1
+
+
+def _row_offsets(path: str, shard_size: int) -> tuple[int, list[tuple[int, int]]]:
+    """(rows, (byte offset, line number) of every shard_size-th row) of a plain JSONL file,
+    in one binary pass."""
     n, offsets, pos = 0, [], 0
     with open(path, "rb") as f:
-        for line in f:
+        for lineno, line in enumerate(f, 1):
             if line.strip():
                 if n % shard_size == 0:
-                    offsets.append(pos)
+                    offsets.append((pos, lineno))
                 n += 1
             pos += len(line)
     return n, offsets
 
 
-def plan_shards(inputs: Sequence[str], shard_size: int) -> list[Shard]:
+def plan_shards(inputs: Sequence[str], shard_size: int, errors: list | None = None) -> list[Shard]:
     """Deterministic row-range shards over the inputs (same inputs -> same shards on a rerun).
     Plain JSONL shards carry a byte offset so each worker seeks to its rows; compressed JSONL is
-    re-read from the top per shard, Parquet is read whole (split big inputs into several files)."""
+    re-read from the top per shard, Parquet is read whole (split big inputs into several files).
+    A .gz that breaks counts the rows before the break (and adds an error record to `errors`)."""
     shards = []
     for path in inputs:
         p = Path(path)
-        offsets: list[int] = []
+        offsets: list[tuple[int, int]] = []
         if p.suffix == ".parquet":
             import pyarrow.parquet as pq
 
             n = pq.ParquetFile(p).metadata.num_rows
         elif p.suffix == ".gz":
-            n = sum(1 for _ in F.read_documents(p))
+            n = sum(1 for _ in _jsonl_lines(str(p), errors=errors))
         else:
             n, offsets = _row_offsets(str(p), shard_size)
         for k, start in enumerate(range(0, n, shard_size)):
-            off = offsets[k] if offsets else -1
-            shards.append(Shard(len(shards), str(path), start, min(start + shard_size, n), off))
+            off, line = offsets[k] if offsets else (-1, 1)
+            shards.append(Shard(len(shards), str(path), start, min(start + shard_size, n), off, line))
     return shards
 
 
-def _shard_rows(shard: Shard):
-    """(row index, document) for the shard's rows."""
-    if shard.offset < 0:
-        for i, d in enumerate(F.read_documents(shard.path)):
-            if i >= shard.stop:
-                return
-            if i >= shard.start:
-                yield i, d
+def _parse_row(raw: bytes) -> dict:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e})") from None
+    if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+        raise ValueError(f"every document needs a string 'text' field, got {text.strip()[:80]!r}")
+    return row
+
+
+def _shard_rows(shard: Shard, errors: list):
+    """(row index, document) for the shard's rows; bad rows become records in `errors`."""
+    if Path(shard.path).suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for i, row in enumerate(pq.read_table(shard.path).to_pylist()[shard.start:shard.stop], shard.start):
+            if isinstance(row.get("text"), str):
+                yield i, row
+            else:
+                errors.append(_error(shard.path, None, i, "every document needs a string 'text' field"))
         return
-    with open(shard.path, "rb") as f:
-        f.seek(shard.offset)
-        i = shard.start
-        for line in f:
-            if i >= shard.stop:
-                return
-            if line.strip():
-                try:
-                    yield i, F._checked(json.loads(line), Path(shard.path))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{shard.path}: row {i}: not valid JSON ({e})") from None
-                i += 1
+    i = 0 if shard.offset < 0 else shard.start
+    if i >= shard.stop:
+        return
+    for line, raw in _jsonl_lines(shard.path, shard.offset, shard.line if shard.offset >= 0 else 1, errors):
+        if i >= shard.start:
+            try:
+                yield i, _parse_row(raw)
+            except ValueError as e:
+                errors.append(_error(shard.path, line, i, str(e)))
+        i += 1
+        if i >= shard.stop:  # stop before reading on: the rows after belong to the next shard
+            return
 
 
-def read_shard(shard: Shard) -> list[dict]:
+def read_shard(shard: Shard, errors: list | None = None) -> list[dict]:
+    """The shard's documents with `id` and `source` filled in; bad rows are skipped and
+    recorded in `errors` (when given)."""
     docs = []
     stem = Path(shard.path).name.split(".")[0]
-    for i, d in _shard_rows(shard):
+    for i, d in _shard_rows(shard, errors if errors is not None else []):
         d = dict(d)
         d["id"] = str(d.get("id") or f"{stem}:{i}")
         src = d.get("source") or (urlparse(d["url"]).netloc if d.get("url") else "") or stem
@@ -302,23 +360,31 @@ def _write_parquet(path: Path, rows: list[dict], work: bool, meta: dict | None =
     os.replace(tmp, path)
 
 
+MAX_ERRORS_PER_SHARD = 1000
+
+
 def run_phase_a(job: tuple[Shard, PipelineConfig]) -> dict:
-    """Phase A on one shard; returns drop counts. Skips (reads the counts back) if already done."""
+    """Phase A on one shard; returns drop counts (and its bad-row records under "errors").
+    Skips (reads them back) if already done."""
     import pyarrow.parquet as pq
 
     shard, cfg = job
     out = Path(cfg.work) / "a" / shard.name
     if out.is_file():
         return json.loads(pq.read_schema(out).metadata[b"opens1"])
-    docs = read_shard(shard)
+    errors: list[dict] = []
+    docs = read_shard(shard, errors)
     for stage in MAP_STAGES:
         docs = stage(docs, cfg)
-    counts: dict[str, int] = {"in": len(docs)}
+    counts: dict = {"in": len(docs)}
     for d in docs:
         if "_drop" in d:
             counts[d["_drop"]] = counts.get(d["_drop"], 0) + 1
     kept = [d for d in docs if "_drop" not in d]
     counts["kept"] = len(kept)
+    if errors:
+        counts["bad_row"] = len(errors)
+        counts["errors"] = errors[:MAX_ERRORS_PER_SHARD]  # the records, carried back in the shard's metadata
     _write_parquet(out, kept, work=True, meta=counts)
     return counts
 
@@ -521,7 +587,8 @@ def run_pipeline(cfg: PipelineConfig, executor=None) -> dict:
     for p in cfg.inputs:
         if not Path(p).is_file():
             raise FileNotFoundError(f"no input file {p!r}")
-    shards = plan_shards(cfg.inputs, cfg.shard_size)
+    errors: list[dict] = []
+    shards = plan_shards(cfg.inputs, cfg.shard_size, errors)
     _remove_stale_temps(cfg)
     _claim_work_dir(cfg)
     counts_a = executor.map(run_phase_a, [(s, cfg) for s in shards])
@@ -529,10 +596,17 @@ def run_pipeline(cfg: PipelineConfig, executor=None) -> dict:
     n_out = executor.map(run_phase_c, [(s, cfg, dec["keep_rows"][s.name]) for s in shards])
     phase_a: dict[str, int] = {}
     for c in counts_a:
+        errors += c.pop("errors", [])
         for k, v in c.items():
             phase_a[k] = phase_a.get(k, 0) + v
+    Path(cfg.output).mkdir(parents=True, exist_ok=True)
+    err_path = Path(cfg.output) / "_errors.jsonl"
+    tmp = err_path.with_name(err_path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors), encoding="utf-8")
+    os.replace(tmp, err_path)
     manifest = {"config": asdict(cfg), "shards": [s.name for s in shards], "phase_a": phase_a,
-                "phase_b": dec["reasons"], "domains": dec["domains"], "n_out": int(sum(n_out))}
+                "phase_b": dec["reasons"], "domains": dec["domains"], "n_out": int(sum(n_out)),
+                "input_errors": phase_a.get("bad_row", 0) + sum(e["row"] is None for e in errors)}
     path = Path(cfg.output) / "_manifest.json"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
@@ -574,7 +648,10 @@ def main(argv: list[str] | None = None) -> int:
         dedup=not args.no_dedup, validity=not args.no_validity, dedup_threshold=args.dedup_threshold)
     ex = RayExecutor(args.ray_address) if args.executor == "ray" else LocalExecutor(args.workers or None)
     m = run_pipeline(cfg, ex)
-    print(json.dumps({k: m[k] for k in ("phase_a", "phase_b", "n_out")}), file=sys.stderr)
+    print(json.dumps({k: m[k] for k in ("phase_a", "phase_b", "n_out", "input_errors")}), file=sys.stderr)
+    if m["input_errors"]:
+        print(f"opens1 data build: {m['input_errors']} bad input row(s) or file(s) skipped; "
+              f"see {Path(cfg.output) / '_errors.jsonl'}", file=sys.stderr)
     return 0
 
 

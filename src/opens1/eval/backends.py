@@ -1,7 +1,8 @@
 """Generation backends for evaluation: a local OpenS1 model or an OpenAI-compatible endpoint.
 
-Both expose `generate(list_of_messages, n, sampling) -> list[list[str]]` (n texts
-per conversation) and `template_hash` (what chat template rendered the prompts;
+Both expose `generate(list_of_messages, n, sampling, enable_thinking=True) -> list[list[str]]`
+(n texts per conversation; `sampling` an `opens1.infer.SamplingParams`, by default
+`EVAL_SAMPLING`) and `template_hash` (what chat template rendered the prompts;
 scores from different templates are not comparable, a common reason published
 numbers cannot be reproduced).
 
@@ -13,28 +14,13 @@ endpoint that returns `reasoning_content` separately is re-joined that way.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
 
+from opens1.infer.sampling import SamplingParams
 
-@dataclass(frozen=True)
-class Sampling:
-    """Intern-S1's evaluation protocol: thinking on, sampled decoding (temperature
-    0.7; 0.8 for the mini model), top_p 1.0, top_k 50."""
-
-    temperature: float = 0.7
-    top_p: float = 1.0
-    top_k: int = 50
-    max_tokens: int = 1024
-    enable_thinking: bool = True
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.max_tokens < 1:
-            raise ValueError(f"invalid sampling parameters: {self}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
+# Intern-S1's evaluation protocol: sampled decoding (temperature 0.7; 0.8 for the mini
+# model), top_p 1.0, top_k 50, up to 1024 new tokens, a fixed seed; thinking on (a prompt
+# option: the backends' enable_thinking).
+EVAL_SAMPLING = SamplingParams(max_new_tokens=1024, temperature=0.7, top_p=1.0, top_k=50, seed=0)
 
 
 def _jsonable_messages(messages: list[dict]) -> list[dict]:
@@ -59,13 +45,14 @@ class EndpointBackend:
         # The server owns the template; record what we know about it.
         self.template_hash = "endpoint:" + hashlib.sha256(f"{base_url}|{model}".encode()).hexdigest()[:16]
 
-    def _one(self, messages: list[dict], n: int, s: Sampling) -> list[str]:
+    def _one(self, messages: list[dict], n: int, s: SamplingParams, enable_thinking: bool) -> list[str]:
         texts: list[str] = []
+        seed = s.seed or 0
         while len(texts) < n:  # some servers ignore n > 1: ask again for the rest
             resp = self.client.chat.completions.create(
                 model=self.model, messages=_jsonable_messages(messages), n=n - len(texts),
-                temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed + len(texts),
-                extra_body={"top_k": s.top_k, "chat_template_kwargs": {"enable_thinking": s.enable_thinking}})
+                temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens, seed=seed + len(texts),
+                extra_body={"top_k": s.top_k, "chat_template_kwargs": {"enable_thinking": enable_thinking}})
             if not resp.choices:
                 raise RuntimeError("endpoint returned no choices")
             for ch in resp.choices:
@@ -77,8 +64,9 @@ class EndpointBackend:
                 texts.append(f"<think>{reasoning}</think>{content}" if reasoning else content)
         return texts[:n]
 
-    def generate(self, conversations: list[list[dict]], n: int, sampling: Sampling) -> list[list[str]]:
-        return [self._one(msgs, n, sampling) for msgs in conversations]
+    def generate(self, conversations: list[list[dict]], n: int, sampling: SamplingParams = EVAL_SAMPLING,
+                 enable_thinking: bool = True) -> list[list[str]]:
+        return [self._one(msgs, n, sampling, enable_thinking) for msgs in conversations]
 
 
 class LocalBackend:
@@ -105,8 +93,8 @@ class LocalBackend:
         self.batch_size = batch_size
         self.template_hash = "opens1:" + TEMPLATE_HASH[:16]
 
-    def _inputs(self, messages, sampling) -> dict:
-        enc = self.processor(messages, enable_thinking=sampling.enable_thinking)
+    def _inputs(self, messages, enable_thinking: bool) -> dict:
+        enc = self.processor(messages, enable_thinking=enable_thinking)
         out = {"input_ids": enc["input_ids"].to(self.device)}
         if enc.get("pixel_values") is not None:
             out["pixel_values"] = enc["pixel_values"].to(self.device)
@@ -115,18 +103,20 @@ class LocalBackend:
             out["sampling_rates"] = enc.get("sampling_rates")
         return out
 
-    def generate(self, conversations: list[list[dict]], n: int, sampling: Sampling) -> list[list[str]]:
+    def generate(self, conversations: list[list[dict]], n: int, sampling: SamplingParams = EVAL_SAMPLING,
+                 enable_thinking: bool = True) -> list[list[str]]:
         import torch
 
-        from opens1.infer.batch import BatchSampling, generate_batch
+        from opens1.infer.batch import generate_batch
 
         tok = self.tokenizer
-        gen = torch.Generator(device=self.device).manual_seed(sampling.seed)
-        bs = BatchSampling(max_new_tokens=sampling.max_tokens, temperature=sampling.temperature,
-                           top_k=sampling.top_k, top_p=sampling.top_p, eos_token_id=tok.eos_token_id,
-                           vocab_limit=len(tok))
-        prompts = [self._inputs(m, sampling) for m in conversations]
-        outs = generate_batch(self.model, prompts, n, bs, tok.pad_token_id, gen, self.batch_size)
+        gen = torch.Generator(device=self.device).manual_seed(sampling.seed or 0)
+        eos = () if tok.eos_token_id is None else (tok.eos_token_id,)
+        s = sampling.replace(stop_token_ids=tuple(dict.fromkeys(sampling.stop_token_ids + eos)),
+                             vocab_limit=sampling.vocab_limit or len(tok))
+        prompts = [self._inputs(m, enable_thinking) for m in conversations]
+        outs = generate_batch(self.model, prompts, n, s, pad_token_id=tok.pad_token_id or 0, generator=gen,
+                              max_batch=self.batch_size)
         # drop the final eos; keep <think> tags: graders read only what follows </think>
         return [[tok.decode(ids[:-1] if fin else ids, skip_special_tokens=False) for ids, fin in samples]
                 for samples in outs]

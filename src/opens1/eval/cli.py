@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from opens1.eval.backends import EndpointBackend, LocalBackend, Sampling
+from opens1.eval.backends import EVAL_SAMPLING, EndpointBackend, LocalBackend
 from opens1.eval.harness import (generate_records, read_jsonl, rescore_records, resolve_tasks, summarize,
                                  write_jsonl_atomic)
 from opens1.eval.report import to_markdown, write_report
@@ -77,7 +77,8 @@ def main(argv: list[str]) -> int:
         print("opens1 eval: --tasks is required", file=sys.stderr)
         return 2
     tasks = resolve_tasks(args.tasks, args.data)
-    sampling = Sampling(args.temperature, args.top_p, args.top_k, args.max_tokens, not args.no_thinking, args.seed)
+    sampling = EVAL_SAMPLING.replace(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                                     max_new_tokens=args.max_tokens, seed=args.seed)
     if args.endpoint:
         backend, name = EndpointBackend(args.endpoint, args.api_model, args.api_key), args.api_model
     else:
@@ -85,7 +86,8 @@ def main(argv: list[str]) -> int:
     records: list[dict] = []
     for task in tasks:  # save after every task: a crash loses at most one task's generations
         records += generate_records(backend, [task], args.n_items, args.samples, sampling, args.split,
-                                   args.difficulty, args.data, args.batch_size, name)
+                                   args.difficulty, args.data, args.batch_size, name,
+                                   enable_thinking=not args.no_thinking)
         write_jsonl_atomic(out / "generations.jsonl", records)
     summary = summarize(records)
     js, md = write_report(summary, out)

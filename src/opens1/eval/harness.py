@@ -39,7 +39,8 @@ import torch
 
 from opens1.envs import Case, get_env, list_envs
 from opens1.envs.base import env_class
-from opens1.eval.backends import Sampling
+from opens1.eval.backends import EVAL_SAMPLING
+from opens1.infer.sampling import SamplingParams
 
 
 def resolve_tasks(patterns: list[str], data_root=None) -> list[str]:
@@ -87,9 +88,9 @@ def read_jsonl(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def generate_records(backend, tasks: list[str], n_items: int, n_samples: int, sampling: Sampling,
-                     split: str = "heldout", difficulty: str | None = None, data_root=None,
-                     batch_size: int = 8, model_name: str = "") -> list[dict]:
+def generate_records(backend, tasks: list[str], n_items: int, n_samples: int,
+                     sampling: SamplingParams = EVAL_SAMPLING, split: str = "heldout", difficulty: str | None = None,
+                     data_root=None, batch_size: int = 8, model_name: str = "", enable_thinking: bool = True) -> list[dict]:
     """Generate n_samples per case for the first n_items cases of each task and grade them."""
     if n_items < 1 or n_samples < 1:
         raise ValueError("n_items and n_samples must be >= 1")
@@ -100,14 +101,15 @@ def generate_records(backend, tasks: list[str], n_items: int, n_samples: int, sa
         for start in range(0, len(cases), batch_size):
             batch = cases[start:start + batch_size]
             t0 = time.time()
-            outs = backend.generate([c.messages() for c in batch], n_samples, sampling)
+            outs = backend.generate([c.messages() for c in batch], n_samples, sampling, enable_thinking)
             dt = (time.time() - t0) / max(1, len(batch) * n_samples)  # seconds per sample, for cost logs
             for case, texts in zip(batch, outs):
                 for k, text in enumerate(texts):
                     res = env.verify(text, case)
                     records.append({"task": task, "case": _case_record(case), "sample": k, "generation": text,
                                     "score": res.score, "reason": res.reason, "extracted": res.extracted,
-                                    "sampling": sampling.to_dict(), "template_hash": backend.template_hash,
+                                    "sampling": {**sampling.to_dict(), "enable_thinking": enable_thinking},
+                                    "template_hash": backend.template_hash,
                                     "model": model_name, "seconds": round(dt, 4)})
     return records
 

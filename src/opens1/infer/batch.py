@@ -1,37 +1,22 @@
 """Offline batched generation for many prompts at once (evaluation, RL rollouts).
 
-    generate_batch(model, prompts, n, sampling, pad_token_id, generator) -> per prompt, n (ids, finished)
+    generate_batch(model, prompts, n, sampling, *, pad_token_id, generator) -> per prompt, n (ids, finished)
 
 A prompt is the processor's output for one chat (`input_ids` LongTensor[1, T], and for
 multimodal prompts `pixel_values`, `time_series`, `sampling_rates`). Text-only prompts
-and their n samples are batched together with left padding through `model.generate`
-(one prefill, then KV-cache decode steps). Multimodal prompts run one at a time with
-their n samples batched, since their image tiles and series differ. The online server
-uses the continuous-batching `engine.py` instead.
+and their n samples are batched together with left padding through `infer.generate`
+(one prefill, then `decode_step`s against the KV cache). Multimodal prompts run one at a
+time with their n samples batched, since their image tiles and series differ. A sequence
+ends at `sampling.stop_token_ids` (e.g. the tokenizer's eos). The online server uses the
+continuous-batching `engine.py` instead, with the same decode step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-
-@dataclass
-class BatchSampling:
-    max_new_tokens: int = 32
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    eos_token_id: int | list[int] | None = None
-    vocab_limit: int | None = None  # len(tokenizer): padded embedding rows are never sampled
-
-
-def eos_set(eos) -> set[int]:
-    if eos is None:
-        return set()
-    return {int(eos)} if isinstance(eos, int) else {int(e) for e in eos}
+from opens1.infer.generate import generate
+from opens1.infer.sampling import SamplingParams
 
 
 def cut_at_eos(ids: list[int], eos: set[int]) -> tuple[list[int], bool]:
@@ -73,19 +58,16 @@ def repeat_multimodal(extra: dict, n: int) -> dict:
     return mm
 
 
-def _run(model, ids, mask, s: BatchSampling, generator, mm) -> torch.Tensor:
-    return model.generate(
-        ids, attention_mask=mask, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k,
-        top_p=s.top_p, min_p=s.min_p, eos_token_id=s.eos_token_id, generator=generator,
-        vocab_limit=s.vocab_limit, **mm,
-    )
+def _run(model, ids, mask, s: SamplingParams, generator, mm) -> torch.Tensor:
+    return generate(model, ids, s, attention_mask=mask, generator=generator, **mm)
 
 
 @torch.no_grad()
-def generate_batch(model, prompts: list[dict], n: int, sampling: BatchSampling, pad_token_id: int = 0,
+def generate_batch(model, prompts: list[dict], n: int, sampling: SamplingParams, *, pad_token_id: int = 0,
                    generator: torch.Generator | None = None, max_batch: int = 64) -> list[list[tuple[list[int], bool]]]:
-    """n samples for every prompt: out[i][j] = (new token ids of sample j of prompt i, finished)."""
-    eos = eos_set(sampling.eos_token_id)
+    """n samples for every prompt: out[i][j] = (new token ids of sample j of prompt i, finished:
+    whether a stop token ended it)."""
+    eos = set(sampling.stop_token_ids)
     out: list[list[tuple[list[int], bool]]] = [[] for _ in prompts]
     rows = [(i, p["input_ids"][0].tolist()) for i, p in enumerate(prompts) if not is_multimodal(p) for _ in range(n)]
     for start in range(0, len(rows), max_batch):

@@ -18,17 +18,32 @@ Design choices:
   forward), alone when they carry images or series; decode runs all running slots
   as one [B, 1] batch with per-row positions.
 - Admission control: the waiting queue is bounded (`QueueFull` -> HTTP 429), and
-  every accepted request, running or waiting, reserves prompt + max_tokens positions
+  every accepted request, running or waiting, reserves prompt + max_new_tokens positions
   of a token budget (default: twice what the slot pool holds, i.e. one full cache
   running and one waiting). When that budget is promised away the KV cache cannot
   take more work (`CacheFull` -> HTTP 503). A prompt that can never fit is a
-  `ValueError` (-> HTTP 400).
+  `PromptTooLong` (a ValueError, -> HTTP 400); a seed torch cannot take, a ValueError.
+- A failure is charged to the request that caused it: a prefill fails its group only,
+  and when sampling or emitting a batch fails, each row is retried alone and only the
+  rows that fail alone are finished with an error; the others carry on. Only a failing
+  batched decode forward (no single request to blame) fails every running request.
 - The KV cache is `opens1.infer.KVCache` used through its slot API (`cache_rows`):
   `SlotRunner` below is the only code that touches the model and the cache.
-- Sampling uses `opens1.infer.sampling.sample` with per-row knobs: all unseeded
-  rows in one call (narrowed to their top-k candidates first, see `_draw`); a
-  seeded request gets its own generator, so its output does not depend on who
-  else is in the batch. Ids past the tokenizer (vocabulary padding) are masked.
+- Requests carry the one `SamplingParams` (infer/sampling.py); `max_new_tokens`
+  bounds the completion. Sampling uses `opens1.infer.sampling.sample` with per-row
+  knobs: all unseeded rows in one call (narrowed to their top-k candidates first, see
+  `_draw`); a seeded request gets its own generator, so its output does not depend on
+  who else is in the batch. Ids past the tokenizer (vocabulary padding, and a request's
+  own `vocab_limit`) are masked.
+- Per-request logits processing, only for the rows that ask for it, so other rows pay
+  nothing: vLLM's repetition / presence / frequency penalties (`sampling.apply_penalties`,
+  from the request's prompt and output ids) and a `constraint` (`Constraint` below:
+  constrained decoding, a reasoning budget), whose allowed-token mask is computed for its
+  row alone. A constraint that fails (a grammar in an error state, no token allowed)
+  fails its request only. Logprobs are those of the model's distribution before
+  penalties and constraints (vLLM's default).
+- `on_finish(req, reason)` is called once per request as it ends (metrics).
+- A decode step is `infer.generate.decode_step`, the same step `generate` runs.
 - Stop strings are the API layer's business (they need detokenized text); it
   calls `cancel(req, "stop")`, which frees the slot before the next step.
 """
@@ -45,6 +60,10 @@ from typing import Any, Callable
 
 import torch
 
+from opens1.infer.generate import decode_step
+from opens1.infer.kv_cache import KVCache
+from opens1.infer.sampling import SamplingParams, apply_penalties, sample, token_counts
+
 log = logging.getLogger("opens1.engine")
 
 
@@ -60,28 +79,8 @@ class EngineStopped(RuntimeError):
     """The engine is not running."""
 
 
-@dataclass
-class SamplingParams:
-    max_tokens: int
-    temperature: float = 0.7
-    top_k: int = 50  # 0 = off
-    top_p: float = 1.0
-    min_p: float = 0.0
-    seed: int | None = None
-    ignore_eos: bool = False
-    stop_token_ids: tuple[int, ...] = ()
-    logprobs: int | None = None  # None: no logprobs; k >= 0: the chosen token's plus the top k
-
-    def __post_init__(self):
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-
-    @property
-    def group_key(self) -> tuple:
-        # rows with equal keys can be sampled in one call
-        return (self.temperature, self.top_k, self.top_p, self.min_p)
+class PromptTooLong(ValueError):
+    """The prompt (plus max_new_tokens) can never fit the context (HTTP 400)."""
 
 
 @dataclass
@@ -95,6 +94,19 @@ class TokenEvent:
     error: str | None = None
 
 
+class Constraint:
+    """What a request may generate next, as the engine asks it: `mask(V)` before each of the
+    request's tokens -> a bool tensor [k] of allowed ids, k <= V (ids >= k are not allowed;
+    None: anything), and `accept(id)` after each. Runs in the engine thread: `mask` must be quick (a grammar's mask takes
+    tens of microseconds); building a grammar belongs before `submit`."""
+
+    def mask(self, vocab_size: int) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    def accept(self, token_id: int) -> None:
+        raise NotImplementedError
+
+
 @dataclass
 class GenerationRequest:
     prompt_ids: list[int]
@@ -104,6 +116,7 @@ class GenerationRequest:
     pixel_values: torch.Tensor | None = None
     time_series: Any = None
     sampling_rates: Any = None
+    constraint: Constraint | None = None
     id: int = field(default_factory=lambda: next(_ids))
     # engine-side state
     slot: int = -1
@@ -113,10 +126,13 @@ class GenerationRequest:
     generator: torch.Generator | None = None
     submitted_at: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
+    # penalties: the prompt's ids and the output's counts, [V] each, made on first use
+    prompt_seen: torch.Tensor | None = None
+    output_counts: torch.Tensor | None = None
 
     @property
     def reservation(self) -> int:
-        return len(self.prompt_ids) + self.params.max_tokens
+        return len(self.prompt_ids) + self.params.max_new_tokens
 
     @property
     def position(self) -> int:
@@ -133,6 +149,7 @@ class EngineStats:
     prefills: int = 0  # requests prefilled
     prefill_forwards: int = 0  # forwards that did it (several text prompts share one)
     generated_tokens: int = 0
+    prompt_tokens: int = 0  # of the requests prefilled
     max_running: int = 0  # the largest decode batch seen
 
 
@@ -155,6 +172,7 @@ class Engine:
         valid_vocab_size: int | None = None,
         prefill_tokens: int = 4096,
         seed: int = 0,
+        on_finish: Callable[[GenerationRequest, str], None] | None = None,
     ):
         self.model = model.eval()
         cfg = model.config
@@ -171,6 +189,7 @@ class Engine:
         self.prefill_tokens = prefill_tokens  # padded tokens per batched prefill forward
         self.runner = SlotRunner(model, max_batch_size, self.max_seq_len)
         self.stats = EngineStats()
+        self.on_finish = on_finish
         self._generator = torch.Generator(device=self.runner.device).manual_seed(seed)
         self._waiting: collections.deque[GenerationRequest] = collections.deque()
         self._running: dict[int, GenerationRequest] = {}  # slot -> request
@@ -202,21 +221,25 @@ class Engine:
         return self._thread is not None and self._thread.is_alive()
 
     def submit(self, req: GenerationRequest) -> GenerationRequest:
-        """Queue a request. Raises ValueError (can never fit), QueueFull or CacheFull."""
+        """Queue a request. Raises PromptTooLong (can never fit), ValueError (a seed outside
+        [-2^63, 2^64)), QueueFull or CacheFull."""
         if not req.prompt_ids:
-            raise ValueError("the prompt is empty")
+            raise PromptTooLong("the prompt is empty")
         if len(req.prompt_ids) >= self.max_seq_len:
-            raise ValueError(
+            raise PromptTooLong(
                 f"the prompt has {len(req.prompt_ids)} tokens; this model's context is {self.max_seq_len} "
                 "tokens, including the completion"
             )
         if req.reservation > self.max_seq_len:
-            raise ValueError(
-                f"prompt ({len(req.prompt_ids)} tokens) + max_tokens ({req.params.max_tokens}) exceeds "
+            raise PromptTooLong(
+                f"prompt ({len(req.prompt_ids)} tokens) + max_new_tokens ({req.params.max_new_tokens}) exceeds "
                 f"the context length ({self.max_seq_len})"
             )
         if req.params.seed is not None:
-            req.generator = torch.Generator(device=self.runner.device).manual_seed(req.params.seed)
+            try:
+                req.generator = torch.Generator(device=self.runner.device).manual_seed(req.params.seed)
+            except (ValueError, RuntimeError, OverflowError):
+                raise ValueError(f"seed {req.params.seed} is outside [-2^63, 2^64)") from None
         with self._cond:
             if self._stop:
                 raise EngineStopped("the engine is shut down")
@@ -326,6 +349,7 @@ class Engine:
                 continue
             self.stats.prefills += len(group)
             self.stats.prefill_forwards += 1
+            self.stats.prompt_tokens += sum(len(r.prompt_ids) for r in group)
             self._emit(group, logits)
 
     def _prefill_groups(self, reqs: list[GenerationRequest]) -> list[list[GenerationRequest]]:
@@ -339,7 +363,7 @@ class Engine:
             if g and not multimodal and g[0].pixel_values is None and g[0].time_series is None:
                 t_max = max(len(r.prompt_ids) for r in g + [req])
                 if t_max * (len(g) + 1) <= self.prefill_tokens and all(
-                    t_max + r.params.max_tokens <= self.max_seq_len for r in g + [req]
+                    t_max + r.params.max_new_tokens <= self.max_seq_len for r in g + [req]
                 ):
                     g.append(req)
                     continue
@@ -358,31 +382,96 @@ class Engine:
         self._emit(reqs, logits)
 
     def _emit(self, reqs: list[GenerationRequest], logits: torch.Tensor) -> None:
-        """Sample one token per row of `logits` [B, V], send events, retire finished rows."""
-        logits = logits.float()
-        if self.valid_vocab_size is not None and self.valid_vocab_size < logits.shape[-1]:
-            logits[:, self.valid_vocab_size :] = float("-inf")
-        next_ids = self._sample(reqs, logits)  # [B]
-        chosen, tops = self._logprobs(reqs, logits, next_ids)
+        """Sample one token per row of `logits` [B, V], send events, retire finished rows.
+        If the batch fails, each row is retried alone: only a row that fails alone fails."""
+        try:
+            masked = self._mask_vocab(reqs, logits.float())
+            processed = self._process(reqs, masked)
+            next_ids = self._sample(reqs, processed)  # [B]
+            chosen, tops = self._logprobs(reqs, masked, next_ids)
+            next_list = next_ids.tolist()  # one device sync for the batch
+        except Exception as e:
+            if len(reqs) == 1:
+                log.warning("sampling failed for request %d: %s", reqs[0].id, e)
+                self._finish(reqs[0], "error", error=f"{type(e).__name__}: {e}")
+                return
+            for i, req in enumerate(reqs):
+                self._emit([req], logits[i : i + 1])
+            return
         now = time.perf_counter()
-        for i, (req, tok) in enumerate(zip(reqs, next_ids.tolist())):  # one device sync for the batch
-            req.output_ids.append(tok)
-            if req.first_token_at is None:
-                req.first_token_at = now
-            self.stats.generated_tokens += 1
-            ev = TokenEvent(tok)
-            if req.params.logprobs is not None:
-                ev.logprob = chosen[i]
-                k = req.params.logprobs
-                ev.top_logprobs = list(zip(tops[1][i][:k], tops[0][i][:k])) if k else None
-            is_eos = tok in self.eos_token_ids and not req.params.ignore_eos
-            if is_eos or tok in req.params.stop_token_ids:
-                ev.finish_reason = "stop"
-            elif len(req.output_ids) >= req.params.max_tokens or req.position + 1 >= self.max_seq_len:
-                ev.finish_reason = "length"
-            if ev.finish_reason is not None:
-                self._release(req)  # before the event: a client that sees the end finds the slot free
-            self._send(req, ev)
+        for i, (req, tok) in enumerate(zip(reqs, next_list)):
+            try:
+                self._emit_one(req, tok, chosen[i] if chosen is not None else None,
+                               (tops[0][i], tops[1][i]) if tops is not None else None, now)
+            except Exception as e:
+                log.warning("emitting a token failed for request %d: %s", req.id, e)
+                self._finish(req, "error", error=f"{type(e).__name__}: {e}")
+
+    def _emit_one(self, req: GenerationRequest, tok: int, chosen: float | None, tops, now: float) -> None:
+        """Record one sampled token and send its event. tops: (values, ids) of the top logprobs."""
+        if req.constraint is not None:
+            req.constraint.accept(tok)
+        req.output_ids.append(tok)
+        if req.output_counts is not None and 0 <= tok < req.output_counts.shape[0]:
+            req.output_counts[tok] += 1
+        if req.first_token_at is None:
+            req.first_token_at = now
+        self.stats.generated_tokens += 1
+        ev = TokenEvent(tok)
+        if req.params.logprobs is not None:
+            ev.logprob = chosen
+            k = req.params.logprobs
+            ev.top_logprobs = list(zip(tops[1][:k], tops[0][:k])) if k else None
+        is_eos = tok in self.eos_token_ids and not req.params.ignore_eos
+        if is_eos or tok in req.params.stop_token_ids:
+            ev.finish_reason = "stop"
+        elif len(req.output_ids) >= req.params.max_new_tokens or req.position + 1 >= self.max_seq_len:
+            ev.finish_reason = "length"
+        if ev.finish_reason is not None:
+            self._release(req)  # before the event: a client that sees the end finds the slot free
+        self._send(req, ev)
+        if ev.finish_reason is not None:
+            self._finished(req, ev.finish_reason)
+
+    def _mask_vocab(self, reqs: list[GenerationRequest], logits: torch.Tensor) -> torch.Tensor:
+        """-inf past the tokenizer (engine-wide) and past each request's vocab_limit."""
+        V = logits.shape[-1]
+        limits = [min(self.valid_vocab_size or V, r.params.vocab_limit or V) for r in reqs]
+        if min(limits) >= V:
+            return logits
+        lim = torch.tensor(limits, device=logits.device)
+        return logits.masked_fill(torch.arange(V, device=logits.device)[None, :] >= lim[:, None], float("-inf"))
+
+    def _process(self, reqs: list[GenerationRequest], logits: torch.Tensor) -> torch.Tensor:
+        """Penalties and constraints, on the rows that have them (the others are untouched)."""
+        pen = [i for i, r in enumerate(reqs) if r.params.penalized]
+        con = [i for i, r in enumerate(reqs) if r.constraint is not None]
+        if not pen and not con:
+            return logits
+        logits = logits.clone()
+        V = logits.shape[-1]
+        if pen:
+            idx = torch.tensor(pen, device=logits.device)
+            rows = [reqs[i] for i in pen]
+            for r in rows:
+                if r.prompt_seen is None:  # once per request; the counts then grow token by token
+                    r.prompt_seen = token_counts([r.prompt_ids], V, logits.device)[0] > 0
+                    r.output_counts = token_counts([r.output_ids], V, logits.device)[0]
+            seen = torch.stack([r.prompt_seen for r in rows])  # [b, V]
+            counts = torch.stack([r.output_counts for r in rows])  # [b, V]
+            knob = lambda name: torch.tensor([getattr(r.params, name) for r in rows], device=logits.device)
+            logits[idx] = apply_penalties(logits[idx], seen, counts, repetition=knob("repetition_penalty"),
+                                          presence=knob("presence_penalty"), frequency=knob("frequency_penalty"))
+        for i in con:
+            allowed = reqs[i].constraint.mask(V)  # [k <= V] bool, or None
+            if allowed is None:
+                continue
+            k = allowed.shape[0]
+            logits[i, :k].masked_fill_(~allowed.to(logits.device, non_blocking=True), float("-inf"))
+            logits[i, k:] = float("-inf")
+            if bool(logits[i].max() == float("-inf")):  # nothing allowed, or only ids the vocabulary mask removed
+                raise RuntimeError("the constraint allows no token the tokenizer has")
+        return logits
 
     @staticmethod
     def _logprobs(reqs, logits, next_ids):
@@ -436,6 +525,14 @@ class Engine:
             return
         self._release(req)
         self._send(req, TokenEvent(None, finish_reason=reason, error=error))
+        self._finished(req, reason)
+
+    def _finished(self, req: GenerationRequest, reason: str) -> None:
+        if self.on_finish is not None:
+            try:
+                self.on_finish(req, reason)
+            except Exception:  # metrics must not take the engine down
+                log.exception("on_finish failed for request %d", req.id)
 
 
 def _draw(logits: torch.Tensor, params: list[SamplingParams], generator: torch.Generator) -> torch.Tensor:
@@ -446,14 +543,14 @@ def _draw(logits: torch.Tensor, params: list[SamplingParams], generator: torch.G
     so the distribution is exactly the same, but sorting ~50 candidates instead of the
     whole vocabulary makes sampling cheap next to the forward (it dominated a batched
     decode step on CPU)."""
-    from opens1.infer.sampling import sample
-
     dev = logits.device
+    V = logits.shape[-1]
+    top_k = [min(p.top_k, V) for p in params]  # past the vocabulary: every token (and no int64 overflow)
     knob = lambda name, dt: torch.tensor([getattr(p, name) for p in params], dtype=dt, device=dev)
-    kw = dict(temperature=knob("temperature", torch.float32), top_k=knob("top_k", torch.long),
+    kw = dict(temperature=knob("temperature", torch.float32), top_k=torch.tensor(top_k, dtype=torch.long, device=dev),
               top_p=knob("top_p", torch.float32), min_p=knob("min_p", torch.float32), generator=generator)
-    k_max = max(p.top_k for p in params)
-    if min(p.top_k for p in params) > 0 and k_max < logits.shape[-1]:
+    k_max = max(top_k)
+    if min(top_k) > 0 and k_max < V:
         vals, cand = logits.topk(k_max, dim=-1)  # [B, k_max], sorted
         return cand.gather(1, sample(vals, **kw)[:, None]).squeeze(1)
     return sample(logits, **kw)
@@ -466,8 +563,6 @@ class SlotRunner:
     decode batch mixes requests at different positions with no padding."""
 
     def __init__(self, model: torch.nn.Module, num_slots: int, max_seq_len: int):
-        from opens1.infer.kv_cache import KVCache
-
         self.model = model
         self.device = next(model.parameters()).device
         self.cache = KVCache.for_model(model, batch_size=num_slots, max_len=max_seq_len)
@@ -499,10 +594,7 @@ class SlotRunner:
 
     def decode(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """One token per slot: slots, tokens, positions [B] -> logits [B, V]."""
-        out = self.model(
-            tokens[:, None], position_ids=positions[:, None], kv_cache=self.cache, cache_rows=slots, logits_to_keep=1
-        )
-        return out.logits[:, -1]
+        return decode_step(self.model, self.cache, tokens, rows=slots, positions=positions)
 
     def release(self, slot: int) -> None:
         self.cache.reset(rows=[slot])

@@ -30,6 +30,9 @@ own non-persistent buffers must provide `_init_buffers()`: loading builds on the
 device and calls it to recompute them on the target device.
 
 Only safetensors are read; pickled files (*.bin, *.pt) are refused, never unpickled.
+A checkpoint is untrusted input: the shard index may only name files inside the model
+directory (relative paths without `..`; symlinks inside it, as the HF cache makes, are
+followed), and a config is checked against CONFIG_LIMITS before anything is built.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Callable
 
 import torch
@@ -60,56 +63,101 @@ def _need(d: dict, key: str, where: str):
     return d[key]
 
 
+# transformers' defaults of each config class (its __init__ / dataclass defaults), for the keys
+# a config.json leaves out: diff-only serialisation omits every value equal to the default, and
+# hand-written configs omit what their class fills in. tests/models/test_checkpoint_configs.py
+# checks these tables against the installed transformers classes.
+_QWEN3_COMMON = dict(
+    vocab_size=151936, hidden_act="silu", max_position_embeddings=32768, initializer_range=0.02,
+    rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=10000.0, attention_bias=False,
+    use_sliding_window=False, bos_token_id=None, eos_token_id=None, pad_token_id=None,
+)  # fmt: skip
+HF_DEFAULTS: dict[str, dict] = {
+    "qwen3": dict(_QWEN3_COMMON, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
+                  num_attention_heads=32, num_key_value_heads=32, head_dim=128),
+    "qwen3_moe": dict(_QWEN3_COMMON, hidden_size=2048, intermediate_size=6144, num_hidden_layers=24,
+                      num_attention_heads=32, num_key_value_heads=4, num_experts=128, num_experts_per_tok=8,
+                      moe_intermediate_size=768, norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[],
+                      router_aux_loss_coef=0.001),  # head_dim: hidden_size // num_attention_heads
+    "interns1_vision": dict(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, attention_bias=False, use_qk_norm=False,
+        intermediate_size=4096, hidden_act="gelu", initializer_range=0.02, norm_type="layer_norm",
+        layer_norm_eps=1e-6, image_size=[448, 448], patch_size=[14, 14], num_channels=3, use_mask_token=False,
+        use_absolute_position_embeddings=True, layer_scale_init_value=0.1, use_mean_pooling=True),
+    "interns1": dict(image_token_id=151667, image_seq_length=256, downsample_ratio=0.5, projector_hidden_act="gelu",
+                     vision_feature_layer=-1, vision_feature_select_strategy="default"),
+}  # fmt: skip
+HF_DEFAULTS["internvl_vision"] = dict(HF_DEFAULTS["interns1_vision"])
+HF_DEFAULTS["internvl"] = dict(HF_DEFAULTS["interns1"], tie_word_embeddings=True)
+
+
+def with_defaults(d: dict, model_type: str) -> dict:
+    """`d` with transformers' defaults of `model_type` for the keys it lacks."""
+    return {**HF_DEFAULTS[model_type], **d}
+
+
 def parse_text_config(d: dict, where: str = "text config") -> TextConfig:
     """HF Qwen3 / Qwen3-MoE config dict -> TextConfig.
 
-    Required: vocab_size, hidden_size, intermediate_size, num_hidden_layers,
-    num_attention_heads, head_dim, rms_norm_eps, max_position_embeddings, rope_theta
-    (in `rope_parameters`, top level, or `rope_scaling`), and for MoE
-    num_experts_per_tok and moe_intermediate_size. Optional keys take transformers'
-    documented defaults (num_key_value_heads = num_attention_heads, norm_topk_prob =
-    False for qwen3_moe, tie_word_embeddings = False, ...)."""
+    Keys the dict lacks take transformers' defaults of its class (HF_DEFAULTS; model_type
+    "qwen3_moe" when it says so or lists experts, else "qwen3"), as transformers reads
+    diff-serialised configs. rope_theta is read from `rope_parameters` (transformers 5), the
+    top level (transformers 4) or `rope_scaling`; num_experts or num_local_experts;
+    num_key_value_heads: None means num_attention_heads; Qwen3-MoE's head_dim defaults to
+    hidden_size // num_attention_heads."""
+    mt = d.get("model_type")
+    if mt is None:
+        mt = "qwen3_moe" if (d.get("num_experts") or d.get("num_local_experts")) else "qwen3"
+    if mt not in ("qwen3", "qwen3_moe"):
+        raise ValueError(f"config.json ({where}): text model_type {mt!r} is not supported (only qwen3 / qwen3_moe)")
+    if "num_local_experts" in d and "num_experts" not in d:
+        d = {**d, "num_experts": d["num_local_experts"]}
+    if "num_key_value_heads" in d and d["num_key_value_heads"] is None:
+        d = {**d, "num_key_value_heads": d.get("num_attention_heads", HF_DEFAULTS[mt]["num_attention_heads"])}
     rp = d.get("rope_parameters") or {}
     rs_old = d.get("rope_scaling") or {}
     theta = rp.get("rope_theta", d.get("rope_theta", rs_old.get("rope_theta")))
+    d = with_defaults(d, mt)
     if theta is None:
-        raise ValueError(f"config.json ({where}) has no rope_theta (looked in rope_parameters, the top level and rope_scaling)")
+        theta = d["rope_theta"]
+    if d.get("head_dim") is None:
+        d["head_dim"] = d["hidden_size"] // d["num_attention_heads"]
     scaling = {k: v for k, v in (rp or rs_old).items() if k != "rope_theta"}
     if "type" in scaling and "rope_type" not in scaling:
         scaling["rope_type"] = scaling.pop("type")
     if scaling.get("rope_type", "default") == "default":
         scaling = None
-    n_experts = d.get("num_experts", d.get("num_local_experts")) or 0
+    n_experts = d.get("num_experts", 0) if mt == "qwen3_moe" else 0
     t = TextConfig(
         vocab_size=_need(d, "vocab_size", where),
         hidden_size=_need(d, "hidden_size", where),
         intermediate_size=_need(d, "intermediate_size", where),
         num_hidden_layers=_need(d, "num_hidden_layers", where),
         num_attention_heads=_need(d, "num_attention_heads", where),
-        num_key_value_heads=d.get("num_key_value_heads") or d["num_attention_heads"],
+        num_key_value_heads=_need(d, "num_key_value_heads", where),
         head_dim=_need(d, "head_dim", where),
         rms_norm_eps=_need(d, "rms_norm_eps", where),
         rope_theta=float(theta),
         rope_scaling=scaling,
         max_position_embeddings=_need(d, "max_position_embeddings", where),
-        tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
-        attention_bias=bool(d.get("attention_bias", False)),
-        num_experts=int(n_experts),
-        bos_token_id=d.get("bos_token_id"),
-        eos_token_id=d.get("eos_token_id"),
-        pad_token_id=d.get("pad_token_id"),
-        initializer_range=d.get("initializer_range", 0.02),
+        tie_word_embeddings=bool(d["tie_word_embeddings"]),
+        attention_bias=bool(d["attention_bias"]),
+        num_experts=int(n_experts or 0),
+        bos_token_id=d["bos_token_id"],
+        eos_token_id=d["eos_token_id"],
+        pad_token_id=d["pad_token_id"],
+        initializer_range=d["initializer_range"],
     )
     if t.num_experts:
         t.num_experts_per_tok = _need(d, "num_experts_per_tok", where)
         t.moe_intermediate_size = _need(d, "moe_intermediate_size", where)
-        t.norm_topk_prob = bool(d.get("norm_topk_prob", False))
-        t.decoder_sparse_step = d.get("decoder_sparse_step", 1)
-        t.mlp_only_layers = list(d.get("mlp_only_layers") or [])
-        t.router_aux_loss_coef = d.get("router_aux_loss_coef", 0.001)
-    if d.get("hidden_act", "silu") != "silu":
+        t.norm_topk_prob = bool(d["norm_topk_prob"])
+        t.decoder_sparse_step = d["decoder_sparse_step"]
+        t.mlp_only_layers = list(d["mlp_only_layers"] or [])
+        t.router_aux_loss_coef = d["router_aux_loss_coef"]
+    if d["hidden_act"] != "silu":
         raise ValueError(f"config.json ({where}): hidden_act {d['hidden_act']!r} is not supported (Qwen3 uses silu)")
-    if d.get("use_sliding_window"):
+    if d["use_sliding_window"]:
         raise ValueError(f"config.json ({where}): use_sliding_window=true is not supported (full attention only)")
     if float((scaling or {}).get("partial_rotary_factor", 1.0)) != 1.0:
         raise ValueError(f"config.json ({where}): partial_rotary_factor != 1 is not supported")
@@ -144,22 +192,25 @@ def _side(x):
     return int(x[0]) if isinstance(x, (list, tuple)) else int(x)
 
 
-def parse_vision_config(d: dict) -> VisionConfig:
-    """HF InternS1VisionConfig dict -> VisionConfig (names map one to one)."""
+def parse_vision_config(d: dict, model_type: str = "interns1_vision") -> VisionConfig:
+    """HF InternS1VisionConfig / InternVLVisionConfig dict -> VisionConfig (names map one to
+    one; missing keys take the class's defaults, e.g. attention_bias=False). Image tiling
+    (min/max tiles, thumbnail) is not part of these configs: VisionConfig's defaults."""
+    d = with_defaults({k: v for k, v in d.items() if v is not None}, model_type)
     known = {f for f in VisionConfig.__dataclass_fields__}
-    v = {k: d[k] for k in known if k in d and d[k] is not None}
+    v = {k: d[k] for k in known if k in d}
     for k in ("image_size", "patch_size"):
-        if k in v:
-            v[k] = _side(v[k])
-    for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
-        _need(d, k, "vision_config")
+        v[k] = _side(v[k])
     return VisionConfig(**v)
 
 
-def vision_config_to_hf(v: VisionConfig) -> dict:
-    d = {k: getattr(v, k) for k in VisionConfig.__dataclass_fields__}
-    d.update(model_type="interns1_vision", image_size=[v.image_size] * 2, patch_size=[v.patch_size] * 2,
-             use_mean_pooling=True, use_absolute_position_embeddings=True)
+_TILING = ("min_tiles", "max_tiles", "use_thumbnail")  # preprocessor settings, not vision-config keys
+
+
+def vision_config_to_hf(v: VisionConfig, model_type: str = "interns1_vision") -> dict:
+    d = {k: getattr(v, k) for k in VisionConfig.__dataclass_fields__ if k not in _TILING}
+    d.update(model_type=model_type, image_size=[v.image_size] * 2, patch_size=[v.patch_size] * 2,
+             use_mean_pooling=True, use_absolute_position_embeddings=True, use_mask_token=False)
     return d
 
 
@@ -169,14 +220,58 @@ def _parse_qwen3(d: dict) -> S1Config:
 
 
 def _parse_interns1(d: dict) -> S1Config:
-    tc = _need(d, "text_config", "interns1")
+    """transformers' InternS1Config, with its defaults for missing keys (a vision_config that
+    lists nothing is the default InternS1VisionConfig, a missing text_config the default
+    Qwen3Config). No vision_config at all is a text-only model (how OpenS1 saves those)."""
+    d = with_defaults(d, "interns1")
+    tc = d.get("text_config") or {"model_type": "qwen3"}
     vc = d.get("vision_config")
-    cfg = S1Config(text=parse_text_config(tc, "text_config"), vision=parse_vision_config(vc) if vc else None,
+    if vc is not None:
+        _check_image_path(d, with_defaults(vc, "interns1_vision"), "interns1")
+    cfg = S1Config(text=parse_text_config(tc, "text_config"),
+                   vision=parse_vision_config(vc, "interns1_vision") if vc is not None else None,
                    timeseries=None, name=d.get("_name_or_path") or "interns1")
-    cfg.image_token_id = _need(d, "image_token_id", "interns1") if vc else d.get("image_token_id", cfg.image_token_id)
-    cfg.downsample_ratio = d.get("downsample_ratio", cfg.downsample_ratio)
-    cfg.projector_hidden_act = d.get("projector_hidden_act", cfg.projector_hidden_act)
+    cfg.image_token_id = int(d["image_token_id"])
+    cfg.downsample_ratio = d["downsample_ratio"]
+    cfg.projector_hidden_act = d["projector_hidden_act"]
     return cfg
+
+
+GENERATION_CONFIG = "generation_config.json"
+# generation_config.json keys that set sampling, as OpenAI-style parameters (vLLM reads the same)
+_SAMPLING_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
+                  "repetition_penalty": "repetition_penalty", "max_new_tokens": "max_tokens"}
+
+
+def read_generation_config(path) -> dict:
+    """A checkpoint directory's generation_config.json as a dict ({} when there is none);
+    eos_token_id is always a list."""
+    f = Path(path) / GENERATION_CONFIG
+    if not f.is_file():
+        return {}
+    try:
+        d = json.loads(f.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{f}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{f}: expected a JSON object")
+    eos = d.get("eos_token_id")
+    if eos is not None:
+        d["eos_token_id"] = [int(eos)] if isinstance(eos, int) else [int(x) for x in eos]
+    return d
+
+
+def generation_defaults(path) -> dict:
+    """The default sampling a server should use for a checkpoint: the sampling keys its
+    generation_config.json sets (max_new_tokens as max_tokens) and its stop ids. An explicit
+    `do_sample: false` means greedy (temperature 0), as transformers generates."""
+    d = read_generation_config(path)
+    out = {ours: d[hf] for hf, ours in _SAMPLING_KEYS.items() if d.get(hf) is not None}
+    if d.get("do_sample") is False:
+        out["temperature"] = 0.0
+    if d.get("eos_token_id"):
+        out["eos_token_id"] = d["eos_token_id"]
+    return out
 
 
 # model_type -> (layout name, parser). Add multimodal layouts here.
@@ -188,14 +283,54 @@ CONFIG_PARSERS: dict[str, tuple[str, Callable[[dict], S1Config]]] = {
 
 
 def parse_config(d: dict) -> tuple[S1Config, str]:
-    """config.json dict -> (S1Config, layout name)."""
+    """config.json dict -> (S1Config, layout name); sizes past CONFIG_LIMITS are a ValueError."""
     mt = d.get("model_type")
     if mt not in CONFIG_PARSERS:
         raise ValueError(f"unsupported model_type {mt!r}; known: {', '.join(CONFIG_PARSERS)}")
     layout, parser = CONFIG_PARSERS[mt]
     if OPENS1_KEY in d:  # our own save: exact round trip
-        return S1Config.from_dict(d[OPENS1_KEY]), layout
-    return parser(d), layout
+        cfg = S1Config.from_dict(d[OPENS1_KEY])
+    else:
+        cfg = parser(d)
+    check_config_limits(cfg)
+    return cfg, layout
+
+
+# Sizes far past any real checkpoint (Llama-3 405B: 126 layers, width 16,384, FFN 53,248;
+# DeepSeek-V3: 256 experts; Gemma 3: a 262k vocabulary; Intern-S1: 94 layers, 128 experts),
+# checked before the model is built: a config.json with a million layers spent minutes
+# building modules on the meta device before the shape check could say anything.
+CONFIG_LIMITS: dict[str, dict[str, int]] = {
+    "text": {
+        "vocab_size": 1 << 22, "hidden_size": 1 << 16, "intermediate_size": 1 << 18, "moe_intermediate_size": 1 << 18,
+        "num_hidden_layers": 1024, "num_attention_heads": 1024, "num_key_value_heads": 1024, "head_dim": 4096,
+        "num_experts": 4096, "num_experts_per_tok": 4096, "max_position_embeddings": 1 << 24,
+    },
+    "vision": {
+        "hidden_size": 1 << 16, "intermediate_size": 1 << 18, "num_hidden_layers": 1024, "num_attention_heads": 1024,
+        "image_size": 8192, "patch_size": 8192, "num_channels": 16, "max_tiles": 256,
+    },
+    "timeseries": {
+        "patch_dim": 1 << 16, "patch_heads": 1024, "patch_ffn_dim": 1 << 18, "embed_dim": 1 << 16,
+        "num_mel_bins": 1 << 16, "d_model": 1 << 16, "encoder_layers": 1024, "encoder_attention_heads": 1024,
+        "encoder_ffn_dim": 1 << 18, "max_source_positions": 1 << 20, "output_dim": 1 << 16, "patch_max_len": 1 << 20,
+    },
+}
+
+
+def check_config_limits(cfg: S1Config) -> None:
+    """A ValueError naming the field and its limit for any size outside 0..CONFIG_LIMITS."""
+    for part, limits in CONFIG_LIMITS.items():
+        sub = getattr(cfg, part, None)
+        if sub is None:
+            continue
+        for name, limit in limits.items():
+            v = getattr(sub, name, None)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not 0 <= v <= limit:
+                raise ValueError(
+                    f"config.json: {part}.{name} = {v:,} is outside 0..{limit:,}; refusing to build the model "
+                    f"(the limit is a sanity bound far above any real checkpoint: opens1.models.checkpoint.CONFIG_LIMITS)"
+                )
 
 
 # ====================================================================== layouts (key renames)
@@ -210,6 +345,7 @@ class Layout:
     renames: list[tuple[str, str]]  # (regex on checkpoint key, replacement) -> our name
     export: list[tuple[str, str]] = field(default_factory=list)  # (regex on our name, replacement)
     ignore: list[str] = field(default_factory=list)  # checkpoint keys to skip silently (regexes)
+    drop: dict[str, str] = field(default_factory=dict)  # regex on our names not written -> why
 
     def to_ours(self, key: str) -> str | None:
         for pat, rep in self.renames:
@@ -393,8 +529,7 @@ class TensorSource:
         self._open = safe_open
         index, single = path / INDEX_NAME, path / SINGLE_NAME
         if index.is_file():
-            wm = json.loads(index.read_text())["weight_map"]
-            files = sorted(set(wm.values()))
+            files = sorted(set(_index_shards(index)))
         elif single.is_file():
             files = [SINGLE_NAME]
         else:
@@ -417,12 +552,33 @@ class TensorSource:
                 self.meta[k] = (tuple(s.get_shape()), s.get_dtype())
 
     def _handle(self, f: str):
-        if f not in self._handles:
+        if f not in self._handles:  # f: a name checked by _index_shards, or one found by glob
             self._handles[f] = self._open(str(self.path / f), framework="pt", device="cpu")
         return self._handles[f]
 
     def get(self, key: str) -> torch.Tensor:
         return self._handle(self.file_of[key]).get_tensor(key)
+
+
+def _index_shards(index: Path) -> list[str]:
+    """The shard file names of a safetensors index, each a relative path inside the model
+    directory: an absolute path, `..`, or anything but a string is a ValueError."""
+    try:
+        wm = json.loads(index.read_text())["weight_map"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{index} is not a safetensors index with a weight_map: {e}") from None
+    if not isinstance(wm, dict):
+        raise ValueError(f"{index}: weight_map must map tensor names to shard files")
+    for key, name in wm.items():
+        inside = (isinstance(name, str) and name and "\\" not in name and "\0" not in name
+                  and not PurePosixPath(name).is_absolute() and not PureWindowsPath(name).drive
+                  and ".." not in PurePosixPath(name).parts)
+        if not inside:
+            raise ValueError(
+                f"{index}: tensor {key!r} is in shard {name!r}, which is not a file inside the model directory; "
+                "shard names must be relative paths without '..'"
+            )
+    return list(wm.values())
 
 
 # FP8 ---------------------------------------------------------------------------------
@@ -586,6 +742,9 @@ def load_model(path, dtype=None, device=None):
     for mod in model.modules():  # recompute non-persistent buffers on the target device
         if hasattr(mod, "_init_buffers"):
             mod._init_buffers()
+    from opens1.infer.generate import tokenizer_size
+
+    model.vocab_limit = tokenizer_size(path)  # generate() never samples ids this tokenizer lacks
     return model.eval()
 
 
@@ -601,12 +760,17 @@ def _parse_size(s: int | str) -> int:
     return int(float(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2)])
 
 
-def _export_tensors(model, layout: Layout):
-    """Yield (checkpoint key, tensor) in our module order."""
+def _export_tensors(model, layout: Layout, dropped: list[str] | None = None):
+    """Yield (checkpoint key, tensor) in our module order; names the layout cannot hold are
+    appended to `dropped` instead (see Layout.drop)."""
     cfg = model.config
     for name, t in model.state_dict().items():
         if cfg.text.tie_word_embeddings and name == "lm_head.weight":
             continue  # tied: written once, as the embedding
+        if any(re.match(p, name) for p in layout.drop):
+            if dropped is not None:
+                dropped.append(name)
+            continue
         t = t.detach()
         items = [(name, t)]
         for pat, fn in EXPORT_TRANSFORMS:
@@ -617,8 +781,32 @@ def _export_tensors(model, layout: Layout):
             yield layout.to_ckpt(n), x.contiguous()
 
 
-def hf_config(model_cfg: S1Config, dtype: torch.dtype) -> dict:
-    """The config.json we write: Intern-S1's, plus our own S1Config for an exact round trip."""
+def hf_config(model_cfg: S1Config, dtype: torch.dtype, layout: str = "interns1") -> dict:
+    """The config.json we write, plus our own S1Config (under "opens1_config") for an exact
+    round trip. layout "interns1": Intern-S1's InternS1Config; "internvl": transformers'
+    InternVLConfig (InternVLForConditionalGeneration), which has no time-series tower."""
+    if layout == "internvl":
+        if model_cfg.vision is None:
+            raise ValueError("the internvl layout needs a vision tower; this model is text-only")
+        ours = model_cfg.replace(timeseries=None)
+        text = dict(text_config_to_hf(model_cfg.text), tie_word_embeddings=model_cfg.text.tie_word_embeddings)
+        return {
+            "architectures": ["InternVLForConditionalGeneration"],
+            "model_type": "internvl",
+            "text_config": text,
+            "vision_config": vision_config_to_hf(model_cfg.vision, "internvl_vision"),
+            "image_token_id": model_cfg.image_token_id,
+            "image_seq_length": model_cfg.image_tokens_per_tile,
+            "downsample_ratio": model_cfg.downsample_ratio,
+            "projector_hidden_act": model_cfg.projector_hidden_act,
+            "vision_feature_layer": -1,
+            "vision_feature_select_strategy": "default",
+            "tie_word_embeddings": model_cfg.text.tie_word_embeddings,
+            "dtype": str(dtype).removeprefix("torch."),
+            OPENS1_KEY: ours.to_dict(),
+        }
+    if layout != "interns1":
+        raise ValueError(f"cannot write layout {layout!r}; writable: interns1, internvl")
     d = {
         "architectures": ["InternS1ForConditionalGeneration"],
         "model_type": "interns1",
@@ -649,17 +837,22 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def save_pretrained(model, path, max_shard_size: int | str = "4GB", layout: str = "interns1") -> None:
-    """Write sharded safetensors (model-0000i-of-0000n.safetensors) + index + config.json."""
+def save_pretrained(model, path, max_shard_size: int | str = "4GB", layout: str = "interns1") -> list[str]:
+    """Write sharded safetensors (model-0000i-of-0000n.safetensors) + index + config.json in
+    `layout` (interns1 or internvl). Returns the parameters the layout cannot hold (left out)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     limit = _parse_size(max_shard_size)
+    if layout not in ("interns1", "internvl"):
+        raise ValueError(f"cannot write layout {layout!r}; writable: interns1, internvl")
     lay = LAYOUTS[layout]
+    conf = hf_config(model.config, model.dtype, layout)  # before writing: refuses what the layout cannot hold
+    dropped: list[str] = []
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
-    for key, t in _export_tensors(model, lay):
+    for key, t in _export_tensors(model, lay, dropped):
         nbytes = t.numel() * t.element_size()
         if shards[-1] and size + nbytes > limit:
             shards.append({})
@@ -676,13 +869,13 @@ def save_pretrained(model, path, max_shard_size: int | str = "4GB", layout: str 
             total += t.numel() * t.element_size()
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     _atomic_write(path / INDEX_NAME, lambda tmp: Path(tmp).write_text(json.dumps(index, indent=2)))
-    conf = hf_config(model.config, model.dtype)
     _atomic_write(path / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(conf, indent=2)))
     # a stale single-file checkpoint from an earlier save would shadow nothing (the index
     # wins) but would confuse readers; remove it and shards of a larger earlier save
     for old in path.glob("model*.safetensors"):
         if old.name not in weight_map.values():
             old.unlink()
+    return dropped
 
 
 # ====================================================================== multimodal layouts (helper B)
@@ -690,11 +883,6 @@ def save_pretrained(model, path, max_shard_size: int | str = "4GB", layout: str 
 # ("internvl_chat": vision_model.* with a fused qkv, mlp1.{0,1,3}). Both are read into the
 # Intern-S1 module tree; saving always writes the Intern-S1 layout. Registered into the
 # tables above (CONFIG_PARSERS, LAYOUTS, TRANSFORMS) at import.
-
-# transformers' InternVLVisionConfig defaults, for keys a config.json leaves out
-_HF_VISION_DEFAULTS = {"attention_bias": False, "use_qk_norm": False, "norm_type": "layer_norm",
-                       "layer_norm_eps": 1e-6, "layer_scale_init_value": 0.1, "hidden_act": "gelu"}
-
 
 def _check_image_path(d: dict, vc: dict, where: str) -> None:
     """Refuse configs whose image path differs from the one implemented (last layer, CLS
@@ -723,18 +911,21 @@ def _text_model_type_ok(tc: dict, where: str) -> None:
 
 
 def _parse_internvl(d: dict) -> S1Config:
-    """transformers' InternVLConfig. Tying follows transformers 5: the top-level
-    tie_word_embeddings (InternVLConfig default True) wins over the text config's."""
+    """transformers' InternVLConfig, with its defaults for missing keys. Tying follows
+    transformers 5: the top-level tie_word_embeddings (default True) wins over the text
+    config's. The text config is required (InternVL's default text model, Qwen2, is not
+    supported)."""
+    d = with_defaults(d, "internvl")
     tc = dict(_need(d, "text_config", "internvl"))
-    vc = {**_HF_VISION_DEFAULTS, **_need(d, "vision_config", "internvl")}
+    vc = with_defaults(d.get("vision_config") or {}, "internvl_vision")
     _text_model_type_ok(tc, "internvl text_config")
     _check_image_path(d, vc, "internvl")
-    if "tie_word_embeddings" in d:
-        tc["tie_word_embeddings"] = d["tie_word_embeddings"]
-    cfg = S1Config(text=parse_text_config(tc, "text_config"), vision=parse_vision_config(vc), timeseries=None,
-                   name=d.get("_name_or_path") or "internvl", model_type="interns1")
-    cfg.image_token_id = int(_need(d, "image_token_id", "internvl"))
-    cfg.downsample_ratio = d.get("downsample_ratio", cfg.downsample_ratio)
+    tc["tie_word_embeddings"] = d["tie_word_embeddings"]
+    cfg = S1Config(text=parse_text_config(tc, "text_config"), vision=parse_vision_config(vc, "internvl_vision"),
+                   timeseries=None, name=d.get("_name_or_path") or "internvl", model_type="interns1")
+    cfg.image_token_id = int(d["image_token_id"])
+    cfg.downsample_ratio = d["downsample_ratio"]
+    cfg.projector_hidden_act = d["projector_hidden_act"]
     return cfg
 
 
@@ -823,7 +1014,15 @@ LAYOUTS["internvl"] = Layout(
         (r"^vision_tower\.", "vision_tower."),
         *_VISION_COMMON,
     ],
+    # written with the names transformers' own save_pretrained uses for InternVL
+    export=[
+        (r"^language_model\.", "language_model.model."),
+        (r"^lm_head\.", "language_model.lm_head."),
+        (r"^vision_tower\.", "vision_tower."),
+        (r"^multi_modal_projector\.", "multi_modal_projector."),
+    ],
     ignore=_ROTARY_IGNORE,
+    drop={r"^ts_(tower|projector)\.": "InternVL has no time-series tower"},
 )
 
 _LEGACY_LAYER = r"^vision_model\.encoder\.layers\.(\d+)\."
@@ -863,3 +1062,72 @@ TRANSFORMS.append((r"^(vision_tower\.encoder\.layer\.\d+\.attention)\.qkv\.(weig
 # Intern-S1's own names for the time-series projector (reference §5.3), next to ours
 LAYOUTS["interns1"].renames.append((r"^model\.time_series_projector\.", "ts_projector."))
 # ====================================================================== end of multimodal layouts (helper B)
+
+
+# ====================================================================== export for other tools
+
+
+def _source_dtype(path: Path) -> torch.dtype:
+    raw = json.loads((path / "config.json").read_text())
+    name = raw.get("dtype") or raw.get("torch_dtype") or (raw.get("text_config") or {}).get("dtype") or "float32"
+    return getattr(torch, str(name).removeprefix("torch."), torch.float32)
+
+
+def _preprocessor_configs(cfg: S1Config) -> dict[str, dict]:
+    """preprocessor_config.json / processor_config.json for transformers' InternVL processor,
+    with this model's tiling (the real Intern-S1 files have the same fields)."""
+    v = cfg.vision
+    image = {
+        "image_processor_type": "GotOcr2ImageProcessorFast", "processor_class": "InternVLProcessor",
+        "crop_to_patches": True, "min_patches": v.min_tiles, "max_patches": v.max_tiles,
+        "size": {"height": v.image_size, "width": v.image_size}, "do_resize": True, "resample": 3,
+        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
+        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+    }  # fmt: skip
+    return {"preprocessor_config.json": image,
+            "processor_config.json": {"image_seq_length": cfg.image_tokens_per_tile, "processor_class": "InternVLProcessor"}}
+
+
+def export_checkpoint(src, out, layout: str = "internvl", dtype=None, max_shard_size: int | str = "4GB") -> dict:
+    """Rewrite a checkpoint directory for other tools (`opens1 model export`).
+
+    layout "internvl": transformers' InternVLForConditionalGeneration (config, weight names,
+    preprocessor/processor configs); "interns1": Intern-S1's own layout. The tokenizer found
+    in `src` (OpenS1's or an Intern-S1 directory) is written as a directory that
+    AutoTokenizer.from_pretrained(out, trust_remote_code=True) loads (needs transformers here;
+    without it OpenS1's own tokenizer files are written). generation_config.json is copied.
+    dtype None keeps the checkpoint's. Returns {"left_out": {reason: [names]}, "tokenizer": kind}."""
+    src, out = Path(src), Path(out)
+    model = load_model(src, dtype=dtype or _source_dtype(src), device="cpu")
+    out.mkdir(parents=True, exist_ok=True)
+    dropped = save_pretrained(model, out, max_shard_size=max_shard_size, layout=layout)
+    left_out: dict[str, list[str]] = {}
+    for name in dropped:
+        reason = next(why for pat, why in LAYOUTS[layout].drop.items() if re.match(pat, name))
+        left_out.setdefault(reason, []).append(name)
+    if layout == "internvl":
+        for fname, data in _preprocessor_configs(model.config).items():
+            _atomic_write(out / fname, lambda tmp, d=data: Path(tmp).write_text(json.dumps(d, indent=2)))
+    gen = src / GENERATION_CONFIG
+    if gen.is_file():
+        _atomic_write(out / GENERATION_CONFIG, lambda tmp: Path(tmp).write_bytes(gen.read_bytes()))
+    return {"left_out": left_out, "tokenizer": _export_tokenizer(src, out, model.config)}
+
+
+def _export_tokenizer(src: Path, out: Path, cfg: S1Config) -> str:
+    from opens1.tokenizer import load_tokenizer
+
+    try:
+        tok = load_tokenizer(src)
+    except (FileNotFoundError, ValueError):
+        return "none (the source has no tokenizer)"
+    if cfg.vision is not None and tok.special_tokens.get("<IMG_CONTEXT>") != cfg.image_token_id:
+        raise ValueError(f"the tokenizer's <IMG_CONTEXT> is {tok.special_tokens.get('<IMG_CONTEXT>')} but the "
+                         f"model's image_token_id is {cfg.image_token_id}")
+    try:
+        from opens1.tokenizer.hf import export_hf_tokenizer
+    except ImportError:  # transformers is optional: OpenS1's own files only
+        tok.save_pretrained(out)
+        return "opens1 files only (install transformers for an AutoTokenizer directory)"
+    export_hf_tokenizer(tok, out)
+    return "AutoTokenizer (trust_remote_code)"

@@ -6,6 +6,7 @@ Usage:
     opens1 model generate --model DIR --prompt "The reaction of"  [--max-new-tokens 32]
     opens1 model generate --model DIR --ids 1 2 3 --temperature 0.7 --top-p 0.9 --seed 0
     opens1 model init --preset tiny --out DIR  # a randomly initialised checkpoint (for tests and demos)
+    opens1 model export --layout internvl SRC OUT   # for transformers' InternVLForConditionalGeneration
 
 `generate` tokenises --prompt with the checkpoint's tokenizer (or --tokenizer, or the
 bundled one); --ids skips the tokenizer. Greedy unless --temperature > 0.
@@ -102,6 +103,21 @@ def _init(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from opens1.models.checkpoint import export_checkpoint
+
+    try:
+        info = export_checkpoint(args.src, args.out, layout=args.layout, dtype=args.dtype,
+                                 max_shard_size=args.max_shard_size)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"opens1 model export: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} ({args.layout} layout); tokenizer: {info['tokenizer']}")
+    for reason, names in info["left_out"].items():
+        print(f"left out ({reason}): {len(names)} tensors, e.g. {', '.join(names[:3])}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="opens1 model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -127,8 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--text-only", action="store_true", help="drop the vision and time-series towers")
     i.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the bundled one); saved beside the weights")
+    e = sub.add_parser("export", help="rewrite a checkpoint for other tools (transformers, vLLM)")
+    e.add_argument("src", help="checkpoint directory (any layout load_model reads)")
+    e.add_argument("out", help="output directory")
+    e.add_argument("--layout", choices=("internvl", "interns1"), default="internvl",
+                   help="internvl: transformers' InternVLForConditionalGeneration; interns1: Intern-S1's own")
+    e.add_argument("--dtype", default=None, help="float32, bfloat16, ... (default: the checkpoint's)")
+    e.add_argument("--max-shard-size", default="4GB")
     args = ap.parse_args(argv)
-    return {"params": _params, "generate": _generate, "init": _init}[args.cmd](args)
+    return {"params": _params, "generate": _generate, "init": _init, "export": _export}[args.cmd](args)
 
 
 if __name__ == "__main__":  # pragma: no cover

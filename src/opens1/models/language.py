@@ -14,7 +14,8 @@ forward (`attention_inputs`) and shared by all layers:
     only real tokens (left padding does not shift them, as in HF generate);
   - `doc_ids` [B, T] (packed documents): block-diagonal causal mask, positions
     restart at every document;
-  - a KV cache: the cache plans the mask and positions per row.
+  - a KV cache: the cache plans the mask and positions per row (`cache.prepare`), and each
+    attention layer writes its keys/values through that plan (`plan.update`).
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, is_causal, kv_cache=None):
-        # pre-norm residual blocks; returns (x, router logits or None)
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, kv_cache)
+    def forward(self, x, cos, sin, mask, is_causal, cache=None):
+        # pre-norm residual blocks; returns (x, router logits or None); cache: a CachePlan or None
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, cache)
         h = self.post_attention_layernorm(x)
         if self.is_moe:
             h, logits = self.mlp(h)
@@ -89,10 +90,11 @@ class Qwen3Model(nn.Module):
         self.rotary = RotaryEmbedding(cfg)
         self.gradient_checkpointing = False
 
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask=None, position_ids=None, doc_ids=None,
+    def forward(self, inputs_embeds: torch.Tensor, *, attention_mask=None, position_ids=None, doc_ids=None,
                 kv_cache=None, cache_rows=None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """inputs_embeds [B, T, H] -> (hidden [B, T, H] after the final norm, router logits per MoE layer)."""
         B, T, _ = inputs_embeds.shape
+        plan = None
         if kv_cache is not None:
             if doc_ids is not None:
                 raise ValueError("doc_ids (packed documents) cannot be combined with a KV cache")
@@ -107,9 +109,9 @@ class Qwen3Model(nn.Module):
         for layer in self.layers:
             if self.gradient_checkpointing and self.training:
                 x, logits = torch.utils.checkpoint.checkpoint(
-                    layer, x, cos, sin, mask, is_causal, kv_cache, use_reentrant=False)
+                    layer, x, cos, sin, mask, is_causal, plan, use_reentrant=False)
             else:
-                x, logits = layer(x, cos, sin, mask, is_causal, kv_cache)
+                x, logits = layer(x, cos, sin, mask, is_causal, plan)
             if logits is not None:
                 router_logits.append(logits)
         return self.norm(x), router_logits

@@ -17,6 +17,8 @@ Design choices
 - Rotary frequencies are not buffers: a model built on the meta device and
   materialised from a checkpoint must not need buffer re-initialisation, so
   `RotaryEmbedding` computes `inv_freq` from the config and caches it per device.
+- Kernel choices (RMSNorm's precision handling, the MoE expert kernels, the fused
+  head + loss) live in `opens1.ops`; this file holds no device-specific branches.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from opens1 import ops
 from opens1.config import TextConfig
 
 
@@ -37,11 +40,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # one fused call
-        # lower precision: normalise in float32, cast back, then scale (HF's order)
-        y = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
-        return self.weight * y
+        return ops.rms_norm(x, self.weight, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
@@ -148,52 +147,39 @@ class RotaryEmbedding(nn.Module):
 
     Returns `sin` with the rotate-half sign folded in (first half negated), so that
     rope(x) = x * cos + roll(x, D/2) * sin: one roll instead of chunk/neg/cat, and
-    bit-identical to HF's x * cos + rotate_half(x) * sin. On CPU the angles come from
-    a table grown on demand (reading the largest position is free there), which spares
-    the per-step trigonometry in decode; elsewhere they are computed on the fly (no
-    host sync). Both evaluate the same float32 expression, position * inv_freq."""
+    bit-identical to HF's x * cos + rotate_half(x) * sin. The angles are computed from
+    the positions on every call (position * inv_freq in float32, HF's expression): no
+    table to grow, no host sync, and inside a compiled step they fuse into the graph."""
 
     def __init__(self, cfg: TextConfig):
         super().__init__()
         self.cfg = cfg
         self.dynamic = (cfg.rope_scaling or {}).get("rope_type") == "dynamic"
-        self._cache: dict = {}  # device -> (inv_freq, scaling)
-        self._table: dict = {}  # (device, dtype) -> (cos [L, D], signed sin [L, D])
+        self._cache: dict = {}  # device -> (freq, sign, scaling)
 
-    def _freqs(self, device: torch.device, max_pos: int | None) -> tuple[torch.Tensor, float]:
+    def frequencies(self, device: torch.device, max_pos: int | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(freq [D] = inv_freq twice, sign [D] = (-1 first half, +1 second) x scaling, attention
+        scaling) on `device`; dynamic NTK rescales past the trained length."""
         if self.dynamic and max_pos is not None and max_pos > self.cfg.max_position_embeddings:
-            inv, scale = rope_frequencies(self.cfg, max_pos)  # rare: no caching past the trained length
-            return inv.to(device), scale
+            return self._tables(*rope_frequencies(self.cfg, max_pos), device)  # rare: not cached
         key = str(device)
         if key not in self._cache:
-            inv, scale = rope_frequencies(self.cfg)
-            self._cache[key] = (inv.to(device), scale)
+            self._cache[key] = self._tables(*rope_frequencies(self.cfg), device)
         return self._cache[key]
 
-    def _angles(self, pos: torch.Tensor, inv_freq: torch.Tensor, scale: float, dtype):
-        freqs = pos.float()[..., None] * inv_freq  # [..., D/2] in float32
-        cos, sin = freqs.cos(), freqs.sin()
-        if scale != 1.0:
-            cos, sin = cos * scale, sin * scale
-        return torch.cat((cos, cos), -1).to(dtype), torch.cat((-sin, sin), -1).to(dtype)
+    @staticmethod
+    def _tables(inv_freq: torch.Tensor, scale: float, device) -> tuple[torch.Tensor, torch.Tensor, float]:
+        ones = torch.ones_like(inv_freq)
+        return torch.cat((inv_freq, inv_freq)).to(device), (torch.cat((-ones, ones)) * scale).to(device), scale
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         # position_ids [B, T] -> cos, signed sin [B, 1, T, head_dim] (the 1 broadcasts over heads)
-        dev = position_ids.device
-        if dev.type != "cpu" or self.dynamic:
-            max_pos = int(position_ids.max()) + 1 if self.dynamic else None
-            inv_freq, scale = self._freqs(dev, max_pos)
-            cos, sin = self._angles(position_ids, inv_freq, scale, dtype)
-            return cos[:, None], sin[:, None]
-        need = int(position_ids.max()) + 1
-        key = (str(dev), dtype)
-        table = self._table.get(key)
-        if table is None or table[0].shape[0] < need:
-            size = max(need, 2 * (table[0].shape[0] if table else 0), 256)
-            inv_freq, scale = self._freqs(dev, None)
-            table = self._angles(torch.arange(size, device=dev), inv_freq, scale, dtype)
-            self._table[key] = table
-        return table[0][position_ids][:, None], table[1][position_ids][:, None]
+        # dynamic NTK depends on the longest position: one host sync, only for that rope type
+        max_pos = int(position_ids.max()) + 1 if self.dynamic else None
+        freq, sign, scale = self.frequencies(position_ids.device, max_pos)
+        angles = position_ids[:, None, :, None].float() * freq  # [B, 1, T, D] in float32
+        cos = angles.cos() if scale == 1.0 else angles.cos() * scale
+        return cos.to(dtype), (angles.sin() * sign).to(dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -226,21 +212,8 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
         self.eps = cfg.rms_norm_eps
 
-    def _qk_norm_weight(self) -> torch.Tensor:
-        """[Hq + Hkv, 1, D]: q_norm's weight for the q heads, k_norm's for the k heads.
-        Rebuilt every call under autograd; cached for inference until a weight changes."""
-        q, k = self.q_norm.weight, self.k_norm.weight
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():  # the cache is host-side state
-            return torch.cat([q.expand(self.n_heads, -1), k.expand(self.n_kv, -1)])[:, None]
-        key = (q._version, k._version, q.data_ptr(), k.data_ptr(), q.dtype)
-        if getattr(self, "_qk_key", None) != key:
-            self._qk_w = torch.cat([q.expand(self.n_heads, -1), k.expand(self.n_kv, -1)])[:, None].detach()
-            self._qk_key = key
-        return self._qk_w
-
     def project(self, x, cos, sin):
-        """x [B, T, H] -> q [B, Hq, T, D], k, v [B, Hkv, T, D]; q and k normalised and rotated.
-        (The compiled decode step, infer/static.py, calls this too.)"""
+        """x [B, T, H] -> q [B, Hq, T, D], k, v [B, Hkv, T, D]; q and k normalised and rotated."""
         B, T, _ = x.shape
         Hq, Hkv, D = self.n_heads, self.n_kv, self.head_dim
         # F.linear on the modules' weights: the module call machinery costs as much as a
@@ -248,22 +221,21 @@ class Attention(nn.Module):
         qkv = F.linear(x, self.qkv_proj.weight, self.qkv_proj.bias)
         qkv = qkv.view(B, T, Hq + 2 * Hkv, D).transpose(1, 2)  # [B, heads, T, D]
         qk, v = qkv[:, : Hq + Hkv], qkv[:, Hq + Hkv:]
-        # per-head RMSNorm of q and k in one call (weights differ only between q and k)
-        if qk.dtype == torch.float32:
-            qk = F.rms_norm(qk, (D,), eps=self.eps)
-        else:  # normalise in float32 like HF
-            qk = F.rms_norm(qk.float(), (D,), eps=self.eps).to(qk.dtype)
-        qk = apply_rope(qk * self._qk_norm_weight(), cos, sin)
+        # per-head RMSNorm of q and k in one call: normalise, then scale by q_norm's weight
+        # on the q heads and k_norm's on the k heads ([Hq + Hkv, 1, D])
+        w = torch.cat([self.q_norm.weight.expand(Hq, -1), self.k_norm.weight.expand(Hkv, -1)])[:, None]
+        qk = apply_rope(ops.rms_norm(qk, None, self.eps) * w, cos, sin)
         return qk[:, :Hq], qk[:, Hq:], v
 
-    def forward(self, x, cos, sin, mask=None, is_causal=True, kv_cache=None):
+    def forward(self, x, cos, sin, mask=None, is_causal=True, cache=None):
         # x [B, T, H]; cos/sin [B, 1, T, D]; mask None or bool [B, 1, T, Tk] (True = attend);
-        # is_causal only applies without a mask (plain causal self-attention over T == Tk)
+        # is_causal only applies without a mask (plain causal self-attention over T == Tk);
+        # cache: this forward's KV-cache plan (infer/kv_cache.py) or None
         B, T, _ = x.shape
         Hq, Hkv, D = self.n_heads, self.n_kv, self.head_dim
         q, k, v = self.project(x, cos, sin)
-        if kv_cache is not None:
-            k, v = kv_cache.update(self.layer_idx, k, v)  # [B, Hkv, Tk, D]: all cached slots
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # [B, Hkv, Tk, D]: the slots to attend over
         causal = is_causal and mask is None and T > 1
         # enable_gqa: the CPU flash kernel and CUDA kernels share kv heads without copying
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=Hq != Hkv)

@@ -1,21 +1,13 @@
-"""Qwen3-MoE sparse block: softmax router, top-k experts, SwiGLU experts run as
-one grouped matmul, and the Switch-Transformer load-balancing loss.
+"""Qwen3-MoE sparse block: softmax router, top-k experts (SwiGLU), and the
+Switch-Transformer load-balancing loss.
 
 Design choices
 - Expert weights are stacked parameters, `experts.gate_up_proj` [E, 2I, H] (gate
   rows first, then up) and `experts.down_proj` [E, H, I], the layout transformers 5
   uses in memory. The checkpoint adapter converts from and to per-expert HF keys.
-- Dispatch sorts the (token, expert) assignments by expert so each expert's rows
-  are contiguous, then runs ONE grouped matmul per projection
-  (`torch._grouped_mm` with cumulative offsets: no host sync, no Python loop over
-  experts). `_grouped_mm` is a private op that needs 16-byte-aligned strides, so
-  a fallback pads each expert's rows to the largest group and uses `torch.bmm`.
-- Exception, CPU decode only (no autograd, <= SMALL_DECODE assignments): on CPU
-  the grouped kernel loops over all E experts internally, most of them empty for a
-  single token, so a decode step instead runs the k chosen experts' matvecs directly.
-- Outputs are un-sorted with a gather and mixed with the routing weights by a
-  weighted sum (no index_add_: deterministic, and index_add_ stalls badly on a busy
-  multi-threaded CPU).
+- How the chosen experts run (one grouped matmul per projection, or a decode-time
+  specialisation) is a kernel choice: `opens1.ops.moe_experts` makes it, with the
+  plain per-expert loop beside it as the reference.
 - The router keeps its logits so the model can compute the aux loss over all
   layers the way transformers does (counts and probabilities summed over layers
   before the product).
@@ -27,79 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from opens1 import ops
 from opens1.config import TextConfig
-
-# CPU inference with at most this many (token, expert) assignments takes the per-assignment
-# path (decode steps); everything else, and anything with autograd, runs grouped
-SMALL_DECODE = 16
-
-# (device type, dtype) -> whether torch._grouped_mm worked there; filled on first use
-_GROUPED_MM_OK: dict[tuple[str, torch.dtype], bool] = {}
-
-
-class _ContiguousGrad(torch.autograd.Function):
-    """Identity whose backward makes the incoming gradient contiguous:
-    `_grouped_mm`'s backward rejects expanded (stride-0) gradients."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g.contiguous()
-
-
-def _aligned(t: torch.Tensor, *dims: int) -> bool:
-    return all((d * t.element_size()) % 16 == 0 for d in dims)
-
-
-def grouped_matmul(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """Rows of x grouped by expert (contiguous, sizes `counts`, ends `offsets`) times
-    that expert's w^T. x [N, K], w [E, M, K] -> [N, M]."""
-    if x.dtype != torch.bfloat16 and torch.compiler.is_compiling():
-        # _grouped_mm's compile-time (meta) kernel accepts only bf16, and the padded fallback
-        # sizes a buffer from the data: run this one op eagerly, the rest of the layer compiled
-        return _grouped_matmul_eager(x, w, offsets, counts)
-    return _grouped_matmul(x, w, offsets, counts)
-
-
-def _grouped_matmul(x, w, offsets, counts):
-    E, M, K = w.shape
-    key = (x.device.type, x.dtype)
-    use_grouped = hasattr(torch, "_grouped_mm") and _GROUPED_MM_OK.get(key, True) and _aligned(x, K, M)
-    if use_grouped:
-        try:
-            y = torch._grouped_mm(x, w.transpose(-2, -1), offs=offsets)
-            _GROUPED_MM_OK[key] = True
-            return _ContiguousGrad.apply(y) if torch.is_grad_enabled() else y
-        except (RuntimeError, NotImplementedError):
-            _GROUPED_MM_OK[key] = False  # e.g. float32 on GPUs whose kernel is bf16-only
-    return _padded_bmm(x, w, offsets, counts)
-
-
-_grouped_matmul_eager = torch.compiler.disable(_grouped_matmul)
-
-
-def _padded_bmm(x, w, offsets, counts):
-    # Fallback: scatter rows into [E, C, K] (C = largest group), one bmm, gather back.
-    E, M, K = w.shape
-    N = x.shape[0]
-    cap = int(counts.max()) if N else 0
-    expert = torch.repeat_interleave(torch.arange(E, device=x.device), counts, output_size=N)
-    rank = torch.arange(N, device=x.device) - (offsets - counts)[expert]  # row within its group
-    buf = x.new_zeros(E, max(cap, 1), K)
-    buf[expert, rank] = x
-    out = torch.bmm(buf, w.transpose(-2, -1))  # [E, C, M]
-    return out[expert, rank]
-
-
-def expert_counts(flat_idx: torch.Tensor, num_experts: int) -> torch.Tensor:
-    """Assignments per expert [E] (long). bincount on CPU; on accelerators histc,
-    which needs no device-to-host sync (bincount must first find the max)."""
-    if flat_idx.device.type == "cpu":
-        return torch.bincount(flat_idx, minlength=num_experts)
-    return torch.histc(flat_idx.float(), bins=num_experts, min=0, max=num_experts).long()
 
 
 class Experts(nn.Module):
@@ -111,40 +32,7 @@ class Experts(nn.Module):
 
     def forward(self, x: torch.Tensor, top_idx: torch.Tensor, top_w: torch.Tensor) -> torch.Tensor:
         # x [N, H]; top_idx, top_w [N, k] -> [N, H]
-        N, k = top_idx.shape
-        if x.device.type == "cpu" and N * k <= SMALL_DECODE and not torch.is_grad_enabled():
-            return self._decode_cpu(x, top_idx, top_w)
-        flat = top_idx.reshape(-1)
-        order = flat.argsort(stable=True)  # assignments sorted by expert
-        token = order // k  # source token of each sorted assignment
-        counts = expert_counts(flat, self.num_experts)
-        offsets = counts.cumsum(0).to(torch.int32)
-        xs = x[token]  # [N*k, H]
-        h = grouped_matmul(xs, self.gate_up_proj, offsets, counts)  # [N*k, 2I]
-        gate, up = h.split(self.intermediate, dim=-1)
-        h = (F.silu(gate) * up).contiguous()
-        y = grouped_matmul(h, self.down_proj, offsets, counts)  # [N*k, H], sorted by expert
-        # un-sort with a gather (inverse permutation) and mix the k outputs of each token:
-        # deterministic, unlike index_add_ (atomics on GPU)
-        y = y[order.argsort()].view(N, k, -1)  # [N, k, H] in (token, choice) order
-        return (y * top_w.to(y.dtype)[:, :, None]).sum(dim=1)
-
-    def _decode_cpu(self, x, top_idx, top_w):
-        """CPU decode specialisation (a handful of tokens, no autograd): on CPU the
-        grouped kernel visits all E experts (two matmul calls each, most of them empty),
-        while a decode step needs only its N*k chosen ones. k matrix-vector products per
-        token, read straight from the stacked weights (no gather copy); the indices are
-        already on the host, so .tolist() costs no device sync."""
-        rows = []
-        # rows stay 2-D ([1, H]): a 1-D F.linear takes torch.mv, several times slower on CPU
-        for xn, experts, weights in zip(x.split(1), top_idx.tolist(), top_w.tolist()):
-            acc = None
-            for e, wt in zip(experts, weights):
-                gate, up = F.linear(xn, self.gate_up_proj[e]).split(self.intermediate, dim=-1)
-                y = F.linear(F.silu(gate) * up, self.down_proj[e]) * wt
-                acc = y if acc is None else acc + y
-            rows.append(acc)
-        return torch.cat(rows) if len(rows) > 1 else rows[0]
+        return ops.moe_experts(x, top_idx, top_w, self.gate_up_proj, self.down_proj)
 
 
 class SparseMoeBlock(nn.Module):

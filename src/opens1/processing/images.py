@@ -16,6 +16,10 @@ Design choices
   `S1Config.image_tokens_per_tile` tokens after pixel shuffle.
 - Remote URLs are refused: nothing is downloaded at run time. Callers fetch images
   themselves and pass bytes or a data URL.
+- Size before pixels: `image_size` reads the width and height from the header (PIL opens
+  lazily) and decoding refuses an image over `max_pixels` (default MAX_IMAGE_PIXELS, 40 M)
+  before a single pixel is decoded, so a small compressed file cannot become gigabytes.
+  A server budgets a whole request from the headers the same way (`serve/prepare.py`).
 """
 
 from __future__ import annotations
@@ -33,17 +37,34 @@ from opens1.config import VisionConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_IMAGE_PIXELS = 40_000_000  # width x height; an RGB decode of this is 120 MB
 
 
-def load_image(source) -> Image.Image:
+def load_image(source, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
     """An RGB PIL image from a PIL image, a file path, raw bytes or a base64 data URL.
 
-    http(s) URLs are refused (no downloads at run time); undecodable data is a ValueError,
-    a missing file a FileNotFoundError."""
+    http(s) URLs are refused (no downloads at run time); undecodable data, or an image of
+    more than `max_pixels` pixels (checked from the header, before decoding; None: no
+    limit but PIL's own) is a ValueError, a missing file a FileNotFoundError."""
     if isinstance(source, Image.Image):
         return source.convert("RGB")
+    raw, what = _raw_bytes(source)
+    return _decode(raw, what, max_pixels)
+
+
+def image_size(source) -> tuple[int, int]:
+    """(width, height) of an image from its header alone: no pixel is decoded. Accepts what
+    load_image accepts; unreadable data is a ValueError."""
+    if isinstance(source, Image.Image):
+        return source.size
+    raw, what = _raw_bytes(source)
+    return _open(raw, what).size
+
+
+def _raw_bytes(source) -> tuple[bytes, str]:
+    """The encoded image bytes of bytes, a data URL or a file path, and a name for errors."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _decode(bytes(source), "image bytes")
+        return bytes(source), "image bytes"
     if isinstance(source, Path):
         source = str(source)
     if not isinstance(source, str):
@@ -60,18 +81,29 @@ def load_image(source) -> Image.Image:
             raw = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError) as e:
             raise ValueError(f"image data URL has invalid base64: {e}") from None
-        return _decode(raw, "image data URL")
+        return raw, "image data URL"
     path = Path(source).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"image file {source!r} does not exist")
-    return _decode(path.read_bytes(), f"image file {source!r}")
+    return path.read_bytes(), f"image file {source!r}"
 
 
-def _decode(raw: bytes, what: str) -> Image.Image:
+def _open(raw: bytes, what: str) -> Image.Image:
+    """The image, opened lazily: header read, pixels not decoded yet."""
     try:
-        img = Image.open(io.BytesIO(raw))
+        return Image.open(io.BytesIO(raw))
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"{what} is not a readable image: {e}") from None
+
+
+def _decode(raw: bytes, what: str, max_pixels: int | None) -> Image.Image:
+    img = _open(raw, what)
+    w, h = img.size
+    if max_pixels is not None and w * h > max_pixels:
+        raise ValueError(f"{what} is too large: {w}x{h} = {w * h:,} pixels (at most {max_pixels:,})")
+    try:
         img.load()  # decode now so corrupt data fails here, not later
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{what} is not a readable image: {e}") from None
     return img.convert("RGB")
 

@@ -4,12 +4,20 @@
     batch = processor(messages)                 # input_ids [1, T], attention_mask, pixel_values, ...
     batch = processor.for_training(messages)    # + labels [1, T] (-100 outside assistant replies)
 
-Each image part becomes `<img>` + `<IMG_CONTEXT>` x (tokens per tile x tiles) + `</img>`
-(InternVL dynamic tiling with thumbnail, `opens1.processing.images`); each series part
-becomes `<TS>` + `<TS_CONTEXT>` x n + `</TS>`, with n from the tower's own geometry
-(`opens1.processing.series`), so prompt expansion and the towers always agree. The
-text goes through the chat template (`opens1.tokenizer.chat.render_ids`): control
-tokens are real special ids, message contents plain text.
+The conversation goes through Intern-S1's chat template (`opens1.tokenizer.chat`), whose
+media placeholders are expanded here as transformers' InternS1Processor does:
+
+    image  {"type": "image", "image": path | PIL | bytes | data URL}   (or OpenAI "image_url")
+           -> <img> + <IMG_CONTEXT> x (tokens per tile x tiles) + </img>
+              (InternVL dynamic tiling with thumbnail, `opens1.processing.images`)
+    video  {"type": "video", "video": [frame, frame, ...]}   (frames as for images)
+           -> "Frame1: <img>...</img>\nFrame2: <img>...</img>..." , one 448-pixel tile a frame
+    series {"type": "time_series", "time_series": {"values": ..., "sampling_rate": ...}}
+           -> <TS> + <TS_CONTEXT> x n + </TS>, n from the tower's own geometry
+              (`opens1.processing.series`), so prompt expansion and the towers always agree.
+
+The expansions are template text (their token strings become the tokens); message contents
+keep control-token strings as text unless `special_tokens_in_content=True` (see chat.py).
 
 Token ids: the model splices features at `config.image_token_id` / `config.ts_token_id`.
 Those must be the tokenizer's `<IMG_CONTEXT>` / `<TS_CONTEXT>` ids. A config whose ids
@@ -23,7 +31,7 @@ from __future__ import annotations
 import torch
 
 from opens1.config import S1Config
-from opens1.tokenizer.chat import render_ids
+from opens1.tokenizer.chat import Segment, render_ids
 
 
 def configure(tokenizer, config: S1Config) -> S1Config:
@@ -72,13 +80,19 @@ class Processor:
 
     # ------------------------------------------------------------ media
 
-    def _image(self, part: dict, pixels: list[torch.Tensor]) -> list[int]:
-        from opens1.processing.images import image_to_pixel_values
-
+    def _vision(self, what: str) -> None:
         if self.config.vision is None:
-            raise ValueError("the message has an image but this model has no vision tower (config.vision is None)")
+            raise ValueError(f"the message has {what} but this model has no vision tower (config.vision is None)")
         if None in self._img:
             raise ValueError("the tokenizer lacks <img>, </img> or <IMG_CONTEXT>")
+
+    def _tiles_text(self, n_tiles: int) -> str:
+        return "<img>" + "<IMG_CONTEXT>" * (self.config.image_tokens_per_tile * n_tiles) + "</img>"
+
+    def _image(self, part: dict, pixels: list[torch.Tensor]) -> str:
+        from opens1.processing.images import image_to_pixel_values
+
+        self._vision("an image")
         if part.get("type") == "image_url":
             url = part.get("image_url")
             src = url.get("url") if isinstance(url, dict) else url
@@ -88,10 +102,23 @@ class Processor:
             raise ValueError(f"image part without an image: {sorted(part)}")
         pv = image_to_pixel_values(src, self.config.vision)  # [n_tiles, 3, S, S]
         pixels.append(pv)
-        start, ctx, end = self._img
-        return [start] + [ctx] * (self.config.image_tokens_per_tile * pv.shape[0]) + [end]
+        return self._tiles_text(pv.shape[0])
 
-    def _series(self, part: dict, series: list[torch.Tensor], rates: list[float]) -> list[int]:
+    def _video(self, part: dict, pixels: list[torch.Tensor]) -> str:
+        from opens1.processing.images import image_to_pixel_values
+
+        self._vision("a video")
+        frames = part.get("video")
+        if not isinstance(frames, (list, tuple)) or not frames:
+            raise ValueError("a video part needs {'type': 'video', 'video': [frame, ...]} with at least one frame "
+                             "(images; video files are not decoded)")
+        lines = []
+        for k, frame in enumerate(frames, 1):
+            pixels.append(image_to_pixel_values(frame, self.config.vision, dynamic=False))  # [1, 3, S, S]
+            lines.append(f"Frame{k}: " + self._tiles_text(1))
+        return "\n".join(lines)
+
+    def _series(self, part: dict, series: list[torch.Tensor], rates: list[float]) -> str:
         from opens1.processing.series import preprocess_series, series_num_tokens
 
         cfg = self.config.timeseries
@@ -106,24 +133,29 @@ class Processor:
         n = series_num_tokens(x.shape[0], sr, cfg)
         series.append(x)
         rates.append(sr)
-        start, ctx, end = self._ts
-        return [start] + [ctx] * n + [end]
+        return "<TS>" + "<TS_CONTEXT>" * n + "</TS>"
 
     # ------------------------------------------------------------ public
 
-    def _build(self, messages, tools, enable_thinking, add_generation_prompt):
+    def _build(self, messages, tools, enable_thinking, add_generation_prompt, special_tokens_in_content):
         pixels: list[torch.Tensor] = []
         series: list[torch.Tensor] = []
         rates: list[float] = []
 
-        def media(part: dict) -> list[int]:
-            if part.get("type") == "time_series":
-                return self._series(part, series, rates)
-            return self._image(part, pixels)
+        def media(part: dict) -> list[Segment]:
+            kind = part.get("type")
+            if kind == "time_series":
+                text = self._series(part, series, rates)
+            elif kind == "video":
+                text = self._video(part, pixels)
+            else:
+                text = self._image(part, pixels)
+            return [Segment("owned", text)]
 
         ids, mask = render_ids(
-            self.tokenizer, messages, tools=tools, enable_thinking=enable_thinking,
+            self.tokenizer, messages, tools, enable_thinking=enable_thinking,
             add_generation_prompt=add_generation_prompt, media=media,
+            special_tokens_in_content=special_tokens_in_content,
         )  # fmt: skip
         input_ids = torch.tensor([ids], dtype=torch.long)  # [1, T]
         out = {
@@ -135,14 +167,15 @@ class Processor:
         }
         return out, mask
 
-    def __call__(self, messages, tools=None, enable_thinking: bool = True, add_generation_prompt: bool = True) -> dict:
-        """Inference inputs for one conversation (the prompt ends with the generation prompt)."""
-        return self._build(messages, tools, enable_thinking, add_generation_prompt)[0]
+    def __call__(self, messages, tools=None, *, enable_thinking: bool = True, add_generation_prompt: bool = True,
+                 special_tokens_in_content: bool = False) -> dict:
+        """Inference inputs for one conversation (by default the prompt ends with the generation prompt)."""
+        return self._build(messages, tools, enable_thinking, add_generation_prompt, special_tokens_in_content)[0]
 
-    def for_training(self, messages, tools=None, enable_thinking: bool = True) -> dict:
+    def for_training(self, messages, tools=None, *, enable_thinking: bool = True) -> dict:
         """Training inputs with `labels` [1, T]: the assistant replies (reasoning, content, tool
         calls and their `<|im_end|>`) keep their ids; everything else is -100."""
-        out, mask = self._build(messages, tools, enable_thinking, add_generation_prompt=False)
+        out, mask = self._build(messages, tools, enable_thinking, False, False)
         labels = out["input_ids"].clone()
         labels[0, ~torch.tensor(mask, dtype=torch.bool)] = -100
         out["labels"] = labels

@@ -11,6 +11,10 @@ Design choices
   sensor units. A missing or non-positive rate becomes max(T/4, 1), the reference default.
 - The token count is not re-derived here: it calls the tower's own geometry functions
   (models/timeseries.py), so prompt expansion and the tower can never disagree.
+- Cost before conversion: the tower's work grows with length x channels while its token
+  count grows with length only, so a server budgets values, not tokens. `series_shape`
+  gives (T, C) of nested lists without converting them (a server refuses a request over
+  MAX_SERIES_VALUES values before any array is built; `serve/prepare.py`).
 - `read_wfdb` reads PhysioNet WFDB records (e.g. MIT-BIH) with the `wfdb` library.
 """
 
@@ -25,6 +29,7 @@ from opens1.config import TimeSeriesConfig
 from opens1.models.timeseries import check_length, num_tokens
 
 MAX_SAMPLES = 240_000
+MAX_SERIES_VALUES = 1_000_000  # length x channels per request, the server's default budget
 EPS = 1e-8
 
 
@@ -67,6 +72,34 @@ def preprocess_series(x, sampling_rate: float | None = None, max_samples: int = 
     if not np.isfinite(sr) or sr <= 0:
         sr = default_sampling_rate(t)
     return torch.from_numpy(arr.astype(np.float32)), sr
+
+
+def series_shape(x) -> tuple[int, int]:
+    """(T, C) that preprocess_series will see (before truncation), read from the outer
+    lengths only: a flat list is (T, 1), and channels-first data is transposed by the same
+    rule. Ragged rows or more than 2 dimensions are a ValueError. Cheap on nested lists."""
+    if isinstance(x, (np.ndarray, torch.Tensor)):
+        shape = tuple(x.shape)
+        if len(shape) == 1:
+            shape = (shape[0], 1)
+        if len(shape) != 2:
+            raise ValueError(f"a time series must be [T] or [T, C], got shape {shape}")
+        rows, cols = shape
+    else:
+        if not isinstance(x, (list, tuple)):
+            raise ValueError(f"time series values must be a [T] or [T, C] list, got {type(x).__name__}")
+        rows = len(x)
+        if rows and isinstance(x[0], (list, tuple)):
+            cols = len(x[0])
+            if any(not isinstance(r, (list, tuple)) or len(r) != cols for r in x):
+                raise ValueError("every sample of a time series must have the same number of channels")
+            if any(isinstance(r[0], (list, tuple)) for r in x if r):
+                raise ValueError("a time series must be [T] or [T, C], got more than 2 dimensions")
+        else:
+            cols = 1
+    if rows == 0 or cols == 0:
+        raise ValueError(f"time series is empty (shape {(rows, cols)})")
+    return (cols, rows) if rows < cols else (rows, cols)
 
 
 def series_num_tokens(num_samples: int, sampling_rate: float, ts_cfg: TimeSeriesConfig | None = None) -> int:

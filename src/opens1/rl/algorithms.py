@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 ALGORITHMS = ("grpo", "oreal")
 ENTROPY_CONTROLS = ("none", "kl_cov", "clip_cov")
@@ -79,14 +78,7 @@ def degenerate_groups(rewards: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- token statistics
-
-
-def token_logprobs_and_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [B, T, V] predicting targets [B, T] -> (log p(target) [B, T], entropy [B, T])."""
-    logp_all = F.log_softmax(logits.float(), dim=-1)
-    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
+# (the per-token log-probs and entropies these take come from opens1.train.losses.token_log_probs)
 
 
 def aggregate(loss_tok: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean") -> torch.Tensor:

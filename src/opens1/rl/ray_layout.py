@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from opens1.rl.rollout import LocalEngine, RolloutEngine, SamplingParams
+from opens1.infer.sampling import SamplingParams
+from opens1.rl.rollout import LocalEngine, RolloutEngine
 
 
 def _ray():

@@ -25,11 +25,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from opens1.infer.batch import BatchSampling, eos_set, generate_batch, is_multimodal, multimodal_inputs
-
-
-# Rollouts sample with the same knobs as offline batched generation.
-SamplingParams = BatchSampling
+from opens1.infer.batch import generate_batch, is_multimodal, multimodal_inputs
+from opens1.infer.sampling import SamplingParams
 
 
 @dataclass
@@ -80,7 +77,8 @@ class LocalEngine(RolloutEngine):
     @torch.no_grad()
     def generate(self, prompts, n, sampling, seed=None):
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        outs = generate_batch(self.model, prompts, n, sampling, self.pad_token_id, gen, self.max_batch)
+        outs = generate_batch(self.model, prompts, n, sampling, pad_token_id=self.pad_token_id, generator=gen,
+                              max_batch=self.max_batch)
         return [[Rollout(p["input_ids"][0].tolist(), ids, fin, multimodal_inputs(p) if is_multimodal(p) else {})
                  for ids, fin in samples] for p, samples in zip(prompts, outs)]
 
@@ -106,10 +104,10 @@ class VLLMEngine(RolloutEngine):
 
         sp = VSP(n=n, max_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
                  top_k=sampling.top_k if sampling.top_k > 0 else -1, top_p=sampling.top_p,
-                 min_p=sampling.min_p, seed=seed)
+                 min_p=sampling.min_p, seed=seed, stop_token_ids=list(sampling.stop_token_ids))
         reqs = [{"prompt_token_ids": p["input_ids"][0].tolist()} for p in prompts]
         results = self.llm.generate(reqs, sp, use_tqdm=False)
-        eos = eos_set(sampling.eos_token_id)
+        eos = set(sampling.stop_token_ids)
         return [[Rollout(r.prompt_token_ids, list(c.token_ids), bool(eos & set(c.token_ids[-1:])))
                  for c in r.outputs] for r in results]
 

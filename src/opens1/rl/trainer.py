@@ -31,14 +31,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from opens1.rl.algorithms import (
-    RLLossConfig,
-    degenerate_groups,
-    group_advantages,
-    policy_loss,
-    token_logprobs_and_entropy,
-)
-from opens1.rl.rollout import LocalEngine, Rollout, RolloutEngine, SamplingParams, response_text
+from opens1.infer.sampling import SamplingParams
+from opens1.rl.algorithms import RLLossConfig, degenerate_groups, group_advantages, policy_loss
+from opens1.rl.rollout import LocalEngine, Rollout, RolloutEngine, response_text
+from opens1.train.losses import head_weight, token_log_probs
 from opens1.train.trainer import adamw
 
 
@@ -65,6 +61,14 @@ class RLConfig:
     micro_batch_rows: int = 64
     loss: RLLossConfig = field(default_factory=RLLossConfig)
     correct_threshold: float = 1.0  # reward >= this counts as a correct rollout (OREAL's positives)
+    # Training reward only (held-out rewards stay exact): a wrong number earns
+    # partial_credit * max(0, 1 - |answer - reference| / max(1, |reference|)), so a group of
+    # near misses still ranks its rollouts instead of being dropped as all-wrong. 0: off.
+    partial_credit: float = 0.0
+    # DAPO's dynamic sampling: draw prompts in up to `sample_rounds` rounds of
+    # `prompts_per_step` until the step has `prompts_per_step` groups with mixed rewards
+    # (all-right or all-wrong groups carry no signal). 1: one round, as GRPO.
+    sample_rounds: int = 1
     # Mixture of rewards (opens1.rewards.mixture): data source -> verifier, weight. The default
     # routes every environment to its own verifier.
     rewards: dict = field(default_factory=lambda: {"sources": {"*": {"verifier": "env"}}})
@@ -138,8 +142,10 @@ class RLTrainer:
         params = [p for p in model.parameters() if p.requires_grad]
         self.opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
         self.rng = random.Random(cfg.seed + self.rank)  # each rank draws its own prompts
-        self.sampling = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
-                                       eos_token_id=tokenizer.eos_token_id, vocab_limit=len(tokenizer))
+        # rollouts sample with RLConfig's knobs (default temperature 1.0, no top-k / top-p)
+        self.sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                       top_k=cfg.top_k, top_p=cfg.top_p, stop_token_ids=_eos(tokenizer),
+                                       vocab_limit=len(tokenizer))
         self.log_path = Path(log_path) if log_path else None
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,8 +168,12 @@ class RLTrainer:
             out.append((name, env.case(idx, split="train")))
         return out
 
-    def _score(self, name: str, case, rollout: Rollout) -> float:
-        return float(self.mixture.score(name, response_text(self.tok, rollout), case))
+    def _score(self, name: str, case, rollout: Rollout, train: bool = False) -> float:
+        text = response_text(self.tok, rollout)
+        exact = float(self.mixture.score(name, text, case))
+        if not train or self.cfg.partial_credit <= 0 or exact >= self.cfg.correct_threshold:
+            return exact
+        return max(exact, self.cfg.partial_credit * numeric_closeness(self.mixture.verify(name, text, case), case))
 
     # ------------------------------------------------------------ log-probs of rollouts
 
@@ -184,9 +194,11 @@ class RLTrainer:
         return ids, attn, resp, extra
 
     def _logprobs(self, rollouts):
+        """(log p [b, W-1], entropy [b, W-1], response mask [b, W-1]); the head runs on the
+        response tokens only, fused with the log-softmax (train/losses.py)."""
         ids, attn, resp, extra = self._batch(rollouts)
-        out = self.model(input_ids=ids, attention_mask=attn, **extra)
-        logp, ent = token_logprobs_and_entropy(out.logits[:, :-1], ids[:, 1:])
+        out = self.model(input_ids=ids, attention_mask=attn, return_hidden=True, **extra)
+        logp, ent = token_log_probs(out.hidden_states[:, :-1], head_weight(self.model), ids[:, 1:], resp)
         return logp, ent, resp
 
     # ------------------------------------------------------------ one step
@@ -194,14 +206,10 @@ class RLTrainer:
     def step(self) -> dict:
         cfg = self.cfg
         t0 = time.perf_counter()
-        cases = self._draw_cases(cfg.prompts_per_step)
-        prompts = [self._prompt_inputs(c) for _, c in cases]
-        groups = self.engine.generate(prompts, cfg.rollouts_per_prompt, self.sampling,
-                                      seed=self.rng.randrange(2**31))
-        rewards = torch.tensor([[self._score(n, c, r) for r in g] for (n, c), g in zip(cases, groups)])
+        cases, groups, rewards, keep, drawn = self._sample_groups()
         metrics = self._reward_metrics(cases, groups, rewards)
-        keep = ~degenerate_groups(rewards)
         metrics["kept_groups"] = int(keep.sum())
+        metrics["drawn_prompts"] = drawn
         if self._global_sum(int(keep.sum())) > 0:  # the same decision on every rank
             metrics.update(self._update(groups, rewards, keep))
             self.engine.update_weights(self.full_state_dict())
@@ -212,6 +220,28 @@ class RLTrainer:
             with open(self.log_path, "a") as f:
                 f.write(json.dumps({"step": self.result.steps, **metrics}) + "\n")
         return metrics
+
+    def _sample_groups(self):
+        """Rollout groups for one step: (cases, groups, rewards [G, n], keep [G] bool, prompts
+        drawn). With `sample_rounds` > 1, rounds of prompts are drawn until `prompts_per_step`
+        groups have mixed rewards (DAPO); the step then trains on those groups only."""
+        cfg = self.cfg
+        cases, groups, rows, drawn = [], [], [], 0
+        for _ in range(max(1, cfg.sample_rounds)):
+            new = self._draw_cases(cfg.prompts_per_step)
+            drawn += len(new)
+            gens = self.engine.generate([self._prompt_inputs(c) for _, c in new], cfg.rollouts_per_prompt,
+                                        self.sampling, seed=self.rng.randrange(2**31))
+            cases += new
+            groups += gens
+            rows += [[self._score(n, c, r, train=True) for r in g] for (n, c), g in zip(new, gens)]
+            keep = ~degenerate_groups(torch.tensor(rows))
+            if int(keep.sum()) >= cfg.prompts_per_step:
+                break
+        rewards = torch.tensor(rows)  # [G, n]
+        if cfg.sample_rounds > 1:  # the first prompts_per_step mixed groups, in draw order
+            keep &= keep.cumsum(0) <= cfg.prompts_per_step
+        return cases, groups, rewards, keep, drawn
 
     def _reward_metrics(self, cases, groups, rewards) -> dict:
         m = {"reward_mean": float(rewards.mean()), "response_len": float(
@@ -227,6 +257,11 @@ class RLTrainer:
             return x
         t = torch.tensor([float(x)])
         dist.all_reduce(t)
+        return float(t)
+
+    def _global_max(self, x: float) -> float:
+        t = torch.tensor([float(x)])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return float(t)
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
@@ -259,11 +294,10 @@ class RLTrainer:
         non-zero. With a single step per batch KL-Cov has no effect: |x| has zero gradient at 0."""
         cfg = self.cfg
         self._train_mode()
-        if not keep.any():  # other ranks have data: join their collectives with a zero loss
-            return self._null_update()
         adv = group_advantages(rewards)[keep].flatten()
         kept = [r for g, k in zip(groups, keep.tolist()) if k for r in g]
         correct = (rewards[keep].flatten() >= cfg.correct_threshold)
+        kept, adv, correct, real = self._pad_to_global_rows(kept, adv, correct, groups)
         n_mb = max(1, min(cfg.mini_batches, len(kept)))
         # mini-batches of whole rows, interleaved so every mini-batch mixes groups and outcomes
         order = [list(range(len(kept)))[j::n_mb] for j in range(n_mb)]
@@ -280,7 +314,7 @@ class RLTrainer:
         n_updates = 0
         for _ in range(cfg.ppo_epochs):
             for rows in order:
-                m = self._mini_step([kept[i] for i in rows], adv[rows], correct[rows],
+                m = self._mini_step([kept[i] for i in rows], adv[rows], correct[rows], real[rows],
                                     None if old_logp is None else [old_logp[i] for i in rows])
                 n_tok += m.pop("_tokens")
                 n_updates += 1
@@ -290,16 +324,30 @@ class RLTrainer:
         self.model.eval()
         return metrics
 
-    def _mini_step(self, rows: list[Rollout], adv, correct, old_rows) -> dict:
-        """One optimizer step on `rows` (micro-batched); old_rows: per-row old log-probs or None
-        (on-policy: the current log-probs, detached)."""
+    def _pad_to_global_rows(self, kept, adv, correct, groups):
+        """Under FSDP every rank must run the same forwards and backwards (each one all-gathers
+        and reduce-scatters), so ranks with fewer kept rows pad with filler rows that carry no
+        loss. Returns (rows, advantages, correct, real [n] bool)."""
+        n_real = len(kept)
+        n_rows = n_real if self.world == 1 else int(self._global_max(n_real))
+        filler = (kept[:1] or [groups[0][0]]) * (n_rows - n_real)
+        pad = n_rows - n_real
+        real = torch.arange(n_rows) < n_real
+        return (kept + filler, torch.cat([adv, adv.new_zeros(pad)]),
+                torch.cat([correct, correct.new_zeros(pad)]), real)
+
+    def _mini_step(self, rows: list[Rollout], adv, correct, real, old_rows) -> dict:
+        """One optimizer step on `rows` (micro-batched); real [n] bool marks rows that carry
+        loss (the rest pad an FSDP rank); old_rows: per-row old log-probs or None (on-policy:
+        the current log-probs, detached)."""
         cfg = self.cfg
         self.opt.zero_grad(set_to_none=True)
-        total_resp = sum(len(r.response_ids) for r in rows)
+        total_resp = sum(len(r.response_ids) for r, ok in zip(rows, real.tolist()) if ok)
         ent_sum, n_tok, metrics = 0.0, 0, {}
         for s in range(0, len(rows), cfg.micro_batch_rows):
             chunk = rows[s:s + cfg.micro_batch_rows]
             logp, ent, mask = self._logprobs(chunk)  # [b, W-1] each
+            mask = mask * real[s:s + len(chunk)].unsqueeze(-1).to(mask.dtype)  # filler rows: no loss
             old = logp.detach() if old_rows is None else _pad_rows(old_rows[s:s + len(chunk)], logp)
             out = policy_loss(logp, old, adv[s:s + len(chunk)], correct[s:s + len(chunk)], mask, cfg.loss)
             share = mask.sum().item() / max(1, total_resp)
@@ -324,16 +372,6 @@ class RLTrainer:
         self.model.train()
         for m in self.frozen_towers:
             m.eval()
-
-    def _null_update(self) -> dict:
-        self.opt.zero_grad(set_to_none=True)
-        ids = torch.zeros((1, 2), dtype=torch.long)
-        (self.model(input_ids=ids).logits.sum() * 0.0).backward()
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        self.opt.step()
-        self.model.eval()
-        return {}
 
     # ------------------------------------------------------------ loop and held-out reward
 
@@ -373,8 +411,8 @@ class RLTrainer:
         the per-environment means."""
         items = items if items is not None else self.cfg.heldout_items
         cases = self.heldout_cases(items)
-        greedy = SamplingParams(self.cfg.max_new_tokens, temperature, eos_token_id=self.tok.eos_token_id,
-                                vocab_limit=len(self.tok))
+        greedy = SamplingParams(max_new_tokens=self.cfg.max_new_tokens, temperature=temperature,
+                                stop_token_ids=_eos(self.tok), vocab_limit=len(self.tok))
         scores: list[float] = []
         for s in range(0, len(cases), batch):
             if deadline is not None and scores and time.perf_counter() >= deadline:
@@ -400,6 +438,24 @@ class RLTrainer:
         scores = [float(self.mixture.score(n, answers[n], c)) for n, c in cases]
         by_env = {k: {**v, "answer": answers[k]} for k, v in _per_env(cases, scores).items()}
         return (sum(scores) / len(scores) if scores else 0.0), by_env
+
+
+def numeric_closeness(result, case) -> float:
+    """1 - |answer - reference| / max(1, |reference|), clipped to [0, 1]: how near a numeric
+    answer (a VerifyResult's extracted text) came; 0 when either is not a number."""
+    try:
+        got = float(str(result.extracted).replace(",", ""))
+        ref = float(str(case.reference).replace(",", ""))
+    except (TypeError, ValueError):
+        return 0.0
+    if not (math.isfinite(got) and math.isfinite(ref)):
+        return 0.0
+    return max(0.0, 1.0 - abs(got - ref) / max(1.0, abs(ref)))
+
+
+def _eos(tokenizer) -> tuple[int, ...]:
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return () if eos is None else (int(eos),)
 
 
 def _per_env(cases: list, scores: list[float]) -> dict[str, dict]:

@@ -1,43 +1,60 @@
 """The OpenAI-compatible HTTP API (FastAPI) in front of the continuous-batching engine.
 
-Routes
+Routes (all but /health and the page's static files need the API key when one is set)
     POST /v1/chat/completions     chat, streamed (SSE) or not; reasoning, tools, images, series
     POST /v1/completions          raw text or token-id prompts
-    GET  /v1/models               the one served model
+    GET  /v1/models               the served model (under each of its names)
+    POST /tokenize                vLLM's: a prompt or chat messages -> {tokens, count, max_model_len}
+    POST /detokenize              vLLM's: {tokens} -> {prompt}
+    GET  /metrics                 Prometheus text format, vLLM's families as opens1:* (serve/metrics.py)
+    GET  /version                 {version}
     GET  /v1/opens1/molecule      SMILES -> SVG drawing (RDKit), for the web UI
+    GET  /openapi.json            the schema
     GET  /health                  liveness and engine load
     GET  /                        the web UI (static files in serve/web/)
 
 Design choices:
-- Bodies are read and validated by hand (size limit, JSON, pydantic), so that every
-  bad request becomes an OpenAI-style error `{"error": {message, type, param, code}}`
-  with a 4xx status and a message naming the problem; the engine never sees it.
+- Bodies are read and validated by hand (JSON content type, size limit, pydantic-core's
+  strict parser, sizes, pydantic), so that every bad request becomes an OpenAI-style
+  error `{"error": {message, type, param, code}}` with a 4xx status and a message
+  naming the problem; the engine never sees it.
+- Every request is budgeted before expensive work (`prepare.py`: characters before
+  tokenizing, pixels from image headers before decoding, series values before arrays),
+  and the expensive work (template and tokenizer, image tiles, series, RDKit) runs in
+  worker processes (`workers.py`): the event loop only parses, checks and streams.
 - Chat messages go through the one `Processor` (chat template, image tiles, series)
   and the answer through the one chat parser (`parse_response`). Images must be
   inline data URLs: a remote URL is refused and never fetched (no SSRF, no hangs).
+- A keyless server answers only to Host names it is bound to (`host_allowed`), and
+  takes only `application/json` bodies: a web page can neither rebind a name to it nor
+  post a simple cross-origin form to it.
 - The engine runs in its own thread; its per-token callbacks are handed to the
   asyncio loop with `call_soon_threadsafe`. A client that goes away cancels its
   requests, which frees their KV-cache slots before the next decode step.
 - Streaming follows OpenAI's chunk format; reasoning streams in
   `delta.reasoning_content` (vLLM's field), tool calls arrive in one delta at the end.
+- `response_format` and `thinking_budget` become the engine request's `Constraint`
+  (serve/structured.py), built in a thread before submission: the engine thread only
+  asks it for a mask per token of that request.
+- Fields a request sends that the server does not use are never dropped silently: they
+  are named in a `Warning: 299` header, a `warnings` list in the JSON body (not streamed)
+  and a log line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hmac
-import io
+import ipaddress
 import json
 import logging
-import math
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from fastapi import FastAPI, Request
+import pydantic_core
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -45,26 +62,20 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from opens1.infer.engine import CacheFull, Engine, EngineStopped, GenerationRequest, QueueFull, SamplingParams, TokenEvent
+from opens1 import __version__
+from opens1.infer.engine import CacheFull, Engine, EngineStopped, GenerationRequest, PromptTooLong, QueueFull, TokenEvent
+from opens1.infer.sampling import SamplingParams
+from opens1.processing.images import MAX_IMAGE_PIXELS
+from opens1.processing.series import MAX_SERIES_VALUES
+from opens1.serve import prepare
 from opens1.serve import protocol as P
+from opens1.serve.molecule import MAX_SMILES_LEN, molecule_svg
+from opens1.serve.protocol import APIError
 from opens1.serve.text import IncrementalDecoder, OutputText
+from opens1.serve.workers import Busy, WorkerDied, Workers
 
 log = logging.getLogger("opens1.serve")
 WEB_DIR = Path(__file__).parent / "web"
-MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs before decoding them
-MAX_SMILES_LEN = 1000
-
-
-class APIError(Exception):
-    """An error the client caused (or a capacity limit), sent as OpenAI's error JSON."""
-
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-
-    def response(self) -> JSONResponse:
-        body = P.ErrorResponse(error=P.ErrorBody(message=self.message, type=self.type, param=self.param, code=self.code))
-        return JSONResponse(body.model_dump(), status_code=self.status)
 
 
 @dataclass
@@ -74,12 +85,44 @@ class ServerState:
     engine: Engine
     tokenizer: Any  # opens1.tokenizer DynamicTokenizer (encode/decode/token_to_id)
     processor: Any  # opens1.Processor
-    model_name: str
+    model_name: str  # the first served name: what responses and /metrics report
     api_key: str | None = None
+    aliases: tuple[str, ...] = ()  # further names clients may send (--served-model-name A B ...)
+    # chat message content: added-token strings stay text (False), or are parsed as HF/vLLM do
+    special_tokens_in_content: bool = False
     defaults: P.ServeDefaults = field(default_factory=P.ServeDefaults)
     max_body_bytes: int = 32 * 1024 * 1024
     supports_images: bool = True
     supports_series: bool = True
+    # request budgets, checked before any expensive work (serve/prepare.py)
+    chars_per_token: int = prepare.CHARS_PER_TOKEN  # prompt characters allowed per token of context
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # per image; the processor's decoder never takes more than 40 M
+    max_request_pixels: int = prepare.MAX_REQUEST_PIXELS
+    max_series_values: int = MAX_SERIES_VALUES
+    # worker processes for tokenization, images and RDKit (0: threads in this process)
+    cpu_workers: int = 2
+    # the Host header check of a keyless server: the address it is bound to, and more names
+    bind_host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = ()
+    _render: Workers | None = field(default=None, init=False, repr=False)
+    _molecule: Workers | None = field(default=None, init=False, repr=False)
+    _grammar_vocab: Any = field(default=None, init=False, repr=False)
+
+    @property
+    def served_names(self) -> tuple[str, ...]:
+        return (self.model_name, *[a for a in self.aliases if a != self.model_name])
+
+    @property
+    def metrics(self):
+        """The engine's Prometheus metrics (made on first use; they observe the engine, so
+        servers that share one engine, as tests do, share its numbers)."""
+        from opens1.serve.metrics import Metrics
+
+        m = getattr(self.engine, "metrics", None)
+        if not isinstance(m, Metrics):
+            m = self.engine.metrics = Metrics(self.engine, self.model_name)
+            self.engine.on_finish = m.observe
+        return m
 
     @property
     def max_seq_len(self) -> int:
@@ -89,12 +132,42 @@ class ServerState:
     def vocab_size(self) -> int:
         return int(self.engine.model.config.text.vocab_size)
 
+    @property
+    def prompt_char_limit(self) -> int:
+        return self.max_seq_len * self.chars_per_token
+
+    @property
+    def render(self) -> Workers:
+        """The pool that tokenizes prompts and decodes images and series (context: the Processor)."""
+        if self._render is None:
+            self._render = Workers("render", processes=self.cpu_workers, context=self.processor)
+        return self._render
+
+    @property
+    def molecule(self) -> Workers:
+        """The pool that draws molecules (RDKit); its own, so drawings never delay prompts."""
+        if self._molecule is None:
+            self._molecule = Workers("molecule", processes=min(self.cpu_workers, 1), max_pending=16)
+        return self._molecule
+
+    def close(self) -> None:
+        """Stop the worker pools (they restart on the next request)."""
+        for pool in (self._render, self._molecule):
+            if pool is not None:
+                pool.close()
+
 
 # ---------------------------------------------------------------- request helpers
 
 
-async def read_json(request: Request, limit: int) -> dict:
-    """The body as a JSON object, or a 413/400 naming the problem."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body of a JSON request, or a 415/413 naming the problem."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        # a browser sends text/plain, forms and multipart cross-origin without asking first;
+        # application/json needs a CORS preflight, which this server never grants
+        raise APIError(415, f"the body must be JSON sent as 'Content-Type: application/json' (got {ctype or 'none'!r})",
+                       code="unsupported_media_type")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise APIError(413, f"request body too large ({declared} bytes; limit {limit})", code="body_too_large")
@@ -104,14 +177,29 @@ async def read_json(request: Request, limit: int) -> dict:
         if size > limit:
             raise APIError(413, f"request body too large (over {limit} bytes)", code="body_too_large")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def parse_body(state: ServerState, raw: bytes, model_cls):
+    """JSON bytes -> a validated request (run in a thread: a large body takes a while).
+
+    pydantic-core's parser refuses what Python's json accepts and later code cannot take:
+    NaN and Infinity, lone surrogates (not UTF-8 encodable), nesting past 200 levels.
+    Sizes are checked before pydantic builds its objects (`prepare.check_sizes`)."""
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+        body = pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError as e:
         raise APIError(400, f"invalid JSON body: {e}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise APIError(400, "the JSON body must be an object", code="invalid_json")
-    return body
+    prepare.check_sizes(state, body)
+    try:
+        req = model_cls.model_validate(body)
+    except ValidationError as e:
+        raise validation_error(e) from None
+    if hasattr(req, "set_ignored"):
+        req.set_ignored(body)
+    return req
 
 
 def validation_error(e: ValidationError) -> APIError:
@@ -134,97 +222,6 @@ _PART_TYPES = {"text", "image_url", "time_series"}
 _BRANCHES = {"str", "int", "float", "bool", "list", "dict", "none", "function-after"}
 
 
-def parse_request(model_cls, body: dict):
-    try:
-        return model_cls.model_validate(body)
-    except ValidationError as e:
-        raise validation_error(e) from None
-
-
-def decode_data_url(url: str, param: str):
-    """A data: URL -> RGB PIL image. Remote URLs are refused, never fetched."""
-    from PIL import Image, UnidentifiedImageError
-
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme != "data":
-        raise APIError(
-            400, f"{param}: only inline data: URLs are accepted (got a {scheme or 'schemeless'} URL); "
-            "this server never fetches remote images", param=param, code="invalid_image_url",
-        )
-    header, sep, payload = url.partition(",")
-    if not sep or ";base64" not in header.lower():
-        raise APIError(400, f"{param}: expected data:image/<type>;base64,<data>", param=param, code="invalid_image")
-    mime = header[5:].split(";")[0].strip().lower()
-    if mime and not mime.startswith("image/"):
-        raise APIError(400, f"{param}: data URL type {mime!r} is not an image", param=param, code="invalid_image")
-    try:
-        raw = base64.b64decode(payload.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise APIError(400, f"{param}: the image data is not valid base64", param=param, code="invalid_image") from None
-    try:
-        img = Image.open(io.BytesIO(raw))
-        if img.width * img.height > MAX_IMAGE_PIXELS:
-            raise APIError(400, f"{param}: image too large ({img.width}x{img.height})", param=param, code="invalid_image")
-        img.load()
-        return img.convert("RGB")
-    except APIError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise APIError(400, f"{param}: the image data cannot be decoded ({e})", param=param, code="invalid_image") from None
-
-
-def series_values(ts: P.TimeSeriesData, param: str) -> list[list[float]]:
-    """[T][C] finite floats (a flat list is one channel); 400 on ragged or non-finite data."""
-    vals = ts.values
-    rows = [[float(v)] for v in vals] if vals and not isinstance(vals[0], list) else vals
-    width = len(rows[0])
-    if width == 0 or any(len(r) != width for r in rows):
-        raise APIError(400, f"{param}.values: every sample must have the same number (>0) of channels", param=param)
-    if not all(math.isfinite(v) for r in rows for v in r):
-        raise APIError(400, f"{param}.values: values must be finite numbers", param=param)
-    return rows
-
-
-def to_processor_messages(state: ServerState, messages: list[P.ChatMessage]) -> list[dict]:
-    """OpenAI messages -> the Processor's message dicts (images decoded, series checked)."""
-    out = []
-    for i, m in enumerate(messages):
-        msg: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role}
-        if isinstance(m.content, list):
-            parts = []
-            for j, part in enumerate(m.content):
-                param = f"messages.{i}.content.{j}"
-                if isinstance(part, P.TextPart):
-                    parts.append({"type": "text", "text": part.text})
-                elif isinstance(part, P.ImagePart):
-                    if not state.supports_images:
-                        raise APIError(400, f"{param}: this model has no vision tower; images are not accepted", param=param)
-                    if m.role != "user":
-                        raise APIError(400, f"{param}: images are only accepted in user messages", param=param)
-                    parts.append({"type": "image", "image": decode_data_url(part.image_url.url, param + ".image_url.url")})
-                else:
-                    if not state.supports_series:
-                        raise APIError(400, f"{param}: this model has no time-series tower; series are not accepted", param=param)
-                    if m.role != "user":
-                        raise APIError(400, f"{param}: time series are only accepted in user messages", param=param)
-                    rows = series_values(part.time_series, param + ".time_series")
-                    parts.append({"type": "time_series", "time_series": {"values": rows, "sampling_rate": part.time_series.sampling_rate}})
-            msg["content"] = parts
-        else:
-            msg["content"] = m.content or ""
-        if m.role == "assistant":
-            if m.reasoning_content:
-                msg["reasoning_content"] = m.reasoning_content
-            if m.tool_calls:
-                msg["tool_calls"] = [tc.model_dump() for tc in m.tool_calls]
-        if m.role == "tool" and m.tool_call_id:
-            msg["tool_call_id"] = m.tool_call_id
-        if m.name:
-            msg["name"] = m.name
-        out.append(msg)
-    return out
-
-
 def check_auth(state: ServerState, request: Request) -> None:
     if not state.api_key:
         return
@@ -236,9 +233,82 @@ def check_auth(state: ServerState, request: Request) -> None:
         raise APIError(401, "invalid API key", type="authentication_error", code="invalid_api_key")
 
 
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
+
+
+def host_allowed(host: str, bind: str, allowed: tuple[str, ...] = ()) -> bool:
+    """Whether a keyless server answers a request whose Host header names `host`.
+
+    A DNS-rebinding page reaches a local server under the attacker's own domain name, so
+    the check is on names: loopback names and addresses, the address the server is bound
+    to (any address of this machine when bound to 0.0.0.0 or ::), and `allowed` (exact
+    names, `*.suffix` patterns, or `*` for any)."""
+    name = _host_name(host)
+    if not name:
+        return True  # no Host header (HTTP/1.0): not a browser
+    if "*" in allowed or name in LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        ip = None
+    if ip is not None and ip.is_loopback:
+        return True
+    bind_name = _host_name(bind)
+    if name == bind_name or (ip is not None and bind_name in ("0.0.0.0", "::", "")):
+        return True
+    return any(name == a.lower() or (a.startswith("*.") and name.endswith(a[1:].lower())) for a in allowed)
+
+
+def _host_name(host: str) -> str:
+    """'Example.COM:8000' -> 'example.com'; '[::1]:8000' -> '::1'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+class HostCheck:
+    """ASGI middleware: a 400 for a Host the server does not answer to (`host_allowed`)."""
+
+    def __init__(self, app, bind: str, allowed: tuple[str, ...]):
+        self.app, self.bind, self.allowed = app, bind, allowed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+            if not host_allowed(host, self.bind, self.allowed):
+                err = APIError(400, f"this server does not answer to the host {host!r}; start it with "
+                               "--allowed-hosts to add names (or --api-key)", code="invalid_host")
+                await err.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def check_model(state: ServerState, name: str) -> None:
-    if name != state.model_name:
-        raise APIError(404, f"the model {name!r} does not exist; this server serves {state.model_name!r}", param="model", code="model_not_found")
+    if name not in state.served_names:
+        served = " or ".join(repr(n) for n in state.served_names)
+        raise APIError(404, f"the model {name!r} does not exist; this server serves {served}", param="model", code="model_not_found")
+
+
+def warnings_of(req, extra: list[str] = ()) -> list[str]:
+    """What the server did not use from this request, logged once."""
+    out = [f"ignored field: {k}" for k in getattr(req, "ignored_fields", [])] + list(extra)
+    if out:
+        log.warning("request warnings: %s", "; ".join(out))
+    return out
+
+
+def warning_headers(warnings: list[str]) -> dict[str, str]:
+    """RFC 7234's `Warning: 299 <agent> "<text>"` (a persistent, miscellaneous warning)."""
+    if not warnings:
+        return {}
+    text = "; ".join(warnings)[:1000]
+    # a header is latin-1 text: other characters (a field's name is any JSON string) become '?'
+    text = "".join(ch if " " <= ch <= "~" else "?" for ch in text).replace("\\", "\\\\").replace('"', '\\"')
+    return {"Warning": f'299 opens1 "{text}"'}
 
 
 # ---------------------------------------------------------------- generation plumbing
@@ -261,7 +331,8 @@ class Choice:
 class Generation:
     """The n choices of one API request, submitted to the engine and drained here."""
 
-    def __init__(self, state: ServerState, prompt_ids: list[int], params: SamplingParams, n: int, stop, thinking_open: bool, split: bool, mm: dict, first_index: int = 0):
+    def __init__(self, state: ServerState, prompt_ids: list[int], params: SamplingParams, n: int, stop, thinking_open: bool,
+                 split: bool, mm: dict, first_index: int = 0, constraints: list | None = None):
         self.state = state
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
@@ -270,9 +341,11 @@ class Generation:
         stop_ids = set(state.engine.eos_token_ids) | set(params.stop_token_ids)
         self._hidden_ids = stop_ids  # tokens that end a sequence are not part of its text
         for k in range(n):
-            p = SamplingParams(**{**params.__dict__, "seed": None if params.seed is None else params.seed + k})
+            # choice k is seeded seed + k, wrapped into torch's seed range (2^64 values; -1 and
+            # 2^64 - 1 seed the same generator)
+            p = params.replace(seed=None if params.seed is None else (params.seed + k) % 2**64)
             idx = first_index + k
-            req = GenerationRequest(list(prompt_ids), p, self._callback(idx), **mm)
+            req = GenerationRequest(list(prompt_ids), p, self._callback(idx), constraint=constraints[k] if constraints else None, **mm)
             self.choices.append(Choice(idx, req, OutputText(stop, thinking_open, split), IncrementalDecoder(state.tokenizer)))
         self._by_index = {c.index: c for c in self.choices}
 
@@ -298,7 +371,9 @@ class Generation:
                 raise APIError(503, str(e), type="server_overloaded", code="kv_cache_full") from None
             if isinstance(e, EngineStopped):
                 raise APIError(503, str(e), type="server_error", code="engine_stopped") from None
-            raise APIError(400, str(e), param="messages", code="context_length_exceeded") from None
+            if isinstance(e, PromptTooLong):
+                raise APIError(400, str(e), param="messages", code="context_length_exceeded") from None
+            raise APIError(400, str(e), code="invalid_value") from None
 
     def cancel(self) -> None:
         for c in self.choices:
@@ -393,8 +468,13 @@ def sse(obj: Any) -> str:
 
 
 def create_app(state: ServerState) -> FastAPI:
-    app = FastAPI(title="OpenS1", version="0.1.0", docs_url=None, redoc_url=None)
+    app = FastAPI(title="OpenS1", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.s1 = state
+    state.render.start()  # spawn the workers now, not on the first request
+    state.molecule.start()
+    state.metrics  # noqa: B018 -- made now, so that every finished request is observed
+    if not state.api_key:  # with a key, a rebinding page has nothing to send
+        app.add_middleware(HostCheck, bind=state.bind_host, allowed=tuple(state.allowed_hosts))
 
     @app.exception_handler(APIError)
     async def _api_error(_req, exc: APIError):
@@ -416,65 +496,100 @@ def create_app(state: ServerState) -> FastAPI:
         log.exception("unhandled error")
         return APIError(500, f"internal error: {type(exc).__name__}", type="server_error").response()
 
+    # liveness and the page's static files are open; everything else is behind the key
     @app.get("/health")
     async def health():
         return {"status": "ok" if state.engine.is_running else "stopped", "model": state.model_name, **state.engine.load()}
-
-    @app.get("/v1/models")
-    async def models(request: Request):
-        check_auth(state, request)
-        card = P.ModelCard(id=state.model_name, max_model_len=state.max_seq_len)
-        return P.ModelList(data=[card]).model_dump()
-
-    @app.get("/v1/models/{name}")
-    async def model(name: str, request: Request):
-        check_auth(state, request)
-        check_model(state, name)
-        return P.ModelCard(id=state.model_name, max_model_len=state.max_seq_len).model_dump()
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        check_auth(state, request)
-        req = parse_request(P.ChatCompletionRequest, await read_json(request, state.max_body_bytes))
-        check_model(state, req.model)
-        return await chat_completion(state, req, request)
-
-    @app.post("/v1/completions")
-    async def completions(request: Request):
-        check_auth(state, request)
-        req = parse_request(P.CompletionRequest, await read_json(request, state.max_body_bytes))
-        check_model(state, req.model)
-        return await text_completion(state, req, request)
-
-    @app.get("/v1/opens1/molecule")
-    async def molecule(request: Request, smiles: str = ""):
-        check_auth(state, request)
-        return Response(molecule_svg(smiles), media_type="image/svg+xml")
 
     @app.get("/")
     async def index():
         return FileResponse(WEB_DIR / "index.html", media_type="text/html")
 
     app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
+
+    async def require_key(request: Request) -> None:
+        check_auth(state, request)
+
+    api = APIRouter(dependencies=[Depends(require_key)])
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi():
+        return app.openapi()
+
+    @api.get("/v1/models")
+    async def models():
+        cards = [P.ModelCard(id=name, max_model_len=state.max_seq_len) for name in state.served_names]
+        return P.ModelList(data=cards).model_dump()
+
+    @api.get("/v1/models/{name:path}")
+    async def model(name: str):
+        check_model(state, name)
+        return P.ModelCard(id=name, max_model_len=state.max_seq_len).model_dump()
+
+    @api.get("/version")
+    async def version():
+        return {"version": __version__}
+
+    @api.get("/metrics")
+    async def metrics():
+        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+    @api.post("/tokenize")
+    async def tokenize(request: Request):
+        raw = await read_body(request, state.max_body_bytes)
+        req = await run_in_threadpool(parse_body, state, raw, P.TokenizeRequest)
+        check_model(state, req.model)
+        return await tokenize_request(state, req)
+
+    @api.post("/detokenize")
+    async def detokenize(request: Request):
+        raw = await read_body(request, state.max_body_bytes)
+        req = await run_in_threadpool(parse_body, state, raw, P.DetokenizeRequest)
+        check_model(state, req.model)
+        n = len(state.tokenizer)
+        bad = next((t for t in req.tokens if not 0 <= t < n), None)
+        if bad is not None:
+            raise APIError(400, f"tokens: token id {bad} is outside the tokenizer's vocabulary (0..{n - 1})", param="tokens")
+        text = state.tokenizer.decode(req.tokens, skip_special_tokens=False)
+        return P.DetokenizeResponse(prompt=text).model_dump()
+
+    @api.post("/v1/chat/completions")
+    async def chat(request: Request):
+        raw = await read_body(request, state.max_body_bytes)
+        req = await run_in_threadpool(parse_body, state, raw, P.ChatCompletionRequest)
+        check_model(state, req.model)
+        return await chat_completion(state, req, request)
+
+    @api.post("/v1/completions")
+    async def completions(request: Request):
+        raw = await read_body(request, state.max_body_bytes)
+        req = await run_in_threadpool(parse_body, state, raw, P.CompletionRequest)
+        check_model(state, req.model)
+        return await text_completion(state, req, request)
+
+    @api.get("/v1/opens1/molecule")
+    async def molecule(smiles: str = ""):
+        smiles = smiles.strip()
+        if not smiles or len(smiles) > MAX_SMILES_LEN:
+            raise APIError(400, f"smiles: expected a SMILES string of 1..{MAX_SMILES_LEN} characters", param="smiles")
+        try:
+            svg = await in_worker(state.molecule, molecule_svg, smiles)
+        except ValueError as e:
+            raise APIError(400, f"smiles: {e}", param="smiles", code="invalid_smiles") from None
+        return Response(svg, media_type="image/svg+xml")
+
+    app.include_router(api)
     return app
 
 
-def molecule_svg(smiles: str, size: int = 320) -> str:
-    """An SVG drawing of a SMILES string (RDKit), or a 400 for an invalid one."""
-    from rdkit import Chem, RDLogger
-    from rdkit.Chem.Draw import rdMolDraw2D
-
-    smiles = smiles.strip()
-    if not smiles or len(smiles) > MAX_SMILES_LEN:
-        raise APIError(400, f"smiles: expected a SMILES string of 1..{MAX_SMILES_LEN} characters", param="smiles")
-    RDLogger.DisableLog("rdApp.*")  # a bad SMILES is the client's problem, not log noise
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None:
-        raise APIError(400, f"smiles: {smiles!r} is not a valid SMILES string", param="smiles", code="invalid_smiles")
-    drawer = rdMolDraw2D.MolDraw2DSVG(size, size)
-    drawer.DrawMolecule(mol)
-    drawer.FinishDrawing()
-    return drawer.GetDrawingText()
+async def in_worker(pool: Workers, fn, *args):
+    """fn(context, *args) in a worker process; the pool's limits as API errors."""
+    try:
+        return await pool.run(fn, *args)
+    except Busy as e:
+        raise APIError(429, str(e), type="rate_limit_error", code="server_busy") from None
+    except WorkerDied as e:
+        raise APIError(500, str(e), type="server_error", code="worker_died") from None
 
 
 # ---------------------------------------------------------------- chat
@@ -495,69 +610,114 @@ def sampling_params(state: ServerState, req, prompt_len: int, max_tokens: int | 
             400, f"max_tokens ({max_tokens}) + prompt ({prompt_len} tokens) exceeds the context length "
             f"({state.max_seq_len}); ask for at most {room}", param="max_tokens", code="context_length_exceeded",
         )
-    top_k = d.top_k if req.top_k is None else max(req.top_k, 0)
-    return SamplingParams(
-        max_tokens=max_tokens,
-        temperature=d.temperature if req.temperature is None else req.temperature,
-        top_k=top_k,
-        top_p=d.top_p if req.top_p is None else req.top_p,
-        min_p=d.min_p if req.min_p is None else req.min_p,
-        seed=req.seed,
-        ignore_eos=req.ignore_eos,
-        logprobs=logprobs,
-    )
+    # the request's values, the server's defaults where it left a field unset
+    knobs = ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
+    given = {k: getattr(req, k) for k in knobs if getattr(req, k) is not None}
+    if req.top_k is not None:
+        # -1 or 0: off (vLLM's convention); so is any k past the vocabulary (all tokens kept)
+        given["top_k"] = req.top_k if 0 < req.top_k < state.vocab_size else 0
+    return d.sampling.replace(max_new_tokens=max_tokens, seed=req.seed, ignore_eos=req.ignore_eos, logprobs=logprobs,
+                              **given)
 
 
-def render_chat(state: ServerState, req: P.ChatCompletionRequest) -> tuple[dict, bool, bool]:
-    """Processor inputs, whether thinking is on, and whether the prompt opened a think block."""
-    kwargs = req.chat_template_kwargs or {}
-    thinking = bool(kwargs.get("enable_thinking", True))
-    if isinstance(req.tool_choice, dict) or req.tool_choice == "required":
-        raise APIError(400, "tool_choice: only 'auto' and 'none' are supported", param="tool_choice")
-    tools = None
-    if req.tools and req.tool_choice != "none":
-        tools = [t.model_dump(exclude_none=True) for t in req.tools]
-    messages = to_processor_messages(state, req.messages)
+async def render_in_worker(state: ServerState, fn, *args, param: str = "messages"):
+    """A `prepare` rendering function in a render worker; bad input it finds is a 400."""
     try:
-        inputs = state.processor(messages, tools=tools, enable_thinking=thinking, add_generation_prompt=True)
-    except APIError:
-        raise
+        return await in_worker(state.render, fn, *args)
     except (ValueError, TypeError, KeyError) as e:
-        raise APIError(400, f"messages: {e}", param="messages") from None
-    ids = inputs["input_ids"][0].tolist()
-    think_id = _token_id(state.tokenizer, "<think>")
-    # Intern-S1's thinking generation prompt ends in `<think>` (maybe plus a newline)
-    thinking_open = thinking and think_id is not None and think_id in ids[-3:]
-    return inputs, thinking, thinking_open
+        msg = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        raise APIError(400, msg if msg.startswith(param) else f"{param}: {msg}", param=param) from None
 
 
-def _token_id(tok, s: str) -> int | None:
-    try:
-        return tok.token_to_id(s)
-    except (KeyError, ValueError):
-        return None
+def _multimodal(out: dict) -> dict:
+    """The worker's numpy arrays as the tensors the engine hands the model."""
+    import torch
+
+    pv, ts = out["pixel_values"], out["time_series"]
+    return {
+        "pixel_values": None if pv is None else torch.from_numpy(pv),
+        "time_series": None if ts is None else [torch.from_numpy(x) for x in ts],
+        "sampling_rates": out["sampling_rates"],
+    }
 
 
 async def chat_completion(state: ServerState, req: P.ChatCompletionRequest, request: Request):
-    # decoding images and tiling / encoding series is CPU work: off the event loop, so
-    # other clients' streams keep flowing meanwhile
-    inputs, _thinking, thinking_open = await run_in_threadpool(render_chat, state, req)
-    prompt_ids = inputs["input_ids"][0].tolist()
+    # checks and budgets first (cheap; no pixel decoded, nothing tokenized), then the
+    # template, tokenization, image tiles and series in a worker process, so neither a
+    # heavy prompt nor the GIL-holding tokenizer can stall other clients
+    messages, tools = await run_in_threadpool(prepare.chat_inputs, state, req)
+    thinking = bool((req.chat_template_kwargs or {}).get("enable_thinking", True))
+    out = await render_in_worker(state, prepare.render_chat, messages, tools, thinking, state.special_tokens_in_content)
+    prompt_ids, thinking_open = out["input_ids"], out["thinking_open"]
     n_lp = (req.top_logprobs or 0) if req.logprobs else None
     params = sampling_params(state, req, len(prompt_ids), req.max_completion_tokens or req.max_tokens, n_lp)
-    mm = {k: inputs.get(k) for k in ("pixel_values", "time_series", "sampling_rates")}
-    gen = Generation(state, prompt_ids, params, req.n, req.stop, thinking_open, True, mm)
+    notes: list[str] = []
+    constraints = await structured_constraints(state, req, params, req.n, thinking_open=thinking_open, notes=notes)
+    warnings = warnings_of(req, notes)
+    gen = Generation(state, prompt_ids, params, req.n, req.stop, thinking_open, True, _multimodal(out), constraints=constraints)
     gen.submit()
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return StreamingResponse(_chat_stream(state, gen, rid, thinking_open, include_usage), media_type="text/event-stream")
+        return StreamingResponse(_chat_stream(state, gen, rid, thinking_open, include_usage), media_type="text/event-stream",
+                                 headers=warning_headers(warnings))
     try:
         async for _ in gen.events(request):
             pass
     finally:
         gen.cancel()
-    return _chat_response(state, gen, rid, thinking_open, req.logprobs)
+    return _json(_chat_response(state, gen, rid, thinking_open, req.logprobs), warnings)
+
+
+def _json(body: dict, warnings: list[str]) -> JSONResponse:
+    if warnings:
+        body["warnings"] = warnings
+    return JSONResponse(body, headers=warning_headers(warnings))
+
+
+async def structured_constraints(state: ServerState, req, params: SamplingParams, n: int, *, thinking_open: bool,
+                                 notes: list[str]) -> list | None:
+    """The engine constraints of a request's n choices for its `response_format` and
+    `thinking_budget` (None: unconstrained). Grammars are built in a thread: llguidance
+    releases the GIL while it builds one, and the event loop carries on."""
+    from opens1.serve import structured as S
+
+    rf = req.response_format
+    schema = None if rf is None else S.response_schema(rf)
+    budget = getattr(req, "thinking_budget", None)
+    if budget is not None and not thinking_open:
+        notes.append("thinking_budget has no effect: thinking is off")
+        budget = None
+    if schema is None and budget is None:
+        return None
+    if schema is not None:
+        if req.ignore_eos:
+            raise APIError(400, "ignore_eos cannot be combined with a JSON response_format (the JSON ends the answer)",
+                           param="ignore_eos")
+        if len(json.dumps(schema)) > state.prompt_char_limit:
+            raise APIError(400, f"response_format: the schema is longer than the prompt budget ({state.prompt_char_limit:,} "
+                           "characters)", param="response_format", code="context_length_exceeded")
+        if thinking_open:
+            # the reasoning gets half the tokens by default, so the answer always has room
+            if budget is None:
+                budget = max(1, params.max_new_tokens // 2)
+            elif budget >= params.max_new_tokens:
+                raise APIError(400, f"thinking_budget ({budget}) must be less than max_tokens ({params.max_new_tokens}), "
+                               "so that the response_format content fits", param="thinking_budget")
+    think_close = prepare._token_id(state.tokenizer, "</think>")
+
+    def build() -> list:
+        vocab = matcher = None
+        if schema is not None:
+            vocab = S.grammar_vocab(state)
+            matcher = vocab.matcher(S.json_grammar(schema, after_think=thinking_open))
+        matchers = [matcher] + [None if matcher is None else matcher.deep_copy() for _ in range(n - 1)]
+        return [S.Structured(vocab, m, thinking=thinking_open, budget=budget, think_close_id=think_close) for m in matchers]
+
+    try:
+        return await run_in_threadpool(build)
+    except ValueError as e:
+        raise APIError(400, f"response_format: {e}", param="response_format", code="invalid_schema") from None
 
 
 def _finish_error(c: Choice) -> APIError:
@@ -618,43 +778,43 @@ async def _chat_stream(state, gen: Generation, rid: str, thinking_open: bool, in
         gen.cancel()  # client gone or stream over: free the slots now
 
 
+# ---------------------------------------------------------------- tokenize
+
+
+async def tokenize_request(state: ServerState, req: P.TokenizeRequest) -> dict:
+    """vLLM's /tokenize: a raw prompt as /v1/completions reads it (added-token strings are
+    their tokens), or messages rendered as /v1/chat/completions renders them; both go
+    through the same budgets and worker processes as generation requests."""
+    if req.prompt is not None:
+        checked = prepare.completion_inputs(state, req.prompt)
+        (ids, _), = await render_in_worker(state, prepare.completion_prompts, checked, param="prompt")
+    else:
+        chat = P.ChatCompletionRequest.model_construct(model=req.model, messages=req.messages, tools=req.tools,
+                                                       tool_choice=None)
+        messages, tools = await run_in_threadpool(prepare.chat_inputs, state, chat)
+        thinking = bool((req.chat_template_kwargs or {}).get("enable_thinking", True))
+        out = await render_in_worker(state, prepare.render_chat, messages, tools, thinking, state.special_tokens_in_content,
+                                     req.add_generation_prompt)
+        ids = out["input_ids"]
+    strs = [state.tokenizer.id_to_token(i) for i in ids] if req.return_token_strs else None
+    return P.TokenizeResponse(count=len(ids), max_model_len=state.max_seq_len, tokens=ids, token_strs=strs).model_dump(
+        exclude_none=True)
+
+
 # ---------------------------------------------------------------- completions
 
 
-def completion_prompts(state: ServerState, prompt) -> list[tuple[list[int], str]]:
-    """OpenAI's four prompt forms -> [(ids, text)]. Text is encoded as text: special-token
-    strings in it stay text; raw control tokens can be sent as token ids."""
-    tok = state.tokenizer
-    if isinstance(prompt, str):
-        prompt = [prompt]
-    if prompt and isinstance(prompt[0], int):
-        prompt = [prompt]
-    if not prompt:
-        raise APIError(400, "prompt: must not be empty", param="prompt")
-    out = []
-    for p in prompt:
-        if isinstance(p, str):
-            ids = tok.encode(p)
-            text = p
-        else:
-            bad = [t for t in p if not 0 <= t < state.vocab_size]
-            if bad:
-                raise APIError(400, f"prompt: token id {bad[0]} is outside the vocabulary (0..{state.vocab_size - 1})", param="prompt")
-            ids, text = list(p), tok.decode(list(p), skip_special_tokens=False)
-        if not ids:
-            raise APIError(400, "prompt: must not be empty", param="prompt")
-        out.append((ids, text))
-    return out
-
-
 async def text_completion(state: ServerState, req: P.CompletionRequest, request: Request):
-    prompts = await run_in_threadpool(completion_prompts, state, req.prompt)
+    checked = prepare.completion_inputs(state, req.prompt)
+    prompts = await render_in_worker(state, prepare.completion_prompts, checked, param="prompt")
     gens: list[Generation] = []
+    warnings = warnings_of(req)
     try:
         for k, (ids, _) in enumerate(prompts):
             max_tokens = req.max_tokens or state.defaults.completion_max_tokens
             params = sampling_params(state, req, len(ids), min(max_tokens, state.max_seq_len - len(ids)) if req.max_tokens is None else max_tokens, req.logprobs)
-            gen = Generation(state, ids, params, req.n, req.stop, False, False, {}, first_index=k * req.n)
+            constraints = await structured_constraints(state, req, params, req.n, thinking_open=False, notes=[])
+            gen = Generation(state, ids, params, req.n, req.stop, False, False, {}, first_index=k * req.n, constraints=constraints)
             gen.submit()
             gens.append(gen)
     except APIError:
@@ -663,7 +823,8 @@ async def text_completion(state: ServerState, req: P.CompletionRequest, request:
         raise
     rid = f"cmpl-{uuid.uuid4().hex}"
     if req.stream:
-        return StreamingResponse(_completion_stream(state, gens, prompts, req, rid), media_type="text/event-stream")
+        return StreamingResponse(_completion_stream(state, gens, prompts, req, rid), media_type="text/event-stream",
+                                 headers=warning_headers(warnings))
     try:
         for g in gens:
             async for _ in g.events(request):
@@ -684,7 +845,7 @@ async def text_completion(state: ServerState, req: P.CompletionRequest, request:
         usage.prompt_tokens += u.prompt_tokens
         usage.completion_tokens += u.completion_tokens
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-    return P.CompletionResponse(id=rid, model=state.model_name, choices=choices, usage=usage).model_dump()
+    return _json(P.CompletionResponse(id=rid, model=state.model_name, choices=choices, usage=usage).model_dump(), warnings)
 
 
 def _legacy_logprobs(c: Choice, start: int = 0) -> P.CompletionLogprobs:

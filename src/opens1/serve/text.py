@@ -12,6 +12,9 @@ Design choices:
   `str.find`s); what was already sent is remembered as lengths, so the deltas
   concatenate exactly to the final split. A tail that could still become a marker
   or a stop string is held back until it can't.
+- Stop strings and markers are matched with Knuth-Morris-Pratt automata fed each
+  delta once (`_Matcher`): the work per token is linear in the new text, whatever the
+  stop strings' lengths, and the held-back tail is the automata's state.
 - The final answer of a non-streamed request goes through the one chat parser
   (`opens1.tokenizer.chat.parse_response`) instead; tool calls, in both modes, too.
 """
@@ -79,6 +82,49 @@ def split_reasoning(text: str, thinking_open: bool) -> tuple[str, str, str | Non
     return reasoning, rest[:j], rest[j:]
 
 
+class _Matcher:
+    """Knuth-Morris-Pratt over a growing text: `k` is the length of the longest suffix of
+    the text fed so far that is a proper prefix of `pattern` (what must be held back)."""
+
+    def __init__(self, pattern: str):
+        self.pattern = pattern
+        self.k = 0
+        # fail[i]: the longest proper prefix of pattern[:i+1] that is also its suffix
+        self.fail = [0] * len(pattern)
+        k = 0
+        for i in range(1, len(pattern)):
+            while k and pattern[i] != pattern[k]:
+                k = self.fail[k - 1]
+            if pattern[i] == pattern[k]:
+                k += 1
+            self.fail[i] = k
+
+    def feed(self, s: str, stop_at_match: bool) -> int:
+        """Feed s. Returns the index in s just past the first full match (and stops there
+        when stop_at_match), else -1; without stop_at_match, matching carries on past it."""
+        p, fail, k = self.pattern, self.fail, self.k
+        m, n, i, first = len(p), len(s), 0, -1
+        while i < n:
+            if k == 0:  # skip to the next possible start in C, not character by character
+                i = s.find(p[0], i)
+                if i < 0:
+                    break
+            c = s[i]
+            while k and p[k] != c:
+                k = fail[k - 1]
+            if p[k] == c:
+                k += 1
+            i += 1
+            if k == m:
+                if first < 0:
+                    first = i
+                if stop_at_match:
+                    break
+                k = fail[k - 1]
+        self.k = k
+        return first
+
+
 @dataclass
 class Delta:
     reasoning: str = ""
@@ -99,20 +145,25 @@ class OutputText:
         self.stopped = False
         self._sent_r = 0
         self._sent_c = 0
-        markers = [THINK_OPEN, THINK_CLOSE, ACTION_START] if split else []
-        self._holdable = markers + self.stop
+        self._stops = [_Matcher(s) for s in self.stop]
+        self._markers = [_Matcher(m) for m in (THINK_OPEN, THINK_CLOSE, ACTION_START)] if split else []
 
     def feed(self, delta: str) -> Delta:
         """Add decoded text; returns what can be sent now. Sets `stopped` on a stop string."""
         if self.stopped or not delta:
             return Delta()
-        start = max(0, len(self.text) - max((len(s) for s in self.stop), default=0))
+        base, cut = len(self.text), None
+        for m in self._stops:
+            end = m.feed(delta, stop_at_match=True)
+            if end >= 0:  # the earliest starting match wins (it may begin in held-back text)
+                start = base + end - len(m.pattern)
+                cut = start if cut is None else min(cut, start)
+        for m in self._markers:
+            m.feed(delta, stop_at_match=False)
         self.text += delta
-        for s in self.stop:
-            i = self.text.find(s, start)
-            if i >= 0:
-                self.text = self.text[:i]
-                self.stopped = True
+        if cut is not None:
+            self.text = self.text[:cut]
+            self.stopped = True
         return self._deltas(final=self.stopped)
 
     def finish(self) -> Delta:
@@ -138,10 +189,4 @@ class OutputText:
 
     def _held_tail(self) -> int:
         """Length of the longest tail that is a proper prefix of a marker or stop string."""
-        best = 0
-        for m in self._holdable:
-            for k in range(min(len(m) - 1, len(self.text)), best, -1):
-                if self.text.endswith(m[:k]):
-                    best = k
-                    break
-        return best
+        return max((m.k for m in self._stops + self._markers), default=0)

@@ -1,27 +1,42 @@
-"""Intern-S1's chat template (ChatML + <think>, InternLM2-style tools) and its parser.
+"""Intern-S1's chat template, exactly, and the parser of what the model writes.
 
-Rendered form (reference §6-7; the parts marked [?] there are decided here):
+The format is the real checkpoints' `chat_template.jinja` (REAL_CHAT_TEMPLATE below, verbatim):
+`render` reproduces what transformers renders with it (`render_jinja_template`: jinja2 with
+trim_blocks / lstrip_blocks and a `tojson` that is `json.dumps(ensure_ascii=False)`).
 
-    <|im_start|>system\n{system}<|im_end|>\n
-    <|im_start|>user\n{text | <img><IMG_CONTEXT>..</img> | <TS><TS_CONTEXT>..</TS>}<|im_end|>\n
-    <|im_start|>assistant\n<think>\n{reasoning}\n</think>\n{content}
-        <|action_start|><|plugin|>\n{"name": ..., "parameters": {...}}\n<|action_end|><|im_end|>\n
+    <|im_start|>system[ name=<|plugin|>]\n{system}<|im_end|>\n      (see below)
+    <|im_start|>user\n{content}<|im_end|>\n
+    <|im_start|>assistant\n<think>\n{reasoning}\n</think>\n{content}{tool calls}<|im_end|>\n
     <|im_start|>environment name=<|plugin|>\n{tool result}<|im_end|>\n
-    <|im_start|>assistant\n<think>\n          <- generation prompt, thinking on
-    <|im_start|>assistant\n                   <- generation prompt, thinking off
+    <|im_start|>assistant\n<think>         <- generation prompt, thinking on (the default)
+    <|im_start|>assistant\n                <- generation prompt, thinking off
 
-* Thinking is on by default: with no system message the default thinking system
-  prompt is used. `enable_thinking=False` drops it and does not open <think>.
-* Tools (OpenAI `{"type": "function", "function": {...}}` or bare function dicts)
-  are listed in the system message after "# External Tools", one JSON object a line.
-* Tool calls are JSON with `name` and `parameters` (not `arguments`); results come
-  back as the `environment` role (InternLM2's convention), from `tool` messages.
+* System: the first message if it is a system message (later system messages are dropped),
+  else, with thinking on, the default thinking prompt. With tools it is followed by the tool
+  instruction and `tools | tojson(indent=2)`, and the header gets ` name=<|plugin|>`.
+* Assistant turns after the last user message get a think block (an empty
+  `<think>\n\n</think>\n` without reasoning); earlier ones lose their reasoning. Reasoning comes
+  from `reasoning_content` (or `thinking` / `reasoning`, which transformers aliases), else
+  from a `<think>..</think>` inside the content.
+* Tool calls: `<|action_start|><|plugin|>\n{"name": "N", "parameters": ARGS}\n<|action_end|>`,
+  joined by newlines, after the content; ARGS is `arguments` verbatim if it is a string,
+  else its JSON. Tool results are the `environment` role.
+* Content lists: each part is preceded by a newline (then leading newlines are stripped):
+  text, an image (`<IMG_CONTEXT>` placeholder), a video (`<video>` placeholder, expanded by
+  the Processor into `Frame1: <img>..</img>` lines).
 
-The renderer yields segments; `render_ids` turns them into ids with control tokens
-as real special ids and every message content encoded as plain text, so a user who
-types "<|im_end|>" gets text tokens, never the control token. Images and series are
-`media` segments that the Processor expands. `TEMPLATE_HASH` (sha256 of the
-template's definition) identifies the format in eval reports.
+OpenS1's additions, where the real template would fail or has nothing: `content: None` is an
+empty string, `image_url` parts are images, `time_series` parts render a `<TS_CONTEXT>`
+placeholder, and unknown part types or roles are an error instead of being dropped.
+CHAT_TEMPLATE is the real template with exactly these additions: the Jinja template written
+next to exported checkpoints, which renders what `render_text` renders.
+
+Safety: text the template owns (headers, the default prompts, the tool instruction, the
+tool-call frame) is tokenized with its added-token strings as tokens, as transformers does;
+message contents (text, reasoning, tool names, arguments, tool specs) keep control-token
+strings such as "<|im_end|>" as plain text, so a user cannot forge a turn. Domain tags
+(<SMILES>...) in content stay markup. `special_tokens_in_content=True` gives the HF / vLLM
+behaviour (everything parsed), which is then exactly transformers' ids.
 """
 
 from __future__ import annotations
@@ -29,95 +44,179 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-TEMPLATE_VERSION = "opens1-interns1-chatml/1"
+# the real template (data/interns1/chat_template.jinja in the tests), verbatim
+REAL_CHAT_TEMPLATE = """{% set default_thinking_sys %}You are an expert reasoner with extensive experience in all areas. You approach problems through systematic thinking and rigorous reasoning. Your response should reflect deep understanding and precise logical thinking, making your solution path and reasoning clear to others. Please put your thinking process within <think>...</think> tags.{% endset %}
+{%- set tool_instruction %}Your response should consist of a reasoning step (**thought**) followed immediately by a function call in valid JSON format. Wrap each function call using the `<|action_start|><|plugin|>` and `<|action_end|>` tags.
+
+**Format example:**
+
+```
+(Your thought goes here...)
+
+<|action_start|><|plugin|>
+{
+    "name": "tool_name",
+    "parameters": {
+        "parameter1": "value1",
+        "parameter2": "value2"
+    }
+}
+<|action_end|>
+```
+
+# External Tools
+You have access to these tools:
+{% if tools %}{{ tools | tojson(indent=2) }}{% else %}[]{% endif %}{% endset %}
+{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}
+{%- for message in messages[::-1] %}
+    {%- set index = (messages|length - 1) - loop.index0 %}
+    {%- if ns.multi_step_tool and message.role == "user" %}
+        {%- set ns.multi_step_tool = false %}
+        {%- set ns.last_query_index = index %}
+    {%- endif %}
+{%- endfor %}
+{%- for message in messages %}
+  {%- set role = message.role if message.role != 'tool' else 'environment' %}
+  {%- set reasoning_content = '' %}
+  {%- set content = message.content %}
+  {%- set ns.tool_calls = '' %}
+  {%- if role == 'assistant' %}
+    {%- if message.reasoning_content is string %}
+      {%- set reasoning_content = message.reasoning_content %}
+    {%- elif '</think>' in content %}
+      {%- set reasoning_content = content.split('</think>')[0].strip().split('<think>')[-1].strip() %}
+      {%- set content = content.split('</think>')[-1].lstrip('
+') %}
+    {%- endif %}
+    {%- if message.tool_calls %}
+      {%- for tool_call in message.tool_calls %}
+        {%- if not loop.first %}
+            {%- set ns.tool_calls = ns.tool_calls + '
+' %}
+        {%- endif %}
+        {%- if tool_call.function %}
+            {%- set tool_call = tool_call.function %}
+        {%- endif %}
+        {%- set ns.tool_calls = ns.tool_calls + '<|action_start|><|plugin|>
+{"name": "' + tool_call.name + '", "parameters": ' %}
+        {%- if tool_call.arguments is string %}
+            {%- set ns.tool_calls = ns.tool_calls + tool_call.arguments %}
+        {%- else %}
+            {%- set ns.tool_calls = ns.tool_calls + tool_call.arguments | tojson %}
+        {%- endif %}
+        {%- set ns.tool_calls = ns.tool_calls + '}
+<|action_end|>' %}
+        {%- endfor %}
+    {%- endif %}
+  {%- set reasoning_content = '<think>
+' + reasoning_content.strip('
+') + '
+</think>
+' %}
+  {%- endif %}
+  {%- if not content is string %}
+    {%- set ns.content = '' %}
+    {%- for _content in message.content %}
+      {%- if _content.type == 'image' %}
+        {%- set ns.content = ns.content ~ '
+<IMG_CONTEXT>' %}
+      {%- elif _content.type == 'video' %}
+        {%- set ns.content = ns.content ~ '
+<video>' %}
+      {%- elif _content.type == 'text' %}
+        {%- set ns.content = ns.content ~ '
+' ~ _content.text %}
+      {%- endif %}
+    {%- endfor %}
+    {%- set content = ns.content %}
+  {%- endif %}
+  {%- set content = content.lstrip('
+') %}
+  {%- if ns.tool_calls %}
+    {%- set content = content + ns.tool_calls %}
+  {%- endif %}
+  {%- if loop.index0 == 0 %}
+    {%- set system_prompt = '' %}
+    {%- if role == 'system' %}
+      {%- set system_prompt = system_prompt + content %}
+    {%- elif enable_thinking is not defined or enable_thinking %}
+      {%- set system_prompt = system_prompt + default_thinking_sys %}
+    {%- endif %}
+    {%- if tools %}
+      {%- set system_prompt = system_prompt.rstrip('
+') + '
+
+' + tool_instruction %}
+    {%- endif %}
+    {%- set system_prompt = system_prompt.strip('
+') %}
+  {%- endif %}
+{%- if loop.index0 == 0 and system_prompt %}<|im_start|>system{% if tools %} name=<|plugin|>{% endif %}
+
+{{ system_prompt }}<|im_end|>
+{% endif %}
+{%- if role != 'system' %}<|im_start|>{{ role }}{% if role == 'environment' or role == 'tool' %} name=<|plugin|>{% endif %}
+
+{% if loop.index0 > ns.last_query_index and (loop.last or (not loop.last and reasoning_content)) %}{{ reasoning_content }}
+{%- endif %}{{ content }}<|im_end|>
+{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% if enable_thinking is not defined or enable_thinking %}
+<think>{% endif %}
+{% endif %}"""
+
+_TEMPLATE_EDITS = (  # (real text, OpenS1's text): each occurs exactly once in the real template
+    ("  {%- set content = message.content %}\n",
+     "  {%- set content = message.content if message.content is not none else '' %}\n"),
+    ("      {%- if _content.type == 'image' %}\n",
+     "      {%- if _content.type == 'image' or _content.type == 'image_url' %}\n"),
+    ("      {%- elif _content.type == 'text' %}\n",
+     "      {%- elif _content.type == 'time_series' %}\n"
+     "        {%- set ns.content = ns.content ~ '\n<TS_CONTEXT>' %}\n"
+     "      {%- elif _content.type == 'text' %}\n"),
+)  # fmt: skip
+
+
+def _opens1_template() -> str:
+    t = REAL_CHAT_TEMPLATE
+    for old, new in _TEMPLATE_EDITS:
+        if t.count(old) != 1:
+            raise AssertionError(f"template edit does not apply: {old!r}")
+        t = t.replace(old, new)
+    return t
+
+
+CHAT_TEMPLATE = _opens1_template()
+TEMPLATE_VERSION = "interns1-chat-template/1"
+TEMPLATE_HASH = hashlib.sha256((TEMPLATE_VERSION + CHAT_TEMPLATE).encode("utf-8")).hexdigest()
+
 DEFAULT_THINKING_SYSTEM_PROMPT = (
     "You are an expert reasoner with extensive experience in all areas. You approach problems through "
     "systematic thinking and rigorous reasoning. Your response should reflect deep understanding and "
     "precise logical thinking, making your solution path and reasoning clear to others. Please put your "
     "thinking process within <think>...</think> tags."
 )
-TOOLS_HEADER = "# External Tools\nYou have access to these tools:\n"
-TOOL_ROLE = "environment name="  # followed by <|plugin|>
-
-# Everything that defines the rendered format; its hash names the template version.
-_DEFINITION = {
-    "version": TEMPLATE_VERSION,
-    "turn": ["<|im_start|>", "{role}\n", "{content}", "<|im_end|>", "\n"],
-    "thinking_system": DEFAULT_THINKING_SYSTEM_PROMPT,
-    "tools_header": TOOLS_HEADER,
-    "tools_join": "\n\n",
-    "tools_format": "one json.dumps(function spec) per line",
-    "think": ["<think>", "\n{reasoning}\n", "</think>", "\n"],
-    "generation_prompt": {"thinking": "assistant\n<think>\n", "plain": "assistant\n"},
-    "tool_call": ["<|action_start|>", "<|plugin|>", "\n{json name+parameters}\n", "<|action_end|>"],
-    "tool_result": [TOOL_ROLE, "<|plugin|>", "\n{content}"],
-    "image": ["<img>", "<IMG_CONTEXT>*n", "</img>"],
-    "time_series": ["<TS>", "<TS_CONTEXT>*n", "</TS>"],
-}
-# The same format as a Jinja chat template, for HF `apply_chat_template` and serving
-# engines (vLLM, SGLang). It renders text exactly like `render_text` (media parts as
-# single placeholders; tool-call arguments given as JSON strings are inserted verbatim).
-CHAT_TEMPLATE = (
-    "{%- set nl = '\\n' -%}"  # newlines as expressions: whitespace control would eat literal ones
-    "{%- set thinking = enable_thinking if enable_thinking is defined else true -%}"
-    "{%- if messages and messages[0].role == 'system' -%}"
-    "{%- set sys = messages[0].content if messages[0].content is string else "
-    "messages[0].content | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') -%}"
-    "{%- set loop_messages = messages[1:] -%}"
-    "{%- else -%}"
-    "{%- set sys = " + json.dumps(DEFAULT_THINKING_SYSTEM_PROMPT) + " if thinking else none -%}"
-    "{%- set loop_messages = messages -%}"
-    "{%- endif -%}"
-    "{%- if tools -%}"
-    "{%- set ns = namespace(block=" + json.dumps(TOOLS_HEADER) + ") -%}"
-    "{%- for t in tools -%}"
-    "{%- set ns.block = ns.block ~ (nl if not loop.first else '') ~ "
-    "((t.function if (t.type is defined and t.type == 'function' and t.function is defined) else t) | tojson) -%}"
-    "{%- endfor -%}"
-    "{%- set sys = ns.block if not sys else sys ~ nl ~ nl ~ ns.block -%}"
-    "{%- endif -%}"
-    "{%- macro content(c) -%}"
-    "{%- if c is string -%}{{ c }}{%- elif c -%}{%- for p in c -%}"
-    "{%- if p.type == 'text' -%}{{ p.text }}"
-    "{%- elif p.type == 'time_series' -%}<TS><TS_CONTEXT></TS>"
-    "{%- else -%}<img><IMG_CONTEXT></img>{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{%- endmacro -%}"
-    "{%- if sys is not none -%}<|im_start|>system{{ nl }}{{ sys }}<|im_end|>{{ nl }}{%- endif -%}"
-    "{%- for m in loop_messages -%}"
-    "{%- if m.role == 'assistant' -%}"
-    "<|im_start|>assistant{{ nl }}"
-    "{%- set r = m.reasoning_content if m.reasoning_content is defined else (m.reasoning if m.reasoning is defined else none) -%}"
-    "{%- if r -%}<think>{{ nl }}{{ r }}{{ nl }}</think>{{ nl }}{%- endif -%}"
-    "{{ content(m.content) }}"
-    "{%- if m.tool_calls is defined and m.tool_calls -%}{%- for call in m.tool_calls -%}"
-    "{%- set f = call.function if call.function is defined else call -%}"
-    "{%- set a = f.parameters if f.parameters is defined else (f.arguments if f.arguments is defined else {}) -%}"
-    "<|action_start|><|plugin|>{{ nl }}{\"name\": {{ f.name | tojson }}, \"parameters\": "
-    "{{ a if a is string else a | tojson }}}{{ nl }}<|action_end|>"
-    "{%- endfor -%}{%- endif -%}"
-    "<|im_end|>{{ nl }}"
-    "{%- elif m.role in ['tool', 'environment', 'function'] -%}"
-    "<|im_start|>" + TOOL_ROLE + "<|plugin|>{{ nl }}{{ content(m.content) }}<|im_end|>{{ nl }}"
-    "{%- else -%}"
-    "<|im_start|>{{ m.role }}{{ nl }}{{ content(m.content) }}<|im_end|>{{ nl }}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|im_start|>assistant{{ nl }}{%- if thinking -%}<think>{{ nl }}{%- endif -%}{%- endif -%}"
+TOOL_INSTRUCTION = (
+    "Your response should consist of a reasoning step (**thought**) followed immediately by a function call "
+    "in valid JSON format. Wrap each function call using the `<|action_start|><|plugin|>` and `<|action_end|>` "
+    "tags.\n\n**Format example:**\n\n```\n(Your thought goes here...)\n\n<|action_start|><|plugin|>\n{\n"
+    '    "name": "tool_name",\n    "parameters": {\n        "parameter1": "value1",\n'
+    '        "parameter2": "value2"\n    }\n}\n<|action_end|>\n```\n\n# External Tools\n'
+    "You have access to these tools:\n"
 )
-# sha256 of everything that defines the format (the structure above and its Jinja twin)
-TEMPLATE_HASH = hashlib.sha256(
-    json.dumps({**_DEFINITION, "jinja": CHAT_TEMPLATE}, sort_keys=True).encode("utf-8")
-).hexdigest()
+ROLES = ("system", "user", "assistant", "tool", "environment")
+PLACEHOLDERS = {"image": "<IMG_CONTEXT>", "image_url": "<IMG_CONTEXT>", "video": "<video>", "time_series": "<TS_CONTEXT>"}
+_REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")  # transformers' aliases, in its order
 
 
 @dataclass
 class Segment:
-    kind: str  # "text", "special" (a control token string) or "media" (an image / series part)
-    value: Any
+    kind: str  # "owned" (template text), "content" (message text) or "media" (a part to expand)
+    value: Any  # the text, or the media part
     train: bool = False  # part of an assistant reply: trained on (labels != -100)
 
 
@@ -141,184 +240,188 @@ class ParsedResponse:
     tool_calls: list[ToolCall] = field(default_factory=list)
 
 
+# ---------------------------------------------------------------- segment lists as strings
+
+
+def _text(segs: list[Segment]) -> str:
+    return "".join(PLACEHOLDERS[s.value["type"]] if s.kind == "media" else s.value for s in segs)
+
+
+def _lstrip(segs: list[Segment], chars: str = "\n") -> list[Segment]:
+    out = list(segs)
+    while out and out[0].kind != "media":
+        v = out[0].value.lstrip(chars)
+        if v:
+            out[0] = replace(out[0], value=v)
+            break
+        out.pop(0)
+    return out
+
+
+def _rstrip(segs: list[Segment], chars: str = "\n") -> list[Segment]:
+    out = list(segs)
+    while out and out[-1].kind != "media":
+        v = out[-1].value.rstrip(chars)
+        if v:
+            out[-1] = replace(out[-1], value=v)
+            break
+        out.pop()
+    return out
+
+
 # ---------------------------------------------------------------- rendering
 
 
-def _tool_spec(tool: dict) -> dict:
-    if not isinstance(tool, dict):
-        raise ValueError(f"a tool must be a dict, got {type(tool).__name__}")
-    return tool["function"] if tool.get("type") == "function" and "function" in tool else tool
-
-
-def _call_payload(call: dict) -> str:
-    """An assistant tool call (OpenAI or InternLM style) -> the JSON Intern-S1 writes."""
-    fn = call.get("function", call)
-    if "name" not in fn:
-        raise ValueError(f"tool call without a name: {call!r}")
-    args = fn.get("parameters", fn.get("arguments", {}))
-    if isinstance(args, str):
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError as e:
-            raise ValueError(f"tool call arguments are not JSON: {args!r}") from e
-    return json.dumps({"name": fn["name"], "parameters": args}, ensure_ascii=False)
-
-
-def _content_segments(content, train: bool) -> list[Segment]:
+def _content(content, train: bool) -> list[Segment]:
     if content is None:
         return []
     if isinstance(content, str):
-        return [Segment("text", content, train)] if content else []
+        return [Segment("content", content, train)] if content else []
     if not isinstance(content, list):
         raise ValueError(f"message content must be a str or a list of parts, got {type(content).__name__}")
-    out = []
+    out: list[Segment] = []
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            out.append(Segment("text", part.get("text", ""), train))
-        elif kind in ("image", "image_url", "time_series"):
-            out.append(Segment("media", part, False))
+            text = part.get("text", "")
+            if not isinstance(text, str):
+                raise ValueError(f"a text part needs a string 'text', got {type(text).__name__}")
+            out += [Segment("owned", "\n", train), Segment("content", text, train)]
+        elif kind in PLACEHOLDERS:
+            out += [Segment("owned", "\n", train), Segment("media", part, train)]
         else:
-            raise ValueError(f"unknown content part {part!r}; expected type text, image, image_url or time_series")
+            raise ValueError(f"unknown content part {part!r}; expected type text, image, image_url, video or time_series")
     return out
 
 
-def _template_segments(text: str, template_owned: bool) -> list[Segment]:
-    """Template-owned text (the default system prompt) keeps its control-token strings as
-    control tokens, as string-based template engines (HF, vLLM) produce for the real
-    checkpoints: the prompt's "<think>...</think>" are the <think> and </think> tokens.
-    User-provided text never does."""
-    if not text:
-        return []
-    if not template_owned:
-        return [Segment("text", text)]
-    out = []
-    for piece in re.split(r"(</?think>)", text):
-        if piece in ("<think>", "</think>"):
-            out.append(Segment("special", piece))
-        elif piece:
-            out.append(Segment("text", piece))
+def _reasoning_of(m: dict):
+    return next((m[k] for k in _REASONING_KEYS if m.get(k) is not None), None)
+
+
+def _tool_calls(calls, train: bool) -> list[Segment]:
+    out: list[Segment] = []
+    for k, call in enumerate(calls):
+        if not isinstance(call, dict):
+            raise ValueError(f"a tool call must be a dict, got {type(call).__name__}")
+        fn = call["function"] if call.get("function") else call
+        name, args = fn.get("name"), fn.get("arguments")
+        if not isinstance(name, str):
+            raise ValueError(f"tool call without a string name: {call!r}")
+        if args is None:
+            raise ValueError(f"tool call {name!r} has no 'arguments' (a JSON string or an object)")
+        if k:
+            out.append(Segment("owned", "\n", train))
+        out += [
+            Segment("owned", '<|action_start|><|plugin|>\n{"name": "', train),
+            Segment("content", name, train),
+            Segment("owned", '", "parameters": ', train),
+            Segment("content", args if isinstance(args, str) else json.dumps(args, ensure_ascii=False), train),
+            Segment("owned", "}\n<|action_end|>", train),
+        ]
     return out
-
-
-def _text_of(content) -> str:
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return content or ""
 
 
 def render(
     messages: list[dict],
     tools: list[dict] | None = None,
+    *,
     enable_thinking: bool = True,
     add_generation_prompt: bool = True,
 ) -> list[Segment]:
-    """Chat messages -> segments (text, control tokens, media), with training flags."""
+    """Chat messages -> segments (template text, message text, media), with training flags."""
     if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
         raise ValueError("messages must be a list of {'role': ..., 'content': ...} dicts")
+    for m in messages:
+        if m["role"] not in ROLES:
+            raise ValueError(f"unknown chat role {m['role']!r}; expected one of {', '.join(ROLES)}")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        raise ValueError("tools must be a list of dicts (OpenAI function specs)")
+    last_query = len(messages) - 1
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i]["role"] == "user":
+            last_query = i
+            break
     segs: list[Segment] = []
-
-    def turn(role_text: str, body: list[Segment], train: bool = False):
-        segs.append(Segment("special", "<|im_start|>"))
-        segs.append(Segment("text", role_text))
-        segs.extend(body)
-        segs.append(Segment("special", "<|im_end|>", train))
-        segs.append(Segment("text", "\n"))
-
-    # system: the user's, else the default thinking prompt; tools appended to it
-    system = None
-    rest = messages
-    default_prompt = False
-    if messages and messages[0]["role"] == "system":
-        system, rest = _text_of(messages[0].get("content")), messages[1:]
-    elif enable_thinking:
-        system, default_prompt = DEFAULT_THINKING_SYSTEM_PROMPT, True
-    tool_segs: list[Segment] = []
-    if tools:  # one compact JSON object per tool and line (easy to mirror in Jinja)
-        block = TOOLS_HEADER + "\n".join(json.dumps(_tool_spec(t), ensure_ascii=False) for t in tools)
-        tool_segs = [Segment("text", (_DEFINITION["tools_join"] if system else "") + block)]
-        system = system or ""
-    if system is not None:
-        turn("system\n", _template_segments(system, default_prompt) + tool_segs)
-
-    for m in rest:
-        role = m["role"]
+    for i, m in enumerate(messages):
+        role = "environment" if m["role"] == "tool" else m["role"]
+        train = role == "assistant"
+        content = m.get("content")
+        reasoning = ""
+        think: list[Segment] = []
+        calls: list[Segment] = []
+        if role == "assistant":
+            r = _reasoning_of(m)
+            if isinstance(r, str):
+                reasoning = r
+            elif isinstance(content, str) and "</think>" in content:
+                reasoning = content.split("</think>")[0].strip().split("<think>")[-1].strip()
+                content = content.split("</think>")[-1].lstrip("\n")
+            if m.get("tool_calls"):
+                calls = _tool_calls(m["tool_calls"], train)
+            think = [Segment("owned", "<think>\n", train), Segment("content", reasoning.strip("\n"), train),
+                     Segment("owned", "\n</think>\n", train)]  # fmt: skip
+        body = _lstrip(_content(content, train)) + calls
+        if i == 0:
+            system: list[Segment] = []
+            if role == "system":
+                system = body
+            elif enable_thinking:
+                system = [Segment("owned", DEFAULT_THINKING_SYSTEM_PROMPT)]
+            if tools:
+                spec = json.dumps(tools, ensure_ascii=False, indent=2)
+                system = _rstrip(system) + [Segment("owned", "\n\n" + TOOL_INSTRUCTION), Segment("content", spec)]
+            system = _rstrip(_lstrip(system))
+            if system:
+                head = "<|im_start|>system" + (" name=<|plugin|>" if tools else "") + "\n"
+                segs += [Segment("owned", head)] + system + [Segment("owned", "<|im_end|>\n")]
         if role == "system":
-            turn("system\n", _content_segments(m.get("content"), False))
-        elif role == "user":
-            turn("user\n", _content_segments(m.get("content"), False))
-        elif role == "assistant":
-            body: list[Segment] = []
-            reasoning = m.get("reasoning_content", m.get("reasoning"))
-            if reasoning:
-                body += [Segment("special", "<think>", True), Segment("text", f"\n{reasoning}\n", True)]
-                body += [Segment("special", "</think>", True), Segment("text", "\n", True)]
-            body += _content_segments(m.get("content"), True)
-            for call in m.get("tool_calls") or []:
-                body += [Segment("special", "<|action_start|>", True), Segment("special", "<|plugin|>", True)]
-                body += [Segment("text", f"\n{_call_payload(call)}\n", True), Segment("special", "<|action_end|>", True)]
-            turn("assistant\n", body, train=True)
-        elif role in ("tool", "environment", "function"):
-            body = [Segment("special", "<|plugin|>"), Segment("text", "\n")] + _content_segments(m.get("content"), False)
-            turn(TOOL_ROLE, body)
-        else:
-            raise ValueError(f"unknown chat role {role!r}; expected system, user, assistant or tool")
-
+            continue  # a system message is the first turn's prompt or nothing
+        head = "<|im_start|>" + role + (" name=<|plugin|>" if role == "environment" else "") + "\n"
+        segs.append(Segment("owned", head))
+        if i > last_query and role == "assistant":
+            segs += think
+        segs += body + [Segment("owned", "<|im_end|>", train), Segment("owned", "\n")]
     if add_generation_prompt:
-        segs.append(Segment("special", "<|im_start|>"))
-        segs.append(Segment("text", "assistant\n"))
-        if enable_thinking:
-            segs += [Segment("special", "<think>"), Segment("text", "\n")]
-    return segs
+        segs.append(Segment("owned", "<|im_start|>assistant\n" + ("<think>" if enable_thinking else "")))
+    return [s for s in segs if s.kind == "media" or s.value]
 
 
-def render_text(messages: list[dict], tools=None, enable_thinking: bool = True, add_generation_prompt: bool = True) -> str:
-    """The prompt as a string (for display and text-completion APIs). Media parts are shown
-    as `<img><IMG_CONTEXT></img>` / `<TS><TS_CONTEXT></TS>`; never tokenize this string
-    back, since control-token strings in it would become text: use `render_ids`."""
-    out = []
-    for s in render(messages, tools, enable_thinking, add_generation_prompt):
-        if s.kind == "media":
-            out.append("<TS><TS_CONTEXT></TS>" if s.value.get("type") == "time_series" else "<img><IMG_CONTEXT></img>")
-        else:
-            out.append(s.value)
-    return "".join(out)
+def render_text(messages: list[dict], tools=None, *, enable_thinking: bool = True, add_generation_prompt: bool = True) -> str:
+    """The prompt as the real template renders it (media parts as their placeholders), i.e.
+    transformers' apply_chat_template(..., tokenize=False)."""
+    return _text(render(messages, tools, enable_thinking=enable_thinking, add_generation_prompt=add_generation_prompt))
 
 
 def render_ids(
     tokenizer,
     messages: list[dict],
     tools=None,
+    *,
     enable_thinking: bool = True,
     add_generation_prompt: bool = True,
-    media: Callable[[dict], list[int]] | None = None,
+    media: Callable[[dict], list[Segment]] | None = None,
+    special_tokens_in_content: bool = False,
 ) -> tuple[list[int], list[bool]]:
-    """(ids, train_mask): control tokens as special ids, contents encoded as plain text.
-    `media(part) -> ids` expands image / series parts (the Processor provides it)."""
-    segs = render(messages, tools, enable_thinking, add_generation_prompt)
-    # merge runs of text with the same training flag, so BPE sees whole strings
-    merged: list[Segment] = []
+    """(ids, train_mask) of the rendered conversation. The whole prompt is encoded as one
+    text (so BPE and domain detection see exactly the rendered string); template text has
+    its added tokens parsed, message contents do not unless `special_tokens_in_content`.
+    `media(part) -> segments` expands image / video / series parts (the Processor's job)."""
+    segs = render(messages, tools, enable_thinking=enable_thinking, add_generation_prompt=add_generation_prompt)
+    pieces: list[tuple[str, str]] = []
+    flags: list[bool] = []
+    content_mode = "all" if special_tokens_in_content else "content"
     for s in segs:
-        if s.kind == "text" and merged and merged[-1].kind == "text" and merged[-1].train == s.train:
-            merged[-1] = Segment("text", merged[-1].value + s.value, s.train)
-        else:
-            merged.append(s)
-    texts = [s.value for s in merged if s.kind == "text"]
-    encoded = iter(tokenizer.encode_batch(texts))
-    ids: list[int] = []
-    mask: list[bool] = []
-    for s in merged:
-        if s.kind == "text":
-            piece = next(encoded)
-        elif s.kind == "special":
-            piece = [tokenizer.encode_special(s.value)]
-        else:
+        if s.kind == "media":
             if media is None:
-                raise ValueError("messages contain images or time series: use opens1.Processor to render them")
-            piece = media(s.value)
-        ids.extend(piece)
-        mask.extend([s.train] * len(piece))
-    return ids, mask
+                raise ValueError("messages contain images, videos or time series: use opens1.Processor to render them")
+            expanded = [replace(x, train=s.train) for x in media(s.value)]
+        else:
+            expanded = [s]
+        for x in expanded:
+            pieces.append((x.value, "all" if x.kind == "owned" else content_mode))
+            flags.append(x.train)
+    ids, where = tokenizer.encode_pieces(pieces)
+    return ids, [flags[k] for k in where]
 
 
 # ---------------------------------------------------------------- parsing
@@ -333,7 +436,9 @@ def parse_response(text: str, prompt_ends_in_think: bool = False) -> ParsedRespo
     The generation prompt may already contain `<think>`, so the reasoning can lack its
     opening tag: any text before `</think>` is reasoning. Without `</think>`, the text is
     reasoning only if it opens with `<think>` or `prompt_ends_in_think` (a cut-off thought).
-    A tool-call block whose JSON does not parse stays in the content."""
+    Tool calls are Intern-S1's `<|action_start|><|plugin|>\\n{"name": .., "parameters": ..}
+    \\n<|action_end|>` blocks (`arguments` is accepted for `parameters`); a block whose JSON
+    does not parse stays in the content."""
     stop = _STOP.search(text)
     if stop:
         text = text[: stop.start()]

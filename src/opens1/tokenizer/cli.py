@@ -8,7 +8,7 @@
     opens1 tokenizer info [--tokenizer DIR | qwen.tiktoken]
     opens1 tokenizer encode "Aspirin is CC(=O)Oc1ccccc1C(=O)O." --show
     opens1 tokenizer decode 12 345 6789
-    opens1 tokenizer export-hf --out /tmp/hf_tok   # transformers wrapper; /tmp/hf_tok/fast: tokenizer.json
+    opens1 tokenizer export-hf --out /tmp/hf_tok   # AutoTokenizer(trust_remote_code=True); /tmp/hf_tok/fast: tokenizer.json
 """
 
 from __future__ import annotations
@@ -78,12 +78,13 @@ def _decode(args) -> int:
 
 
 def _export(args) -> int:
-    from opens1.tokenizer.hf import export_fast_tokenizer, save_hf_wrapper
+    from opens1.tokenizer.hf import export_fast_tokenizer, export_hf_tokenizer
 
     tok = _load(args.tokenizer)
-    save_hf_wrapper(tok, args.out)
+    export_hf_tokenizer(tok, args.out)
     export_fast_tokenizer(tok, f"{args.out}/fast")
-    print(f"wrote {args.out} (OpenS1HFTokenizer) and {args.out}/fast (PreTrainedTokenizerFast, no domain vocabularies)")
+    print(f"wrote {args.out} (AutoTokenizer.from_pretrained(dir, trust_remote_code=True): OpenS1HFTokenizer) "
+          f"and {args.out}/fast (PreTrainedTokenizerFast, no domain vocabularies)")
     return 0
 
 

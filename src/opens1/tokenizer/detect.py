@@ -13,7 +13,8 @@ Two ways into a domain span, as in Intern-S1:
     subset atoms, bonds, ring closures, branches, `>` for reactions) that is not
     glued to a letter or digit, has >= 5 letters, and that RDKit parses (every part
     of a reaction). Results are cached. Bare `H` is not a SMILES unit, so condensed
-    formulas (CH3CH2OH, H2SO4) never start a run.
+    formulas (CH3CH2OH, H2SO4) never start a run. Runs over MAX_SMILES_CHECK characters
+    are not checked (RDKit is super-linear on them) and stay prose.
   - DNA/RNA: >= 20 letters of A C G T U N (one case), at least 2 distinct bases.
   - protein: >= 20 letters of the 20 amino acids + X (optional stop `*`), >= 6
     distinct. Intern-S1 sends any 27+ capitals (and DNA) to its protein model;
@@ -64,18 +65,34 @@ class Span:
     tag: bool = False  # an explicit domain tag (has its own id)
 
 
+# RDKit's parser is super-linear on long chains (a 96k-character `[C@@H]` run takes ~11 s),
+# so runs longer than this are never handed to it: they stay prose, which keeps tokenization
+# linear in the input length. Real molecules in text are far shorter; longer ones can be
+# wrapped in <SMILES> tags, which have no length limit.
+MAX_SMILES_CHECK = 2048
+
+try:  # optional: without RDKit nothing is auto-detected as SMILES (explicit tags still work)
+    from rdkit import Chem as _Chem
+    from rdkit import RDLogger as _RDLogger
+
+    _RDLogger.DisableLog("rdApp.*")
+except ImportError:  # pragma: no cover - RDKit is a core dependency of the package
+    _Chem = None
+
+
+def rdkit_available() -> bool:
+    return _Chem is not None
+
+
 @lru_cache(maxsize=1 << 16)
 def _rdkit_ok(smiles: str) -> bool:
-    from rdkit import Chem, RDLogger
-
-    RDLogger.DisableLog("rdApp.*")
-    return Chem.MolFromSmiles(smiles) is not None
+    return _Chem is not None and _Chem.MolFromSmiles(smiles) is not None
 
 
 @lru_cache(maxsize=1 << 16)
 def is_smiles(s: str) -> bool:
     """A plausible molecule or reaction: enough letters, not all lowercase words, RDKit parses it."""
-    if sum(ch.isalpha() for ch in s) < _MIN_LETTERS:
+    if len(s) > MAX_SMILES_CHECK or sum(ch.isalpha() for ch in s) < _MIN_LETTERS:
         return False
     if s.islower() and not any(ch.isdigit() for ch in s):
         return False  # a lowercase word made of aromatic letters
@@ -88,15 +105,18 @@ def is_smiles(s: str) -> bool:
 
 
 def _trim(text: str, a: int, b: int) -> tuple[int, int]:
-    """Drop sentence punctuation around a SMILES run: trailing `.:=`, unbalanced parentheses."""
+    """Drop sentence punctuation around a SMILES run: trailing `.:=-`, leading `.:=>`, and
+    unbalanced outer parentheses. The parenthesis counts are kept up to date while trimming
+    (one count per run, one step per dropped character: linear in the run's length)."""
     while b > a and text[b - 1] in ".:=-":
         b -= 1
     while a < b and text[a] in ".:=>":
         a += 1
-    while b > a and text[b - 1] == ")" and text.count("(", a, b) < text.count(")", a, b):
-        b -= 1
-    while a < b and text[a] == "(" and text.count("(", a, b) > text.count(")", a, b):
-        a += 1
+    n_open, n_close = text.count("(", a, b), text.count(")", a, b)
+    while b > a and text[b - 1] == ")" and n_open < n_close:
+        b, n_close = b - 1, n_close - 1
+    while a < b and text[a] == "(" and n_open > n_close:
+        a, n_open = a + 1, n_open - 1
     return a, b
 
 

@@ -7,23 +7,27 @@ Id layout (one table, disjoint ranges, so decoding is context-free):
     [offset_d, offset_d + n_d)   domain d's SentencePiece pieces (piece id + offset)
 
 The OpenS1 layout puts the specials right after the base, then SMILES, IUPAC,
-protein and DNA pieces. An Intern-S1 HF directory keeps its own layout (§4.2 of the
-reference): Qwen's 151,643 BPE ids, 26 Qwen3 added tokens, SMILES pieces, SMILES
-and SELFIES tags, IUPAC pieces and tags, FASTA pieces, then the other added tokens.
+protein and DNA pieces. An Intern-S1 HF directory keeps its own layout and rules
+(interns1.py, a subclass that changes how text is split into jobs).
 
-Encoding (`detect.segment` decides the spans):
+Encoding runs in two stages for a whole batch: `_items` + `_plan` turn each text into
+jobs (BPE text, domain text, ids), then `_execute` runs all jobs with one batched call
+per vocabulary. OpenS1's plan (`detect.segment` decides the spans):
 * prose spans -> base BPE, all prose of a batch in one Rust `encode_batch` call;
 * domain spans -> that domain's SentencePiece model (one batched call per domain);
   characters the model cannot round-trip (a literal U+2581, SentencePiece's space
   symbol; any unseen character for a model without byte fallback) go to the base BPE;
 * explicit tags -> their ids; auto-detected spans get no tag ids.
-Special-token strings in text (`<|im_end|>`, `<think>`, ...) are plain text: the base
-BPE has no added tokens. Control ids come only from `encode_special` and the chat
-renderer. Domain tags in text are honoured (they are content markup).
+Control-token strings in text (`<|im_end|>`, `<think>`, ...) are plain text by default
+(the base BPE has no added tokens); `split_special_tokens=False` parses them, and the
+chat renderer parses them in the template's own text only (`encode_pieces`). Domain
+tags in text are honoured (they are content markup).
 
 Decoding maps every id to its bytes through one precomputed table and decodes UTF-8
 once (invalid sequences, e.g. a generation cut inside a character, become U+FFFD).
 No Unicode normalisation anywhere: decode(encode(x)) == x for every valid string.
+
+Only relative imports: hf.py copies this module into exported tokenizer directories.
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import bisect
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import regex
 
-from opens1.tokenizer import detect
+from .detect import Span, segment
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 LAYOUT_FILE = "opens1_tokenizer.json"
@@ -63,6 +69,25 @@ QWEN3_ADDED = (
     "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>",
 )  # fmt: skip
 _SP_SPACE = regex.compile("\u2581+")
+
+
+class Item(NamedTuple):
+    """A stretch of the text being encoded: plain text, an added token (it has an id) or a
+    logical mark without an id (Intern-S1's auto-detect wrappers and protect tags)."""
+
+    kind: str  # "text" | "added" | "mark"
+    start: int
+    end: int
+    value: str | None  # the token's string for "added" / "mark"
+
+
+class Job(NamedTuple):
+    """One unit of encoding work: text for the base BPE, text for a domain model, or an id."""
+
+    kind: str  # "bpe" | "sp" | "id"
+    value: object  # the text, or the id
+    pos: int  # where it starts in the text (positions map tokens back to chat pieces)
+    domain: str | None  # "sp": its model; "bpe": Intern-S1 looks its tokens up in this model
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -95,6 +120,8 @@ class DynamicTokenizer:
     special_tokens: token string -> id (control tokens and domain tags).
     auto_detect: domains detected without tags (only those with a model).
     """
+
+    scheme = "opens1"  # how text is segmented; InternS1Tokenizer (interns1.py) has "interns1"
 
     def __init__(
         self,
@@ -162,7 +189,7 @@ class DynamicTokenizer:
                 raise ValueError(f"overlapping id ranges in the tokenizer layout: {n1!r} and {n2!r} at id {s2}")
 
     def _build_tables(self) -> None:
-        from opens1.tokenizer.base import token_bytes
+        from .base import token_bytes
 
         table: list[bytes] = [b""] * self.vocab_size
         self._kind = bytearray(self.vocab_size)  # 0 hole, 1 base, 2 special, 3 domain
@@ -263,72 +290,201 @@ class DynamicTokenizer:
 
     # ------------------------------------------------------------ encoding
 
-    def segments(self, text: str) -> list[detect.Span]:
+    def segments(self, text: str) -> list[Span]:
         """How `text` splits into prose, domain spans and tags (for inspection and tests)."""
-        return detect.segment(text, self._tag_names, self.auto_detect)
+        return segment(text, self._tag_names, self.auto_detect)
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of `text` (no special tokens are added; special strings stay text)."""
-        return self.encode_batch([text])[0]
+    def default_mode(self) -> str:
+        """How added-token strings in text are read by default: OpenS1's design keeps control
+        tokens as text ("content"); domain tags are content markup and always honoured."""
+        return "content"
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    def _mode(self, split_special_tokens: bool | None) -> str:
+        if split_special_tokens is None:
+            return self.default_mode()
+        return "none" if split_special_tokens else "all"
+
+    def encode(self, text: str, *, add_special_tokens: bool = True, split_special_tokens: bool | None = None) -> list[int]:
+        """Token ids of `text`. No BOS/EOS is ever added (Qwen-style), whatever
+        `add_special_tokens` says. `split_special_tokens` (transformers' meaning): False parses
+        added-token strings such as "<|im_end|>" as their tokens, True keeps every string as
+        text; the default is the tokenizer's own (text for OpenS1's, tokens for Intern-S1's)."""
+        return self.encode_batch([text], split_special_tokens=split_special_tokens)[0]
+
+    def encode_batch(self, texts: Sequence[str], *, split_special_tokens: bool | None = None) -> list[list[int]]:
         if isinstance(texts, str):
             raise TypeError("encode_batch takes a list of strings; use encode() for one string")
-        # jobs[k] = list of (kind, payload): ("base", index into prose) / ("sp", domain, index) / ("id", id)
-        prose: list[str] = []
-        per_domain: dict[str, list[str]] = {d: [] for d in self.sp}
+        mode = self._mode(split_special_tokens)
         plans = []
         for text in texts:
             if not isinstance(text, str):
                 raise TypeError(f"encode expects str, got {type(text).__name__}")
-            plan = []
-            for s in detect.segment(text, self._tag_names, self.auto_detect):
-                piece = text[s.start : s.end]
+            stream = self.normalize(text)
+            plans.append(self._plan(stream, self._items(stream, mode, 0)))
+        return [ids for ids, _ in self._execute(plans, texts)]
+
+    def __call__(self, text, *, add_special_tokens: bool = True, split_special_tokens: bool | None = None,
+                 return_tensors: str | None = None) -> dict:
+        """transformers' call shape: {"input_ids", "attention_mask"} for a string or a list
+        of strings (lists are not padded unless return_tensors="pt", which right-pads)."""
+        single = isinstance(text, str)
+        batch = self.encode_batch([text] if single else list(text), split_special_tokens=split_special_tokens)
+        if return_tensors is None:
+            out = {"input_ids": batch, "attention_mask": [[1] * len(ids) for ids in batch]}
+            return {k: v[0] for k, v in out.items()} if single else out
+        if return_tensors != "pt":
+            raise ValueError(f"return_tensors={return_tensors!r}: only None and 'pt' are supported")
+        try:  # optional here: the exported tokenizer module needs only regex, sentencepiece, tokenizers
+            import torch
+        except ImportError as e:
+            raise ValueError("return_tensors='pt' needs torch") from e
+
+        width = max((len(ids) for ids in batch), default=0)
+        input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)  # [B, T]
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, ids in enumerate(batch):
+            input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[i, : len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": mask}
+
+    def encode_pieces(self, pieces: Sequence[tuple[str, str]]) -> tuple[list[int], list[int]]:
+        """Ids of the concatenation of `pieces`, each (text, mode): mode "all" parses every
+        added token in its text (template-owned text), "content" keeps control tokens as text,
+        "none" splits nothing. Returns (ids, piece index of each token's first character),
+        which the chat renderer turns into a training mask. The text is encoded as one
+        stream: pieces only decide how added-token strings are read."""
+        stream_parts, items = [], []
+        pos = 0
+        starts = []
+        for text, mode in pieces:
+            text = self.normalize(text)
+            starts.append(pos)
+            items.extend(self._items(text, mode, pos))
+            stream_parts.append(text)
+            pos += len(text)
+        stream = "".join(stream_parts)
+        merged: list[Item] = []
+        for it in items:  # text is BPE-encoded across piece boundaries, as in one string
+            if it.kind == "text" and merged and merged[-1].kind == "text" and merged[-1].end == it.start:
+                merged[-1] = Item("text", merged[-1].start, it.end, None)
+            else:
+                merged.append(it)
+        ((ids, where),) = self._execute([self._plan(stream, merged)], [stream], positions=True)
+        return ids, [bisect.bisect_right(starts, p) - 1 for p in where]
+
+    # ------------------------------------------------------------ the two stages of encoding
+
+    def normalize(self, text: str) -> str:
+        return text  # lossless: no Unicode normalisation
+
+    def _control_pattern(self):
+        if not hasattr(self, "_controls_re"):
+            tags = {t for ts in DOMAIN_TAGS.values() for t in ts}
+            names = sorted((t for t in self.special_tokens if t not in tags), key=lambda t: (-len(t), t))
+            self._controls_re = regex.compile("|".join(regex.escape(t) for t in names)) if names else None
+        return self._controls_re
+
+    def _items(self, text: str, mode: str, base: int) -> list["Item"]:
+        """Split one piece into text and added-token items (positions offset by `base`)."""
+        pattern = self._control_pattern() if mode == "all" else None
+        out, pos = [], 0
+        if pattern is not None:
+            for m in pattern.finditer(text):
+                if m.start() > pos:
+                    out.append(Item("text", base + pos, base + m.start(), None))
+                out.append(Item("added", base + m.start(), base + m.end(), m.group()))
+                pos = m.end()
+        if pos < len(text):
+            out.append(Item("text", base + pos, base + len(text), None))
+        return out
+
+    def _plan(self, stream: str, items: list["Item"]) -> list["Job"]:
+        """Items -> jobs: prose for the base BPE, domain spans for their SentencePiece, ids."""
+        jobs: list[Job] = []
+        for it in items:
+            if it.kind == "added":
+                jobs.append(Job("id", self.special_tokens[it.value], it.start, None))
+                continue
+            text = stream[it.start : it.end]
+            for s in segment(text, self._tag_names, self.auto_detect):
+                piece, at = text[s.start : s.end], it.start + s.start
                 if s.tag:
-                    plan.append(("id", self.special_tokens[piece]))
+                    jobs.append(Job("id", self.special_tokens[piece], at, None))
                 elif s.domain is None:
-                    plan.append(("base", len(prose)))
-                    prose.append(piece)
+                    jobs.append(Job("bpe", piece, at, None))
                 else:
-                    self._plan_domain(s.domain, piece, plan, prose, per_domain[s.domain])
-            plans.append(plan)
+                    self._plan_domain(s.domain, piece, at, jobs)
+        return jobs
+
+    def _plan_domain(self, domain: str, piece: str, at: int, jobs: list) -> None:
+        pos = 0
+        for m in self._foreign[domain].finditer(piece):
+            if m.start() > pos:
+                jobs.append(Job("sp", piece[pos : m.start()], at + pos, domain))
+            jobs.append(Job("bpe", m.group(), at + m.start(), None))
+            pos = m.end()
+        if pos < len(piece):
+            jobs.append(Job("sp", piece[pos:] if pos else piece, at + pos, domain))
+
+    def _run_sp(self, domain: str, texts: Sequence[str]) -> list[list[int]]:
+        off = self.offsets[domain]
+        return [[off + j for j in ids] for ids in self.sp[domain].encode(list(texts))]
+
+    def _convert(self, ids: list[int], domain: str) -> list[int]:
+        return ids  # only Intern-S1's rules re-read BPE tokens under a domain model
+
+    def _bpe(self, texts: Sequence[str]):
+        return self.base.encode_batch(list(texts), add_special_tokens=False) if texts else []
+
+    def _bpe_ids(self, texts: Sequence[str], domain: str | None = None) -> list[list[int]]:
+        rows = [e.ids for e in self._bpe(texts)]
+        return [self._convert(r, domain) for r in rows] if domain else rows
+
+    def _execute(self, plans: list[list["Job"]], texts, positions: bool = False):
+        """Run the jobs of every plan with one batched call per vocabulary. Returns, per plan,
+        (ids, stream position of each token or None)."""
+        bpe_texts: list[str] = []
+        sp_texts: dict[str, list[str]] = {d: [] for d in self.sp}
+        slots = []  # per job: index into its batch
+        for plan in plans:
+            row = []
+            for job in plan:
+                if job.kind == "bpe":
+                    row.append(len(bpe_texts))
+                    bpe_texts.append(job.value)
+                elif job.kind == "sp":
+                    row.append(len(sp_texts[job.domain]))
+                    sp_texts[job.domain].append(job.value)
+                else:
+                    row.append(None)
+            slots.append(row)
         try:
-            base_ids = [e.ids for e in self.base.encode_batch(prose, add_special_tokens=False)] if prose else []
-            dom_ids = {}
-            for d, items in per_domain.items():
-                if items:
-                    off = self.offsets[d]
-                    dom_ids[d] = [[off + j for j in ids] for ids in self.sp[d].encode(items)]
+            bpe = self._bpe(bpe_texts)
+            sp_ids = {d: self._run_sp(d, xs) for d, xs in sp_texts.items() if xs}
         except (TypeError, ValueError):  # the libraries reject what is not valid Unicode
             bad = next((t for t in texts if _not_utf8(t)), None)
             if bad is not None:
                 raise ValueError(f"text is not valid Unicode (lone surrogate?): {bad[:40]!r}") from None
             raise
         out = []
-        for plan in plans:
+        for plan, row in zip(plans, slots):
             ids: list[int] = []
-            for job in plan:
-                if job[0] == "base":
-                    ids.extend(base_ids[job[1]])
-                elif job[0] == "id":
-                    ids.append(job[1])
+            where: list[int] | None = [] if positions else None
+            for job, k in zip(plan, row):
+                if job.kind == "id":
+                    piece = [job.value]
+                elif job.kind == "sp":
+                    piece = sp_ids[job.domain][k]
                 else:
-                    ids.extend(dom_ids[job[1]][job[2]])
-            out.append(ids)
+                    enc = bpe[k]
+                    piece = self._convert(enc.ids, job.domain) if job.domain else enc.ids
+                    if positions:
+                        where.extend(job.pos + o[0] for o in enc.offsets)
+                ids.extend(piece)
+                if positions and job.kind != "bpe":
+                    where.extend([job.pos] * len(piece))
+            out.append((ids, where))
         return out
-
-    def _plan_domain(self, domain: str, piece: str, plan: list, prose: list, items: list) -> None:
-        pos = 0
-        for m in self._foreign[domain].finditer(piece):
-            if m.start() > pos:
-                plan.append(("sp", domain, len(items)))
-                items.append(piece[pos : m.start()])
-            plan.append(("base", len(prose)))
-            prose.append(m.group())
-            pos = m.end()
-        if pos < len(piece):
-            plan.append(("sp", domain, len(items)))
-            items.append(piece[pos:] if pos else piece)
 
     # ------------------------------------------------------------ decoding
 
@@ -358,11 +514,17 @@ class DynamicTokenizer:
 
     # ------------------------------------------------------------ chat
 
-    def apply_chat_template(self, messages, tools=None, enable_thinking: bool = True, add_generation_prompt: bool = True) -> list[int]:
-        """Chat messages (text only) -> ids, with control tokens as real special ids."""
-        from opens1.tokenizer.chat import render_ids
+    def apply_chat_template(self, messages, tools=None, *, enable_thinking: bool = True,
+                            add_generation_prompt: bool = True, tokenize: bool = True,
+                            special_tokens_in_content: bool = False):
+        """Chat messages (text only; the Processor renders images) -> a flat list of ids, or with
+        tokenize=False the rendered string (chat.py: Intern-S1's template and its safety rule)."""
+        from .chat import render_ids, render_text
 
-        return render_ids(self, messages, tools=tools, enable_thinking=enable_thinking, add_generation_prompt=add_generation_prompt)[0]
+        if not tokenize:
+            return render_text(messages, tools, enable_thinking=enable_thinking, add_generation_prompt=add_generation_prompt)
+        return render_ids(self, messages, tools, enable_thinking=enable_thinking, add_generation_prompt=add_generation_prompt,
+                          special_tokens_in_content=special_tokens_in_content)[0]
 
     # ------------------------------------------------------------ save / load
 
@@ -378,6 +540,7 @@ class DynamicTokenizer:
             },
             "auto_detect": sorted(self.auto_detect),
             "provenance": self.provenance,
+            "scheme": self.scheme,
         }
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -407,63 +570,30 @@ class DynamicTokenizer:
                 raise FileNotFoundError(f"tokenizer directory {str(d)!r} lacks {info['model']!r}")
             models[name] = path.read_bytes()
             offsets[name] = int(info["offset"])
+        kwargs = {}
+        scheme = meta.get("scheme", "opens1")
+        if scheme == "interns1":  # Intern-S1's tokenizer rules, kept through a save
+            from .interns1 import InternS1Tokenizer
+
+            cls = InternS1Tokenizer
+            kwargs["added_flags"] = {t: tuple(f) for t, f in meta.get("added_flags", {}).items()}
+        elif scheme != "opens1":
+            raise ValueError(f"{d / LAYOUT_FILE}: unknown tokenizer scheme {scheme!r}")
         return cls(
             base, models, offsets, {k: int(v) for k, v in meta["special_tokens"].items()},
             auto_detect=meta.get("auto_detect", ("smiles", "protein", "dna")),
-            vocab_size=meta.get("vocab_size"), provenance=meta.get("provenance"),
+            vocab_size=meta.get("vocab_size"), provenance=meta.get("provenance"), **kwargs,
         )  # fmt: skip
 
 
 # ---------------------------------------------------------------- other layouts
 
 
-def from_interns1_dir(directory: str | os.PathLike) -> DynamicTokenizer:
-    """An Intern-S1 HF tokenizer directory (vocab.json, merges.txt, tokenizer_{SMILES,IUPAC,FASTA}.model,
-    tokenizer_config.json) with its id layout (reference §4.2)."""
-    import sentencepiece as spm
+def from_interns1_dir(directory: str | os.PathLike):
+    """An Intern-S1 HF tokenizer directory, read with Intern-S1's own rules (interns1.py)."""
+    from .interns1 import from_interns1_dir as load
 
-    from opens1.tokenizer.base import base_from_vocab_merges
-
-    d = Path(directory)
-    for f in ("vocab.json", "merges.txt"):
-        if not (d / f).is_file():
-            raise FileNotFoundError(f"{str(d)!r} is not an HF BPE tokenizer directory: {f} is missing")
-    base = base_from_vocab_merges(d / "vocab.json", d / "merges.txt")
-    n = base.get_vocab_size(with_added_tokens=False)
-    added: dict[int, str] = {}
-    cfg_path = d / "tokenizer_config.json"
-    if cfg_path.is_file():
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        for k, v in (cfg.get("added_tokens_decoder") or {}).items():
-            added[int(k)] = v["content"] if isinstance(v, dict) else str(v)
-    else:
-        added = {n + i: t for i, t in enumerate(QWEN3_ADDED)}
-    # Logical tags that never had ids in Intern-S1 (auto-detect wrappers, the protect tag)
-    specials = {t: i for i, t in added.items() if "_AUTO_DETECT" not in t and "MOLFORMULA" not in t}
-    # the first domain offset: after the contiguous run of added tokens behind the BPE vocab
-    nxt = n
-    while nxt in added:
-        nxt += 1
-    models, offsets = {}, {}
-    for name, fname, tags in (
-        ("smiles", "tokenizer_SMILES.model", ("<SMILES>", "</SMILES>", "<SELFIES>", "</SELFIES>")),
-        ("iupac", "tokenizer_IUPAC.model", ("<IUPAC>", "</IUPAC>")),
-        ("protein", "tokenizer_FASTA.model", ()),
-    ):
-        path = d / fname
-        if not path.is_file():
-            continue
-        models[name] = path.read_bytes()
-        offsets[name] = nxt
-        nxt += spm.SentencePieceProcessor(model_proto=models[name]).get_piece_size()
-        for t in tags:  # version A: tags right after their pieces, unless the config says otherwise
-            if t not in specials:
-                specials[t] = nxt
-            nxt += 1
-    return DynamicTokenizer(
-        base, models, offsets, specials, auto_detect=("smiles", "protein"),
-        provenance={"source": "interns1-hf", "path": str(d)},
-    )  # fmt: skip
+    return load(directory)
 
 
 def qwen3_tokenizer(tiktoken_path: str | os.PathLike, domains: str | os.PathLike | None = None) -> DynamicTokenizer:
@@ -473,7 +603,7 @@ def qwen3_tokenizer(tiktoken_path: str | os.PathLike, domains: str | os.PathLike
     other control tokens and tags, then the domain pieces. `domains`: a tokenizer
     directory whose domain models to use (default: the bundled large ones, sized for
     real models, else the default ones)."""
-    from opens1.tokenizer.base import base_from_tiktoken
+    from .base import base_from_tiktoken
 
     base = base_from_tiktoken(tiktoken_path)
     n = base.get_vocab_size(with_added_tokens=False)

@@ -1,32 +1,43 @@
-"""Optional transformers integration (`pip install opens1[hf]`).
+"""transformers integration: a tokenizer directory the HF ecosystem opens, and a plain tokenizer.json.
 
-* `OpenS1HFTokenizer`: a `transformers.PreTrainedTokenizer` whose tokenization IS the
-  dynamic tokenizer (same ids, same domain detection), for code that expects an HF
-  tokenizer (trainers, evaluation harnesses). Control tokens are registered as HF
-  special tokens (so `eos_token_id`, `skip_special_tokens` and `all_special_ids`
-  work), but `split_special_tokens=True`: their strings in user text stay text, as in
-  OpenS1. `apply_chat_template` uses OpenS1's renderer, so control tokens in the
-  template are real ids even though user text cannot produce them.
-  Every id has a unique token string: base tokens as in the byte-level vocabulary,
-  domain pieces as `<|smiles|>CC` etc.
-* `export_fast_tokenizer`: a plain `tokenizer.json` (HF `tokenizers`) for engines that
-  need one (vLLM, TGI, llama.cpp conversion). It holds the base BPE and the special
-  tokens at their ids, so it is exact on text without domain spans; it cannot detect
-  or switch domains (the same limitation as Intern-S1's GGUF export, reference §4.8),
-  and, being an ordinary HF tokenizer, it matches special-token strings in text.
+* `OpenS1HFTokenizer`: a `transformers.PreTrainedTokenizer` whose tokenization IS OpenS1's
+  (same ids, same domain detection, the same chat template and safety rule). Every id has
+  a unique token string: base tokens as in the byte-level vocabulary, added tokens as
+  themselves, domain pieces as `<|smiles|>CC` etc. Added-token strings in text follow the
+  tokenizer's own default (text for OpenS1's tokenizer, tokens for an Intern-S1 one);
+  `split_special_tokens=` overrides it as in transformers.
+* `export_hf_tokenizer(tok, dir)`: the directory `AutoTokenizer.from_pretrained(dir,
+  trust_remote_code=True)` loads, as Intern-S1's own repository ships its tokenizer: the
+  tokenizer files, this module as `tokenization_opens1.py` with the modules it imports
+  (dynamic, detect, base, interns1, chat: they need only regex, sentencepiece and tokenizers,
+  and RDKit when present), `tokenizer_config.json` with an `auto_map`, and
+  `chat_template.jinja` (chat.CHAT_TEMPLATE, which renders what OpenS1 renders).
+* `export_fast_tokenizer`: a plain `tokenizer.json` (HF `tokenizers`) for engines that need
+  one. It holds the base BPE and the special tokens at their ids, so it is exact on text
+  without domain spans; it cannot detect or switch domains (the same limitation as
+  Intern-S1's GGUF export, reference §4.8), and it parses special-token strings in text.
 
-transformers is imported only here; nothing else in OpenS1 needs it.
+Only relative imports below: this file is copied into exported directories.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 from transformers import AddedToken, PreTrainedTokenizer
 
-from opens1.tokenizer.dynamic import LAYOUT_FILE, DynamicTokenizer, _atomic_write, load_tokenizer
+from .chat import CHAT_TEMPLATE, render_ids, render_text
+from .dynamic import LAYOUT_FILE, DynamicTokenizer, _atomic_write
+
+MODULE_NAME = "tokenization_opens1"
+# files of this package the exported module imports (relative imports, copied next to it)
+MODULE_FILES = ("dynamic.py", "detect.py", "base.py", "interns1.py", "chat.py")
+# token-string attributes InternVL-style processors read from the tokenizer
+MEDIA_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+                "video_token": "<video>"}
 
 
 def _token_strings(tok: DynamicTokenizer) -> list[str]:
@@ -49,7 +60,9 @@ class OpenS1HFTokenizer(PreTrainedTokenizer):
 
     def __init__(self, layout_file: str | None = None, opens1_tokenizer: DynamicTokenizer | None = None, **kwargs):
         if opens1_tokenizer is None:
-            opens1_tokenizer = load_tokenizer(Path(layout_file).parent if layout_file else None)
+            if layout_file is None:
+                raise ValueError(f"OpenS1HFTokenizer needs a tokenizer directory with {LAYOUT_FILE}")
+            opens1_tokenizer = DynamicTokenizer.from_directory(Path(layout_file).parent)
         self.opens1 = opens1_tokenizer
         self._names = _token_strings(opens1_tokenizer)
         self._ids = {s: i for i, s in enumerate(self._names)}
@@ -57,11 +70,14 @@ class OpenS1HFTokenizer(PreTrainedTokenizer):
         kwargs.setdefault("added_tokens_decoder", {i: AddedToken(s, special=True, normalized=False) for s, i in sp.items()})
         kwargs.setdefault("eos_token", "<|im_end|>")
         kwargs.setdefault("pad_token", "<|endoftext|>")
-        kwargs["split_special_tokens"] = True  # special-token strings in text stay text
+        kwargs.setdefault("clean_up_tokenization_spaces", False)
+        kwargs["split_special_tokens"] = opens1_tokenizer.default_mode() != "all"
         super().__init__(**kwargs)
-        from opens1.tokenizer.chat import CHAT_TEMPLATE
-
-        self.chat_template = CHAT_TEMPLATE  # saved for tools that read it; rendering uses ours
+        self.chat_template = CHAT_TEMPLATE  # saved for tools that read it; apply_chat_template uses OpenS1's renderer
+        for attr, token in MEDIA_TOKENS.items():
+            if token in sp:
+                setattr(self, attr, token)
+                setattr(self, attr + "_id", sp[token])
 
     @property
     def vocab_size(self) -> int:
@@ -73,8 +89,14 @@ class OpenS1HFTokenizer(PreTrainedTokenizer):
     def get_vocab(self) -> dict[str, int]:
         return dict(self._ids)
 
+    def tokenize(self, text: str, **kwargs) -> list[str]:
+        """The whole text through OpenS1 (transformers' own added-token split is not used: the
+        domain stack, NFC and detection of Intern-S1's rules span added tokens)."""
+        split = kwargs.pop("split_special_tokens", None)
+        return [self._names[i] for i in self.opens1.encode(text, split_special_tokens=split)]
+
     def _tokenize(self, text: str, **kwargs) -> list[str]:
-        return [self._names[i] for i in self.opens1.encode(text)]
+        return self.tokenize(text, **kwargs)
 
     def _convert_token_to_id(self, token: str) -> int:
         return self._ids[token]
@@ -90,14 +112,20 @@ class OpenS1HFTokenizer(PreTrainedTokenizer):
         return self.opens1.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def apply_chat_template(self, conversation, tools=None, add_generation_prompt: bool = False, tokenize: bool = True,
-                            enable_thinking: bool = True, return_dict: bool = False, **kwargs):
-        """OpenS1's chat renderer (text-only messages); `enable_thinking` as in Intern-S1."""
-        from opens1.tokenizer.chat import render_ids, render_text
-
+                            enable_thinking: bool = True, return_dict: bool = True, return_tensors=None,
+                            special_tokens_in_content: bool = False, **kwargs):
+        """OpenS1's renderer of Intern-S1's template (text-only messages); the rendered string
+        equals what `chat_template.jinja` renders. Message contents keep control-token
+        strings as text unless `special_tokens_in_content=True`."""
         if not tokenize:
-            return render_text(conversation, tools, enable_thinking, add_generation_prompt)
-        ids, _ = render_ids(self.opens1, conversation, tools, enable_thinking, add_generation_prompt)
-        return {"input_ids": ids, "attention_mask": [1] * len(ids)} if return_dict else ids
+            return render_text(conversation, tools, enable_thinking=enable_thinking, add_generation_prompt=add_generation_prompt)
+        ids, _ = render_ids(self.opens1, conversation, tools, enable_thinking=enable_thinking,
+                            add_generation_prompt=add_generation_prompt, special_tokens_in_content=special_tokens_in_content)
+        if not return_dict:
+            return ids
+        from transformers import BatchEncoding
+
+        return BatchEncoding({"input_ids": ids, "attention_mask": [1] * len(ids)}, tensor_type=return_tensors)
 
     def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, ...]:
         out = self.opens1.save_pretrained(save_directory)
@@ -106,9 +134,33 @@ class OpenS1HFTokenizer(PreTrainedTokenizer):
 
 
 def save_hf_wrapper(tok: DynamicTokenizer, directory: str | os.PathLike) -> Path:
-    """Write `tok` so that `OpenS1HFTokenizer.from_pretrained(directory)` loads it."""
+    """Write `tok` so that `OpenS1HFTokenizer.from_pretrained(directory)` loads it (needs opens1)."""
     OpenS1HFTokenizer(opens1_tokenizer=tok).save_pretrained(str(directory))
     return Path(directory)
+
+
+def export_hf_tokenizer(tok: DynamicTokenizer, directory: str | os.PathLike) -> Path:
+    """A self-contained tokenizer directory: AutoTokenizer.from_pretrained(dir, trust_remote_code=True)
+    gives OpenS1's ids without the opens1 package installed (see the module docstring)."""
+    out = Path(directory)
+    OpenS1HFTokenizer(opens1_tokenizer=tok).save_pretrained(str(out))
+    here = Path(__file__).resolve().parent
+    _copy(here / "hf.py", out / f"{MODULE_NAME}.py")
+    for name in MODULE_FILES:
+        _copy(here / name, out / name)
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["tokenizer_class"] = "OpenS1HFTokenizer"
+    cfg["auto_map"] = {"AutoTokenizer": [f"{MODULE_NAME}.OpenS1HFTokenizer", None]}
+    _atomic_write(cfg_path, json.dumps(cfg, indent=2, ensure_ascii=False).encode("utf-8"))
+    _atomic_write(out / "chat_template.jinja", CHAT_TEMPLATE.encode("utf-8"))
+    return out
+
+
+def _copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def fast_tokenizer_json(tok: DynamicTokenizer) -> str:
@@ -125,8 +177,6 @@ def fast_tokenizer_json(tok: DynamicTokenizer) -> str:
 def export_fast_tokenizer(tok: DynamicTokenizer, directory: str | os.PathLike) -> Path:
     """Write tokenizer.json, a tokenizer_config.json for `PreTrainedTokenizerFast` and the
     Jinja chat template (see the module docstring for what it can and cannot do)."""
-    from opens1.tokenizer.chat import CHAT_TEMPLATE
-
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     _atomic_write(out / "tokenizer.json", fast_tokenizer_json(tok).encode("utf-8"))

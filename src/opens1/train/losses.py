@@ -1,4 +1,15 @@
-"""Training losses: next-token cross-entropy with per-token weights.
+"""Training losses: next-token cross-entropy with per-token weights, computed from the
+model's final hidden states with the LM head fused in (no [B, T, V] logits tensor).
+
+    linear_cross_entropy(hidden, head_weight, labels, weights) -> sum(w * ce)   (pretraining, SFT)
+    token_log_probs(hidden, head_weight, targets, mask) -> (log p, entropy)    (RL: OREAL, KL-Cov)
+    lm_loss(hidden, head_weight, labels, doc_ids, reduction) -> sum(w * ce) / sum(w)   (one batch alone)
+
+The head runs only on the rows that carry a weight (a label): in SFT about a fifth of the
+positions. The kernels (chunked head + softmax, gradients formed in the forward) are
+`opens1.ops.linear_cross_entropy` / `linear_log_probs`, each checked against the unfused
+F.linear + F.cross_entropy. Get hidden states with `model(..., return_hidden=True)` and the
+head with `head_weight(model)`.
 
 Labels follow the Hugging Face convention: `labels[b, t]` is the token that the logits
 at position t-1 must predict (the shift happens here), and -100 marks "no loss"
@@ -20,7 +31,8 @@ the gradient of one big batch, which is what makes 2-rank training match 1-rank 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from opens1 import ops
 
 IGNORE = -100
 
@@ -54,24 +66,40 @@ def loss_weights(labels: torch.Tensor, doc_ids: torch.Tensor | None, reduction: 
     return w * l.pow(-power)
 
 
-def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-target cross-entropy [B, T-1] in float32 (0 where labels == -100).
-
-    logits: [B, T, V]; labels: [B, T]."""
-    B, T, V = logits.shape
-    lg = logits[:, :-1].reshape(-1, V).float()
-    tg = labels[:, 1:].reshape(-1)
-    ce = F.cross_entropy(lg, tg, ignore_index=IGNORE, reduction="none")
-    return ce.view(B, T - 1)
+def head_weight(model: torch.nn.Module) -> torch.Tensor:
+    """The LM head's weight [V, H]. Under FSDP2 read it after the model's forward: the root
+    unit (which holds the head) stays unsharded between its forward and backward."""
+    w = getattr(model, "_orig_mod", model).lm_head.weight
+    if type(w).__name__ == "DTensor":
+        raise RuntimeError("the LM head's weight is still sharded: call head_weight(model) after the forward")
+    return w
 
 
-def weighted_loss_sum(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """sum(w * ce) over the micro-batch (a scalar); divide by the step's total weight."""
-    return (token_cross_entropy(logits, labels) * weights).sum()
+def linear_cross_entropy(hidden: torch.Tensor, head_weight: torch.Tensor, labels: torch.Tensor,
+                         weights: torch.Tensor) -> torch.Tensor:
+    """sum(w * ce) over one micro-batch, a float32 scalar; divide by the step's total weight.
+
+    hidden [B, T, H] (the model's final hidden states), head_weight [V, H], labels [B, T]
+    (aligned with the inputs: the shift happens here), weights [B, T-1] from loss_weights.
+    Only rows with a nonzero weight reach the head."""
+    sel = weights != 0  # [B, T-1]
+    h = hidden[:, :-1][sel]  # [n, H]: the rows that carry a label
+    return ops.linear_cross_entropy(h, head_weight, labels[:, 1:][sel], weights[sel])
 
 
-def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, doc_ids: torch.Tensor | None = None,
-                   reduction: str = "token") -> torch.Tensor:
+def token_log_probs(hidden: torch.Tensor, head_weight: torch.Tensor, targets: torch.Tensor,
+                    mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log p(target) [B, T] (differentiable) and entropy [B, T] (no gradient),
+    float32, 0 where mask is 0. hidden [B, T, H] predicts targets [B, T] at the same
+    position (shift before calling); mask [B, T]: the rows to compute (e.g. response tokens)."""
+    sel = mask != 0
+    logp, ent = ops.linear_log_probs(hidden[sel], head_weight, targets[sel])
+    zeros = torch.zeros(targets.shape, dtype=torch.float32, device=hidden.device)
+    return zeros.masked_scatter(sel, logp), zeros.masked_scatter(sel, ent)
+
+
+def lm_loss(hidden: torch.Tensor, head_weight: torch.Tensor, labels: torch.Tensor,
+            doc_ids: torch.Tensor | None = None, reduction: str = "token") -> torch.Tensor:
     """The normalised loss of one batch on its own: sum(w * ce) / sum(w)."""
     w = loss_weights(labels, doc_ids, reduction)
-    return weighted_loss_sum(logits, labels, w) / w.sum().clamp_min(1e-12)
+    return linear_cross_entropy(hidden, head_weight, labels, w) / w.sum().clamp_min(1e-12)

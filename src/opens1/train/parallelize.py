@@ -84,7 +84,9 @@ def apply_fsdp(model: nn.Module, param_dtype: torch.dtype | None = None, reshard
     for i, unit in enumerate(units):
         # the last unit runs first in backward: keeping it gathered saves one all-gather
         fully_shard(unit, mp_policy=mp, reshard_after_forward=reshard_after_forward and i < len(units) - 1)
-    fully_shard(model, mp_policy=mp, reshard_after_forward=reshard_after_forward)
+    # the root (embeddings, LM head, final norm) stays gathered from its forward to its backward,
+    # torch's own default for the root: the loss runs the head after the forward (train/losses.py)
+    fully_shard(model, mp_policy=mp, reshard_after_forward=False)
     return len(units) + 1
 
 

@@ -31,7 +31,9 @@ Each optimizer step:
   2. weight every loss token (token / square / sample reduction, losses.py) and all-reduce
      the step's total weight, so accumulation and data parallelism give the gradient of
      one big batch (2 ranks x 1 micro-batch == 1 rank x 2 micro-batches),
-  3. forward under bf16 autocast where the hardware has it, loss + MoE aux loss, backward,
+  3. forward under bf16 autocast where the hardware has it, to the final hidden states; the
+     loss (losses.linear_cross_entropy) runs the head on the labelled rows only, fused with
+     the cross-entropy; plus the MoE aux loss; backward,
   4. guards: a non-finite loss or gradient norm, or a loss spike (> spike_factor x the
      running mean), skips the update (logged); the same decision on every rank because
      the loss and norm are global,
@@ -59,7 +61,7 @@ import torch.distributed as dist
 
 from opens1.train import checkpointing as ckpt
 from opens1.train.config import TrainConfig, config_diff
-from opens1.train.losses import loss_weights, weighted_loss_sum
+from opens1.train.losses import head_weight, linear_cross_entropy, loss_weights
 from opens1.train.schedule import accum_for, lr_at
 
 
@@ -137,10 +139,11 @@ def _all_reduce(t: torch.Tensor, op=None) -> torch.Tensor:
 # ---------------------------------------------------------------- FLOPs and MFU
 
 
-def flops_per_token(model_cfg, seq_len: int) -> float:
+def flops_per_token(model_cfg, seq_len: int, *, head: bool = True) -> float:
     """Training FLOPs per token: 6 x (active non-embedding parameters) for the matmuls,
     plus 12 x layers x attention width x seq_len for the attention scores and values
-    (PaLM appendix B). The vision/series towers are not counted (text-dominated runs)."""
+    (PaLM appendix B). The vision/series towers are not counted (text-dominated runs).
+    head=False leaves out the LM head (6 x hidden x vocab), see `step_flops`."""
     t = model_cfg.text
     h, L = t.hidden_size, t.num_hidden_layers
     q, kv = t.num_attention_heads * t.head_dim, t.num_key_value_heads * t.head_dim
@@ -148,8 +151,17 @@ def flops_per_token(model_cfg, seq_len: int) -> float:
     dense_mlp = 3 * h * t.intermediate_size
     moe_mlp = 3 * h * t.moe_intermediate_size * t.num_experts_per_tok + h * t.num_experts
     n = sum(attn + (moe_mlp if t.is_moe_layer(i) else dense_mlp) for i in range(L))
-    n += h * t.vocab_size  # the LM head (the embedding lookup costs no matmul)
+    if head:
+        n += h * t.vocab_size  # the LM head (the embedding lookup costs no matmul)
     return 6.0 * n + 12.0 * L * q * seq_len
+
+
+def step_flops(model_cfg, seq_len: int, tokens: int, head_rows: int) -> float:
+    """Training FLOPs of a step: the body on every token, the LM head on the `head_rows`
+    rows that carry a label (the only ones the loss runs it on; all of them in pretraining,
+    about a fifth in SFT)."""
+    t = model_cfg.text
+    return tokens * flops_per_token(model_cfg, seq_len, head=False) + head_rows * 6.0 * t.hidden_size * t.vocab_size
 
 
 _PEAK: dict[tuple[str, Any], float] = {}
@@ -310,8 +322,10 @@ class Trainer:
             if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter once per step
                 model.set_requires_gradient_sync(i == len(mbs) - 1)
             with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-                out = model(**mb.model_inputs(), attention_mask=mb.attention_mask, output_router_logits=True)
-            part = weighted_loss_sum(out.logits, mb.labels, w)  # sum(w * ce) of this micro-batch
+                out = model(**mb.model_inputs(), attention_mask=mb.attention_mask, output_router_logits=True,
+                            return_hidden=True)
+                # the head runs inside the loss, on the labelled rows only: sum(w * ce) of this micro-batch
+                part = linear_cross_entropy(out.hidden_states, head_weight(model), mb.labels, w)
             # x world: FSDP averages gradients over ranks, the normaliser is already global
             loss = part * (self.world / max(w_total, 1e-12))
             aux = getattr(out, "aux_loss", None)
@@ -396,7 +410,8 @@ class Trainer:
                     break
                 m["tok_per_s"] = m["step_tokens"] / max(m["seconds"], 1e-9)
                 if fpt:
-                    m["mfu"] = m["tok_per_s"] * flops_per_token(self.model_config, m["seq_len"]) / (peak * self.world)
+                    flops = step_flops(self.model_config, m["seq_len"], m["step_tokens"], m["loss_tokens"])
+                    m["mfu"] = flops / max(m["seconds"], 1e-9) / (peak * self.world)
                 if m["skipped"]:
                     self._log_event({"event": "skipped_update", "step": m["step"], "why": m["skipped"], "loss": m["loss"]})
                 if self.step % max(1, cfg.log_every) == 0 or self.step == max_steps:
