@@ -263,3 +263,22 @@ def test_threads_are_chosen_by_measurement():
         assert (n > 1) == (ratio >= 1.3) or os.cpu_count() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_rl_loop_stops_at_its_steps_and_logs_progress(capsys):
+    import opens1.speedrun as sr
+    from opens1.rl.trainer import RLResult
+
+    class Fake:
+        def __init__(self):
+            self.result = RLResult()
+
+        def step(self):
+            self.result.steps += 1
+            return {"reward_mean": 0.5, "kept_groups": 8, "drawn_prompts": 16, "entropy": 0.1}
+
+    fake = Fake()
+    res = sr.rl_loop(fake, steps=5, seconds=None, every=0.0)
+    assert res.steps == 5 and res.seconds >= 0
+    assert capsys.readouterr().err.count("kept groups 8/16") == 5
+    assert sr.rl_loop(Fake(), steps=None, seconds=0.0).steps == 0  # no time: no step
