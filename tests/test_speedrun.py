@@ -282,3 +282,17 @@ def test_rl_loop_stops_at_its_steps_and_logs_progress(capsys):
     assert res.steps == 5 and res.seconds >= 0
     assert capsys.readouterr().err.count("kept groups 8/16") == 5
     assert sr.rl_loop(Fake(), steps=None, seconds=0.0).steps == 0  # no time: no step
+
+
+def test_documented_reproduction_command_parses():
+    """docs/evaluation.md's `opens1 eval` line for a speedrun model: greedy, no thinking, 16 tokens."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from opens1.eval.cli import build_parser
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text()
+    line = re.search(r"\$ (opens1 eval --model runs/speedrun/model .*?)\n\s*```", doc, re.S).group(1)
+    args = build_parser().parse_args(shlex.split(line.replace("\\\n", " "))[2:])
+    assert args.temperature == 0 and args.max_tokens == 16 and args.no_thinking and args.n_items == 400
