@@ -8,7 +8,8 @@
 Presets (`get_preset(name)`), from a 2-core laptop to the real checkpoints:
     intern-s1        Qwen3-235B-A22B MoE + InternViT-6B       (~240.7B parameters)
     intern-s1-mini   Qwen3-8B dense + InternViT-300M          (~8.5B)
-    tiny             MoE S1 with vision and time series, for CPU training and tests
+    tiny             MoE S1 with vision and time series, for CPU training and tests (its own
+                     small tokenizer, tied embeddings: `opens1 speedrun` trains it)
     tiny-dense       the same with a dense decoder
     debug            the smallest thing that exercises every code path
     s1-100m          a ~100M MoE S1 for single-GPU throughput checks
@@ -206,11 +207,18 @@ def _tiny_ts() -> TimeSeriesConfig:
     )
 
 
+# The tiny presets' embedding rows: the 1,618 ids of their own tokenizer (tokenizer/assets/tiny:
+# a 1,024-token prose BPE, one token per SMILES or DNA character), padded to a multiple of 64.
+# Small and tied, the embedding is 0.2M of the model's parameters and the head a small part
+# of its FLOPs, so training compute goes into the body.
+TINY_VOCAB = 1664
+
+
 def _tiny(moe: bool = True) -> S1Config:
     text = TextConfig(
-        vocab_size=8192, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+        vocab_size=TINY_VOCAB, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
         num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=4096,
-        rope_theta=10_000.0, tie_word_embeddings=False, bos_token_id=None, eos_token_id=None,
+        rope_theta=10_000.0, tie_word_embeddings=True, bos_token_id=None, eos_token_id=None,
     )
     if moe:
         text = dataclasses.replace(
@@ -227,7 +235,7 @@ def _debug() -> S1Config:
     cfg.text = dataclasses.replace(
         cfg.text, vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, head_dim=16, num_experts=4,
-        moe_intermediate_size=32, mlp_only_layers=[],
+        moe_intermediate_size=32, mlp_only_layers=[], tie_word_embeddings=False,
     )
     cfg.vision = dataclasses.replace(cfg.vision, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=56)
     cfg.name = "debug"

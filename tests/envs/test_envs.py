@@ -77,8 +77,11 @@ def test_molecules_decontaminated():
 
     for i in range(0, env.num_cases("train"), 97):
         assert canonical_smiles(env.case(i, "train").meta["smiles"]) not in held
-    # The same split holds for every MOSES task (one manifest per molecule).
-    assert _keys(get_env("chem/ring_count"), "heldout") == held
+    # The same split holds for every MOSES task (one manifest per molecule); the counting
+    # tasks keep an answer-balanced subset of that held-out split.
+    assert _keys(get_env("chem/canonical_smiles"), "heldout") == held
+    ring = get_env("chem/ring_count")
+    assert _keys(ring, "heldout") < held and _keys(ring, "train") < train
 
 
 def test_qm9_and_protein_hash_splits():
@@ -191,3 +194,86 @@ def test_heldout_manifests_are_pinned(name, digest):
 def test_small_molecule_sets_do_not_leak_across_sources():
     qm9_held = set(get_env("chem/qm9_gap").manifest("heldout"))
     assert not (qm9_held & set(get_env("chem/formula").manifest("train")))
+
+
+# --- held-out sets that cannot be fooled --------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_heldout_items_are_distinct(name):
+    """No item is counted twice: the first 400 held-out cases (or all) have distinct keys."""
+    env = get_env(name)
+    cases = env.cases(400, "heldout")
+    keys = [c.meta["key"] for c in cases]
+    assert len(set(keys)) == len(keys)
+    assert len({c.id for c in cases}) == len(cases)
+
+
+def test_procedural_heldout_skips_repeats_and_learns_its_size():
+    # one-word letter counting has ~110 distinct puzzles, ~10% of them held out: drawing by
+    # index used to repeat them (46 repeats among the first 200 held-out items)
+    env = get_env("logic/counting")
+    easy = env.cases(1000, "heldout", "easy")
+    assert 3 <= len(easy) < 30 and len({c.meta["key"] for c in easy}) == len(easy)
+    assert env.num_cases("heldout", "easy") == len(easy)
+    with pytest.raises(IndexError, match="logic/counting"):
+        env.case(len(easy), "heldout", "easy")
+    assert env.case(1, "heldout", "easy") == easy[1]  # deterministic, cached or not
+
+
+def _prior(cases) -> float:
+    from collections import Counter
+
+    return Counter(c.reference for c in cases).most_common(1)[0][1] / len(cases)
+
+
+def test_speedrun_tasks_hold_400_answer_balanced_heldout_items():
+    from opens1.speedrun import TASKS
+
+    for name in TASKS:
+        env = get_env(name)
+        cases = env.cases(400, "heldout")
+        assert len(cases) == 400, name
+        assert _prior(cases) < 0.3, (name, _prior(cases))  # about 1 / number of answers
+        assert len({c.meta["key"] for c in cases}) == 400
+
+
+def test_balanced_item_env_orders_train_round_robin_and_caps_heldout():
+    from collections import Counter
+
+    env = get_env("chem/ring_count")
+    assert [env.case(i, "train").reference for i in range(4)] == ["1", "2", "3", "4"]
+    first = Counter(env.case(i, "train").reference for i in range(40))
+    assert all(first[a] >= 5 for a in "1234")
+    held = Counter(c.reference for c in env.cases(env.num_cases("heldout"), "heldout"))
+    assert max(held.values()) == env.heldout_per_class and set("1234") <= set(held)
+
+
+def test_atom_count_asks_for_heteroatoms():
+    env = get_env("chem/atom_count")
+    elements = {env.case(i, "heldout").prompt.split("How many ")[1].split(" atoms")[0] for i in range(200)}
+    assert "C" not in elements and {"N", "O"} <= elements
+
+
+def test_gc_count_windows_split_by_gene():
+    env = get_env("bio/gc_count")
+    genes = {s: {it["gene"] for it in env._items(s, None)} for s in ("train", "heldout")}
+    assert genes["heldout"] and not (genes["train"] & genes["heldout"])
+    case = env.case(0, "heldout")
+    dna = case.prompt.split("<DNA>")[1].split("</DNA>")[0]
+    assert len(dna) == 12 and case.reference == str(dna.count("G") + dna.count("C"))
+
+
+def test_signal_frequency_heldout_holds_every_class_and_matches_the_periodogram():
+    from collections import Counter
+
+    from opens1.envs.signals import FREQUENCIES, dominant_frequency
+
+    env = get_env("physics/signal_frequency")
+    cases = env.cases(120, "heldout")
+    assert Counter(c.meta["frequency"] for c in cases) == {f: 120 // len(FREQUENCIES) for f in FREQUENCIES}
+    for c in cases:
+        ts = c.prompt[0]["content"][0]["time_series"]
+        assert dominant_frequency(ts["values"], ts["sampling_rate"]) == c.meta["frequency"]
+    assert env.verify("Answer: 3", env.case(2, "heldout")).score == 1.0  # bare number: Hz assumed
+    assert env.verify("Answer: 3000 mHz", env.case(2, "heldout")).score == 1.0

@@ -137,3 +137,64 @@ def test_cli_usage_errors(capsys):
         main(["--rescore", "/nonexistent/generations.jsonl"])
     with pytest.raises(ValueError):
         SamplingParams(temperature=-1)
+
+
+# --- read-outs that a constant answer cannot pass ---------------------------------------------
+
+
+def _cases(refs, env_name="logic/arithmetic_chain"):
+    from opens1.envs import Case
+
+    return [Case(f"t/{i}", "q", r, {"env": env_name}) for i, r in enumerate(refs)]
+
+
+def test_answer_prior_is_the_best_constant_answer():
+    from opens1.eval.harness import answer_entropy, answer_prior, constant_response, diff_stderr
+
+    env = get_env("logic/arithmetic_chain")  # exact integers
+    prior, answer = answer_prior(env, _cases(["3", "3", "3", "5", "7"]))
+    assert prior == pytest.approx(0.6) and answer == "Answer: 3"
+    # with a tolerance a value between two answers can beat the mode: 5% around 10.0 covers both
+    gap = get_env("chem/qm9_gap")
+    refs = ["10.0 eV", "10.4 eV", "9.6 eV", "20 eV", "20 eV"]
+    prior, answer = answer_prior(gap, _cases(refs, "chem/qm9_gap"))
+    assert prior == pytest.approx(0.6) and answer == "Answer: 10.0 eV"
+    assert answer_entropy(_cases(["a", "b", "a", "b"])) == pytest.approx(1.0)
+    assert answer_entropy(_cases(["a"] * 4)) == 0.0
+    assert diff_stderr(0.5, 0.25, 400) == pytest.approx(((0.25 + 0.1875) / 400) ** 0.5)
+    assert constant_response({"value": 2.5, "unit": "eV"}) == "Answer: 2.5 eV"
+
+
+def test_summaries_carry_the_answer_prior():
+    env = get_env("logic/arithmetic_chain")
+    cases = env.cases(6, "heldout")
+    records = [{"task": env.name, "case": {"id": c.id, "prompt": c.prompt, "reference": c.reference, "meta": c.meta},
+                "sample": 0, "generation": f"Answer: {c.reference}", "score": 1.0} for c in cases]
+    t = summarize(records)["tasks"][env.name]
+    assert t["mean"] == 1.0 and 0 < t["prior"] < 1 and t["above_prior"] == pytest.approx(1 - t["prior"])
+    assert "answer prior" in to_markdown(summarize(records))
+
+
+def test_answer_cross_entropy_scores_only_the_answer_tokens():
+    import math
+
+    import opens1
+    from opens1.eval.harness import _answer_span, answer_cross_entropy
+    from opens1.speedrun import TINY_TOKENIZER, build_model
+
+    tok = opens1.load_tokenizer(TINY_TOKENIZER)
+    ids, n = _answer_span(tok, "Counting.\nAnswer: 12")
+    assert tok.decode(ids[-n:]) == "12"
+    ids, n = _answer_span(tok, "Answer: 4 Hz")
+    assert tok.decode(ids[-n:]) == "4 Hz"
+    model, proc = build_model("tiny", tok, 0)
+    for name in ("chem/ring_count", "physics/signal_frequency"):  # text and time-series prompts
+        env = get_env(name)
+        cases = env.cases(3, "heldout")
+        bits, n_items = answer_cross_entropy(model, tok, proc, env, cases, batch=2)
+        # an untrained model spreads its probability: about log2(vocabulary) per answer token
+        assert n_items == 3 and 0.5 * math.log2(len(tok)) < bits < 3 * math.log2(len(tok))
+        assert model.training  # the training mode is restored
+        # batched with right padding and one at a time agree
+        singles = [answer_cross_entropy(model, tok, proc, env, [c])[0] for c in cases]
+        assert bits == pytest.approx(sum(singles) / 3, rel=1e-4)

@@ -58,7 +58,7 @@ def _one_step(parts, control: str, mini_batches: int) -> dict:
                    loss=RLLossConfig(entropy_control=control, kl_cov_ratio=0.2, kl_cov_coef=5.0))
     trainer = RLTrainer(m, tok, proc, cfg)
     flip = itertools.cycle([1.0, 0.0])  # mixed outcomes in every group, independent of the text
-    trainer._score = lambda *a: next(flip)
+    trainer._score = lambda *a, **k: next(flip)
     metrics = trainer.step()
     assert metrics["kept_groups"] == 2
     return {k: v.clone() for k, v in m.state_dict().items()}, metrics

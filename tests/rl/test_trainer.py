@@ -79,7 +79,7 @@ def test_degenerate_groups_skip_the_update(parts, monkeypatch):
     m.load_state_dict(model.state_dict())
     trainer = RLTrainer(m, tok, proc, RLConfig(envs=["logic/counting"], prompts_per_step=2,
                                                rollouts_per_prompt=3, max_new_tokens=4))
-    monkeypatch.setattr(trainer, "_score", lambda *a: 0.0)  # every rollout wrong: all groups degenerate
+    monkeypatch.setattr(trainer, "_score", lambda *a, **k: 0.0)  # every rollout wrong: all groups degenerate
     snapshot = {k: v.clone() for k, v in m.state_dict().items()}
     h = trainer.step()
     assert h["kept_groups"] == 0 and "entropy" not in h
@@ -136,3 +136,41 @@ def test_answer_prior_reward_is_the_most_common_answers_share(parts):
         assert by[env]["items"] == sum(refs.values())
         assert by[env]["reward"] == pytest.approx(refs.most_common(1)[0][1] / sum(refs.values()))
     assert mean == pytest.approx(sum(v["reward"] * v["items"] for v in by.values()) / 60)
+
+
+def test_partial_credit_only_in_training_rewards(parts):
+    from opens1.rl.rollout import Rollout
+    from opens1.rl.trainer import numeric_closeness
+
+    tok, proc, model = parts
+    tr = RLTrainer(model, tok, proc, RLConfig(envs=["chem/atom_count"], partial_credit=0.5))
+    case = next(c for c in (tr.envs["chem/atom_count"].case(i, split="train") for i in range(50)) if c.reference == "4")
+
+    def reply(text):
+        return Rollout([], tok.encode(text), finished=False)
+
+    assert tr._score("chem/atom_count", case, reply("Answer: 4"), train=True) == 1.0
+    assert tr._score("chem/atom_count", case, reply("Answer: 3"), train=True) == pytest.approx(0.5 * 0.75)
+    assert tr._score("chem/atom_count", case, reply("Answer: 9"), train=True) == 0.0  # farther than the reference
+    assert tr._score("chem/atom_count", case, reply("Answer: many"), train=True) == 0.0
+    assert tr._score("chem/atom_count", case, reply("Answer: 3")) == 0.0  # held-out scoring stays exact
+    assert numeric_closeness(type("R", (), {"extracted": "0"})(), case) == 0.0
+    assert numeric_closeness(type("R", (), {"extracted": "1,000"})(), type("C", (), {"reference": "1000"})()) == 1.0
+
+
+def test_dynamic_sampling_draws_until_groups_have_mixed_rewards(parts, monkeypatch):
+    tok, proc, model = parts
+    m = S1ForConditionalGeneration(model.config)
+    m.load_state_dict(model.state_dict())
+    tr = RLTrainer(m, tok, proc, RLConfig(envs=["logic/counting"], prompts_per_step=2, rollouts_per_prompt=2,
+                                          max_new_tokens=2, sample_rounds=4))
+    # groups in draw order: uniform, uniform | mixed, uniform | mixed, mixed | (never drawn)
+    pattern = iter([0, 0, 1, 1, 0, 1, 0, 0, 1, 0, 0, 1])
+    monkeypatch.setattr(tr, "_score", lambda *a, **k: float(next(pattern)))
+    cases, groups, rewards, keep, drawn = tr._sample_groups()
+    assert drawn == 6 and rewards.shape == (6, 2)
+    assert keep.tolist() == [False, False, True, False, True, False]  # the first 2 mixed groups only
+    tr.cfg.sample_rounds = 1  # off: one round, whatever its groups
+    pattern = iter([0, 0, 1, 1])
+    _, _, rewards, keep, drawn = tr._sample_groups()
+    assert drawn == 2 and keep.tolist() == [False, False]

@@ -394,8 +394,10 @@ def load_mixture(spec: str, root=None, samples_per_unit: int = 200, seed: int = 
 # ---------------------------------------------------------------- samples -> token documents
 
 
-def to_document(sample: Sample, stage: str, tokenizer=None, processor=None):
-    """Tokenize a sample for a training stage -> packing.Document (None if it yields no loss)."""
+def to_document(sample: Sample, stage: str, tokenizer=None, processor=None, enable_thinking: bool = True):
+    """Tokenize a sample for a training stage -> packing.Document (None if it yields no loss).
+    `enable_thinking` renders chats with the thinking system prompt (the chat template's
+    default); a model evaluated without it (the speedrun's) is trained without it too."""
     import torch
 
     from opens1.data.packing import IGNORE, Document
@@ -412,11 +414,11 @@ def to_document(sample: Sample, stage: str, tokenizer=None, processor=None):
     if processor is None:
         raise ValueError("a Processor is needed for chat samples")
     if stage == "sft":
-        enc = processor.for_training(sample.messages, tools=sample.meta.get("tools"))
+        enc = processor.for_training(sample.messages, tools=sample.meta.get("tools"), enable_thinking=enable_thinking)
         ids, labels = enc["input_ids"][0], enc["labels"][0]
     else:
         # pretraining on image-text: loss on every text token, none on placeholders
-        enc = processor(sample.messages, add_generation_prompt=False)
+        enc = processor(sample.messages, enable_thinking=enable_thinking, add_generation_prompt=False)
         ids = enc["input_ids"][0]
         labels = ids.clone()
         cfg = processor.config
@@ -429,10 +431,11 @@ def to_document(sample: Sample, stage: str, tokenizer=None, processor=None):
                     sampling_rates=list(enc.get("sampling_rates") or []) or None, source=sample.source)
 
 
-def build_documents(samples: list[Sample], stage: str, tokenizer=None, processor=None) -> list:
+def build_documents(samples: list[Sample], stage: str, tokenizer=None, processor=None,
+                    enable_thinking: bool = True) -> list:
     docs = []
     for s in samples:
-        d = to_document(s, stage, tokenizer, processor)
+        d = to_document(s, stage, tokenizer, processor, enable_thinking)
         if d is not None:
             docs.append(d)
     return docs

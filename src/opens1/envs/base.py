@@ -16,7 +16,17 @@ Splits are FIXED and content-addressed, so no held-out item can reach training:
 `stable_hash` is SHA-256 (Python's `hash()` is salted per process).
 
 Procedural environments draw a case from an RNG seeded by (env, split, index,
-attempt) and redraw until the case's key hashes into the requested split.
+attempt) and redraw until the case's key hashes into the requested split. Their
+held-out split is the sequence of *distinct* keys so drawn (a small puzzle space,
+e.g. one-word letter counting, would otherwise repeat items and inflate n).
+
+Answer balance: an environment may list its `answer_classes`. An item environment then
+orders each split round-robin over the classes (so any prefix of train, the part a
+short run trains on, is balanced) and caps every class of the held-out split at
+`heldout_per_class` items (and of train at `train_per_class`: RL draws train cases
+uniformly, and on the natural answer mix it drifted towards the common answers); a procedural one draws case i with answer class
+i % len(answer_classes). The answer prior (always the most common answer) of a
+balanced split is about 1 / number of classes, so a score above it is skill.
 """
 
 from __future__ import annotations
@@ -80,6 +90,9 @@ class Env:
     kind: str = "exact"
     verify_options: dict = {}
     description: str = ""
+    # Answer balance (see the module docstring): the answer classes a procedural environment
+    # draws in turn; an item environment sets `balanced` and `heldout_per_class` instead.
+    answer_classes: tuple = ()
 
     def __init__(self, data_root=None):
         self.data_root = data_root
@@ -96,8 +109,16 @@ class Env:
         raise NotImplementedError
 
     def cases(self, n: int, split: str = "train", difficulty: str | None = None, start: int = 0) -> list[Case]:
-        total = self.num_cases(split, difficulty)
-        return [self.case(i, split, difficulty) for i in range(start, min(start + n, total))]
+        """Cases start..start+n-1 (fewer where the split is smaller)."""
+        out = []
+        for i in range(start, start + n):
+            if i >= self.num_cases(split, difficulty):  # re-read: a procedural held-out split learns its size
+                break
+            try:
+                out.append(self.case(i, split, difficulty))
+            except IndexError:  # a procedural held-out split ran out of distinct items
+                break
+        return out
 
     def verify(self, prediction: str | None, case: Case) -> VerifyResult:
         # Per-case options (stored in meta) override the environment's defaults.
@@ -123,9 +144,31 @@ class ItemEnv(Env):
 
     Subclasses implement `_load() -> {"train": [item...], "heldout": [...]}`, where
     each item is a dict with at least `key` and `difficulty`, and `_build(item, split,
-    index) -> Case`."""
+    index) -> Case`. With `balanced = True` they also implement `item_answer(item)`, and
+    the splits are ordered round-robin over answers, held-out capped at
+    `heldout_per_class` items per answer and train at `train_per_class` (0: no cap), so that
+    drawing train cases uniformly (as RL does) is balanced too."""
 
     _cache: dict = {}
+    balanced: bool = False
+    heldout_per_class: int = 0
+    train_per_class: int = 0
+
+    def item_answer(self, item: dict) -> str:
+        """The answer of an item (its class for balancing); needed when `balanced`."""
+        raise NotImplementedError
+
+    def _balance(self, data: dict[str, list[dict]]) -> dict[str, list[dict]]:
+        out = {}
+        for split, items in data.items():
+            groups: dict[str, list[dict]] = {}
+            for it in items:  # file order within a class: deterministic
+                groups.setdefault(str(self.item_answer(it)), []).append(it)
+            cap = self.heldout_per_class if split == "heldout" else self.train_per_class
+            if cap:
+                groups = {a: g[:cap] for a, g in groups.items()}
+            out[split] = round_robin(list(groups.values()))
+        return out
 
     def _load(self) -> dict[str, list[dict]]:
         raise NotImplementedError
@@ -141,6 +184,8 @@ class ItemEnv(Env):
         ck = (type(self).__name__, str(self.data_root))
         if ck not in ItemEnv._cache:
             data = self._load()
+            if self.balanced:
+                data = self._balance(data)
             ItemEnv._cache[ck] = {s: {None: data[s], **{d: [it for it in data[s] if it["difficulty"] == d]
                                                         for d in DIFFICULTIES}} for s in SPLITS}
         return ItemEnv._cache[ck][split][difficulty]
@@ -163,6 +208,15 @@ class ItemEnv(Env):
         if not 0 <= index < len(items):
             raise IndexError(f"{self.name}: index {index} out of range for {len(items)} {split} items")
         return self._build(items[index], split, index)
+
+
+def round_robin(groups: Sequence[Sequence]) -> list:
+    """[[a1, a2, a3], [b1], [c1, c2]] -> [a1, b1, c1, a2, c2, a3]: every prefix is balanced
+    over the groups that still have items."""
+    out = []
+    for i in range(max((len(g) for g in groups), default=0)):
+        out += [g[i] for g in groups if i < len(g)]
+    return out
 
 
 def split_items(items: Sequence[dict], heldout: Sequence[dict] | None = None) -> dict[str, list[dict]]:
@@ -192,34 +246,73 @@ def split_items(items: Sequence[dict], heldout: Sequence[dict] | None = None) ->
 
 class ProceduralEnv(Env):
     """An environment that generates cases. Subclasses implement
-    `_generate(rng, difficulty) -> (key, prompt, reference, meta)`; the split is
-    decided by the key's hash, so train and held-out never share a key."""
+    `_generate(rng, difficulty) -> (key, prompt, reference, meta)` (with `answer_classes`:
+    `_generate(rng, difficulty, target)`, a case whose answer is `target`); the split is
+    decided by the key's hash, so train and held-out never share a key. Held-out case i
+    is the i-th distinct key drawn: no item is counted twice."""
 
     size = {"train": 1_000_000, "heldout": 10_000}
+    # consecutive repeated keys after which a held-out split counts as exhausted
+    max_repeats = 200
+    _heldout: dict = {}  # (env name, difficulty) -> the distinct held-out cases drawn so far
 
     def num_cases(self, split: str = "train", difficulty: str | None = None) -> int:
         check_split(split)
+        state = ProceduralEnv._heldout.get((self.name, difficulty))
+        if split == "heldout" and state is not None and state["exhausted"]:
+            return len(state["cases"])
         return self.size[split]
 
-    def _generate(self, rng: random.Random, difficulty: str):
+    def _generate(self, rng: random.Random, difficulty: str, target=None):
         raise NotImplementedError
 
-    def case(self, index: int, split: str = "train", difficulty: str | None = None) -> Case:
-        check_split(split)
-        check_difficulty(difficulty)
-        if not 0 <= index < self.size[split]:
-            raise IndexError(f"{self.name}: index {index} out of range")
+    def _target(self, index: int):
+        return self.answer_classes[index % len(self.answer_classes)] if self.answer_classes else None
+
+    def _draw(self, split: str, index: int, difficulty: str | None, target) -> tuple:
         # Rejection sampling on the key's hash: ~1.1 draws for train, ~10 for held-out.
         for attempt in range(1000):
             rng = random.Random(f"{self.name}|{split}|{index}|{difficulty}|{attempt}")
             diff = difficulty or DIFFICULTIES[rng.randrange(3)]
-            key, prompt, reference, meta = self._generate(rng, diff)
+            args = (rng, diff) if target is None else (rng, diff, target)
+            key, prompt, reference, meta = self._generate(*args)
             # The env name is part of the key so that two puzzle families with the
             # same parameters do not share one split decision.
             if is_heldout(f"{self.name}|{key}") == (split == "heldout"):
-                return self._make_case(split, index, f"{self.name}|{key}", prompt, reference, diff,
-                                       source="generated", **meta)
+                return f"{self.name}|{key}", prompt, reference, diff, meta
         raise RuntimeError(f"{self.name}: could not draw a {split} case")  # ~impossible
+
+    def case(self, index: int, split: str = "train", difficulty: str | None = None) -> Case:
+        check_split(split)
+        check_difficulty(difficulty)
+        if not 0 <= index < self.num_cases(split, difficulty):
+            raise IndexError(f"{self.name}: index {index} out of range")
+        if split == "heldout":
+            return self._heldout_case(index, difficulty)
+        key, prompt, reference, diff, meta = self._draw(split, index, difficulty, self._target(index))
+        return self._make_case(split, index, key, prompt, reference, diff, source="generated", **meta)
+
+    def _heldout_case(self, index: int, difficulty: str | None) -> Case:
+        state = ProceduralEnv._heldout.setdefault(
+            (self.name, difficulty), {"cases": [], "keys": set(), "draws": 0, "exhausted": False})
+        cases = state["cases"]
+        while len(cases) <= index and not state["exhausted"]:
+            slot = len(cases)
+            for _ in range(self.max_repeats):
+                key, prompt, reference, diff, meta = self._draw("heldout", state["draws"], difficulty,
+                                                                self._target(slot))
+                state["draws"] += 1
+                if key not in state["keys"]:
+                    state["keys"].add(key)
+                    cases.append(self._make_case("heldout", slot, key, prompt, reference, diff,
+                                                 source="generated", **meta))
+                    break
+            else:
+                state["exhausted"] = True
+        if index >= len(cases):
+            raise IndexError(f"{self.name}: only {len(cases)} distinct held-out cases"
+                             + (f" at difficulty {difficulty}" if difficulty else ""))
+        return cases[index]
 
 
 # --- registry -------------------------------------------------------------------
@@ -236,7 +329,7 @@ def register(cls: type[Env]) -> type[Env]:
 
 def _load_all() -> None:
     # Importing the modules registers their environments.
-    from opens1.envs import biology, chemistry, ecg, logic, math, physics  # noqa: F401
+    from opens1.envs import biology, chemistry, ecg, logic, math, physics, signals  # noqa: F401
 
 
 def list_envs(domain: str | None = None, data_root=None, available_only: bool = False) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from opens1.data.paths import has_data, open_data
-from opens1.envs.base import ANSWER_FORMAT, ItemEnv, register, split_items
+from opens1.envs.base import ANSWER_FORMAT, ItemEnv, is_heldout, register, split_items
 
 PROTEOME = "sequences/938293.PRJEB85.HG003687.faa"
 GENES = "sequences/CP040672.1.genes_100.fna"
@@ -219,3 +219,56 @@ class GCContentEnv(DNAEnv):
 
     def explain(self, case):
         return "Counting G and C bases and dividing by the length."
+
+
+# --- GC count in short windows -------------------------------------------------------
+
+GC_WINDOW = 12
+
+
+@lru_cache(maxsize=4)
+def _gc_windows(root) -> dict:
+    """12-base windows of the 100 genes, split by gene. Train windows start every 3 bases,
+    held-out ones every 6 (half overlapping), so the held-out split has ~1,400 windows."""
+    items = []
+    for gid, dna in read_fasta(root, GENES):
+        dna = dna.upper()
+        if set(dna) - set("ACGT"):
+            continue
+        stride = GC_WINDOW // 2 if is_heldout(gid) else GC_WINDOW // 4
+        for start in range(0, len(dna) - GC_WINDOW + 1, stride):
+            window = dna[start:start + GC_WINDOW]
+            gc = window.count("G") + window.count("C")
+            # difficulty: how far the count is from the middle (mixed windows are the long counts)
+            items.append({"key": f"gc|{gid}:{start}", "split_key": gid, "gene": gid, "dna": window,
+                          "gc": gc, "difficulty": "easy" if gc <= 4 else "medium" if gc <= 7 else "hard"})
+    return split_items(items)
+
+
+@register
+class GCCountEnv(ItemEnv):
+    """How many G or C bases a 12-base stretch of a real gene holds: the count behind GC
+    content, answered directly. Answer-balanced (train cycles through the counts, held-out
+    keeps at most 100 windows per count), so a constant answer scores about 0.13."""
+
+    name, domain, kind, what = "bio/gc_count", "biology", "number", "integer"
+    question = "How many G or C bases does this DNA sequence contain?"
+    balanced, heldout_per_class, train_per_class = True, 100, 2500
+
+    @classmethod
+    def available(cls, data_root=None) -> bool:
+        return has_data(data_root, GENES)
+
+    def _load(self):
+        return _gc_windows(self.data_root)
+
+    def item_answer(self, item) -> str:
+        return str(item["gc"])
+
+    def _build(self, item, split, index):
+        prompt = self.question + f"\n<DNA>{item['dna']}</DNA>\n" + ANSWER_FORMAT.format(what=self.what)
+        return self._make_case(split, index, item["key"], prompt, str(item["gc"]), item["difficulty"],
+                               source="genes", gene=item["gene"])
+
+    def sft_response(self, case):
+        return f"Answer: {case.reference}"

@@ -66,7 +66,7 @@ class MoleculeEnv(ItemEnv):
     """A question about one MOSES molecule; subclasses give `answer` and the question."""
 
     domain = "chemistry"
-    limit_train, limit_heldout = 4000, 800
+    limit_train, limit_heldout = 20_000, 2_000  # the whole embedded subset
     question = ""  # format string with {smiles}
     what = "value"
 
@@ -132,38 +132,52 @@ class MolWeightEnv(MoleculeEnv):
         return f"The formula is {formula}; summing standard atomic weights gives {case.reference}."
 
 
+class CountEnv(MoleculeEnv):
+    """A count over one molecule, answered directly ("Answer: 3"), answer-balanced: train cycles through the answers, held-out keeps at most
+    `heldout_per_class` molecules per answer, so always giving the most common answer
+    scores about 1/5 instead of 0.42."""
+
+    balanced, heldout_per_class, train_per_class = True, 130, 2500
+
+    def item_answer(self, item) -> str:
+        return self.answer(mol_from_smiles(item["smiles"]), item)
+
+    def sft_response(self, case: Case) -> str:
+        # The count is the whole answer: a sentence that repeats the SMILES would make most
+        # of the supervised tokens a copy of the prompt.
+        return f"Answer: {case.reference}"
+
+
 @register
-class RingCountEnv(MoleculeEnv):
+class RingCountEnv(CountEnv):
     name, kind, what = "chem/ring_count", "number", "integer"
     question = "How many rings (smallest set of smallest rings) does the molecule with SMILES {smiles} have?"
 
     def answer(self, mol, item):
         return str(rdMolDescriptors.CalcNumRings(mol))
 
-    def explain(self, case):
-        return f"Each ring-closure digit pair in {case.meta['smiles']} closes one ring."
-
 
 @register
-class AromaticRingEnv(MoleculeEnv):
+class AromaticRingEnv(CountEnv):
     name, kind, what = "chem/aromatic_rings", "number", "integer"
     question = "How many aromatic rings does the molecule with SMILES {smiles} have?"
 
     def answer(self, mol, item):
         return str(rdMolDescriptors.CalcNumAromaticRings(mol))
 
-    def explain(self, case):
-        return f"Counting rings of lowercase (aromatic) atoms in {case.meta['smiles']}."
-
 
 @register
-class AtomCountEnv(MoleculeEnv):
+class AtomCountEnv(CountEnv):
+    """Atoms of one heteroatom element (N, O, S, halogens; C only in a molecule without
+    any), the element fixed per molecule. Carbon counts of drug-like molecules run to 25+,
+    which a tiny model cannot count in one token; heteroatom counts are 1-6."""
+
     name, kind, what = "chem/atom_count", "number", "integer"
     question = "How many {element} atoms does the molecule with SMILES {smiles} contain?"
 
     def _element(self, item) -> str:
         mol = mol_from_smiles(item["smiles"])
-        elements = sorted({a.GetSymbol() for a in mol.GetAtoms()})
+        elements = sorted({a.GetSymbol() for a in mol.GetAtoms()} - {"C"}) or ["C"]
         return random.Random(item["key"]).choice(elements)  # fixed per molecule
 
     def extra(self, item):
@@ -172,9 +186,6 @@ class AtomCountEnv(MoleculeEnv):
     def answer(self, mol, item):
         el = self._element(item)
         return str(sum(a.GetSymbol() == el for a in mol.GetAtoms()))
-
-    def explain(self, case):
-        return f"Counting the atoms of the asked element in {case.meta['smiles']}."
 
 
 @register

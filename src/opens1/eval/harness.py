@@ -11,6 +11,17 @@ runs): with n samples per item, run k is "sample k of every item"; the score is
 the mean of the per-run accuracies and its standard error is the standard
 deviation across runs / sqrt(n). With one sample, the error is the binomial
 standard error over items.
+
+Read-outs that a model which ignores its input cannot pass:
+- the answer prior (`answer_prior`): the score of the best constant answer on the same
+  items (every distinct reference is tried as the one response given to every item);
+  `above_prior` = score - prior, with the standard error of a difference of two
+  proportions on n items, sqrt((a(1-a) + p(1-p)) / n);
+- the answer cross-entropy (`answer_cross_entropy`): the bits the model spends on the
+  gold answer, -log2 p(answer tokens | prompt, worked response up to "Answer: "),
+  averaged over items, beside the entropy of the items' empirical answer distribution
+  (`answer_entropy`), which is what the best input-ignoring predictor spends. Below the
+  entropy, the model's answer depends on the input even where its argmax is wrong.
 """
 
 from __future__ import annotations
@@ -19,7 +30,10 @@ import fnmatch
 import json
 import math
 import time
+from collections import Counter
 from pathlib import Path
+
+import torch
 
 from opens1.atomic import atomic_write
 from opens1.envs import Case, get_env, list_envs
@@ -101,6 +115,118 @@ def rescore_records(records: list[dict]) -> list[dict]:
     return out
 
 
+def constant_response(reference) -> str:
+    """The response that always gives `reference` as the answer."""
+    if isinstance(reference, dict) and "value" in reference:  # a number with a unit
+        reference = f"{reference['value']:g} {reference.get('unit') or ''}".strip()
+    return f"Answer: {reference}"
+
+
+def answer_prior(env, cases: list[Case], max_candidates: int = 32) -> tuple[float, str | None]:
+    """(score, answer) of the best constant answer on `cases`: each of the `max_candidates`
+    most common references, given as the response to every case, scored by the
+    environment's own verifier. With tolerances (5% on a gap) a common value may score
+    on many items; an exact-match task's prior is its most common answer's share."""
+    if not cases:
+        return 0.0, None
+    common = Counter(repr(c.reference) for c in cases).most_common(max_candidates)
+    best, best_answer = -1.0, None
+    for rep, _ in common:
+        ref = next(c.reference for c in cases if repr(c.reference) == rep)
+        response = constant_response(ref)
+        score = sum(float(env.verify(response, c).score) for c in cases) / len(cases)
+        if score > best:
+            best, best_answer = score, response
+    return best, best_answer
+
+
+def answer_entropy(cases: list[Case]) -> float:
+    """Entropy (bits) of the empirical distribution of the cases' references."""
+    counts = Counter(repr(c.reference) for c in cases)
+    n = sum(counts.values())
+    return -sum(k / n * math.log2(k / n) for k in counts.values()) if n else float("nan")
+
+
+def diff_stderr(a: float, b: float, n: int) -> float:
+    """Standard error of the difference of two proportions a and b measured on the same n items
+    (treated as independent: an upper bound when the two are positively correlated)."""
+    return math.sqrt(max(0.0, a * (1 - a) + b * (1 - b)) / max(1, n))
+
+
+def _answer_span(tokenizer, response: str) -> tuple[list[int], int]:
+    """(token ids of `response`, how many of its last tokens are the final answer value):
+    the tokens after the last "Answer: ", found as the ids that encoding the response adds
+    to encoding the text before the value."""
+    cut = response.rfind("Answer:")
+    if cut < 0:
+        raise ValueError(f"a worked response must end with an 'Answer:' line, got {response[-60:]!r}")
+    cut += len("Answer:")
+    while cut < len(response) and response[cut] == " ":
+        cut += 1
+    full, head = tokenizer.encode(response), tokenizer.encode(response[:cut])
+    if full[:len(head)] != head:  # the value's first token merged with the space: count it in
+        head = head[:-1]
+    return full, len(full) - len(head)
+
+
+@torch.no_grad()
+def answer_cross_entropy(model, tokenizer, processor, env, cases: list[Case], batch: int = 16,
+                         deadline: float | None = None) -> tuple[float, int]:
+    """(mean bits, items): -log2 p(answer tokens | prompt, worked response before the answer),
+    teacher-forced on the environment's verified worked response (`sft_response`), for as
+    many cases as fit before `deadline` (a time.perf_counter() value). Chats are rendered
+    without the thinking prompt, as the speedrun trains and evaluates them."""
+    import torch.nn.functional as F
+
+    was = model.training
+    model.eval()
+    bits: list[float] = []
+    try:
+        for start in range(0, len(cases), batch):
+            if deadline is not None and bits and time.perf_counter() >= deadline:
+                break
+            rows = []
+            for c in cases[start:start + batch]:
+                response = env.sft_response(c)
+                if not response:
+                    continue
+                prompt = processor(c.messages(), enable_thinking=False)  # ends with the generation prompt
+                ids, n_ans = _answer_span(tokenizer, response)
+                rows.append((prompt, prompt["input_ids"][0].tolist() + ids, n_ans))
+            if not rows:
+                continue
+            # right padding: under the causal mask the real tokens never see it
+            width = max(len(ids) for _, ids, _ in rows)
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            x = torch.full((len(rows), width), pad, dtype=torch.long)  # [B, W]
+            mask = torch.zeros_like(x)
+            for i, (_, ids, _) in enumerate(rows):
+                x[i, :len(ids)] = torch.tensor(ids)
+                mask[i, :len(ids)] = 1
+            extra = _concat_media([p for p, _, _ in rows])
+            logits = model(input_ids=x, attention_mask=mask, **extra).logits  # [B, W, V]
+            for i, (_, ids, n_ans) in enumerate(rows):
+                L = len(ids)
+                logp = F.log_softmax(logits[i, L - n_ans - 1:L - 1].float(), dim=-1)  # [n_ans, V]
+                bits.append(-float(logp.gather(1, x[i, L - n_ans:L, None]).sum()) / math.log(2))
+    finally:
+        model.train(was)
+    return (sum(bits) / len(bits) if bits else float("nan")), len(bits)
+
+
+def _concat_media(prompts: list[dict]) -> dict:
+    """The rows' images and series in row order (the model splices them in that order)."""
+    out: dict = {}
+    pixels = [p["pixel_values"] for p in prompts if p.get("pixel_values") is not None]
+    if pixels:
+        out["pixel_values"] = torch.cat(pixels)
+    series = [s for p in prompts for s in (p.get("time_series") or [])]
+    if series:
+        out["time_series"] = series
+        out["sampling_rates"] = [r for p in prompts for r in (p.get("sampling_rates") or [])]
+    return out
+
+
 def _mean(xs):
     return sum(xs) / len(xs) if xs else float("nan")
 
@@ -129,7 +255,14 @@ def summarize(records: list[dict]) -> dict:
         # pass@n: an item counts if any of its n samples is fully correct.
         pass_at_n = _mean([float(any(r["score"] >= 1.0 for r in rs if r["case"]["id"] == i)) for i in items])
         first = rs[0]
+        # the answer prior on the same items, graded by the task's own verifier (no data needed)
+        env = env_class(task)(None)
+        cases = [Case(c["id"], c["prompt"], c["reference"], c["meta"])
+                 for c in {r["case"]["id"]: r["case"] for r in rs}.values()]
+        prior, prior_answer = answer_prior(env, cases)
         results[task] = {"mean": mean, "stderr": se, "n_items": len(items), "n_samples": n_samples,
+                         "prior": prior, "prior_answer": prior_answer, "above_prior": mean - prior,
+                         "stderr_vs_prior": diff_stderr(mean, prior, len(items)),
                          f"pass@{n_samples}": pass_at_n,
                          "by_difficulty": {d: _mean(v) for d, v in sorted(by_diff.items())},
                          "sampling": first.get("sampling"), "template_hash": first.get("template_hash"),

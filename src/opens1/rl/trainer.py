@@ -61,6 +61,14 @@ class RLConfig:
     micro_batch_rows: int = 64
     loss: RLLossConfig = field(default_factory=RLLossConfig)
     correct_threshold: float = 1.0  # reward >= this counts as a correct rollout (OREAL's positives)
+    # Training reward only (held-out rewards stay exact): a wrong number earns
+    # partial_credit * max(0, 1 - |answer - reference| / max(1, |reference|)), so a group of
+    # near misses still ranks its rollouts instead of being dropped as all-wrong. 0: off.
+    partial_credit: float = 0.0
+    # DAPO's dynamic sampling: draw prompts in up to `sample_rounds` rounds of
+    # `prompts_per_step` until the step has `prompts_per_step` groups with mixed rewards
+    # (all-right or all-wrong groups carry no signal). 1: one round, as GRPO.
+    sample_rounds: int = 1
     # Mixture of rewards (opens1.rewards.mixture): data source -> verifier, weight. The default
     # routes every environment to its own verifier.
     rewards: dict = field(default_factory=lambda: {"sources": {"*": {"verifier": "env"}}})
@@ -160,8 +168,12 @@ class RLTrainer:
             out.append((name, env.case(idx, split="train")))
         return out
 
-    def _score(self, name: str, case, rollout: Rollout) -> float:
-        return float(self.mixture.score(name, response_text(self.tok, rollout), case))
+    def _score(self, name: str, case, rollout: Rollout, train: bool = False) -> float:
+        text = response_text(self.tok, rollout)
+        exact = float(self.mixture.score(name, text, case))
+        if not train or self.cfg.partial_credit <= 0 or exact >= self.cfg.correct_threshold:
+            return exact
+        return max(exact, self.cfg.partial_credit * numeric_closeness(self.mixture.verify(name, text, case), case))
 
     # ------------------------------------------------------------ log-probs of rollouts
 
@@ -194,14 +206,10 @@ class RLTrainer:
     def step(self) -> dict:
         cfg = self.cfg
         t0 = time.perf_counter()
-        cases = self._draw_cases(cfg.prompts_per_step)
-        prompts = [self._prompt_inputs(c) for _, c in cases]
-        groups = self.engine.generate(prompts, cfg.rollouts_per_prompt, self.sampling,
-                                      seed=self.rng.randrange(2**31))
-        rewards = torch.tensor([[self._score(n, c, r) for r in g] for (n, c), g in zip(cases, groups)])
+        cases, groups, rewards, keep, drawn = self._sample_groups()
         metrics = self._reward_metrics(cases, groups, rewards)
-        keep = ~degenerate_groups(rewards)
         metrics["kept_groups"] = int(keep.sum())
+        metrics["drawn_prompts"] = drawn
         if self._global_sum(int(keep.sum())) > 0:  # the same decision on every rank
             metrics.update(self._update(groups, rewards, keep))
             self.engine.update_weights(self.full_state_dict())
@@ -212,6 +220,28 @@ class RLTrainer:
             with open(self.log_path, "a") as f:
                 f.write(json.dumps({"step": self.result.steps, **metrics}) + "\n")
         return metrics
+
+    def _sample_groups(self):
+        """Rollout groups for one step: (cases, groups, rewards [G, n], keep [G] bool, prompts
+        drawn). With `sample_rounds` > 1, rounds of prompts are drawn until `prompts_per_step`
+        groups have mixed rewards (DAPO); the step then trains on those groups only."""
+        cfg = self.cfg
+        cases, groups, rows, drawn = [], [], [], 0
+        for _ in range(max(1, cfg.sample_rounds)):
+            new = self._draw_cases(cfg.prompts_per_step)
+            drawn += len(new)
+            gens = self.engine.generate([self._prompt_inputs(c) for _, c in new], cfg.rollouts_per_prompt,
+                                        self.sampling, seed=self.rng.randrange(2**31))
+            cases += new
+            groups += gens
+            rows += [[self._score(n, c, r, train=True) for r in g] for (n, c), g in zip(new, gens)]
+            keep = ~degenerate_groups(torch.tensor(rows))
+            if int(keep.sum()) >= cfg.prompts_per_step:
+                break
+        rewards = torch.tensor(rows)  # [G, n]
+        if cfg.sample_rounds > 1:  # the first prompts_per_step mixed groups, in draw order
+            keep &= keep.cumsum(0) <= cfg.prompts_per_step
+        return cases, groups, rewards, keep, drawn
 
     def _reward_metrics(self, cases, groups, rewards) -> dict:
         m = {"reward_mean": float(rewards.mean()), "response_len": float(
@@ -408,6 +438,19 @@ class RLTrainer:
         scores = [float(self.mixture.score(n, answers[n], c)) for n, c in cases]
         by_env = {k: {**v, "answer": answers[k]} for k, v in _per_env(cases, scores).items()}
         return (sum(scores) / len(scores) if scores else 0.0), by_env
+
+
+def numeric_closeness(result, case) -> float:
+    """1 - |answer - reference| / max(1, |reference|), clipped to [0, 1]: how near a numeric
+    answer (a VerifyResult's extracted text) came; 0 when either is not a number."""
+    try:
+        got = float(str(result.extracted).replace(",", ""))
+        ref = float(str(case.reference).replace(",", ""))
+    except (TypeError, ValueError):
+        return 0.0
+    if not (math.isfinite(got) and math.isfinite(ref)):
+        return 0.0
+    return max(0.0, 1.0 - abs(got - ref) / max(1.0, abs(ref)))
 
 
 def _eos(tokenizer) -> tuple[int, ...]:
