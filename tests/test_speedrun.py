@@ -192,6 +192,7 @@ def test_command_lines_parse(monkeypatch):
     seen = []
     monkeypatch.setattr(sr, "run", lambda scfg, start=None: seen.append(scfg))
     monkeypatch.setattr(sr, "train_tiny_tokenizer", lambda out, root=None: seen.append((out, root)))
+    monkeypatch.setattr(sr, "check_dir", lambda path, what="": str(path))  # ../shared/data may be absent
     assert sr.main(["--minutes", "3"]) == 0
     assert sr.main(["--steps", "sft=3000,rl=200", "--seed", "1"]) == 0
     assert sr.main(["--tasks", "chem/ring_count", "--stages", "sft,eval", "--minutes", "2"]) == 0
