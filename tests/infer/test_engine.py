@@ -38,6 +38,15 @@ def _tokens(events):
     return [e.token_id for e in events if e.token_id is not None]
 
 
+
+def _in_threads(*fns) -> None:
+    """Run each function in its own thread, all at once, and wait for all of them."""
+    threads = [threading.Thread(target=f) for f in fns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
 def _wait(pred, timeout=10.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -293,12 +302,8 @@ def test_penalties_match_generate_and_leave_other_rows_alone(model):
     engine = _engine(model, max_batch_size=4).start()
     events = {}
     try:
-        threads = [threading.Thread(target=lambda k=k, p=p, s=s: events.__setitem__(k, engine.generate(p, s)))
-                   for k, (p, s) in enumerate([([5, 6, 7, 5], pen), ([8, 9], plain), ([5, 6, 7, 5], plain)])]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _in_threads(*[lambda k=k, p=p, s=s: events.__setitem__(k, engine.generate(p, s))
+                      for k, (p, s) in enumerate([([5, 6, 7, 5], pen), ([8, 9], plain), ([5, 6, 7, 5], plain)])])
     finally:
         engine.shutdown()
     assert _tokens(events[0]) == generate(model, torch.tensor([[5, 6, 7, 5]]), pen)[0, 4:].tolist()
@@ -343,11 +348,7 @@ def test_constraints_mask_their_row_only_and_fail_alone(model):
 
     forced, broken = _Allowed([11, 12, 13, 14, 15, 16]), _Allowed([11, 12, 13], fail_at=2)
     try:
-        threads = [threading.Thread(target=run, args=a) for a in ((0, forced), (1, broken), (2, None))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _in_threads(*[lambda a=a: run(*a) for a in ((0, forced), (1, broken), (2, None))])
     finally:
         engine.shutdown()
     assert _tokens(out[0][1]) == [11, 12, 13, 14, 15, 16] == forced.seen

@@ -19,6 +19,17 @@ REAL_GENERATION_CONFIG = os.path.join(os.path.dirname(__file__), "..", "tokenize
 pytestmark = pytest.mark.timeout(120)
 
 
+
+def _wait_healthy(url: str, seconds: float = 90) -> None:
+    """Poll /health until the server subprocess answers (its start-up builds the model)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+
 def test_unknown_model_is_a_clear_error(capsys):
     assert main(["--model", "no-such-preset-or-dir"]) == 2
     assert "neither a checkpoint directory nor a preset" in capsys.readouterr().err
@@ -120,13 +131,7 @@ def test_serve_subprocess_with_api_key():
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        _wait_healthy(url)
         client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
         r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
         assert r.usage.completion_tokens >= 1
@@ -193,13 +198,7 @@ def test_done_when_vllm_habits_end_to_end():
                                                "phase": {"enum": ["solid", "liquid", "gas"]}},
               "required": ["element", "phase"], "additionalProperties": False}
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        _wait_healthy(url)
         client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=300)
         assert [m.id for m in client.models.list().data] == ["s1-tiny"]
         assert client.models.list().data[0].model_extra["max_model_len"] == 1024
