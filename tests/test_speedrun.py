@@ -230,6 +230,9 @@ def test_rl_runs_only_where_sft_beats_the_prior():
              "c": {"score": 0.2, "above_prior": -0.1, "stderr": 0.05},
              "e": {"score": 0.99, "above_prior": 0.8, "stderr": 0.02}}  # solved: nothing left for RL
     assert sr.choose_rl_envs(probe, ["a", "b", "c", "d", "e"]) == ["a"]
+    probe["f"] = {"score": 0.8, "above_prior": 0.55, "stderr": 0.04}  # two qualify: the furthest along
+    assert sr.choose_rl_envs(probe, ["a", "f", "e"]) == ["f"]
+    assert sr.choose_rl_envs(probe, ["b", "c", "e"]) == []
 
 
 def test_equal_length_series_prompts_are_generated_as_one_batch():
