@@ -230,8 +230,11 @@ def test_rl_runs_only_where_sft_beats_the_prior():
              "c": {"score": 0.2, "above_prior": -0.1, "stderr": 0.05},
              "e": {"score": 0.99, "above_prior": 0.8, "stderr": 0.02}}  # solved: nothing left for RL
     assert sr.choose_rl_envs(probe, ["a", "b", "c", "d", "e"]) == ["a"]
-    probe["f"] = {"score": 0.8, "above_prior": 0.55, "stderr": 0.04}  # two qualify: the furthest along
-    assert sr.choose_rl_envs(probe, ["a", "f", "e"]) == ["f"]
+    probe["f"] = {"score": 0.8, "above_prior": 0.55, "stderr": 0.04}  # both mostly right: the one with most room
+    probe["g"] = {"score": 0.55, "above_prior": 0.3, "stderr": 0.04}
+    assert sr.choose_rl_envs(probe, ["a", "f", "g", "e"]) == ["g"]
+    probe["h"] = {"score": 0.45, "above_prior": 0.3, "stderr": 0.04}  # none mostly right: the furthest along
+    assert sr.choose_rl_envs(probe, ["b", "h", "e"]) == ["h"]
     assert sr.choose_rl_envs(probe, ["b", "c", "e"]) == []
 
 
