@@ -368,7 +368,7 @@ def row_tokenizer(args) -> list[dict]:
 
     import json
 
-    from opens1.data.paths import open_data
+    from opens1.common.paths import open_data
 
     tok = load_tokenizer(None)
     with open_data(None, "qa/math500_test.jsonl") as f:  # MATH-500 problems: prose with LaTeX

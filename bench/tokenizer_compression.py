@@ -40,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-from opens1.data.paths import data_root, has_data, open_data
+from opens1.common.paths import data_root, has_data, open_data
 from opens1.tokenizer import load_tokenizer, qwen3_tokenizer
 from opens1.tokenizer.train import GENES, proteins, random_smiles, read_fasta, reactions, unseen_proteome
 

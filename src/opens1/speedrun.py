@@ -40,7 +40,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from opens1.cli_util import HelpFormatter, add_list_argument, check_dir, check_env_names
+from opens1.cli.util import HelpFormatter, add_list_argument, check_dir, check_env_names
 
 # The tasks SFT trains on and the evaluation scores, each one a scientist would recognise
 # and each answer-balanced: ring, aromatic-ring and heteroatom counts of real drug-like

@@ -33,7 +33,7 @@ def test_shipped_classifier_ranks_hand_labelled_set():
 def test_shipped_classifier_on_unseen_real_questions():
     # GSM8K *test* is never used for training (train split only). A worked problem is a maths
     # document; the bare one-line word problems alone score lower (~60% recall, see bench).
-    from opens1.data.paths import open_data
+    from opens1.common.paths import open_data
 
     with open_data(None, "qa/gsm8k_test.jsonl") as f:
         rows = [json.loads(l) for _, l in zip(range(100), f)]

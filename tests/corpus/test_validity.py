@@ -5,7 +5,7 @@ import csv
 
 from opens1.corpus.validity import (check_record, dna_valid, protein_valid, reaction_valid, sequence_valid,
                                     smiles_valid)
-from opens1.data.paths import open_data
+from opens1.common.paths import open_data
 
 
 def _fasta(rel):

@@ -153,7 +153,7 @@ def test_scibench_from_shared_data(shared_data):
     case = env.case(0, "heldout")
     assert env.verify(env.sft_response(case), case).score == 1.0
     # Nothing of SciBench is packaged.
-    from opens1.data.paths import EMBEDDED
+    from opens1.common.paths import EMBEDDED
 
     assert not (EMBEDDED / "qa" / "scibench").exists()
 

@@ -243,7 +243,7 @@ def test_tiny_preset_with_images_and_series_round_trips(tmp_path):
     """Both towers (incl. the time-series tower's persistent sinusoid table) survive
     save_pretrained -> load_model, and a prompt with an image and an ECG series runs."""
     from opens1.config import get_preset
-    from opens1.data.paths import find_data
+    from opens1.common.paths import find_data
     from opens1.models.s1 import S1ForConditionalGeneration
     from opens1.processing.images import image_to_pixel_values
     from opens1.processing.series import preprocess_series, read_wfdb, series_num_tokens

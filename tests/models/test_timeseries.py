@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from opens1.config import TimeSeriesConfig, get_preset
-from opens1.data.paths import find_data
+from opens1.common.paths import find_data
 from opens1.models.timeseries import (
     TimeSeriesProjector,
     TimeSeriesTower,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from opens1.config import get_preset
-from opens1.data.paths import find_data
+from opens1.common.paths import find_data
 from opens1.models.timeseries import TimeSeriesTower
 from opens1.processing.series import (
     default_sampling_rate,

@@ -42,8 +42,8 @@ from typing import Callable, Sequence
 import numpy as np
 import regex as re
 
-from opens1.atomic import atomic_write
-from opens1.cli_util import HelpFormatter
+from opens1.common.atomic import atomic_write
+from opens1.cli.util import HelpFormatter
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = ASSETS / "science_classifier"
@@ -279,7 +279,7 @@ def science_examples(root: str | Path | None, per_domain: int = 1500, seed: int 
     problems and worked solutions by textbook; Swiss-Prot entry descriptions (life science).
     Missing files are skipped, so the embedded subset (GSM8K, MATH-500 only) still works.
     """
-    from opens1.data.paths import has_data, open_data
+    from opens1.common.paths import has_data, open_data
 
     out: list[tuple[str, str]] = []
 

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name.ljust(16)}  {text}")
         return 0
     if argv[0] not in COMMANDS:
-        from opens1.cli_util import did_you_mean
+        from opens1.cli.util import did_you_mean
 
         print(f"opens1 data: unknown command {argv[0]!r}{did_you_mean(argv[0], COMMANDS)}; known: {', '.join(COMMANDS)}",
               file=sys.stderr)

@@ -40,7 +40,7 @@ from typing import Sequence
 import numpy as np
 import regex as re
 
-from opens1.cli_util import HelpFormatter
+from opens1.cli.util import HelpFormatter
 
 _PUNCT = re.compile(r"[\p{P}\p{S}]+")
 _MASK32 = np.uint64(0xFFFFFFFF)

@@ -47,8 +47,8 @@ from typing import Iterable, Iterator
 
 import regex as re
 
-from opens1.atomic import atomic_write
-from opens1.cli_util import HelpFormatter
+from opens1.common.atomic import atomic_write
+from opens1.cli.util import HelpFormatter
 
 # Gopher's stop-word rule: real prose uses at least two of these.
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})

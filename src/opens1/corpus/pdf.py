@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_ready
 from pathlib import Path
 
-from opens1.atomic import atomic_write
+from opens1.common.atomic import atomic_write
 from opens1.corpus import markdown as md
 from opens1.corpus import ocr
 from opens1.corpus.route import RouterConfig, garble_ratio, route, score_page
@@ -543,7 +543,7 @@ def run(paths: list[str], cfg: ParseConfig, log=print, tick=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from opens1.cli_util import HelpFormatter, add_quiet_argument, progress, require
+    from opens1.cli.util import HelpFormatter, add_quiet_argument, progress, require
 
     ap = argparse.ArgumentParser(prog="opens1 data parse-pdf", description=__doc__.split("\n\n")[0],
                                  formatter_class=HelpFormatter)

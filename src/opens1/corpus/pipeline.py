@@ -64,7 +64,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from opens1.atomic import atomic_write
+from opens1.common.atomic import atomic_write
 from opens1.corpus import dedup as D
 from opens1.corpus import filters as F
 from opens1.corpus.validity import check_record
@@ -522,7 +522,7 @@ class LocalExecutor:
         self.quiet = quiet  # False: a progress bar per phase (on a terminal)
 
     def map(self, fn: Callable, items: list) -> list:
-        from opens1.cli_util import progress
+        from opens1.common.progress import progress
 
         desc = {"run_phase_a": "build A (filter)", "run_phase_c": "build C (write)"}.get(fn.__name__, fn.__name__)
         with progress(len(items), desc, quiet=self.quiet, unit="shard") as bar:
@@ -615,7 +615,7 @@ def run_pipeline(cfg: PipelineConfig, executor=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from opens1.cli_util import HelpFormatter, UserError, add_quiet_argument, require
+    from opens1.cli.util import HelpFormatter, UserError, add_quiet_argument, require
 
     ap = argparse.ArgumentParser(prog="opens1 data build", description=__doc__.split("\n\n")[0],
                                  formatter_class=HelpFormatter)

@@ -40,7 +40,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from opens1.data.paths import data_root, has_data, open_data, read_fasta
+from opens1.common.paths import data_root, has_data, open_data, read_fasta
 
 
 @dataclass

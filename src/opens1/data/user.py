@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from opens1.cli_util import UserError, did_you_mean
+from opens1.common.errors import UserError, did_you_mean
 from opens1.envs.base import DIFFICULTIES, Case, ItemEnv, _REGISTRY, register, split_items
 
 ROLES = ("system", "user", "assistant", "tool")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from opens1.data.paths import has_data, open_data
+from opens1.common.paths import has_data, open_data
 from opens1.envs.base import ANSWER_FORMAT, ItemEnv, is_heldout, register, split_items
 
 PROTEOME = "sequences/938293.PRJEB85.HG003687.faa"

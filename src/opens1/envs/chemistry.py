@@ -21,7 +21,7 @@ from functools import lru_cache
 from rdkit import Chem
 from rdkit.Chem import Descriptors, rdMolDescriptors
 
-from opens1.data.paths import has_data, open_data
+from opens1.common.paths import has_data, open_data
 from opens1.envs.base import ANSWER_FORMAT, Case, ItemEnv, register, split_items
 from opens1.rewards.chem import canonical_smiles, mol_from_smiles
 

@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from opens1.data.paths import find_data, has_data
+from opens1.common.paths import find_data, has_data
 from opens1.envs.base import DIFFICULTIES, ItemEnv, is_heldout, register
 
 RECORD = "timeseries/100"

@@ -12,7 +12,7 @@ import json
 import re
 from functools import lru_cache
 
-from opens1.data.paths import has_data, open_data
+from opens1.common.paths import has_data, open_data
 from opens1.envs.base import ANSWER_FORMAT, ItemEnv, register, split_items
 
 _CALC_RE = re.compile(r"<<[^>]*>>")  # GSM8K calculator annotations

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
-from opens1.data.paths import data_root, has_data
+from opens1.common.paths import data_root, has_data
 from opens1.envs.base import ANSWER_FORMAT, ItemEnv, register, split_items
 from opens1.rewards.units import clean_latex, parse_unit
 

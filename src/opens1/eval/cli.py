@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from opens1.cli_util import (HelpFormatter, add_list_argument, add_quiet_argument, check_dir, check_env_names,
+from opens1.cli.util import (HelpFormatter, add_list_argument, add_quiet_argument, check_dir, check_env_names,
                              missing_extra, progress)
 from opens1.eval.backends import EVAL_SAMPLING
 from opens1.eval.harness import generate_records, rescore_records, resolve_tasks, summarize, write_jsonl_atomic
@@ -166,6 +166,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from opens1.cli_util import run_main
+    from opens1.cli.util import run_main
 
     sys.exit(run_main(main, None, "opens1 eval"))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from opens1.atomic import atomic_write
+from opens1.common.atomic import atomic_write
 from opens1.envs import Case, get_env, list_envs
 from opens1.envs.base import env_class
 from opens1.eval.backends import EVAL_SAMPLING

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from opens1.atomic import atomic_write
+from opens1.common.atomic import atomic_write
 
 
 def to_markdown(summary: dict) -> str:

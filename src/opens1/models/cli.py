@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from opens1.cli_util import HelpFormatter, add_subcommands, did_you_mean
+from opens1.cli.util import HelpFormatter, add_subcommands, did_you_mean
 
 
 def _params(args) -> int:

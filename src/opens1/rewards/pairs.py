@@ -26,7 +26,7 @@ import re
 
 from rdkit import Chem
 
-from opens1.data.paths import open_data
+from opens1.common.paths import open_data
 from opens1.rewards.chem import canonical_smiles, mol_from_smiles
 
 _PROSE = ["Answer: {x}", "The product is {x}.", "<think>Let me think: maybe CCO.</think>\nAnswer: {x}",

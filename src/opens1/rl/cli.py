@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from opens1.cli_util import (HelpFormatter, UserError, add_list_argument, add_quiet_argument, check_dir, check_env_names,
+from opens1.cli.util import (HelpFormatter, UserError, add_list_argument, add_quiet_argument, check_dir, check_env_names,
                               progress)
 
 
@@ -137,6 +137,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from opens1.cli_util import run_main
+    from opens1.cli.util import run_main
 
     sys.exit(run_main(main, None, "opens1 rl"))

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-from opens1.cli_util import HelpFormatter
+from opens1.cli.util import HelpFormatter
 from opens1.processing.series import MAX_SERIES_VALUES
 from opens1.serve.prepare import CHARS_PER_TOKEN, MAX_REQUEST_PIXELS
 from opens1.serve.protocol import ServeDefaults

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from opens1.cli_util import HelpFormatter, add_subcommands
+from opens1.cli.util import HelpFormatter, add_subcommands
 
 
 def _train(args) -> int:

@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from opens1.data.paths import data_root, has_data, open_data, read_fasta
+from opens1.common.paths import data_root, has_data, open_data, read_fasta
 from opens1.tokenizer.base import QWEN_PATTERN
 
 

@@ -11,7 +11,7 @@ See `opens1 train --help` (opens1/train/cli.py) for every option.
 
 import sys
 
-from opens1.cli_util import run_main
+from opens1.cli.util import run_main
 from opens1.train.cli import main
 
 sys.exit(run_main(main, None, "opens1 train"))

@@ -38,7 +38,7 @@ import json
 import sys
 from pathlib import Path
 
-from opens1.cli_util import HelpFormatter, UserError
+from opens1.cli.util import HelpFormatter, UserError
 from opens1.train.config import apply_overrides, get_train_preset, stage_presets
 
 
@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 def _split_data(args: argparse.Namespace) -> None:
     """--data PATH...: folders are a data root, files are your own data; data-file names in
     --sources count as --data files."""
-    from opens1.cli_util import split_list
+    from opens1.cli.util import split_list
     from opens1.data.user import is_data_file, split_data_paths
 
     paths = list(args.data or [])
@@ -218,6 +218,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from opens1.cli_util import run_main
+    from opens1.cli.util import run_main
 
     sys.exit(run_main(main, None, "opens1 train"))

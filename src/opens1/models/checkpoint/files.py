@@ -1,6 +1,6 @@
 """The safetensors files of a checkpoint directory: one model.safetensors, or shards named by
 model.safetensors.index.json. Reading is lazy (headers first, tensors one at a time); writing
-is sharded and atomic (opens1/atomic.py: ordinary 0644-style permissions). Pickled weights are never read.
+is sharded and atomic (opens1/common/atomic.py: ordinary 0644-style permissions). Pickled weights are never read.
 
 A checkpoint is untrusted input: the shard index may only name files inside the model
 directory (relative paths without `..`; symlinks inside it, as the HF cache makes, are
@@ -15,7 +15,7 @@ from typing import Iterable
 
 import torch
 
-from opens1.atomic import atomic_write
+from opens1.common.atomic import atomic_write
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"

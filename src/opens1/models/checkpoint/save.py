@@ -13,7 +13,7 @@ import torch
 
 from opens1.config import S1Config
 from opens1.models.checkpoint.configs import GENERATION_CONFIG
-from opens1.atomic import atomic_write
+from opens1.common.atomic import atomic_write
 from opens1.models.checkpoint.files import write_json, write_shards
 from opens1.models.checkpoint.layout import Layout
 from opens1.models.checkpoint.load import load_model

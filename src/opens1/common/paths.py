@@ -16,7 +16,7 @@ import lzma
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
-EMBEDDED = Path(__file__).resolve().parent / "embedded"
+EMBEDDED = Path(__file__).resolve().parents[1] / "data" / "embedded"
 _SUFFIXES = ("", ".gz", ".xz")
 
 

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import argparse
 import copy
-import difflib
 import os
 import sys
 from typing import Callable, Iterable, Sequence
 
+from opens1.common.errors import UserError, did_you_mean, missing_extra, require
+from opens1.common.progress import progress
+
+# the shared errors and progress bar, re-exported so a command imports its helpers from one place
+__all__ = ["HelpFormatter", "UserError", "add_list_argument", "add_quiet_argument", "add_subcommands", "check_dir",
+           "check_env_names", "did_you_mean", "missing_extra", "progress", "require", "run_main", "split_list"]
+
 DEBUG_ENV = "OPENS1_DEBUG"
-
-
-class UserError(Exception):
-    """A mistake in the user's input (arguments, files, rows): shown as one line, no traceback."""
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -84,16 +86,6 @@ def add_list_argument(parser: argparse.ArgumentParser, *flags: str, default: Seq
     return parser.add_argument(*flags, nargs="+", action=_ListAction, default=list(default), **kw)
 
 
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """' (did you mean x?)' for the closest names, else ''."""
-    known = list(known)
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    if not close:  # "ring_count" against "chem/ring_count": compare the part after the domain
-        tails = {k.split("/", 1)[-1]: k for k in known}
-        close = [tails[t] for t in difflib.get_close_matches(name.split("/", 1)[-1], list(tails), n=3, cutoff=0.6)]
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
-
-
 def check_env_names(names: Iterable[str], what: str = "environment") -> None:
     """Every name (not glob) is a registered environment, or a UserError with suggestions."""
     import glob
@@ -113,27 +105,6 @@ def check_dir(path: str | os.PathLike, what: str = "directory") -> str:
         raise UserError(f"{what} {str(path)!r} does not exist" if not os.path.exists(path)
                         else f"{what} {str(path)!r} is not a directory")
     return str(path)
-
-
-def missing_extra(exc: ModuleNotFoundError, feature: str, extra: str = "api") -> UserError:
-    """The one-line message for an optional dependency that is not installed."""
-    return UserError(f"{feature} needs the {exc.name!r} package: pip install \"opens1[{extra}]\"")
-
-
-def require(module: str, feature: str, extra: str = "api") -> None:
-    """Fail early, in one line naming the extra to install, when an optional module is missing."""
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise missing_extra(ModuleNotFoundError(f"No module named {module!r}", name=module), feature, extra)
-
-
-def progress(total: int | None = None, desc: str = "", *, quiet: bool = False, unit: str = "it"):
-    """A tqdm bar on stderr; silent when stderr is not a terminal (logs, CI) or with --quiet."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=quiet or not sys.stderr.isatty(), leave=False,
-                dynamic_ncols=True)
 
 
 def add_quiet_argument(parser: argparse.ArgumentParser) -> None:

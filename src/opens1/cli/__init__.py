@@ -44,11 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        from opens1.cli_util import did_you_mean
+        from opens1.cli.util import did_you_mean
 
         print(f"opens1: unknown command {name!r}{did_you_mean(name, COMMANDS)}\n\n{_usage()}", file=sys.stderr)
         return 2
-    from opens1.cli_util import run_main
+    from opens1.cli.util import run_main
 
     module = importlib.import_module(COMMANDS[name][0])
     return run_main(module.main, rest + ["--debug"] * debug, f"opens1 {name}")

@@ -8,7 +8,7 @@ import stat
 import pytest
 import torch
 
-from opens1.atomic import atomic_write, umask
+from opens1.common.atomic import atomic_write, umask
 
 
 def _mode(path) -> int:

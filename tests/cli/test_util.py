@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from opens1.cli import COMMANDS, main
-from opens1.cli_util import (HelpFormatter, UserError, add_list_argument, did_you_mean, require, run_main,
+from opens1.cli.util import (HelpFormatter, UserError, add_list_argument, did_you_mean, require, run_main,
                              split_list)
 
 
