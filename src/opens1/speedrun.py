@@ -554,16 +554,17 @@ def run_rl(model, tok, proc, envs: list[str], seconds: float, data, seed: int, h
     budget = None if steps else seconds
     # held-out reward before and after on the same items, greedy and sampled (one sample per
     # item at the rollout temperature, fixed seeds).
-    before, n = trainer.heldout_reward(batch=32, deadline=None if steps else t0 + 0.12 * seconds)
-    by_env_before = trainer.heldout_by_env
-    before_s, n = trainer.heldout_reward(items=n, batch=32, temperature=cfg.temperature)
+    b = trainer.heldout_reward(batch=32, deadline=None if steps else t0 + 0.12 * seconds)
+    n = b.items
+    before_s = trainer.heldout_reward(items=n, batch=32, temperature=cfg.temperature).reward
     eval_time = time.perf_counter() - t0
     res = rl_loop(trainer, steps=steps or None,
                   seconds=None if steps else max(0.0, budget - 1.15 * eval_time - (time.perf_counter() - t0)))
-    after, _ = trainer.heldout_reward(items=n, batch=32)
-    by_env_after = trainer.heldout_by_env
-    after_s, _ = trainer.heldout_reward(items=n, batch=32, temperature=cfg.temperature)
-    prior, prior_by_env = trainer.answer_prior_reward(n)  # always the most common answer
+    a = trainer.heldout_reward(items=n, batch=32)
+    after_s = trainer.heldout_reward(items=n, batch=32, temperature=cfg.temperature).reward
+    p = trainer.answer_prior_reward(n)  # always the most common answer
+    before, after, prior = b.reward, a.reward, p.reward
+    by_env_before, by_env_after, prior_by_env = b.by_env, a.by_env, p.by_env
     se = math.sqrt((before * (1 - before) + after * (1 - after)) / max(1, n))
     se_s = math.sqrt((before_s * (1 - before_s) + after_s * (1 - after_s)) / max(1, n))
     log(f"rl: {res.steps} steps on {envs}; held-out reward greedy {before:.3f} -> {after:.3f} (se of diff {se:.3f}), "

@@ -99,4 +99,4 @@ def test_sampled_heldout_reward_is_reproducible(parts):
     tok, proc, model = parts
     trainer = RLTrainer(model, tok, proc, RLConfig(envs=["logic/counting"], max_new_tokens=4))
     a = trainer.heldout_reward(items=4, temperature=1.0)
-    assert a == trainer.heldout_reward(items=4, temperature=1.0) and a[1] == 4
+    assert a == trainer.heldout_reward(items=4, temperature=1.0) and a.items == 4

@@ -64,8 +64,8 @@ def test_rl_steps_run_and_log(parts, tmp_path, algorithm):
     cfg = RLConfig(envs=["logic/counting", "bio/gc_content"], prompts_per_step=2, rollouts_per_prompt=4,
                    max_new_tokens=6, heldout_items=4, loss=RLLossConfig(algorithm=algorithm))
     trainer = RLTrainer(m, tok, proc, cfg, log_path=tmp_path / "rl.jsonl")
-    before, n = trainer.heldout_reward()
-    assert n == 4 and 0.0 <= before <= 1.0
+    before = trainer.heldout_reward()
+    assert before.items == 4 and 0.0 <= before.reward <= 1.0
     res = trainer.train(steps=2)
     assert res.steps == 2 and len(res.history) == 2
     for h in res.history:
@@ -116,8 +116,8 @@ def test_heldout_cases_are_a_fixed_prefix_when_an_env_runs_out(parts):
 def test_heldout_reward_per_env_breakdown(parts):
     tok, proc, model = parts
     trainer = RLTrainer(model, tok, proc, RLConfig(envs=["logic/counting", "bio/gc_content"], max_new_tokens=4))
-    mean, n = trainer.heldout_reward(items=6)
-    by = trainer.heldout_by_env
+    r = trainer.heldout_reward(items=6)
+    mean, n, by = r.reward, r.items, r.by_env
     assert {k: v["items"] for k, v in by.items()} == {"logic/counting": 3, "bio/gc_content": 3}
     assert abs(sum(v["reward"] * v["items"] for v in by.values()) / n - mean) < 1e-9
 
@@ -129,7 +129,8 @@ def test_answer_prior_reward_is_the_most_common_answers_share(parts):
 
     tok, proc, model = parts
     trainer = RLTrainer(model, tok, proc, RLConfig(envs=["logic/counting", "ecg/beat_label"], max_new_tokens=4))
-    mean, by = trainer.answer_prior_reward(60)
+    p = trainer.answer_prior_reward(60)
+    mean, by = p.reward, p.by_env
     cases = trainer.heldout_cases(60)
     for env in ("logic/counting", "ecg/beat_label"):
         refs = Counter(repr(c.reference) for n, c in cases if n == env)

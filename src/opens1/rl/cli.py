@@ -121,10 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         engine = RayEngine(model, num_workers=args.ray_workers, pad_token_id=tok.pad_token_id)
     trainer = RLTrainer(model, tok, proc, cfg, engine=engine, log_path=out / "metrics.jsonl")
     rank = int(os.environ.get("RANK", "0"))
-    before, n = trainer.heldout_reward()
-    print(f"held-out reward before RL: {before:.3f} on {n} items", file=sys.stderr)
+    before = trainer.heldout_reward()
+    print(f"held-out reward before RL: {before.reward:.3f} on {before.items} items", file=sys.stderr)
     res = _train(trainer, args)
-    after, n = trainer.heldout_reward()
+    after = trainer.heldout_reward(items=before.items)
+    n, before, after = after.items, before.reward, after.reward
     print(f"held-out reward after RL:  {after:.3f} on {n} items ({res.steps} steps, {res.seconds:.0f}s)", file=sys.stderr)
     if rank == 0:
         summary = {"heldout_reward_before": before, "heldout_reward_after": after, "heldout_items": n,

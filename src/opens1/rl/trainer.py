@@ -13,9 +13,9 @@ Library use (the speedrun does this):
 
     from opens1.rl.trainer import RLConfig, RLTrainer
     trainer = RLTrainer(model, tokenizer, processor, RLConfig(envs=["gc_content"]))
-    before = trainer.heldout_reward()
+    before = trainer.heldout_reward()        # HeldoutReward(reward, items, by_env)
     result = trainer.train(max_seconds=300)
-    after = trainer.heldout_reward()
+    after = trainer.heldout_reward(items=before.items)
 """
 
 from __future__ import annotations
@@ -80,6 +80,15 @@ class RLConfig:
     enable_thinking: bool = False  # tiny models answer directly
     heldout_items: int = 64
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class HeldoutReward:
+    """A held-out read-out: the mean reward, how many items it covers, and per environment
+    {"reward": mean, "items": n} (plus "answer" for the answer prior)."""
+    reward: float
+    items: int
+    by_env: dict[str, dict]
 
 
 @dataclass
@@ -150,7 +159,6 @@ class RLTrainer:
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.result = RLResult()
-        self.heldout_by_env: dict[str, dict] = {}
 
     # ------------------------------------------------------------ prompts and rewards
 
@@ -399,16 +407,15 @@ class RLTrainer:
         return cases
 
     @torch.no_grad()
-    def heldout_reward(self, items: int | None = None, batch: int = 32,
-                       deadline: float | None = None, temperature: float = 0.0) -> tuple[float, int]:
+    def heldout_reward(self, items: int | None = None, *, batch: int = 32,
+                       deadline: float | None = None, temperature: float = 0.0) -> HeldoutReward:
         """Mean greedy reward on a fixed slice of the held-out split: case i of every
         environment, then case i + 1, ... (so any prefix is balanced). With a `deadline`
         (time.perf_counter() value) it stops between batches; the count says how many items
         were scored, and `heldout_reward(items=that count)` scores exactly the same ones again.
         `temperature` > 0 scores one sample per item (fixed seed) instead of the greedy answer:
         the policy RL optimises, which greedy decoding hides while the argmax does not flip.
-        Returns (mean reward in [0, 1], number of items); `self.heldout_by_env` then holds
-        the per-environment means."""
+        Returns the mean reward in [0, 1], the number of items and the per-environment means."""
         items = items if items is not None else self.cfg.heldout_items
         cases = self.heldout_cases(items)
         greedy = SamplingParams(max_new_tokens=self.cfg.max_new_tokens, temperature=temperature,
@@ -420,14 +427,15 @@ class RLTrainer:
             chunk = cases[s:s + batch]
             outs = self.engine.generate([self._prompt_inputs(c) for _, c in chunk], 1, greedy, seed=s)
             scores += [self._score(n, c, g[0]) for (n, c), g in zip(chunk, outs)]
-        self.heldout_by_env = _per_env(cases, scores)  # for reports
-        return (sum(scores) / len(scores) if scores else 0.0), len(scores)
+        return HeldoutReward(reward=sum(scores) / len(scores) if scores else 0.0, items=len(scores),
+                             by_env=_per_env(cases, scores))
 
-    def answer_prior_reward(self, items: int) -> tuple[float, dict]:
+    def answer_prior_reward(self, items: int) -> HeldoutReward:
         """The held-out reward of the answer prior: per environment, one fixed response (the
         worked answer for its most common reference) scored on every case of the slice that
         `heldout_reward(items)` scores. A policy that only learned which answer is most frequent
-        reaches this, so RL gains are to be read against it. Returns (mean, {env: {reward, items}})."""
+        reaches this, so RL gains are to be read against it. `by_env[env]["answer"]` is the
+        fixed response."""
         cases = self.heldout_cases(items)
         answers = {}
         for name in dict.fromkeys(n for n, _ in cases):
@@ -437,7 +445,7 @@ class RLTrainer:
             answers[name] = self.envs[name].sft_response(exemplar) or str(exemplar.reference)
         scores = [float(self.mixture.score(n, answers[n], c)) for n, c in cases]
         by_env = {k: {**v, "answer": answers[k]} for k, v in _per_env(cases, scores).items()}
-        return (sum(scores) / len(scores) if scores else 0.0), by_env
+        return HeldoutReward(reward=sum(scores) / len(scores) if scores else 0.0, items=len(scores), by_env=by_env)
 
 
 def numeric_closeness(result, case) -> float:
