@@ -69,7 +69,7 @@ def sft_model(args, tok):
         return model, proc, {"cached": str(path)}
     samples, live = sft_samples(None, per_env=args.sft_per_env, tasks=args.sft_envs.split(","))
     scfg = SpeedrunConfig(minutes=args.sft_seconds / 60, seed=args.sft_seed, seq_len=256, micro_batch_size=8)
-    entry = run_train_stage("sft", model, tok, proc, scfg, args.sft_seconds, Path(args.cache) / "work",
+    entry = run_train_stage("sft", model, tok, proc, scfg, seconds=args.sft_seconds, out=Path(args.cache) / "work",
                             samples=samples)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -9,7 +9,7 @@ import sys
 
 # subcommand -> (module whose main(argv) runs it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "speedrun": ("opens1.speedrun", "train a tiny Intern-S1 end to end on real data, with a report"),
+    "speedrun": ("opens1.cli.speedrun", "train a tiny Intern-S1 end to end on real data, with a report"),
     "train": ("opens1.train.cli", "pretraining, multimodal pretraining and SFT (torchrun-ready)"),
     "rl": ("opens1.rl.cli", "online RL with a mixture of rewards (GRPO, OREAL, KL-Cov)"),
     "eval": ("opens1.eval.cli", "score a model or an OpenAI-compatible endpoint on environments"),

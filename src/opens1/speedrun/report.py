@@ -1,14 +1,25 @@
 """The speedrun's report card: OUT/report.md with PNG plots (loss per stage, RL reward and
-entropy, held-out scores beside their answer priors). report.json is written by the
-speedrun itself; this module only reads the dict it holds."""
+entropy, held-out scores beside their answer priors), and OUT/report.json, the dict the
+run builds. Both are written atomically: a reader never sees half a report."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from opens1.common.atomic import atomic_write
+
+
+def load_plotting() -> None:
+    """Imports matplotlib with its file-only backend. The run calls this at its start, so that
+    the final reserve it keeps for the report does not pay for the import."""
+    import matplotlib  # optional: matplotlib
+
+    matplotlib.use("Agg")
 
 
 def _integer_steps(ax) -> None:
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # optional: matplotlib
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
@@ -16,10 +27,8 @@ def _integer_steps(ax) -> None:
 
 
 def _plot_losses(report: dict, path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    load_plotting()
+    import matplotlib.pyplot as plt  # optional: matplotlib
 
     stages = {k: v for k, v in report["stages"].items() if k != "rl" and v.get("loss")}
     if not stages:
@@ -41,7 +50,7 @@ def _plot_losses(report: dict, path: Path) -> bool:
 
 
 def _plot_rl(rl: dict, path: Path) -> bool:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional: matplotlib
 
     if not rl.get("reward"):
         return False
@@ -60,7 +69,7 @@ def _plot_rl(rl: dict, path: Path) -> bool:
 
 
 def _plot_eval(ev: dict, path: Path) -> bool:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional: matplotlib
 
     if not ev:
         return False
@@ -161,6 +170,7 @@ def to_markdown(report: dict, images: list[str]) -> str:
 
 
 def write_report(report: dict, out: str | Path) -> Path:
+    """OUT/report.md and its plots; returns the report's path."""
     out = Path(out)
     images = []
     if _plot_losses(report, out / "loss.png"):
@@ -169,7 +179,9 @@ def write_report(report: dict, out: str | Path) -> Path:
         images.append("rl.png")
     if _plot_eval(report.get("eval", {}), out / "eval.png"):
         images.append("eval.png")
-    tmp = out / "report.md.tmp"
-    tmp.write_text(to_markdown(report, images))
-    tmp.replace(out / "report.md")
-    return out / "report.md"
+    return atomic_write(out / "report.md", to_markdown(report, images))
+
+
+def write_json(report: dict, out: str | Path) -> Path:
+    """OUT/report.json: the whole report dict, indented."""
+    return atomic_write(Path(out) / "report.json", json.dumps(report, indent=2))
