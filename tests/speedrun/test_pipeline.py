@@ -20,7 +20,7 @@ MINUTES = 3.0
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("speedrun")
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "opens1.cli", "speedrun", "--minutes", str(MINUTES), "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "opens1", "speedrun", "--minutes", str(MINUTES), "--out", str(out)],
                           capture_output=True, text=True, timeout=MINUTES * 60 + 300)
     wall = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-4000:]
