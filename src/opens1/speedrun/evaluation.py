@@ -79,7 +79,7 @@ def evaluate(model, tok, proc, tasks: list[str], *, items: int, seconds: float, 
         if not scores:
             continue
         ce_deadline = time.perf_counter() + CE_SHARE * share if timed else None
-        out[task] = _task_entry(model, tok, proc, env, cases, scores, ce_deadline=ce_deadline)
+        out[task] = _task_entry(model, tok, proc, env, cases=cases, scores=scores, ce_deadline=ce_deadline)
         r = out[task]
         log(f"{label} {task}: {r['score']:.3f} on {len(scores)} items, prior {r['prior']:.3f} ({r['prior_answer']!r}), "
             f"{r['above_prior']:+.3f} +- {r['stderr']:.3f}; answer {r['answer_ce_bits']:.2f} bits vs entropy "
@@ -87,7 +87,7 @@ def evaluate(model, tok, proc, tasks: list[str], *, items: int, seconds: float, 
     return out
 
 
-def _task_entry(model, tok, proc, env, cases: list, scores: list[float], *, ce_deadline: float | None) -> dict:
+def _task_entry(model, tok, proc, env, *, cases: list, scores: list[float], ce_deadline: float | None) -> dict:
     """A task's report entry from its greedy scores on the first len(scores) of `cases`."""
     scored = cases[:len(scores)]
     a = sum(scores) / len(scores)

@@ -109,7 +109,7 @@ def _fit_in_time(trainer: Trainer, steplog: StepLog, *, end: float) -> list[floa
     return losses
 
 
-def series_of(case) -> tuple | None:
+def _series_of(case) -> tuple | None:
     """(values, sampling rate) of the first time-series part of a case's prompt, or None."""
     for m in case.messages():
         for part in m["content"] if isinstance(m["content"], list) else []:
@@ -124,12 +124,12 @@ def _series_examples(tasks: list[str], data) -> tuple[list, list[str], list[str]
     xs, labels, names = [], [], []
     for task in tasks:
         env = get_env(task, data_root=data)
-        if series_of(env.case(0, "train")) is None:
+        if _series_of(env.case(0, "train")) is None:
             continue
         names.append(task)
         for i in range(min(4000, env.num_cases("train"))):
             case = env.case(i, "train")
-            values, rate = series_of(case)
+            values, rate = _series_of(case)
             x, sr = preprocess_series(values, rate)  # [T, C], z-scored: what the processor feeds the tower
             xs.append((x, sr))
             labels.append(f"{task}|{case.reference!r}")
@@ -145,9 +145,10 @@ def warm_up_series_encoder(model, tasks: list[str], *, data, seconds: float, see
     log(classes) for 75 to 300+ steps, or left it and collapsed back, depending on the seed
     (lr 1e-3-2e-3, with or without warm-up); standardised, all 4 seeds tried fell from the
     first steps (1.8 -> 0.2-0.3 in 200 steps). Past its time the warm-up goes on until the loss
-    is below half of log(classes), for at most twice its time. Why the warm-up: at initialisation the projected series tokens of two different traces
-    differ by ~5% of their norm (the common part: positions, biases), and a language model
-    reading such nearly constant tokens stayed at the answer prior for 240 SFT steps
+    is below half of log(classes), for at most twice its time. Why the warm-up: at
+    initialisation the projected series tokens of two different traces differ by ~5% of their
+    norm (the common part: positions, biases), and a language model reading such nearly
+    constant tokens stayed at the answer prior for 240 SFT steps
     (frozen or trained tower alike), while after 200 steps of this warm-up it learned the
     dominant-frequency task within 80 steps (answer cross-entropy 2.6 -> 0.3 bits).
     Encoders pretrained before alignment are the usual recipe (Intern-S1's time-series
