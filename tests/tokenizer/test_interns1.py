@@ -150,13 +150,13 @@ def test_linear_time_bounds(pair, monkeypatch):
     work); a 40k-character run of `[C@@H]` is not a molecule and stays BPE text."""
     tok, _ = pair
     seen = []
-    real = detect._rdkit_ok
+    real = detect.rdkit_parses
 
     def spy(s):
         seen.append(len(s))
         return real(s)
 
-    monkeypatch.setattr("opens1.tokenizer.interns1._rdkit_ok", spy)
+    monkeypatch.setattr("opens1.tokenizer.interns1.rdkit_parses", spy)
     run = "[C@@H]" * 7000
     ids = tok.encode(f"x {run} y {ASPIRIN} z")
     assert seen and max(seen) <= detect.MAX_SMILES_CHECK

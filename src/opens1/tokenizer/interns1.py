@@ -2,9 +2,10 @@
 
 `load_tokenizer(dir)` on an Intern-S1 HF directory (vocab.json, merges.txt,
 tokenizer_{SMILES,IUPAC,FASTA}.model, tokenizer_config.json) returns an `InternS1Tokenizer`,
-which gives the ids of transformers' `InternS1Tokenizer`
-(src/transformers/models/interns1/tokenization_interns1.py, the same class as the hub's
-remote code) for every text. Its behaviour, step by step (reference §4.3-4.4):
+which gives the ids of transformers' `InternS1Tokenizer` (the hub's remote code for
+Intern-S1) for every text; tests/tokenizer/interns1_reference.py re-states that class
+independently and docs/tokenizer.md ("Intern-S1 directories") sums it up. Its behaviour,
+step by step:
 
 1. NFC normalisation (its Qwen2 base normalises before anything else).
 2. Added tokens split the text: the 48 real ones (`<|im_end|>`, `<think>`, `<SMILES>`, ...,
@@ -29,7 +30,7 @@ remote code) for every text. Its behaviour, step by step (reference §4.3-4.4):
    Before the byte-level BPE, SentencePiece's space symbol U+2581 becomes a space.
 
 Ids: Qwen3's BPE, its 26 added tokens, SMILES pieces, SMILES/SELFIES tags, IUPAC pieces and
-tags, FASTA pieces and tags, then the other added tokens (reference §4.2): the domain tags'
+tags, FASTA pieces and tags, then the other added tokens: the domain tags'
 ids are computed from the model sizes exactly as transformers does, whether or not
 tokenizer_config.json lists them; the other added tokens come from tokenizer_config.json
 (or, without one, Intern-S1's own table).
@@ -45,13 +46,18 @@ Without RDKit the reference's rule-based check is used, as transformers does.
 from __future__ import annotations
 
 import unicodedata
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import regex
+import sentencepiece as spm
 
-from .base import token_bytes, unicode_to_byte
-from .detect import MAX_SMILES_CHECK, Span, _rdkit_ok, rdkit_available
-from .dynamic import DynamicTokenizer, Item, Job
+from .base import base_from_vocab_merges, token_bytes, unicode_to_byte
+from .detect import MAX_SMILES_CHECK, Span, rdkit_parses, rdkit_available
+from .dynamic import DynamicTokenizer
+from .encoding import Item, Job
+from .vocab import QWEN3_ADDED
 
 MAX_BRACKET = 256
 
@@ -111,7 +117,7 @@ def smiles_ok(s: str) -> bool:
         return False
     if not rdkit_available():
         return rules_ok(s)
-    return _rdkit_ok(s)
+    return rdkit_parses(s)
 
 
 # The rule-based check transformers uses without RDKit (its check_rings_and_brackets).
@@ -415,9 +421,12 @@ class InternS1Tokenizer(DynamicTokenizer):
 
     def layout(self) -> dict:
         d = super().layout()
-        d["scheme"] = self.scheme
         d["added_flags"] = {t: list(f) for t, f in self.added_flags.items() if any(f)}
         return d
+
+    @staticmethod
+    def layout_kwargs(meta: dict) -> dict:
+        return {"added_flags": {t: tuple(f) for t, f in meta.get("added_flags", {}).items()}}
 
 
 def _alternation(tokens: list[str]) -> regex.Pattern:
@@ -430,15 +439,7 @@ def _alternation(tokens: list[str]) -> regex.Pattern:
 
 
 def from_interns1_dir(directory) -> InternS1Tokenizer:
-    """An Intern-S1 HF tokenizer directory with its id layout (reference §4.2)."""
-    import json
-    from pathlib import Path
-
-    import sentencepiece as spm
-
-    from .base import base_from_vocab_merges
-    from .dynamic import QWEN3_ADDED
-
+    """An Intern-S1 HF tokenizer directory with its id layout (see the module docstring)."""
     d = Path(directory)
     for f in ("vocab.json", "merges.txt"):
         if not (d / f).is_file():
