@@ -9,9 +9,9 @@
 * `export_hf_tokenizer(tok, dir)`: the directory `AutoTokenizer.from_pretrained(dir,
   trust_remote_code=True)` loads, as Intern-S1's own repository ships its tokenizer: the
   tokenizer files, this module as `tokenization_opens1.py` with the modules it imports
-  (load, dynamic, encoding, interns1, detect, base, vocab, atomic, chat: they need only regex,
-  sentencepiece and tokenizers, and RDKit when present), `tokenizer_config.json` with an
-  `auto_map`, and `chat_template.jinja` (chat.CHAT_TEMPLATE, which renders what OpenS1 renders).
+  (the MODULE_FILES below: they need only regex, sentencepiece and tokenizers, and RDKit when
+  present), `tokenizer_config.json` with an `auto_map`, and `chat_template.jinja`
+  (chat.CHAT_TEMPLATE, which renders what OpenS1 renders).
 * `export_fast_tokenizer`: a plain `tokenizer.json` (HF `tokenizers`) for engines that need
   one. It holds the base BPE and the special tokens at their ids, so it is exact on text
   without domain spans; it cannot detect or switch domains (the same limitation as
@@ -37,8 +37,8 @@ from .vocab import LAYOUT_FILE
 
 MODULE_NAME = "tokenization_opens1"
 # files of this package the exported module imports (relative imports, copied next to it)
-MODULE_FILES = ("load.py", "dynamic.py", "encoding.py", "interns1.py", "detect.py", "base.py", "vocab.py", "atomic.py",
-                "chat.py")
+MODULE_FILES = ("load.py", "dynamic.py", "encoding.py", "interns1.py", "interns1_detect.py", "detect.py", "base.py",
+                "vocab.py", "atomic.py", "chat.py")
 # token-string attributes InternVL-style processors read from the tokenizer
 MEDIA_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
                 "video_token": "<video>"}
@@ -115,7 +115,7 @@ class OpenS1HFTokenizer(PreTrainedTokenizer):
         ids = [token_ids] if isinstance(token_ids, int) else list(token_ids)
         return self.opens1.decode(ids, skip_special_tokens=skip_special_tokens)
 
-    def apply_chat_template(self, conversation, tools=None, add_generation_prompt: bool = False, tokenize: bool = True,
+    def apply_chat_template(self, conversation, tools=None, *, add_generation_prompt: bool = False, tokenize: bool = True,
                             enable_thinking: bool = True, return_dict: bool = True, return_tensors=None,
                             special_tokens_in_content: bool = False, **kwargs):
         """OpenS1's renderer of Intern-S1's template (text-only messages); the rendered string
