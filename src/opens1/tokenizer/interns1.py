@@ -13,8 +13,8 @@ step by step:
    the auto-detect wrappers `<SMILES_AUTO_DETECT>`/`<FASTA_AUTO_DETECT>` (and closings) and
    the protect tags `<MOLFORMULA>`/`</MOLFORMULA>`. `split_special_tokens=True` splits nothing.
 3. Auto-detection (interns1_detect.py) on every text segment outside an explicit domain tag
-   or protect region (a depth counter, never negative): first SMILES, then FASTA over the SMILES pass's output,
-   wrappers and candidates included.
+   or protect region (a depth counter, never negative): first SMILES, then FASTA over the
+   SMILES pass's output, wrappers and candidates included.
    - SMILES: the first group of `(?![:.=])(?>unit){10,}(?<![:.=])`, unit = bracket atom,
      element symbol (two-letter ones first), aromatic b c n o p s, or one of ( ) . = - # @
      digit $ % * : + / \\ ; at least 5 ASCII letters; RDKit parses it; no ASCII letter
@@ -38,9 +38,10 @@ tokenizer_config.json lists them; the other added tokens come from tokenizer_con
 Two deliberate bounds keep tokenization linear in the input length (transformers' class
 is super-linear there): a SMILES candidate longer than `detect.MAX_SMILES_CHECK`
 characters is not handed to RDKit and is treated as not a molecule, and a bracket atom
-spans at most `interns1_detect.MAX_BRACKET` characters (in the reference, text with many `[` and no `]` is
-quadratic). Both only matter for runs far longer than any molecule written in text.
-Without RDKit the reference's rule-based check is used, as transformers does.
+spans at most `interns1_detect.MAX_BRACKET` characters (in transformers' class, text with
+many `[` and no `]` is quadratic). Both only matter for runs far longer than any molecule
+written in text. Without RDKit, the rule-based check transformers falls back to is used
+(`interns1_detect.rules_ok`).
 """
 
 from __future__ import annotations
