@@ -4,7 +4,7 @@
     python bench/tokenizer_compression.py --n 5000        # bigger samples
     python bench/tokenizer_compression.py --tokenizer DIR # a trained tokenizer directory
 
-All data is held out from tokenizer training (see opens1/tokenizer/train.py):
+All data is held out from tokenizer training (see opens1/tokenizer/corpora.py):
   drug-like   MOSES test split (canonical, aromatic)
   qm9         every 10th QM9 molecule
   chembl-like (USPTO)  molecules of held-out USPTO test reactions (salts, charges, stereo,
@@ -40,9 +40,9 @@ import sys
 import time
 from pathlib import Path
 
-from opens1.common.paths import data_root, has_data, open_data
+from opens1.common.paths import data_root, has_data, open_data, read_fasta
 from opens1.tokenizer import load_tokenizer, qwen3_tokenizer
-from opens1.tokenizer.train import GENES, proteins, random_smiles, read_fasta, reactions, unseen_proteome
+from opens1.tokenizer.corpora import GENES, proteins, random_smiles, reactions, unseen_proteome
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TAGS = {"smiles": ("<SMILES>", "</SMILES>"), "iupac": ("<IUPAC>", "</IUPAC>"), "protein": ("<FASTA>", "</FASTA>"), "dna": ("<DNA>", "</DNA>")}

@@ -41,9 +41,9 @@ _MODELS: dict[str, bytes] = {}
 def domain_models() -> dict[str, bytes]:
     """The three SentencePiece stand-ins (trained once per process, on the embedded data)."""
     if not _MODELS:
-        from opens1.tokenizer.train import _csv_column, iupac_corpus, proteins
+        from opens1.tokenizer.corpora import csv_column, iupac_corpus, proteins
 
-        sm = list(itertools.islice(_csv_column(None, "smiles/train.csv", "SMILES"), 3000))
+        sm = list(itertools.islice(csv_column(None, "smiles/train.csv", "SMILES"), 3000))
         _MODELS["SMILES"] = _sp(sm, 256)
         _MODELS["IUPAC"] = _sp(list(iupac_corpus(None, n=3000)), 512)
         _MODELS["FASTA"] = _sp(list(proteins(None)), 512)

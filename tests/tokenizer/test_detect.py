@@ -73,7 +73,7 @@ def test_stays_prose(text):
 
 
 def test_smiles_validation_is_cached():
-    detect._rdkit_ok.cache_clear()
+    detect.rdkit_parses.cache_clear()
     detect.is_smiles.cache_clear()
     assert detect.is_smiles("CC(=O)Oc1ccccc1C(=O)O") and detect.is_smiles("CC(=O)Oc1ccccc1C(=O)O")
     assert detect.is_smiles.cache_info().hits >= 1
@@ -135,13 +135,13 @@ def test_linear_time_bounds(monkeypatch):
     is super-linear in the length), so a 40k-character `[C@@H]` run stays prose without a
     parse; trimming is one pass (the result on long runs is the same as on short ones)."""
     seen = []
-    real = detect._rdkit_ok.__wrapped__
+    real = detect.rdkit_parses.__wrapped__
 
     def spy(s):
         seen.append(len(s))
         return real(s)
 
-    monkeypatch.setattr(detect, "_rdkit_ok", spy)
+    monkeypatch.setattr(detect, "rdkit_parses", spy)
     detect.is_smiles.cache_clear()
     run = "[C@@H]" * 7000
     assert spans(f"x {run} y CC(=O)Oc1ccccc1C(=O)O z") == [("smiles", "CC(=O)Oc1ccccc1C(=O)O")]

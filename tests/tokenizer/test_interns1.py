@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opens1.tokenizer import detect, load_tokenizer
-from opens1.tokenizer.interns1 import MAX_BRACKET, InternS1Tokenizer
+from opens1.tokenizer.interns1 import InternS1Tokenizer
+from opens1.tokenizer.interns1_detect import MAX_BRACKET, SMILES_RE
 
 from .interns1_fixture import DATA, REAL_ADDED, added_tokens, make_interns1_dir, qwen3_vocab_merges, small_vocab_merges
 from .interns1_reference import ReferenceInternS1
@@ -150,21 +151,19 @@ def test_linear_time_bounds(pair, monkeypatch):
     work); a 40k-character run of `[C@@H]` is not a molecule and stays BPE text."""
     tok, _ = pair
     seen = []
-    real = detect._rdkit_ok
+    real = detect.rdkit_parses
 
     def spy(s):
         seen.append(len(s))
         return real(s)
 
-    monkeypatch.setattr("opens1.tokenizer.interns1._rdkit_ok", spy)
+    monkeypatch.setattr("opens1.tokenizer.interns1_detect.rdkit_parses", spy)
     run = "[C@@H]" * 7000
     ids = tok.encode(f"x {run} y {ASPIRIN} z")
     assert seen and max(seen) <= detect.MAX_SMILES_CHECK
     assert all(i < tok.n_base or i >= tok.offsets["smiles"] + 256 for i in ids[:-30])  # the long run is BPE
     monkeypatch.setattr(detect, "MAX_SMILES_CHECK", 10**9)  # a molecule under the bound is detected
     assert any(tok.domain_of(i) == "smiles" for i in tok.encode(f"x {ASPIRIN} y"))
-    from opens1.tokenizer.interns1 import SMILES_RE
-
     assert f"{{1,{MAX_BRACKET}}}" in SMILES_RE.pattern
 
 

@@ -1,5 +1,5 @@
 """Atomic file writes with ordinary permissions: one helper for the files OpenS1 writes whole
-(config.json, weights, eval results). The tokenizer keeps its own copy in tokenizer/dynamic.py
+(config.json, weights, eval results). The tokenizer keeps its own copy in tokenizer/atomic.py
 (0644 likewise), because that file is exported standalone beside Hugging Face tokenizers.
 
     atomic_write(path, "text")                      # str or bytes

@@ -6,15 +6,10 @@
     chat.render / chat.parse_response               Intern-S1's chat template and its parser
 """
 
-from opens1.tokenizer.dynamic import (
-    CONTROL_TOKENS,
-    DOMAIN_TAGS,
-    DynamicTokenizer,
-    from_interns1_dir,
-    load_tokenizer,
-    qwen3_tokenizer,
-)
-from opens1.tokenizer.interns1 import InternS1Tokenizer
+from opens1.tokenizer.dynamic import DynamicTokenizer
+from opens1.tokenizer.interns1 import InternS1Tokenizer, from_interns1_dir
+from opens1.tokenizer.load import load_tokenizer, qwen3_tokenizer
+from opens1.tokenizer.vocab import CONTROL_TOKENS, DOMAIN_TAGS
 
 __all__ = ["CONTROL_TOKENS", "DOMAIN_TAGS", "DynamicTokenizer", "InternS1Tokenizer", "from_interns1_dir", "load_tokenizer",
            "qwen3_tokenizer"]

@@ -19,6 +19,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
 # Qwen2/Qwen3's pre-tokenizer: words, single digits, punctuation runs, newlines.
 QWEN_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -56,11 +58,8 @@ def bytes_token(b: bytes) -> str:
     return "".join(table[x] for x in b)
 
 
-def build_base(vocab: dict[str, int], merges: list[tuple[str, str]]):
-    """An HF byte-level BPE tokenizer with Qwen2's pre-tokenizer and no normaliser."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+def set_byte_level(tok: Tokenizer) -> Tokenizer:
+    """Give `tok` Qwen2's pre-tokenizer and the byte-level decoder (no normaliser); returns it."""
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated"),
@@ -69,6 +68,11 @@ def build_base(vocab: dict[str, int], merges: list[tuple[str, str]]):
     )
     tok.decoder = decoders.ByteLevel()
     return tok
+
+
+def build_base(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Tokenizer:
+    """An HF byte-level BPE tokenizer with Qwen2's pre-tokenizer and no normaliser."""
+    return set_byte_level(Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False)))
 
 
 def base_from_vocab_merges(vocab_path: str | Path, merges_path: str | Path):

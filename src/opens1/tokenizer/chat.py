@@ -321,6 +321,56 @@ def _tool_calls(calls, train: bool) -> list[Segment]:
     return out
 
 
+def _check(messages, tools) -> None:
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
+        raise ValueError("messages must be a list of {'role': ..., 'content': ...} dicts")
+    for m in messages:
+        if m["role"] not in ROLES:
+            raise ValueError(f"unknown chat role {m['role']!r}; expected one of {', '.join(ROLES)}")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        raise ValueError("tools must be a list of dicts (OpenAI function specs)")
+
+
+def _last_query(messages: list[dict]) -> int:
+    """Index of the last user message (the last message if there is none)."""
+    return next((i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user"), len(messages) - 1)
+
+
+def _assistant(m: dict, train: bool) -> tuple[Any, list[Segment], list[Segment]]:
+    """An assistant message's content (a `<think>..</think>` taken out of it), its think block
+    and its tool calls."""
+    content = m.get("content")
+    reasoning = ""
+    r = _reasoning_of(m)
+    if isinstance(r, str):
+        reasoning = r
+    elif isinstance(content, str) and "</think>" in content:
+        reasoning = content.split("</think>")[0].strip().split("<think>")[-1].strip()
+        content = content.split("</think>")[-1].lstrip("\n")
+    calls = _tool_calls(m["tool_calls"], train) if m.get("tool_calls") else []
+    think = [Segment("owned", "<think>\n", train), Segment("content", reasoning.strip("\n"), train),
+             Segment("owned", "\n</think>\n", train)]  # fmt: skip
+    return content, think, calls
+
+
+def _system(role: str, body: list[Segment], tools, *, enable_thinking: bool) -> list[Segment]:
+    """The first turn's system block: the system message, else (thinking on) the default
+    thinking prompt, then the tool instruction and specs; nothing if all are absent."""
+    system: list[Segment] = []
+    if role == "system":
+        system = body
+    elif enable_thinking:
+        system = [Segment("owned", DEFAULT_THINKING_SYSTEM_PROMPT)]
+    if tools:
+        spec = json.dumps(tools, ensure_ascii=False, indent=2)
+        system = _rstrip(system) + [Segment("owned", "\n\n" + TOOL_INSTRUCTION), Segment("content", spec)]
+    system = _rstrip(_lstrip(system))
+    if not system:
+        return []
+    head = "<|im_start|>system" + (" name=<|plugin|>" if tools else "") + "\n"
+    return [Segment("owned", head)] + system + [Segment("owned", "<|im_end|>\n")]
+
+
 def render(
     messages: list[dict],
     tools: list[dict] | None = None,
@@ -329,51 +379,16 @@ def render(
     add_generation_prompt: bool = True,
 ) -> list[Segment]:
     """Chat messages -> segments (template text, message text, media), with training flags."""
-    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
-        raise ValueError("messages must be a list of {'role': ..., 'content': ...} dicts")
-    for m in messages:
-        if m["role"] not in ROLES:
-            raise ValueError(f"unknown chat role {m['role']!r}; expected one of {', '.join(ROLES)}")
-    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
-        raise ValueError("tools must be a list of dicts (OpenAI function specs)")
-    last_query = len(messages) - 1
-    for i in range(len(messages) - 1, -1, -1):
-        if messages[i]["role"] == "user":
-            last_query = i
-            break
+    _check(messages, tools)
+    last_query = _last_query(messages)
     segs: list[Segment] = []
     for i, m in enumerate(messages):
         role = "environment" if m["role"] == "tool" else m["role"]
         train = role == "assistant"
-        content = m.get("content")
-        reasoning = ""
-        think: list[Segment] = []
-        calls: list[Segment] = []
-        if role == "assistant":
-            r = _reasoning_of(m)
-            if isinstance(r, str):
-                reasoning = r
-            elif isinstance(content, str) and "</think>" in content:
-                reasoning = content.split("</think>")[0].strip().split("<think>")[-1].strip()
-                content = content.split("</think>")[-1].lstrip("\n")
-            if m.get("tool_calls"):
-                calls = _tool_calls(m["tool_calls"], train)
-            think = [Segment("owned", "<think>\n", train), Segment("content", reasoning.strip("\n"), train),
-                     Segment("owned", "\n</think>\n", train)]  # fmt: skip
+        content, think, calls = _assistant(m, train) if train else (m.get("content"), [], [])
         body = _lstrip(_content(content, train)) + calls
         if i == 0:
-            system: list[Segment] = []
-            if role == "system":
-                system = body
-            elif enable_thinking:
-                system = [Segment("owned", DEFAULT_THINKING_SYSTEM_PROMPT)]
-            if tools:
-                spec = json.dumps(tools, ensure_ascii=False, indent=2)
-                system = _rstrip(system) + [Segment("owned", "\n\n" + TOOL_INSTRUCTION), Segment("content", spec)]
-            system = _rstrip(_lstrip(system))
-            if system:
-                head = "<|im_start|>system" + (" name=<|plugin|>" if tools else "") + "\n"
-                segs += [Segment("owned", head)] + system + [Segment("owned", "<|im_end|>\n")]
+            segs += _system(role, body, tools, enable_thinking=enable_thinking)
         if role == "system":
             continue  # a system message is the first turn's prompt or nothing
         head = "<|im_start|>" + role + (" name=<|plugin|>" if role == "environment" else "") + "\n"
@@ -430,7 +445,7 @@ _STOP = re.compile(r"<\|im_end\|>|<\|endoftext\|>")
 _CALL = re.compile(r"<\|action_start\|>\s*<\|plugin\|>\s*(.*?)\s*(?:<\|action_end\|>|\Z)", re.S)
 
 
-def parse_response(text: str, prompt_ends_in_think: bool = False) -> ParsedResponse:
+def parse_response(text: str, *, prompt_ends_in_think: bool = False) -> ParsedResponse:
     """Generated text (decoded with special tokens kept) -> reasoning, content, tool calls.
 
     The generation prompt may already contain `<think>`, so the reasoning can lack its

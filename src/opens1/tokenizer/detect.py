@@ -85,7 +85,7 @@ def rdkit_available() -> bool:
 
 
 @lru_cache(maxsize=1 << 16)
-def _rdkit_ok(smiles: str) -> bool:
+def rdkit_parses(smiles: str) -> bool:
     return _Chem is not None and _Chem.MolFromSmiles(smiles) is not None
 
 
@@ -100,8 +100,8 @@ def is_smiles(s: str) -> bool:
         parts = s.split(">")
         if len(parts) != 3 or not parts[0] or not parts[2]:
             return False
-        return all(_rdkit_ok(p) for p in parts if p)
-    return _rdkit_ok(s)
+        return all(rdkit_parses(p) for p in parts if p)
+    return rdkit_parses(s)
 
 
 def _trim(text: str, a: int, b: int) -> tuple[int, int]:

@@ -9,13 +9,13 @@
 * `export_hf_tokenizer(tok, dir)`: the directory `AutoTokenizer.from_pretrained(dir,
   trust_remote_code=True)` loads, as Intern-S1's own repository ships its tokenizer: the
   tokenizer files, this module as `tokenization_opens1.py` with the modules it imports
-  (dynamic, detect, base, interns1, chat: they need only regex, sentencepiece and tokenizers,
-  and RDKit when present), `tokenizer_config.json` with an `auto_map`, and
-  `chat_template.jinja` (chat.CHAT_TEMPLATE, which renders what OpenS1 renders).
+  (the MODULE_FILES below: they need only regex, sentencepiece and tokenizers, and RDKit when
+  present), `tokenizer_config.json` with an `auto_map`, and `chat_template.jinja`
+  (chat.CHAT_TEMPLATE, which renders what OpenS1 renders).
 * `export_fast_tokenizer`: a plain `tokenizer.json` (HF `tokenizers`) for engines that need
   one. It holds the base BPE and the special tokens at their ids, so it is exact on text
   without domain spans; it cannot detect or switch domains (the same limitation as
-  Intern-S1's GGUF export, reference §4.8), and it parses special-token strings in text.
+  Intern-S1's GGUF export), and it parses special-token strings in text.
 
 Only relative imports below: this file is copied into exported directories.
 """
@@ -27,14 +27,18 @@ import os
 import shutil
 from pathlib import Path
 
-from transformers import AddedToken, PreTrainedTokenizer
+from transformers import AddedToken, BatchEncoding, PreTrainedTokenizer
 
+from .atomic import atomic_write
 from .chat import CHAT_TEMPLATE, render_ids, render_text
-from .dynamic import LAYOUT_FILE, DynamicTokenizer, _atomic_write
+from .dynamic import DynamicTokenizer
+from .load import from_directory
+from .vocab import LAYOUT_FILE
 
 MODULE_NAME = "tokenization_opens1"
 # files of this package the exported module imports (relative imports, copied next to it)
-MODULE_FILES = ("dynamic.py", "detect.py", "base.py", "interns1.py", "chat.py")
+MODULE_FILES = ("load.py", "dynamic.py", "encoding.py", "interns1.py", "interns1_detect.py", "detect.py", "base.py",
+                "vocab.py", "atomic.py", "chat.py")
 # token-string attributes InternVL-style processors read from the tokenizer
 MEDIA_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
                 "video_token": "<video>"}
@@ -62,7 +66,7 @@ class OpenS1HFTokenizer(PreTrainedTokenizer):
         if opens1_tokenizer is None:
             if layout_file is None:
                 raise ValueError(f"OpenS1HFTokenizer needs a tokenizer directory with {LAYOUT_FILE}")
-            opens1_tokenizer = DynamicTokenizer.from_directory(Path(layout_file).parent)
+            opens1_tokenizer = from_directory(Path(layout_file).parent)
         self.opens1 = opens1_tokenizer
         self._names = _token_strings(opens1_tokenizer)
         self._ids = {s: i for i, s in enumerate(self._names)}
@@ -111,7 +115,7 @@ class OpenS1HFTokenizer(PreTrainedTokenizer):
         ids = [token_ids] if isinstance(token_ids, int) else list(token_ids)
         return self.opens1.decode(ids, skip_special_tokens=skip_special_tokens)
 
-    def apply_chat_template(self, conversation, tools=None, add_generation_prompt: bool = False, tokenize: bool = True,
+    def apply_chat_template(self, conversation, tools=None, *, add_generation_prompt: bool = False, tokenize: bool = True,
                             enable_thinking: bool = True, return_dict: bool = True, return_tensors=None,
                             special_tokens_in_content: bool = False, **kwargs):
         """OpenS1's renderer of Intern-S1's template (text-only messages); the rendered string
@@ -123,8 +127,6 @@ class OpenS1HFTokenizer(PreTrainedTokenizer):
                             add_generation_prompt=add_generation_prompt, special_tokens_in_content=special_tokens_in_content)
         if not return_dict:
             return ids
-        from transformers import BatchEncoding
-
         return BatchEncoding({"input_ids": ids, "attention_mask": [1] * len(ids)}, tensor_type=return_tensors)
 
     def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, ...]:
@@ -152,8 +154,8 @@ def export_hf_tokenizer(tok: DynamicTokenizer, directory: str | os.PathLike) -> 
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["tokenizer_class"] = "OpenS1HFTokenizer"
     cfg["auto_map"] = {"AutoTokenizer": [f"{MODULE_NAME}.OpenS1HFTokenizer", None]}
-    _atomic_write(cfg_path, json.dumps(cfg, indent=2, ensure_ascii=False).encode("utf-8"))
-    _atomic_write(out / "chat_template.jinja", CHAT_TEMPLATE.encode("utf-8"))
+    atomic_write(cfg_path, json.dumps(cfg, indent=2, ensure_ascii=False).encode("utf-8"))
+    atomic_write(out / "chat_template.jinja", CHAT_TEMPLATE.encode("utf-8"))
     return out
 
 
@@ -179,7 +181,7 @@ def export_fast_tokenizer(tok: DynamicTokenizer, directory: str | os.PathLike) -
     Jinja chat template (see the module docstring for what it can and cannot do)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "tokenizer.json", fast_tokenizer_json(tok).encode("utf-8"))
+    atomic_write(out / "tokenizer.json", fast_tokenizer_json(tok).encode("utf-8"))
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "eos_token": "<|im_end|>",
@@ -187,6 +189,6 @@ def export_fast_tokenizer(tok: DynamicTokenizer, directory: str | os.PathLike) -
         "clean_up_tokenization_spaces": False,
         "model_max_length": 1 << 20,
     }
-    _atomic_write(out / "tokenizer_config.json", json.dumps(config, indent=1).encode("utf-8"))
-    _atomic_write(out / "chat_template.jinja", CHAT_TEMPLATE.encode("utf-8"))
+    atomic_write(out / "tokenizer_config.json", json.dumps(config, indent=1).encode("utf-8"))
+    atomic_write(out / "chat_template.jinja", CHAT_TEMPLATE.encode("utf-8"))
     return out / "tokenizer.json"

@@ -2,18 +2,19 @@
 
 `load_tokenizer(dir)` on an Intern-S1 HF directory (vocab.json, merges.txt,
 tokenizer_{SMILES,IUPAC,FASTA}.model, tokenizer_config.json) returns an `InternS1Tokenizer`,
-which gives the ids of transformers' `InternS1Tokenizer`
-(src/transformers/models/interns1/tokenization_interns1.py, the same class as the hub's
-remote code) for every text. Its behaviour, step by step (reference §4.3-4.4):
+which gives the ids of transformers' `InternS1Tokenizer` (the hub's remote code for
+Intern-S1) for every text; tests/tokenizer/interns1_reference.py re-states that class
+independently and docs/tokenizer.md ("Intern-S1 directories") sums it up. Its behaviour,
+step by step:
 
 1. NFC normalisation (its Qwen2 base normalises before anything else).
 2. Added tokens split the text: the 48 real ones (`<|im_end|>`, `<think>`, `<SMILES>`, ...,
    with their AddedToken lstrip/rstrip/single_word flags), plus logical marks without ids:
    the auto-detect wrappers `<SMILES_AUTO_DETECT>`/`<FASTA_AUTO_DETECT>` (and closings) and
    the protect tags `<MOLFORMULA>`/`</MOLFORMULA>`. `split_special_tokens=True` splits nothing.
-3. Auto-detection on every text segment outside an explicit domain tag or protect region
-   (a depth counter, never negative): first SMILES, then FASTA over the SMILES pass's output,
-   wrappers and candidates included.
+3. Auto-detection (interns1_detect.py) on every text segment outside an explicit domain tag
+   or protect region (a depth counter, never negative): first SMILES, then FASTA over the
+   SMILES pass's output, wrappers and candidates included.
    - SMILES: the first group of `(?![:.=])(?>unit){10,}(?<![:.=])`, unit = bracket atom,
      element symbol (two-letter ones first), aromatic b c n o p s, or one of ( ) . = - # @
      digit $ % * : + / \\ ; at least 5 ASCII letters; RDKit parses it; no ASCII letter
@@ -29,7 +30,7 @@ remote code) for every text. Its behaviour, step by step (reference §4.3-4.4):
    Before the byte-level BPE, SentencePiece's space symbol U+2581 becomes a space.
 
 Ids: Qwen3's BPE, its 26 added tokens, SMILES pieces, SMILES/SELFIES tags, IUPAC pieces and
-tags, FASTA pieces and tags, then the other added tokens (reference §4.2): the domain tags'
+tags, FASTA pieces and tags, then the other added tokens: the domain tags'
 ids are computed from the model sizes exactly as transformers does, whether or not
 tokenizer_config.json lists them; the other added tokens come from tokenizer_config.json
 (or, without one, Intern-S1's own table).
@@ -37,23 +38,28 @@ tokenizer_config.json lists them; the other added tokens come from tokenizer_con
 Two deliberate bounds keep tokenization linear in the input length (transformers' class
 is super-linear there): a SMILES candidate longer than `detect.MAX_SMILES_CHECK`
 characters is not handed to RDKit and is treated as not a molecule, and a bracket atom
-spans at most `MAX_BRACKET` characters (in the reference, text with many `[` and no `]` is
-quadratic). Both only matter for runs far longer than any molecule written in text.
-Without RDKit the reference's rule-based check is used, as transformers does.
+spans at most `interns1_detect.MAX_BRACKET` characters (in transformers' class, text with
+many `[` and no `]` is quadratic). Both only matter for runs far longer than any molecule
+written in text. Without RDKit, the rule-based check transformers falls back to is used
+(`interns1_detect.rules_ok`).
 """
 
 from __future__ import annotations
 
 import unicodedata
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import regex
+import sentencepiece as spm
 
-from .base import token_bytes, unicode_to_byte
-from .detect import MAX_SMILES_CHECK, Span, _rdkit_ok, rdkit_available
-from .dynamic import DynamicTokenizer, Item, Job
-
-MAX_BRACKET = 256
+from .base import base_from_vocab_merges, token_bytes, unicode_to_byte
+from .detect import Span
+from .dynamic import DynamicTokenizer
+from .encoding import Item, Job
+from .interns1_detect import auto_split
+from .vocab import QWEN3_ADDED
 
 # domain model of each explicit begin/end tag
 TAG_MODEL = {"<SMILES>": "smiles", "<SELFIES>": "smiles", "<IUPAC>": "iupac", "<FASTA>": "protein"}
@@ -73,167 +79,6 @@ INTERNS1_TAIL = (
     "<IMG_CONTEXT>", "<img>", "</img>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>",
     "<|action_start|>", "<|action_end|>", "<|interpreter|>", "<|plugin|>", "<video>",
 )  # fmt: skip
-
-# ---------------------------------------------------------------- detection (step 3)
-
-# every element symbol of the periodic table: two-letter ones are tried first
-_TWO_LETTER = (
-    "He Li Be Ne Na Mg Al Si Cl Ar Ca Sc Ti Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr Rb Sr Zr Nb Mo Tc "
-    "Ru Rh Pd Ag Cd In Sn Sb Te Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb Lu Hf Ta Re Os Ir "
-    "Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa Np Pu Am Cm Bk Cf Es Fm Md No Lr Rf Db Sg Bh Hs Mt Ds "
-    "Rg Cn Nh Fl Mc Lv Ts Og"
-).split()
-_ONE_LETTER = list("BCFHIKNOPSUVWY") + list("bcnops")
-
-
-def _smiles_pattern() -> regex.Pattern:
-    symbols = sorted(_TWO_LETTER + _ONE_LETTER, key=lambda s: (-len(s), s))
-    unit = rf"(?:\[[^\]]{{1,{MAX_BRACKET}}}\]|{'|'.join(symbols)}|[()\.=\-#@\d$%*:+/\\])"
-    # atomic units, at least 10, neither starting nor ending with : . =
-    return regex.compile(rf"(?![:.=])(?>{unit}){{10,}}(?<![:.=])")
-
-
-SMILES_RE = _smiles_pattern()
-FASTA_RE = regex.compile(r"[A-Z]{27,}")
-
-
-def _ascii_letters(s: str) -> int:
-    return sum(1 for ch in s if ch.isascii() and ch.isalpha())
-
-
-def _is_ascii_letter(ch: str) -> bool:
-    return ch.isascii() and ch.isalpha()
-
-
-def smiles_ok(s: str) -> bool:
-    """Step 3's legitimacy test of a SMILES candidate (RDKit, else the rule checker)."""
-    if len(s) > MAX_SMILES_CHECK or _ascii_letters(s) < 5:
-        return False
-    if not rdkit_available():
-        return rules_ok(s)
-    return _rdkit_ok(s)
-
-
-# The rule-based check transformers uses without RDKit (its check_rings_and_brackets).
-_BONDS = frozenset("-=#:/\\.$")
-_ORGANIC = frozenset(["B", "C", "N", "O", "P", "S", "F", "Cl", "Br", "I"])
-_AROMATIC = frozenset("bnosp") | {"c"}
-_OTHER_ALLOWED = _BONDS | frozenset("[]();")
-_ALLOWED = _ORGANIC | _AROMATIC | _OTHER_ALLOWED
-_ELEMENTS = frozenset(_TWO_LETTER) | frozenset("BCFHIKNOPSUVWY")
-_BRACKET_LETTERS = regex.compile(r"(?:[A-GI-Z]|[a-z]){3,}")
-_BRACKET_DIGITS = regex.compile(r"\d{4,}")
-
-
-def _toggle(rings: dict, key: str) -> None:
-    rings[key] = "closed" if rings.get(key) == "unclosed" else "unclosed"
-
-
-def rules_ok(s: str) -> bool:
-    """Balanced brackets and rings, valid characters outside brackets, plausible bracket atoms."""
-    rings: dict[str, str] = {}
-    sq_open = sq_close = par_open = par_close = digits = 0
-    all_lower = True
-    n = len(s)
-    pos = 0
-    while pos < n:
-        step = 0
-        c = s[pos]
-        if "A" <= c <= "Z":
-            all_lower = False
-        if (pos == n - 1 or pos == 0) and c in _BONDS:
-            return False
-        if pos > 0 and s[pos - 1] in _BONDS and c in _BONDS:
-            return False
-        if c == "[":
-            step = 1
-            sq_open += 1
-            if sq_open > sq_close + 1 or pos == n - 1 or "]" not in s[pos + 1 :]:
-                return False
-            inside = s[pos + 1 : s.find("]")]  # up to the first "]" of the whole candidate
-            if _BRACKET_LETTERS.search(inside) or _BRACKET_DIGITS.search(inside):
-                return False
-            if len(regex.findall(r"\d+", inside)) > 2:
-                return False
-        if c == "]":
-            step = 1
-            sq_close += 1
-            if sq_close > sq_open:
-                return False
-        if c == "(":
-            step = 1
-            par_open += 1
-        if c == ")":
-            step = 1
-            par_close += 1
-            if par_close > par_open:
-                return False
-        if sq_open == sq_close:
-            if c.isdigit():
-                digits += 1
-                step = 1
-                if pos == 0 or (pos == 1 and s[0] != "%") or (pos > 1 and s[pos - 1] != "%" and s[pos - 2] != "%"):
-                    _toggle(rings, c)
-            if c == "%":
-                if pos >= n - 2 or not s[pos + 1].isdigit() or not s[pos + 2].isdigit():
-                    return False
-                step = 3
-                digits += 1
-                _toggle(rings, s[pos + 1 : pos + 3])
-            if step == 0:
-                if pos < n - 1 and s[pos : pos + 2] in _ALLOWED:
-                    step = 2
-                elif c in _ALLOWED:
-                    step = 1
-                else:
-                    return False
-        pos += step or 1
-    if sq_open != sq_close or "unclosed" in rings.values():
-        return False
-    if all_lower and digits < 2:
-        return False
-    for inside in regex.findall(r"\[([^\[\]]*)\]", s):
-        if "(" in inside or ")" in inside or not inside:
-            return False
-        if inside[0] in _ELEMENTS or inside[0] in _AROMATIC or inside[:2] in _ELEMENTS:
-            return True
-    return True
-
-
-def auto_split(text: str, start: int, end: int) -> list[tuple[str, int, int]]:
-    """Step 3 on text[start:end]: [("text"|"mark", a, b)] with marks the wrappers (zero-width
-    items whose string is the wrapper). SMILES first, then FASTA over everything."""
-    out: list[tuple[str, int, int] | tuple[str, str, int]] = []
-    pos = start
-    for m in SMILES_RE.finditer(text, start, end):
-        a, b = m.span()
-        if not smiles_ok(m.group()):
-            continue
-        if (a > start and _is_ascii_letter(text[a - 1])) or (b < end and _is_ascii_letter(text[b])):
-            continue  # glued to a word of the same segment
-        if a > pos:
-            out.append(("text", pos, a))
-        out += [("mark", "<SMILES_AUTO_DETECT>", a), ("text", a, b), ("mark", "</SMILES_AUTO_DETECT>", b)]
-        pos = b
-    if pos < end:
-        out.append(("text", pos, end))
-    result = []
-    for item in out:  # FASTA over the SMILES pass's output, candidates included
-        if item[0] == "mark":
-            result.append(item)
-            continue
-        _, a0, b0 = item
-        p = a0
-        for m in FASTA_RE.finditer(text, a0, b0):
-            a, b = m.span()
-            if a > p:
-                result.append(("text", p, a))
-            result += [("mark", "<FASTA_AUTO_DETECT>", a), ("text", a, b), ("mark", "</FASTA_AUTO_DETECT>", b)]
-            p = b
-        if p < b0:
-            result.append(("text", p, b0))
-    return result
-
 
 # ---------------------------------------------------------------- the tokenizer
 
@@ -415,9 +260,12 @@ class InternS1Tokenizer(DynamicTokenizer):
 
     def layout(self) -> dict:
         d = super().layout()
-        d["scheme"] = self.scheme
         d["added_flags"] = {t: list(f) for t, f in self.added_flags.items() if any(f)}
         return d
+
+    @staticmethod
+    def layout_kwargs(meta: dict) -> dict:
+        return {"added_flags": {t: tuple(f) for t, f in meta.get("added_flags", {}).items()}}
 
 
 def _alternation(tokens: list[str]) -> regex.Pattern:
@@ -429,26 +277,12 @@ def _alternation(tokens: list[str]) -> regex.Pattern:
 # ---------------------------------------------------------------- loading a directory
 
 
-def from_interns1_dir(directory) -> InternS1Tokenizer:
-    """An Intern-S1 HF tokenizer directory with its id layout (reference §4.2)."""
-    import json
-    from pathlib import Path
-
-    import sentencepiece as spm
-
-    from .base import base_from_vocab_merges
-    from .dynamic import QWEN3_ADDED
-
-    d = Path(directory)
-    for f in ("vocab.json", "merges.txt"):
-        if not (d / f).is_file():
-            raise FileNotFoundError(f"{str(d)!r} is not an HF BPE tokenizer directory: {f} is missing")
-    base = base_from_vocab_merges(d / "vocab.json", d / "merges.txt")
-    n = base.get_vocab_size(with_added_tokens=False)
+def _configured_tokens(cfg_path: Path) -> tuple[dict[int, str], dict[str, tuple[bool, bool, bool]]]:
+    """tokenizer_config.json's added tokens (id -> string, marks left out) and their
+    AddedToken flags (lstrip, rstrip, single_word); none without the file."""
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
     configured: dict[int, str] = {}
     flags: dict[str, tuple[bool, bool, bool]] = {}
-    cfg_path = d / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
     for k, v in (cfg.get("added_tokens_decoder") or {}).items():
         content = v["content"] if isinstance(v, dict) else str(v)
         if content in MARKS:
@@ -456,6 +290,19 @@ def from_interns1_dir(directory) -> InternS1Tokenizer:
         configured[int(k)] = content
         if isinstance(v, dict):
             flags[content] = (bool(v.get("lstrip")), bool(v.get("rstrip")), bool(v.get("single_word")))
+    return configured, flags
+
+
+def from_interns1_dir(directory) -> InternS1Tokenizer:
+    """An Intern-S1 HF tokenizer directory with its id layout (see the module docstring)."""
+    d = Path(directory)
+    for f in ("vocab.json", "merges.txt"):
+        if not (d / f).is_file():
+            raise FileNotFoundError(f"{str(d)!r} is not an HF BPE tokenizer directory: {f} is missing")
+    base = base_from_vocab_merges(d / "vocab.json", d / "merges.txt")
+    n = base.get_vocab_size(with_added_tokens=False)
+    cfg_path = d / "tokenizer_config.json"
+    configured, flags = _configured_tokens(cfg_path)
     specials = {t: i for i, t in configured.items()}
     if not configured:  # no config: Qwen3's 26 added tokens right after the BPE
         specials = {t: n + i for i, t in enumerate(QWEN3_ADDED)}

@@ -1,397 +1,39 @@
-"""Train the tokenizer's vocabularies from the real corpora in a data root.
+"""Train the tokenizer's vocabularies from the real corpora in a data root (corpora.py).
 
 Two kinds of vocabulary:
 
 * the base: a small byte-level BPE (HF `tokenizers`, Qwen2's pre-tokenizer regex)
   trained on offline English/math prose. It is the default for the tiny models;
-  the real checkpoints use Qwen3's 151,643-token BPE instead (`dynamic.qwen3_base`).
+  the real checkpoints use Qwen3's 151,643-token BPE instead (`load.qwen3_tokenizer`).
 * the domain vocabularies: one SentencePiece BPE model per domain (SMILES,
   IUPAC, protein, DNA). Every model is lossless by construction: identity
   normalisation, no dummy prefix, whitespace kept as is, byte fallback for any
   character the model has never seen (so a domain span never yields <unk>).
-
-Held-out data (never trained on, so `bench/tokenizer_compression.py` measures
-generalisation): MOSES `test.csv`, every 10th QM9 row, USPTO `testT`, every 10th
-protein of the proteome, the 100-gene file and the DNA contig, GSM8K test, and the
-LaTeX papers in `text/`.
-
-Diversity for SMILES: MOSES is ZINC-like drug-like molecules written canonically
-and aromatic, with no stereo, charges or salts. We add the QM9 small molecules, the
-molecules of the USPTO reactions (salts, charges, stereo, reagents) and, for a
-share of molecules, RDKit-generated alternative writings: Kekulé SMILES and random
-non-canonical atom orders, so the vocabulary also covers ChEMBL/NCI-style input.
-
-IUPAC: no IUPAC-name corpus is available offline (RDKit has no namer and PubChem is
-online only). The IUPAC vocabulary is trained on the systematic-name-like words
-found in the QA texts plus a generated corpus of names built from the IUPAC
-nomenclature morphemes (locants, multipliers, substituent prefixes, parent
-hydrides, suffixes). Names are therefore realistic in form but not real names of
-real molecules; byte fallback keeps any IUPAC span lossless regardless.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import json
 import random
-import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+import time
+from collections.abc import Iterable
 
-from opens1.common.paths import data_root, has_data, open_data, read_fasta
-from opens1.tokenizer.base import QWEN_PATTERN
+import sentencepiece as spm
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
+from opens1.common.paths import data_root
+from opens1.tokenizer.base import set_byte_level
+from opens1.tokenizer.train_config import TrainConfig
+from opens1.tokenizer.corpora import dna_corpus, iupac_corpus, prose_corpus, protein_corpus, smiles_corpus
+from opens1.tokenizer.dynamic import DynamicTokenizer
 
-
-@dataclass
-class TrainConfig:
-    """Vocabulary sizes (SentencePiece sizes include 256 byte-fallback pieces and <unk>).
-
-    The default is compact for the tiny models (their embedding is vocab x 128); `large()`
-    sizes the domain vocabularies for real models on Qwen3's 151k BPE, where a few
-    thousand more rows cost nothing and proteins need ~8k pieces to beat Qwen3 by 1.3x."""
-
-    base_vocab: int = 6144  # incl. the 256-byte alphabet
-    smiles_vocab: int = 2048
-    iupac_vocab: int = 512
-    # 8,192 unigram pieces: 1.33x Qwen3's characters per token on the proteome of an organism
-    # the vocabulary never saw (C. diphtheriae, predicted from its genome), 1.39x on held-out
-    # proteins of the training organism; 4,608 gave 1.25x / 1.31x (bench/tokenizer_compression.py)
-    protein_vocab: int = 8192
-    dna_vocab: int = 512
-    # unigram compresses proteins ~8% better than BPE at equal size; BPE wins (and trains
-    # much faster) on the large SMILES and DNA corpora
-    protein_model_type: str = "unigram"
-    n_smiles: int = 120_000  # MOSES train molecules sampled (before augmentation)
-    n_qm9: int | None = None  # QM9 training rows (None: all 90% not held out)
-    n_reactions: int = 30_000  # USPTO val reactions
-    n_iupac: int = 30_000  # generated IUPAC-style names
-    n_selfies: int = 20_000  # SELFIES of held-in MOSES molecules (needs the optional `selfies`)
-    augment: float = 0.5  # share of molecules that also get RDKit alternative forms
-    seed: int = 0
-
-    @classmethod
-    def large(cls) -> "TrainConfig":
-        return cls(smiles_vocab=4096, iupac_vocab=1024, protein_vocab=8192, dna_vocab=2048)
-
-    @classmethod
-    def fast(cls) -> "TrainConfig":
-        """The default vocabulary sizes (same id layout) from smaller corpora: well under a
-        minute, for a speedrun that finds the bundled vocabularies missing."""
-        return cls(n_smiles=15_000, n_qm9=8_000, n_reactions=2_000, n_iupac=10_000, n_selfies=2_000,
-                   protein_model_type="bpe")
-
-    @classmethod
-    def quick(cls) -> "TrainConfig":
-        """Seconds, for tests: small vocabularies and a few thousand molecules."""
-        return cls(base_vocab=1024, smiles_vocab=512, iupac_vocab=320, protein_vocab=400, dna_vocab=300,
-                   n_smiles=2000, n_qm9=1000, n_reactions=300, n_iupac=2000, n_selfies=300,
-                   protein_model_type="bpe")  # unigram training takes tens of seconds
-
-
-# ---------------------------------------------------------------- corpora
-
-
-def _jsonl(root, rel: str) -> Iterator[dict]:
-    if not has_data(root, rel):
-        return
-    with open_data(root, rel) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                yield json.loads(line)
-
-
-def prose_corpus(root=None) -> Iterator[str]:
-    """English and math prose available offline. GSM8K test and the LaTeX papers are held out."""
-    for d in _jsonl(root, "qa/gsm8k_train.jsonl"):
-        yield d["question"] + "\n" + d["answer"]
-    for d in _jsonl(root, "qa/math500_test.jsonl"):
-        yield d["problem"] + "\n" + d.get("solution", "")
-    for name in ("mmlu_stem", "college_math", "olympiadbench"):
-        for d in _jsonl(root, f"qa/qwen25math_{name}.jsonl"):
-            parts = [str(d.get(k, "")) for k in ("question", "problem", "solution", "answer")]
-            parts += [str(c) for c in d.get("choices", []) or []]
-            yield "\n".join(p for p in parts if p)
-    # Python's own documentation topics (PSF licence): real English technical prose
-    # that ships with every CPython, so the base vocabulary also knows code and docs.
-    try:
-        from pydoc_data.topics import topics
-
-        yield from topics.values()
-    except ImportError:  # pragma: no cover - some distributions strip pydoc_data
-        pass
-
-
-def _csv_column(root, rel: str, column: str) -> Iterator[str]:
-    import csv
-
-    with open_data(root, rel) as f:
-        for row in csv.DictReader(f):
-            yield row[column]
-
-
-def strip_atom_maps(smiles: str) -> str:
-    """`[CH3:1]` -> `C`: drop atom-map numbers with RDKit and re-canonicalise.
-    Falls back to a regex when RDKit cannot parse the molecule."""
-    from rdkit import Chem
-
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None:
-        return re.sub(r":\d+\]", "]", smiles)
-    for atom in mol.GetAtoms():
-        atom.SetAtomMapNum(0)
-    return Chem.MolToSmiles(mol)
-
-
-def reactions(root, split: str = "val", limit: int | None = None) -> Iterator[str]:
-    """USPTO reactions as `reactants>>product` reaction SMILES with atom maps stripped."""
-    rel = f"reactions/uspto_{split}T.csv"
-    if not has_data(root, rel):
-        return
-    import csv
-
-    with open_data(root, rel) as f:
-        for i, row in enumerate(csv.DictReader(f)):
-            if limit is not None and i >= limit:
-                break
-            yield strip_atom_maps(row["target"]) + ">>" + strip_atom_maps(row["input"])
-
-
-def random_smiles(mol, rng: random.Random, kekule: bool = False) -> str:
-    """A random-atom-order SMILES of `mol`, reproducible from `rng` (RDKit's own doRandom
-    draws from an unseeded generator, which made training irreproducible)."""
-    from rdkit import Chem
-
-    return Chem.MolToRandomSmilesVect(mol, 1, randomSeed=rng.randrange(1 << 31), kekuleSmiles=kekule)[0]
-
-
-def alternative_forms(smiles: str, rng: random.Random) -> list[str]:
-    """RDKit-generated alternative writings of one molecule: Kekulé and a random atom order."""
-    from rdkit import Chem
-
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None:
-        return []
-    out = []
-    try:
-        kek = Chem.Mol(mol)
-        Chem.Kekulize(kek, clearAromaticFlags=True)
-        out.append(Chem.MolToSmiles(kek, kekuleSmiles=True))
-    except Exception:  # noqa: BLE001 - some aromatic systems cannot be kekulised
-        pass
-    out.append(random_smiles(mol, rng))
-    if rng.random() < 0.5:  # random order AND Kekulé: the NCI/ChEMBL-export style
-        try:
-            kek = Chem.Mol(mol)
-            Chem.Kekulize(kek, clearAromaticFlags=True)
-            out.append(random_smiles(kek, rng, kekule=True))
-        except Exception:  # noqa: BLE001
-            pass
-    return out
-
-
-def smiles_corpus(root=None, cfg: TrainConfig | None = None) -> Iterator[str]:
-    """Molecules and reactions for the SMILES vocabulary (MOSES test and every 10th QM9 row held out)."""
-    from rdkit import RDLogger
-
-    RDLogger.DisableLog("rdApp.*")
-    cfg = cfg or TrainConfig()
-    rng = random.Random(cfg.seed)
-    moses = list(_csv_column(root, "smiles/train.csv", "SMILES"))
-    rng.shuffle(moses)
-    mols = moses[: cfg.n_smiles]
-    if has_data(root, "smiles/qm9.csv"):
-        qm9 = [s for i, s in enumerate(_csv_column(root, "smiles/qm9.csv", "SMILES")) if i % 10 != 0]
-        mols += qm9[: cfg.n_qm9]
-    for r in reactions(root, "val", limit=cfg.n_reactions):
-        yield r
-        # the reaction's molecules on their own: salts, charges, stereo, reagents
-        for part in r.replace(">>", ".").split("."):
-            if part:
-                mols.append(part)
-    for s in mols:
-        yield s
-        if rng.random() < cfg.augment:
-            yield from alternative_forms(s, rng)
-    try:  # SELFIES share the SMILES vocabulary (as in Intern-S1); optional dependency
-        import selfies
-
-        for s in moses[cfg.n_smiles : cfg.n_smiles + cfg.n_selfies]:
-            try:
-                yield selfies.encoder(s)
-            except Exception:  # noqa: BLE001 - unsupported molecules
-                pass
-    except ImportError:
-        pass
-
-
-PROTEOME = "sequences/938293.PRJEB85.HG003687.faa"
-# DNA of other organisms whose predicted proteins join the protein corpus (the genome below
-# is the held-out organism: its proteins are never trained on)
-OTHER_DNA = ("sequences/1390.SAMEA104415756.OFHT01000022.fna", "sequences/CP040672.1.genes_100.fna")
-
-
-def proteins(root=None, heldout: bool = False) -> Iterator[str]:
-    """Proteome sequences; every 10th is held out for the benchmark."""
-    with open_data(root, PROTEOME) as f:
-        for i, (_, seq) in enumerate(read_fasta(f)):
-            if (i % 10 == 0) == heldout:
-                yield seq
-
-
-def predicted_proteins(root, rel: str, train_on_it: bool = False) -> list[str]:
-    """Proteins of a DNA file, predicted with pyrodigal (Prodigal's gene finder), written as
-    Prodigal writes them (the training proteome's format): first residue M for a complete
-    gene, `*` for the stop. train_on_it: learn the genome's own gene model (a whole
-    genome); otherwise Prodigal's metagenomic models (contigs, gene lists)."""
-    import pyrodigal
-
-    out = []
-    with open_data(root, rel) as f:
-        seqs = [s.encode() for _, s in read_fasta(f)]
-    finder = pyrodigal.GeneFinder(meta=not train_on_it)
-    if train_on_it:
-        finder.train(*seqs)
-    for s in seqs:
-        for gene in finder.find_genes(s):
-            p = gene.translate()
-            out.append(p if gene.partial_begin else "M" + p[1:])
-    return out
-
-
-def unseen_proteome(root=None) -> list[str]:
-    """The proteins of an organism no protein vocabulary is trained on: C. diphtheriae's
-    ~2,300 genes predicted from its complete genome (needs pyrodigal)."""
-    return predicted_proteins(root, GENOME, train_on_it=True)
-
-
-def protein_corpus(root=None) -> Iterator[str]:
-    yield from proteins(root, heldout=False)
-    if importlib.util.find_spec("pyrodigal") is None:  # a training dependency (pip install opens1[dev])
-        print("[tokenizer] pyrodigal is not installed: the protein corpus lacks the proteins predicted "
-              "from sequences/ DNA, and the shipped protein vocabulary is not reproduced")
-    else:
-        for rel in OTHER_DNA:
-            if has_data(root, rel):
-                yield from predicted_proteins(root, rel)
-    if has_data(root, "sequences/AMPvsUniProt.csv"):
-        with open_data(root, "sequences/AMPvsUniProt.csv") as f:
-            next(f)
-            for line in f:
-                seq = line.split(",")[0].strip()
-                if seq.isalpha():
-                    yield seq
-    if has_data(root, "sequences/swissprot_100.dat"):
-        with open_data(root, "sequences/swissprot_100.dat") as f:
-            seq, inside = [], False
-            for line in f:
-                if line.startswith("SQ "):
-                    inside, seq = True, []
-                elif line.startswith("//"):
-                    if seq:
-                        yield "".join(seq)
-                    inside = False
-                elif inside:
-                    seq.append(line.replace(" ", "").strip())
-
-
-GENOME = "sequences/GCF_001457455.1_NCTC11397_genomic.fna"
-GENES = "sequences/CP040672.1.genes_100.fna"
-
-
-def dna_corpus(root=None, chunk: int = 2000, seed: int = 0) -> Iterator[str]:
-    """Genome chunks for the DNA vocabulary; a tenth are lowercase (soft-masked style)
-    and a tenth are written as RNA, so those forms get pieces too. Without the genome
-    (embedded data), fall back to the 100-gene file."""
-    rng = random.Random(seed)
-    rel = GENOME if has_data(root, GENOME) else GENES
-    with open_data(root, rel) as f:
-        for _, seq in read_fasta(f):
-            for i in range(0, len(seq), chunk):
-                s = seq[i : i + chunk]
-                r = rng.random()
-                yield s.lower() if r < 0.1 else s.replace("T", "U") if r < 0.2 else s
-
-
-# The IUPAC corpus: nomenclature morphemes combined into systematic names.
-_MULT = ["", "di", "tri", "tetra"]
-_SUBST = ["methyl", "ethyl", "propyl", "butyl", "isopropyl", "tert-butyl", "phenyl", "benzyl",
-          "chloro", "bromo", "fluoro", "iodo", "nitro", "amino", "hydroxy", "methoxy", "ethoxy",
-          "oxo", "cyano", "trifluoromethyl", "acetyl", "carbamoyl", "sulfamoyl", "methylsulfonyl",
-          "piperidin-1-yl", "morpholin-4-yl", "pyridin-2-yl", "pyridin-3-yl", "thiophen-2-yl",
-          "cyclopropyl", "cyclohexyl", "furan-2-yl", "1H-indol-3-yl", "naphthalen-1-yl", "phenoxy",
-          "benzoyl", "dimethylamino", "carboxy", "vinyl", "allyl", "ethynyl", "imidazol-1-yl"]
-_PARENT = ["methane", "ethane", "propane", "butane", "pentane", "hexane", "heptane", "octane",
-           "benzene", "pyridine", "pyrimidine", "pyrazine", "piperidine", "piperazine", "morpholine",
-           "cyclohexane", "cyclopentane", "naphthalene", "quinoline", "isoquinoline", "indole",
-           "1H-pyrazole", "1,3-thiazole", "1,3-oxazole", "thiophene", "furan", "pyrrolidine",
-           "1H-imidazole", "1H-benzimidazole", "1,2,4-triazole", "azetidine", "oxolane", "oxane"]
-_SUFFIX = ["", "-1-ol", "-2-ol", "-1-amine", "-2-amine", "-1-carboxylic acid", "-2-carboxylic acid",
-           "-1-carbaldehyde", "-2-one", "-3-one", "-1-carbonitrile", "-1-sulfonamide",
-           "-2-carboxamide", "-1,2-diol", "-4-carboxylate", "-1-thiol", "-2-ylidene"]
-
-
-def _iupac_name(rng: random.Random) -> str:
-    subs = []
-    for _ in range(rng.choice([0, 1, 1, 2, 2, 3])):
-        mult = rng.choice(_MULT)
-        n = {"": 1, "di": 2, "tri": 3, "tetra": 4}[mult]
-        locs = ",".join(str(x) for x in sorted(rng.sample(range(1, 9), n)))
-        sub = rng.choice(_SUBST)
-        if mult and ("-" in sub or "(" in sub):  # complex substituents: bis(...), tris(...)
-            mult = {"di": "bis", "tri": "tris", "tetra": "tetrakis"}[mult]
-            sub = f"({sub})"
-        subs.append(f"{locs}-{mult}{sub}")
-    subs.sort(key=lambda s: s.split("-", 1)[1].lstrip("ditrakisb("))
-    name = "-".join(subs)
-    parent = rng.choice(_PARENT)
-    suffix = rng.choice(_SUFFIX)
-    if suffix and parent.endswith("e") and suffix[1:2].isdigit() and suffix.split("-")[-1][0] in "aeiouy":
-        parent = parent[:-1]
-    name = (name + ("" if not name or parent[0].isdigit() else "") + parent + suffix) if name else parent + suffix
-    salt = rng.random()
-    if salt < 0.05:
-        name += " hydrochloride"
-    elif salt < 0.08:
-        name = "(2S)-" + name
-    elif salt < 0.1:
-        name = "(E)-" + name
-    return name
-
-
-_NAME_WORD = re.compile(r"\b(?:\(?\d[\d,]*[A-Za-z]?\)?-)?[a-z]*(?:yl|ane|ene|yne|ol|one|oic|amine|amide|ate|ide|ine|ole)\w*\b")
-
-
-def iupac_corpus(root=None, n: int = 30_000, seed: int = 0) -> Iterator[str]:
-    rng = random.Random(seed)
-    for _ in range(n):
-        yield _iupac_name(rng)
-    # systematic-looking words in real chemistry problems (locants, -yl/-ane/-ol ...)
-    for name in ("mmlu_stem",):
-        for d in _jsonl(root, f"qa/qwen25math_{name}.jsonl"):
-            words = _NAME_WORD.findall(d.get("question", ""))
-            if words:
-                yield " ".join(words)
-
-
-# ---------------------------------------------------------------- trainers
+__all__ = ["TrainConfig", "dna_corpus", "iupac_corpus", "prose_corpus", "protein_corpus", "smiles_corpus",
+           "train_base_bpe", "train_many", "train_sentencepiece"]
 
 
 def train_base_bpe(texts: Iterable[str], vocab_size: int):
     """A byte-level BPE with Qwen2's pre-tokenizer and no normaliser (lossless)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
+    tok = set_byte_level(Tokenizer(models.BPE()))
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=2,
@@ -402,13 +44,11 @@ def train_base_bpe(texts: Iterable[str], vocab_size: int):
     return tok
 
 
-def train_sentencepiece(texts: Iterable[str], vocab_size: int, max_piece: int = 16, model_type: str = "bpe",
+def train_sentencepiece(texts: Iterable[str], vocab_size: int, max_piece: int = 16, model_type: str = "bpe", *,
                         seed: int = 0, max_sentences: int = 600_000) -> bytes:
     """A lossless SentencePiece model (serialized proto bytes). Corpora over `max_sentences`
     are subsampled here with a seeded generator: SentencePiece's own sampling is not
     reproducible across processes, and without sampling it would keep only the head."""
-    import sentencepiece as spm
-
     texts = [t for t in texts if t]
     if len(texts) > max_sentences:
         texts = random.Random(seed).sample(texts, max_sentences)
@@ -441,30 +81,25 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, max_piece: int = 
     return buf.getvalue()
 
 
-def train_all(root=None, out: str | Path = "tokenizer", cfg: TrainConfig | None = None, log=print):
-    """Train every vocabulary from `root` and write a loadable tokenizer directory to `out`."""
-    cfg = cfg or TrainConfig()
-    return train_many(root, {out: cfg}, log)[0]
+def build_corpora(root, cfg: TrainConfig) -> tuple[list[str], dict[str, list[str]]]:
+    """The prose and the per-domain corpora, sampled as `cfg` says (n_smiles, augment, seed)."""
+    prose = list(prose_corpus(root))
+    corpora = {
+        "smiles": list(smiles_corpus(root, cfg)),
+        "iupac": list(iupac_corpus(root, n=cfg.n_iupac, seed=cfg.seed)),
+        "protein": list(protein_corpus(root)),
+        "dna": list(dna_corpus(root, seed=cfg.seed)),
+    }
+    return prose, corpora
 
 
 def train_many(root, outs: dict, log=print) -> list:
     """Train several tokenizers (out dir -> TrainConfig) from corpora built once.
     The corpora follow the first config's sampling settings (n_smiles, augment, seed)."""
-    from opens1.tokenizer.dynamic import DynamicTokenizer
-
-    import time
-
     t0 = time.perf_counter()
     root = data_root(root)
-    first = next(iter(outs.values()))
     log(f"[tokenizer] data root {root}")
-    prose = list(prose_corpus(root))
-    corpora = {
-        "smiles": list(smiles_corpus(root, first)),
-        "iupac": list(iupac_corpus(root, n=first.n_iupac, seed=first.seed)),
-        "protein": list(protein_corpus(root)),
-        "dna": list(dna_corpus(root, seed=first.seed)),
-    }
+    prose, corpora = build_corpora(root, next(iter(outs.values())))
     log("[tokenizer] corpora: " + ", ".join(f"{k} {len(v)} strings" for k, v in corpora.items())
         + f" ({time.perf_counter() - t0:.0f}s)")
     result = []
@@ -472,18 +107,17 @@ def train_many(root, outs: dict, log=print) -> list:
     for out, cfg in outs.items():
         if cfg.base_vocab not in bases:
             bases[cfg.base_vocab] = train_base_bpe(prose, cfg.base_vocab)
-        base = bases[cfg.base_vocab]
-        models = {}
+        domain_models = {}
         for name, size, kind in (
             ("smiles", cfg.smiles_vocab, "bpe"),
             ("iupac", cfg.iupac_vocab, "bpe"),
             ("protein", cfg.protein_vocab, cfg.protein_model_type),
             ("dna", cfg.dna_vocab, "bpe"),
         ):
-            models[name] = train_sentencepiece(corpora[name], size, 16, kind, seed=cfg.seed)
+            domain_models[name] = train_sentencepiece(corpora[name], size, 16, kind, seed=cfg.seed)
             log(f"[tokenizer] {name}: {size} pieces ({kind}) at {time.perf_counter() - t0:.0f}s")
         prov = {"data_root": str(root), **vars(cfg)}
-        tok = DynamicTokenizer.from_parts(base, models, provenance=prov)
+        tok = DynamicTokenizer.from_parts(bases[cfg.base_vocab], domain_models, provenance=prov)
         tok.save_pretrained(out)
         log(f"[tokenizer] wrote {out}: {tok!r}")
         result.append(tok)

@@ -17,23 +17,19 @@ import argparse
 import json
 import sys
 
-from opens1.cli.util import HelpFormatter, add_subcommands
+from opens1.cli.util import HelpFormatter, UserError, add_subcommands
+from opens1.tokenizer import load_tokenizer
+from opens1.tokenizer.train import TrainConfig, train_many
 
 
 def _train(args) -> int:
-    from opens1.tokenizer.train import TrainConfig, train_many
-
-    presets = {"default": TrainConfig(), "large": TrainConfig.large(), "quick": TrainConfig.quick(),
-               "fast": TrainConfig.fast()}
-    cfg = presets["fast" if args.fast else args.preset]
+    cfg = TrainConfig.preset("fast" if args.fast else args.preset)
     if args.n_smiles is not None:
         cfg.n_smiles = args.n_smiles
-    for item in filter(None, (args.sizes or "").split(",")):
-        name, _, value = item.partition("=")
-        field = f"{name.strip()}_vocab"
-        if not hasattr(cfg, field) or not value.strip().isdigit():
-            raise SystemExit(f"--sizes: expected e.g. 'protein=4608,smiles=2048' (base, smiles, iupac, protein, dna), got {item!r}")
-        setattr(cfg, field, int(value))
+    try:
+        cfg.set_sizes(args.sizes or "")
+    except ValueError as e:
+        raise UserError(f"--sizes: {e}") from None
     outs = {args.out: cfg}
     if args.large_out:
         large = TrainConfig.large()
@@ -43,14 +39,8 @@ def _train(args) -> int:
     return 0
 
 
-def _load(path):
-    from opens1.tokenizer import load_tokenizer
-
-    return load_tokenizer(path)
-
-
 def _info(args) -> int:
-    tok = _load(args.tokenizer)
+    tok = load_tokenizer(args.tokenizer)
     layout = tok.layout()
     layout.pop("provenance", None)
     print(repr(tok))
@@ -59,7 +49,7 @@ def _info(args) -> int:
 
 
 def _encode(args) -> int:
-    tok = _load(args.tokenizer)
+    tok = load_tokenizer(args.tokenizer)
     text = args.text if args.text is not None else sys.stdin.read()
     ids = tok.encode(text)
     print(" ".join(map(str, ids)))
@@ -73,16 +63,16 @@ def _encode(args) -> int:
 
 
 def _decode(args) -> int:
-    tok = _load(args.tokenizer)
+    tok = load_tokenizer(args.tokenizer)
     sys.stdout.write(tok.decode([int(x) for x in args.ids], skip_special_tokens=args.skip_special))
     sys.stdout.write("\n")
     return 0
 
 
 def _export(args) -> int:
-    from opens1.tokenizer.hf import export_fast_tokenizer, export_hf_tokenizer
+    from opens1.tokenizer.hf import export_fast_tokenizer, export_hf_tokenizer  # optional: transformers
 
-    tok = _load(args.tokenizer)
+    tok = load_tokenizer(args.tokenizer)
     export_hf_tokenizer(tok, args.out)
     export_fast_tokenizer(tok, f"{args.out}/fast")
     print(f"wrote {args.out} (AutoTokenizer.from_pretrained(dir, trust_remote_code=True): OpenS1HFTokenizer) "

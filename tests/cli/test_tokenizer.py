@@ -3,7 +3,7 @@
 import pytest
 
 from opens1.tokenizer import load_tokenizer
-from opens1.tokenizer.cli import main
+from opens1.cli.tokenizer import main
 
 
 def test_info_encode_decode(capsys):
