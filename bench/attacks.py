@@ -251,7 +251,7 @@ class _Server:
 
         import httpx
 
-        from opens1.serve.cli import free_port
+        from opens1.serve.server import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -30,7 +30,8 @@ import httpx
 import openai
 import torch
 
-from opens1.serve.cli import BackgroundServer, build_state, free_port
+from opens1.serve.load import build_state
+from opens1.serve.server import BackgroundServer, free_port
 
 
 async def one_request(client: openai.AsyncOpenAI, model: str, i: int, max_tokens: int) -> dict:

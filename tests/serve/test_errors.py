@@ -14,8 +14,8 @@ import openai
 import pytest
 
 from opens1.infer.engine import Engine
-from opens1.serve.api import host_allowed
-from opens1.serve.cli import BackgroundServer
+from opens1.serve.auth import host_allowed
+from opens1.serve.server import BackgroundServer
 
 # a hung server or engine must fail the test, not stall the suite
 pytestmark = pytest.mark.timeout(120)

@@ -25,7 +25,7 @@ def test_incremental_decoding_concatenates_to_decode(tok, text):
 
 
 def stream(text: str, thinking_open: bool, stop=None, step=3):
-    out = OutputText(stop, thinking_open)
+    out = OutputText(stop, thinking_open=thinking_open)
     r = c = ""
     for i in range(0, len(text), step):
         d = out.feed(text[i : i + step])

@@ -13,7 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("opens1.train.cli", "pretraining, multimodal pretraining and SFT (torchrun-ready)"),
     "rl": ("opens1.rl.cli", "online RL with a mixture of rewards (GRPO, OREAL, KL-Cov)"),
     "eval": ("opens1.eval.cli", "score a model or an OpenAI-compatible endpoint on environments"),
-    "serve": ("opens1.serve.cli", "OpenAI-compatible API server and web UI"),
+    "serve": ("opens1.cli.serve", "OpenAI-compatible API server and web UI"),
     "tokenizer": ("opens1.tokenizer.cli", "train, inspect and export the dynamic scientific tokenizer"),
     "data": ("opens1.corpus.cli", "corpus building: parse-pdf, train-classifier, filter, dedup"),
     "model": ("opens1.models.cli", "inspect presets and checkpoints: count parameters, generate"),

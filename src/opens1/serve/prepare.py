@@ -2,7 +2,7 @@
 which runs in a worker process (`serve/workers.py`).
 
     messages, tools = chat_inputs(state, req)       # in the server: cheap checks, budgets
-    out = await state.render.run(render_chat, messages, tools, thinking)   # in a worker
+    out = await state.render.run(render_chat, messages, tools, thinking=True)   # in a worker
 
 Budgets, all per request and all checked before tokenizing, decoding or converting:
 - characters: the prompt's text (message contents, reasoning, tool calls, tool
@@ -27,7 +27,7 @@ import binascii
 import json
 from typing import Any
 
-from opens1.processing.images import num_tiles
+from opens1.processing.images import image_size, num_tiles
 from opens1.processing.series import series_shape, series_tokens_or_zero
 from opens1.serve import protocol as P
 from opens1.serve.protocol import APIError
@@ -110,8 +110,6 @@ def image_bytes(url: str, param: str) -> bytes:
 
 
 def _image_part(state, budget: Budget, part: P.ImagePart, role: str, param: str) -> dict:
-    from opens1.processing.images import image_size
-
     if not state.supports_images:
         raise APIError(400, f"{param}: this model has no vision tower; images are not accepted", param=param)
     if role != "user":
@@ -219,7 +217,7 @@ def completion_inputs(state, prompt) -> list[str | list[int]]:
 # ------------------------------------------------------------------ in a worker (context: the Processor)
 
 
-def render_chat(processor, messages: list[dict], tools: list[dict] | None, thinking: bool,
+def render_chat(processor, messages: list[dict], tools: list[dict] | None, *, thinking: bool,
                 special_tokens_in_content: bool = False, add_generation_prompt: bool = True) -> dict:
     """Chat template, tokenization, image tiles and series -> the engine's inputs, as plain
     lists and numpy arrays: {input_ids, pixel_values, time_series, sampling_rates,

@@ -1,8 +1,8 @@
 """The wire format of the OpenAI-compatible API, as pydantic models.
 
-Requests are validated here, so that everything the routes in `api.py` see is
+Requests are validated here, so that everything the routes in `routes/` see is
 well-typed; a request that does not validate becomes a 400 with the offending
-field named in `param` (see `api.validation_error`). Design choices:
+field named in `param` (see `payload.validation_error`). Design choices:
 
 - Unknown *fields* are ignored (clients such as the official `openai` SDK send
   newer fields we do not know), but unknown *values* are refused: a role we do
@@ -55,7 +55,7 @@ class APIError(Exception):
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
 
     def response(self):
-        from fastapi.responses import JSONResponse
+        from fastapi.responses import JSONResponse  # optional: fastapi (the render workers import this module)
 
         body = ErrorResponse(error=ErrorBody(message=self.message, type=self.type, param=self.param, code=self.code))
         return JSONResponse(body.model_dump(), status_code=self.status)
