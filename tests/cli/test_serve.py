@@ -84,7 +84,7 @@ def test_serve_subprocess_with_api_key():
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "opens1.cli", "serve", "--model", "tiny", "--port", str(port), "--api-key", "k",
+        [sys.executable, "-m", "opens1", "serve", "--model", "tiny", "--port", str(port), "--api-key", "k",
          "--max-seq-len", "256", "--max-batch-size", "2", "--log-level", "warning"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
@@ -115,7 +115,7 @@ def test_done_when_vllm_habits_end_to_end():
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "opens1.cli", "serve", "tiny", "--port", str(port), "--max-model-len", "1024",
+        [sys.executable, "-m", "opens1", "serve", "tiny", "--port", str(port), "--max-model-len", "1024",
          "--max-num-seqs", "8", "--served-model-name", "s1-tiny", "--log-level", "warning"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
