@@ -342,11 +342,11 @@ def test_server_defaults_fill_unset_fields_only(tiny_state):
     d = P.ServeDefaults(sampling=SamplingParams(temperature=0.8, top_p=0.95, top_k=20, repetition_penalty=1.05), max_tokens=50)
     state = dataclasses.replace(tiny_state, defaults=d)
     req = P.ChatCompletionRequest.model_validate({"model": "tiny", "messages": HI})
-    p = sampling_params(state, req, 10, None, None)
+    p = sampling_params(state, req, 10, max_tokens=None, logprobs=None)
     assert (p.temperature, p.top_p, p.top_k, p.repetition_penalty, p.max_new_tokens) == (0.8, 0.95, 20, 1.05, 50)
     req = P.ChatCompletionRequest.model_validate({"model": "tiny", "messages": HI, "temperature": 0.2, "top_k": -1,
                                                   "repetition_penalty": 1.0, "presence_penalty": 0.3})
-    p = sampling_params(state, req, 10, 7, None)
+    p = sampling_params(state, req, 10, max_tokens=7, logprobs=None)
     assert (p.temperature, p.top_p, p.top_k, p.repetition_penalty, p.presence_penalty, p.max_new_tokens) == (0.2, 0.95, 0, 1.0, 0.3, 7)
 
 

@@ -33,7 +33,8 @@ from opens1.tokenizer.chat import parse_response
 # ---------------------------------------------------------------- before the engine
 
 
-def sampling_params(state: ServerState, req, prompt_len: int, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
+def sampling_params(state: ServerState, req, prompt_len: int, *, max_tokens: int | None,
+                    logprobs: int | None) -> SamplingParams:
     """The request's sampling knobs, the server's defaults where it left a field unset, and
     a completion length that fits the context."""
     d = state.defaults

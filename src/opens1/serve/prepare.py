@@ -109,7 +109,7 @@ def image_bytes(url: str, param: str) -> bytes:
         raise APIError(400, f"{param}: the image data is not valid base64", param=param, code="invalid_image") from None
 
 
-def _image_part(state, budget: Budget, part: P.ImagePart, role: str, param: str) -> dict:
+def _image_part(state, budget: Budget, part: P.ImagePart, *, role: str, param: str) -> dict:
     if not state.supports_images:
         raise APIError(400, f"{param}: this model has no vision tower; images are not accepted", param=param)
     if role != "user":
@@ -124,7 +124,7 @@ def _image_part(state, budget: Budget, part: P.ImagePart, role: str, param: str)
     return {"type": "image", "image": raw}
 
 
-def _series_part(state, budget: Budget, part: P.TimeSeriesPart, role: str, param: str) -> dict:
+def _series_part(state, budget: Budget, part: P.TimeSeriesPart, *, role: str, param: str) -> dict:
     if not state.supports_series:
         raise APIError(400, f"{param}: this model has no time-series tower; series are not accepted", param=param)
     if role != "user":
@@ -161,9 +161,9 @@ def chat_inputs(state, req: P.ChatCompletionRequest) -> tuple[list[dict], list[d
                     budget.text(part.text)
                     parts.append({"type": "text", "text": part.text})
                 elif isinstance(part, P.ImagePart):
-                    parts.append(_image_part(state, budget, part, m.role, param))
+                    parts.append(_image_part(state, budget, part, role=m.role, param=param))
                 else:
-                    parts.append(_series_part(state, budget, part, m.role, param))
+                    parts.append(_series_part(state, budget, part, role=m.role, param=param))
             msg["content"] = parts
         else:
             msg["content"] = m.content or ""

@@ -43,7 +43,8 @@ async def chat_completion(state: ServerState, req: P.ChatCompletionRequest, requ
                                  special_tokens_in_content=state.special_tokens_in_content)
     prompt_ids, thinking_open = out["input_ids"], out["thinking_open"]
     n_lp = (req.top_logprobs or 0) if req.logprobs else None
-    params = sampling_params(state, req, len(prompt_ids), req.max_completion_tokens or req.max_tokens, n_lp)
+    params = sampling_params(state, req, len(prompt_ids), max_tokens=req.max_completion_tokens or req.max_tokens,
+                             logprobs=n_lp)
     notes: list[str] = []
     constraints = await structured_constraints(state, req, params, req.n, thinking_open=thinking_open, notes=notes)
     warnings = warnings_of(req, notes)

@@ -36,7 +36,7 @@ async def text_completion(state: ServerState, req: P.CompletionRequest, request:
     gens = await _submit(state, req, prompts)
     rid = f"cmpl-{uuid.uuid4().hex}"
     if req.stream:
-        return StreamingResponse(_completion_stream(state, gens, prompts, req, rid), media_type="text/event-stream",
+        return StreamingResponse(_completion_stream(state, req, gens, prompts=prompts, rid=rid), media_type="text/event-stream",
                                  headers=warning_headers(warnings))
     try:
         for g in gens:
@@ -66,7 +66,7 @@ async def _submit(state: ServerState, req: P.CompletionRequest, prompts) -> list
                 max_tokens = min(state.defaults.completion_max_tokens, state.max_seq_len - len(ids))
             else:
                 max_tokens = req.max_tokens
-            params = sampling_params(state, req, len(ids), max_tokens, req.logprobs)
+            params = sampling_params(state, req, len(ids), max_tokens=max_tokens, logprobs=req.logprobs)
             constraints = await structured_constraints(state, req, params, req.n, thinking_open=False, notes=[])
             gen = Generation(state, ids, params, n=req.n, stop=req.stop, thinking_open=False, split=False, mm={},
                              first_index=k * req.n, constraints=constraints)
@@ -91,7 +91,7 @@ def _legacy_logprobs(c: Choice, start: int = 0) -> P.CompletionLogprobs:
     return out
 
 
-async def _completion_stream(state: ServerState, gens: list[Generation], prompts, req: P.CompletionRequest, rid: str):
+async def _completion_stream(state: ServerState, req: P.CompletionRequest, gens: list[Generation], *, prompts, rid: str):
     # merge the prompts' event streams into one SSE stream
     queue: asyncio.Queue = asyncio.Queue()
 
