@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from contextlib import aclosing
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
@@ -92,41 +93,27 @@ def _legacy_logprobs(c: Choice, start: int = 0) -> P.CompletionLogprobs:
 
 
 async def _completion_stream(state: ServerState, req: P.CompletionRequest, gens: list[Generation], *, prompts, rid: str):
-    # merge the prompts' event streams into one SSE stream
-    queue: asyncio.Queue = asyncio.Queue()
-
-    async def pump(g: Generation):
-        async for c, delta in g.events():
-            await queue.put((c, delta))
-        await queue.put(None)
-
     def event(choices: list[P.CompletionChoice], usage: P.Usage | None = None) -> str:
         return sse(P.CompletionResponse(id=rid, model=state.model_name, choices=choices, usage=usage))
 
-    tasks = [asyncio.create_task(pump(g)) for g in gens]
     sent_lp: dict[int, int] = {}
     try:
         if req.echo:
             for g, (_, text) in zip(gens, prompts):
                 for c in g.choices:
                     yield event([P.CompletionChoice(index=c.index, text=text, finish_reason=None)])
-        remaining = len(tasks)
-        while remaining:
-            item = await queue.get()
-            if item is None:
-                remaining -= 1
-                continue
-            c, delta = item
-            if c.finish_reason == "error":
-                yield sse(failed_event(c))
-                continue
-            lp = None
-            if req.logprobs is not None:
-                lp = _legacy_logprobs(c, sent_lp.get(c.index, 0))
-                sent_lp[c.index] = len(c.logprobs)
-            text = delta.content if delta else ""
-            if text or c.finish_reason or lp is not None:
-                yield event([P.CompletionChoice(index=c.index, text=text, finish_reason=c.finish_reason, logprobs=lp)])
+        async with aclosing(_merged(gens)) as events:
+            async for c, delta in events:
+                if c.finish_reason == "error":
+                    yield sse(failed_event(c))
+                    continue
+                lp = None
+                if req.logprobs is not None:
+                    lp = _legacy_logprobs(c, sent_lp.get(c.index, 0))
+                    sent_lp[c.index] = len(c.logprobs)
+                text = delta.content if delta else ""
+                if text or c.finish_reason or lp is not None:
+                    yield event([P.CompletionChoice(index=c.index, text=text, finish_reason=c.finish_reason, logprobs=lp)])
         if req.stream_options and req.stream_options.include_usage:
             yield event([], usage=total_usage(gens))
         yield "data: [DONE]\n\n"
@@ -135,7 +122,28 @@ async def _completion_stream(state: ServerState, req: P.CompletionRequest, gens:
         yield sse(internal_error_event(e))
         yield "data: [DONE]\n\n"
     finally:
-        for t in tasks:
-            t.cancel()
         for g in gens:
             g.cancel()
+
+
+async def _merged(gens: list[Generation]):
+    """The events of several generations as they arrive, in one stream."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(g: Generation):
+        async for item in g.events():
+            await queue.put(item)
+        await queue.put(None)
+
+    tasks = [asyncio.create_task(pump(g)) for g in gens]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            item = await queue.get()
+            if item is None:
+                remaining -= 1
+                continue
+            yield item
+    finally:
+        for t in tasks:
+            t.cancel()
