@@ -251,13 +251,13 @@ class _Server:
 
         import httpx
 
-        from opens1.serve.cli import free_port
+        from opens1.serve.server import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "opens1.cli", "serve", "--model", "tiny", "--port", str(self.port),
+            [sys.executable, "-m", "opens1", "serve", "--model", "tiny", "--port", str(self.port),
              "--max-seq-len", "4096", "--max-batch-size", "4", "--log-level", "warning"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir(),
         )

@@ -30,7 +30,8 @@ import httpx
 import openai
 import torch
 
-from opens1.serve.cli import BackgroundServer, build_state, free_port
+from opens1.serve.load import build_state
+from opens1.serve.server import BackgroundServer, free_port
 
 
 async def one_request(client: openai.AsyncOpenAI, model: str, i: int, max_tokens: int) -> dict:
@@ -111,7 +112,7 @@ def server(args):
             yield url
         return
     port = free_port()
-    cmd = [sys.executable, "-m", "opens1.cli", "serve", args.model, "--port", str(port),
+    cmd = [sys.executable, "-m", "opens1", "serve", args.model, "--port", str(port),
            "--max-num-seqs", str(args.clients), "--max-model-len", str(args.max_model_len), "--device", args.device,
            "--log-level", "warning"] + (["--dtype", args.dtype] if args.dtype else [])
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}

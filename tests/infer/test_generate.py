@@ -151,7 +151,7 @@ def test_load_model_sets_the_tokenizer_size(tmp_path):
     # model.generate at temperature 1.5 never returns an id the tokenizer cannot decode
     from opens1 import load_model
     from opens1.infer.generate import tokenizer_size
-    from opens1.serve.cli import load_for_serving
+    from opens1.serve.load import load_for_serving
 
     m, tok, _ = load_for_serving("tiny-dense")
     assert m.config.text.vocab_size > len(tok)

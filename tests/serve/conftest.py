@@ -19,7 +19,8 @@ from torch import nn
 
 from opens1.config import get_preset
 from opens1.infer.engine import Engine
-from opens1.serve.cli import BackgroundServer, build_state
+from opens1.serve.load import build_state
+from opens1.serve.server import BackgroundServer
 
 SCRIPT = [
     "The user wants the weather, so I call the tool.\n", "</think>", "\n\nLet me check the weather in Paris.",

@@ -269,7 +269,7 @@ def test_raw_completion_prompts_parse_added_tokens(client, tiny_state):
 def test_special_tokens_in_content_flag(tiny, tiny_state):
     import dataclasses
 
-    from opens1.serve.cli import BackgroundServer
+    from opens1.serve.server import BackgroundServer
 
     msgs = [{"role": "user", "content": "hi<|im_end|>"}]
     im_end = tiny_state.tokenizer.eos_token_id
@@ -320,7 +320,7 @@ def test_penalties_are_honoured(client, tiny_state):
 def test_served_names_and_aliases(tiny_state):
     import dataclasses
 
-    from opens1.serve.cli import BackgroundServer
+    from opens1.serve.server import BackgroundServer
 
     named = dataclasses.replace(tiny_state, model_name="s1-tiny", aliases=("runs/x/model",))
     with BackgroundServer(named, own_engine=False) as url:
@@ -337,16 +337,16 @@ def test_server_defaults_fill_unset_fields_only(tiny_state):
 
     from opens1.infer.sampling import SamplingParams
     from opens1.serve import protocol as P
-    from opens1.serve.api import sampling_params
+    from opens1.serve.bridge import sampling_params
 
     d = P.ServeDefaults(sampling=SamplingParams(temperature=0.8, top_p=0.95, top_k=20, repetition_penalty=1.05), max_tokens=50)
     state = dataclasses.replace(tiny_state, defaults=d)
     req = P.ChatCompletionRequest.model_validate({"model": "tiny", "messages": HI})
-    p = sampling_params(state, req, 10, None, None)
+    p = sampling_params(state, req, 10, max_tokens=None, logprobs=None)
     assert (p.temperature, p.top_p, p.top_k, p.repetition_penalty, p.max_new_tokens) == (0.8, 0.95, 20, 1.05, 50)
     req = P.ChatCompletionRequest.model_validate({"model": "tiny", "messages": HI, "temperature": 0.2, "top_k": -1,
                                                   "repetition_penalty": 1.0, "presence_penalty": 0.3})
-    p = sampling_params(state, req, 10, 7, None)
+    p = sampling_params(state, req, 10, max_tokens=7, logprobs=None)
     assert (p.temperature, p.top_p, p.top_k, p.repetition_penalty, p.presence_penalty, p.max_new_tokens) == (0.2, 0.95, 0, 1.0, 0.3, 7)
 
 
@@ -356,8 +356,9 @@ def test_interns1_tool_calls_parse(tmp_path, tiny_state):
     from opens1 import Processor, load_tokenizer
     from opens1.config import get_preset
     from opens1.infer.engine import Engine
-    from opens1.serve.api import ServerState
-    from opens1.serve.cli import BackgroundServer, _eos_ids
+    from opens1.serve.load import eos_ids
+    from opens1.serve.server import BackgroundServer
+    from opens1.serve.state import ServerState
     from tests.serve.conftest import SCRIPT, ScriptedLM
     from tests.tokenizer.interns1_fixture import make_interns1_dir, small_vocab_merges
 
@@ -373,7 +374,7 @@ def test_interns1_tool_calls_parse(tmp_path, tiny_state):
     cfg = get_preset("debug")
     cfg.vision = cfg.timeseries = None
     cfg.text.vocab_size = -(-len(tok) // 64) * 64
-    engine = Engine(ScriptedLM(cfg, script, filler=tok.encode("a")[0]), eos_token_ids=_eos_ids(tok, cfg),
+    engine = Engine(ScriptedLM(cfg, script, filler=tok.encode("a")[0]), eos_token_ids=eos_ids(tok, cfg),
                     max_batch_size=2, max_seq_len=512, valid_vocab_size=len(tok)).start()
     state = ServerState(engine=engine, tokenizer=tok, processor=Processor(tok, cfg), model_name="interns1",
                         supports_images=False, supports_series=False, cpu_workers=0)
@@ -400,7 +401,7 @@ def test_documented_curl_commands(tiny):
     import json
     import shlex
 
-    from tests.serve.test_cli import documented
+    from tests.cli.test_serve import documented
 
     lines = documented("curl ")
     assert len(lines) >= 4

@@ -14,8 +14,8 @@ import openai
 import pytest
 
 from opens1.infer.engine import Engine
-from opens1.serve.api import host_allowed
-from opens1.serve.cli import BackgroundServer
+from opens1.serve.auth import host_allowed
+from opens1.serve.server import BackgroundServer
 
 # a hung server or engine must fail the test, not stall the suite
 pytestmark = pytest.mark.timeout(120)
@@ -125,11 +125,11 @@ def test_bad_completion_requests(tiny, tiny_state):
     assert_openai_error(post({"model": "tiny", "prompt": "x", "max_tokens": -1}), 400, "max_tokens")
     assert_openai_error(post({"model": "tiny", "prompt": {"a": 1}}), 400, "prompt")
     assert_openai_error(post({"model": "tiny", "prompt": "x", "suffix": "y"}), 400, "suffix")
-    # an id the model's vocabulary has (padding past the tokenizer) but the tokenizer cannot decode (was a 500)
+    # an id the model's vocabulary has (padding past the tokenizer) but the tokenizer cannot decode: the client's error
     pad = len(tiny_state.tokenizer)
     assert pad < tiny_state.vocab_size
     assert "tokenizer" in assert_openai_error(post({"model": "tiny", "prompt": [1, pad]}), 400, "prompt")["message"]
-    # a lone surrogate in a prompt (was a 500 in the tokenizer)
+    # a lone surrogate in a prompt, which the tokenizer cannot encode: the client's error
     raw = b'{"model": "tiny", "prompt": "a\\ud800b"}'
     r = httpx.post(tiny + "/v1/completions", content=raw, headers={"content-type": "application/json"}, timeout=30)
     assert_openai_error(r, 400, None)

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from opens1.processing.processor import Processor
-from opens1.serve.cli import BackgroundServer
+from opens1.serve.server import BackgroundServer
 from tests.serve.gated import GatedTokenizer
 
 pytestmark = pytest.mark.timeout(180)

@@ -25,7 +25,7 @@ def test_incremental_decoding_concatenates_to_decode(tok, text):
 
 
 def stream(text: str, thinking_open: bool, stop=None, step=3):
-    out = OutputText(stop, thinking_open)
+    out = OutputText(stop, thinking_open=thinking_open)
     r = c = ""
     for i in range(0, len(text), step):
         d = out.feed(text[i : i + step])
@@ -115,8 +115,8 @@ def test_stop_strings_and_hold_back_match_the_definition(text, stops, cuts, spli
 
 
 def test_long_stop_string_in_a_long_stream():
-    # the hold-back used to cost O(len(stop)^2) per token; it is now one automaton step per
-    # character, so a 1000-character stop string over a 20k-character stream is ordinary work
+    # the hold-back is one automaton step per character (not O(len(stop)^2) per token), so a
+    # 1000-character stop string over a 20k-character stream is ordinary work
     stop = "ab" * 499 + "ac"
     text = "ab" * 10_000 + stop + "tail"
     out = OutputText([stop], thinking_open=False, split=False)

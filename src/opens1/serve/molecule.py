@@ -11,8 +11,8 @@ MAX_SMILES_LEN = 1000
 def molecule_svg(_context, smiles: str, size: int = 320) -> str:
     """An SVG drawing of a SMILES string; a ValueError naming the problem for an empty,
     too long or invalid one. (`_context`: the worker pool's, unused.)"""
-    from rdkit import Chem, RDLogger
-    from rdkit.Chem.Draw import rdMolDraw2D
+    from rdkit import Chem, RDLogger  # optional: rdkit (only its worker loads it)
+    from rdkit.Chem.Draw import rdMolDraw2D  # optional: rdkit
 
     smiles = smiles.strip()
     if not smiles or len(smiles) > MAX_SMILES_LEN:

@@ -2,7 +2,7 @@
 which runs in a worker process (`serve/workers.py`).
 
     messages, tools = chat_inputs(state, req)       # in the server: cheap checks, budgets
-    out = await state.render.run(render_chat, messages, tools, thinking)   # in a worker
+    out = await state.render.run(render_chat, messages, tools, thinking=True)   # in a worker
 
 Budgets, all per request and all checked before tokenizing, decoding or converting:
 - characters: the prompt's text (message contents, reasoning, tool calls, tool
@@ -27,7 +27,7 @@ import binascii
 import json
 from typing import Any
 
-from opens1.processing.images import num_tiles
+from opens1.processing.images import image_size, num_tiles
 from opens1.processing.series import series_shape, series_tokens_or_zero
 from opens1.serve import protocol as P
 from opens1.serve.protocol import APIError
@@ -109,9 +109,7 @@ def image_bytes(url: str, param: str) -> bytes:
         raise APIError(400, f"{param}: the image data is not valid base64", param=param, code="invalid_image") from None
 
 
-def _image_part(state, budget: Budget, part: P.ImagePart, role: str, param: str) -> dict:
-    from opens1.processing.images import image_size
-
+def _image_part(state, budget: Budget, part: P.ImagePart, *, role: str, param: str) -> dict:
     if not state.supports_images:
         raise APIError(400, f"{param}: this model has no vision tower; images are not accepted", param=param)
     if role != "user":
@@ -126,7 +124,7 @@ def _image_part(state, budget: Budget, part: P.ImagePart, role: str, param: str)
     return {"type": "image", "image": raw}
 
 
-def _series_part(state, budget: Budget, part: P.TimeSeriesPart, role: str, param: str) -> dict:
+def _series_part(state, budget: Budget, part: P.TimeSeriesPart, *, role: str, param: str) -> dict:
     if not state.supports_series:
         raise APIError(400, f"{param}: this model has no time-series tower; series are not accepted", param=param)
     if role != "user":
@@ -152,41 +150,44 @@ def chat_inputs(state, req: P.ChatCompletionRequest) -> tuple[list[dict], list[d
     if req.tools and req.tool_choice != "none":
         tools = [t.model_dump(exclude_none=True) for t in req.tools]
         budget.text(json.dumps(tools, ensure_ascii=False))
-    out = []
-    for i, m in enumerate(req.messages):
-        msg: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role}
-        if isinstance(m.content, list):
-            parts = []
-            for j, part in enumerate(m.content):
-                param = f"messages.{i}.content.{j}"
-                if isinstance(part, P.TextPart):
-                    budget.text(part.text)
-                    parts.append({"type": "text", "text": part.text})
-                elif isinstance(part, P.ImagePart):
-                    parts.append(_image_part(state, budget, part, m.role, param))
-                else:
-                    parts.append(_series_part(state, budget, part, m.role, param))
-            msg["content"] = parts
-        else:
-            msg["content"] = m.content or ""
-            budget.text(m.content)
-        if m.role == "assistant":
-            if m.reasoning_content:
-                msg["reasoning_content"] = m.reasoning_content
-                budget.text(m.reasoning_content)
-            if m.tool_calls:
-                msg["tool_calls"] = [tc.model_dump() for tc in m.tool_calls]
-                for tc in m.tool_calls:
-                    budget.text(tc.function.name)
-                    budget.text(tc.function.arguments)
-        if m.role == "tool" and m.tool_call_id:
-            msg["tool_call_id"] = m.tool_call_id
-        if m.name:
-            msg["name"] = m.name
-            budget.text(m.name)
-        out.append(msg)
+    out = [_message(state, budget, m, i) for i, m in enumerate(req.messages)]
     budget.check_text()
     return out, tools
+
+
+def _message(state, budget: Budget, m: P.ChatMessage, i: int) -> dict:
+    """One message as the Processor takes it, its text counted in `budget`."""
+    msg: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role}
+    if isinstance(m.content, list):
+        msg["content"] = [_part(state, budget, part, role=m.role, param=f"messages.{i}.content.{j}")
+                          for j, part in enumerate(m.content)]
+    else:
+        msg["content"] = m.content or ""
+        budget.text(m.content)
+    if m.role == "assistant":
+        if m.reasoning_content:
+            msg["reasoning_content"] = m.reasoning_content
+            budget.text(m.reasoning_content)
+        if m.tool_calls:
+            msg["tool_calls"] = [tc.model_dump() for tc in m.tool_calls]
+            for tc in m.tool_calls:
+                budget.text(tc.function.name)
+                budget.text(tc.function.arguments)
+    if m.role == "tool" and m.tool_call_id:
+        msg["tool_call_id"] = m.tool_call_id
+    if m.name:
+        msg["name"] = m.name
+        budget.text(m.name)
+    return msg
+
+
+def _part(state, budget: Budget, part, *, role: str, param: str) -> dict:
+    if isinstance(part, P.TextPart):
+        budget.text(part.text)
+        return {"type": "text", "text": part.text}
+    if isinstance(part, P.ImagePart):
+        return _image_part(state, budget, part, role=role, param=param)
+    return _series_part(state, budget, part, role=role, param=param)
 
 
 def completion_inputs(state, prompt) -> list[str | list[int]]:
@@ -219,7 +220,7 @@ def completion_inputs(state, prompt) -> list[str | list[int]]:
 # ------------------------------------------------------------------ in a worker (context: the Processor)
 
 
-def render_chat(processor, messages: list[dict], tools: list[dict] | None, thinking: bool,
+def render_chat(processor, messages: list[dict], tools: list[dict] | None, *, thinking: bool,
                 special_tokens_in_content: bool = False, add_generation_prompt: bool = True) -> dict:
     """Chat template, tokenization, image tiles and series -> the engine's inputs, as plain
     lists and numpy arrays: {input_ids, pixel_values, time_series, sampling_rates,
@@ -274,51 +275,60 @@ def check_sizes(state, body: dict) -> None:
     (validating 1.5 M empty messages took 8 s): messages, content parts and tool calls,
     tools, stop strings, prompts, series values. Types stay pydantic's business."""
     ctx = state.max_seq_len
-
-    def refuse(param: str, what: str, limit: int):
-        raise APIError(400, f"{param}: {what}; at most {limit:,} fit a context of {ctx} tokens",
-                       param=param, code="context_length_exceeded")
-
     messages = body.get("messages")
     if isinstance(messages, list):
-        if len(messages) > ctx // 4:  # a message renders to at least 4 tokens
-            refuse("messages", f"{len(messages):,} messages", ctx // 4)
-        parts = values = 0
-        for m in messages:
-            if not isinstance(m, dict):
-                continue
-            for key in ("content", "tool_calls"):
-                if isinstance(m.get(key), list):
-                    parts += len(m[key])
-            if parts > ctx:
-                refuse("messages", "too many content parts and tool calls", ctx)
-            for part in m.get("content") if isinstance(m.get("content"), list) else ():
-                ts = part.get("time_series") if isinstance(part, dict) else None
-                vals = ts.get("values") if isinstance(ts, dict) else None
-                if isinstance(vals, list) and vals:
-                    values += len(vals) * (len(vals[0]) if isinstance(vals[0], list) else 1)
-        if values > state.max_series_values:
-            raise APIError(400, f"messages: the request's time series have {values:,} values (length x channels) in "
-                           f"all; at most {state.max_series_values:,} per request", param="messages",
-                           code="series_too_large")
+        _check_messages(state, messages)
     tokens = body.get("tokens")  # /detokenize: a context's worth of ids at most
     if isinstance(tokens, list) and len(tokens) > ctx:
-        refuse("tokens", f"{len(tokens):,} token ids", ctx)
+        _refuse("tokens", f"{len(tokens):,} token ids", ctx, ctx=ctx)
     tools = body.get("tools")
     if isinstance(tools, list) and len(tools) > ctx // 4:
-        refuse("tools", f"{len(tools):,} tools", ctx // 4)
+        _refuse("tools", f"{len(tools):,} tools", ctx // 4, ctx=ctx)
     stop = body.get("stop")
     if isinstance(stop, list) and len(stop) > 4:
         raise APIError(400, "stop: at most 4 stop sequences", param="stop", code="invalid_value")
     prompt = body.get("prompt")
     if isinstance(prompt, list) and prompt:
-        if isinstance(prompt[0], int):
-            if len(prompt) >= ctx:
-                refuse("prompt", f"{len(prompt):,} token ids", ctx - 1)
-        elif len(prompt) > P.MAX_PROMPTS:
-            raise APIError(400, f"prompt: {len(prompt):,} prompts; at most {P.MAX_PROMPTS} per request",
-                           param="prompt", code="invalid_value")
-        else:
-            for p in prompt:
-                if isinstance(p, list) and len(p) >= ctx:
-                    refuse("prompt", f"{len(p):,} token ids", ctx - 1)
+        _check_prompts(prompt, ctx)
+
+
+def _refuse(param: str, what: str, limit: int, *, ctx: int):
+    raise APIError(400, f"{param}: {what}; at most {limit:,} fit a context of {ctx} tokens",
+                   param=param, code="context_length_exceeded")
+
+
+def _check_messages(state, messages: list) -> None:
+    ctx = state.max_seq_len
+    if len(messages) > ctx // 4:  # a message renders to at least 4 tokens
+        _refuse("messages", f"{len(messages):,} messages", ctx // 4, ctx=ctx)
+    parts = values = 0
+    for m in messages:
+        if not isinstance(m, dict):
+            continue
+        for key in ("content", "tool_calls"):
+            if isinstance(m.get(key), list):
+                parts += len(m[key])
+        if parts > ctx:
+            _refuse("messages", "too many content parts and tool calls", ctx, ctx=ctx)
+        for part in m.get("content") if isinstance(m.get("content"), list) else ():
+            ts = part.get("time_series") if isinstance(part, dict) else None
+            vals = ts.get("values") if isinstance(ts, dict) else None
+            if isinstance(vals, list) and vals:
+                values += len(vals) * (len(vals[0]) if isinstance(vals[0], list) else 1)
+    if values > state.max_series_values:
+        raise APIError(400, f"messages: the request's time series have {values:,} values (length x channels) in "
+                       f"all; at most {state.max_series_values:,} per request", param="messages",
+                       code="series_too_large")
+
+
+def _check_prompts(prompt: list, ctx: int) -> None:
+    if isinstance(prompt[0], int):
+        if len(prompt) >= ctx:
+            _refuse("prompt", f"{len(prompt):,} token ids", ctx - 1, ctx=ctx)
+    elif len(prompt) > P.MAX_PROMPTS:
+        raise APIError(400, f"prompt: {len(prompt):,} prompts; at most {P.MAX_PROMPTS} per request",
+                       param="prompt", code="invalid_value")
+    else:
+        for p in prompt:
+            if isinstance(p, list) and len(p) >= ctx:
+                _refuse("prompt", f"{len(p):,} token ids", ctx - 1, ctx=ctx)

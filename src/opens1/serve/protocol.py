@@ -1,8 +1,8 @@
 """The wire format of the OpenAI-compatible API, as pydantic models.
 
-Requests are validated here, so that everything the routes in `api.py` see is
+Requests are validated here, so that everything the routes in `routes/` see is
 well-typed; a request that does not validate becomes a 400 with the offending
-field named in `param` (see `api.validation_error`). Design choices:
+field named in `param` (see `payload.validation_error`). Design choices:
 
 - Unknown *fields* are ignored (clients such as the official `openai` SDK send
   newer fields we do not know), but unknown *values* are refused: a role we do
@@ -50,12 +50,13 @@ SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch.Generator.manual_seed tak
 class APIError(Exception):
     """An error the client caused (or a capacity limit), sent as OpenAI's error JSON."""
 
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None, code: str | None = None):
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
 
     def response(self):
-        from fastapi.responses import JSONResponse
+        from fastapi.responses import JSONResponse  # optional: fastapi (the render workers import this module)
 
         body = ErrorResponse(error=ErrorBody(message=self.message, type=self.type, param=self.param, code=self.code))
         return JSONResponse(body.model_dump(), status_code=self.status)

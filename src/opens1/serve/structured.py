@@ -49,7 +49,7 @@ _JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separ
 
 def _llguidance():
     try:
-        import llguidance
+        import llguidance  # optional: llguidance
     except ImportError as e:  # a core dependency; say so if an install lacks it
         raise RuntimeError("response_format needs the llguidance package: pip install 'llguidance>=1.0,<2'") from e
     return llguidance

@@ -137,7 +137,7 @@ class Delta:
 class OutputText:
     """The text of one choice as it grows: stop strings, held-back tails, deltas."""
 
-    def __init__(self, stop: list[str] | None = None, thinking_open: bool = False, split: bool = True):
+    def __init__(self, stop: list[str] | None = None, *, thinking_open: bool = False, split: bool = True):
         self.stop = list(stop or [])
         self.thinking_open = thinking_open
         self.split = split

@@ -2,7 +2,7 @@
 from the event loop, in a small pool of worker processes.
 
     workers = Workers("render", processes=2, context=processor)
-    result = await workers.run(render_chat, messages, tools, thinking)  # render_chat(processor, ...)
+    result = await workers.run(render_chat, messages, tools, thinking=True)  # render_chat(processor, ...)
 
 Design choices:
 - Processes, not threads: the tokenizer's RDKit check and RDKit's drawing hold the GIL
@@ -81,9 +81,9 @@ def _init_worker(context: Any) -> None:
             _TRIM = None
 
 
-def _call_in_worker(fn: Callable, args: tuple) -> Any:
+def _call_in_worker(fn: Callable, args: tuple, kwargs: dict) -> Any:
     try:
-        return fn(_CONTEXT, *args)
+        return fn(_CONTEXT, *args, **kwargs)
     finally:
         if _TRIM is not None:
             _TRIM(0)
@@ -97,7 +97,7 @@ def _ready() -> bool:
 
 
 class Workers:
-    """A bounded pool running `fn(context, *args)` for module-level functions `fn`."""
+    """A bounded pool running `fn(context, *args, **kwargs)` for module-level functions `fn`."""
 
     def __init__(self, name: str, *, processes: int = 2, context: Any = None, max_pending: int = 64):
         if processes < 0 or max_pending < 1:
@@ -126,8 +126,8 @@ class Workers:
             for _ in range(self.processes):
                 pool.submit(_ready)
 
-    async def run(self, fn: Callable, *args) -> Any:
-        """fn(context, *args) in a worker. Raises Busy when max_pending jobs are in the pool,
+    async def run(self, fn: Callable, *args, **kwargs) -> Any:
+        """fn(context, *args, **kwargs) in a worker. Raises Busy when max_pending jobs are in the pool,
         WorkerDied when the worker died under it; fn's own exceptions propagate."""
         if self._pending >= self.max_pending:
             raise Busy(f"the server is busy preparing {self._pending} requests ({self.name}); retry later")
@@ -135,9 +135,9 @@ class Workers:
         pool = self._pool()
         try:
             if self.processes == 0:
-                future = pool.submit(fn, self.context, *args)
+                future = pool.submit(fn, self.context, *args, **kwargs)
             else:
-                future = pool.submit(_call_in_worker, fn, args)
+                future = pool.submit(_call_in_worker, fn, args, kwargs)
             return await asyncio.wrap_future(future)
         except BrokenProcessPool:
             self._rebuild(pool)

@@ -1,4 +1,5 @@
-"""`opens1 serve` as a user runs it: argument errors, and a real server process."""
+"""`opens1 serve` as a user runs it: argument errors, documented command lines, and a real
+server process."""
 
 import os
 import subprocess
@@ -9,11 +10,10 @@ import httpx
 import openai
 import pytest
 
-import torch
-
-from opens1.serve.cli import BackgroundServer, build_state, free_port, load_for_serving, main
-
-REAL_GENERATION_CONFIG = os.path.join(os.path.dirname(__file__), "..", "tokenizer", "data", "interns1", "generation_config.json")
+import opens1.cli.serve as cli
+from opens1.cli.serve import main
+from opens1.serve.load import build_state
+from opens1.serve.server import free_port
 
 # a hung server or engine must fail the test, not stall the suite
 pytestmark = pytest.mark.timeout(120)
@@ -46,8 +46,6 @@ def test_bad_arguments_exit_with_usage():
 
 
 def test_vllm_style_arguments(monkeypatch, caplog):
-    import opens1.serve.cli as cli
-
     seen = {}
 
     def fake_build_state(model, **kw):
@@ -69,45 +67,6 @@ def test_vllm_style_arguments(monkeypatch, caplog):
     assert main(["tiny", "--model", "tiny"]) == 2 and seen["model"] == "tiny"  # the same model twice is fine
 
 
-def test_context_defaults_to_the_model_config(tmp_path):
-    state = build_state("tiny", start=False, cpu_workers=0)
-    assert state.max_seq_len == state.engine.model.config.text.max_position_embeddings == 4096
-    assert state.model_name == "tiny" and state.served_names == ("tiny",)
-    with pytest.raises(ValueError, match="exceeds the model's context"):
-        build_state("tiny", max_seq_len=4097, start=False, cpu_workers=0)
-    named = build_state("tiny", max_seq_len=128, served_name=["s1-tiny", "tiny"], start=False, cpu_workers=0)
-    assert named.served_names == ("s1-tiny", "tiny")
-
-
-def test_generation_config_sets_the_defaults(tmp_path):
-    import json
-    import shutil
-
-    from opens1.serve.cli import serve_defaults
-
-    real = tmp_path / "real"
-    real.mkdir()
-    shutil.copy(REAL_GENERATION_CONFIG, real)  # internlm/Intern-S1-mini's
-    d, eos = serve_defaults(str(real))
-    assert eos == (151645,)  # the real file sets only its ids: Intern-S1's card defaults stay
-    assert (d.sampling.temperature, d.sampling.top_p, d.sampling.top_k, d.max_tokens) == (0.7, 1.0, 50, None)
-    mini = tmp_path / "mini"
-    mini.mkdir()
-    (mini / "generation_config.json").write_text(json.dumps(
-        {"do_sample": True, "temperature": 0.8, "top_p": 0.95, "top_k": 40, "repetition_penalty": 1.05,
-         "max_new_tokens": 2048, "eos_token_id": [7, 9]}))
-    d, eos = serve_defaults(str(mini))
-    assert (d.sampling.temperature, d.sampling.top_p, d.sampling.top_k, d.sampling.repetition_penalty) == (0.8, 0.95, 40, 1.05)
-    assert d.max_tokens == 2048 and eos == (7, 9)
-    assert serve_defaults(str(mini), "opens1")[0].sampling.temperature == 0.7  # the file is not read
-    assert serve_defaults("tiny", str(mini))[0].sampling.temperature == 0.8  # another directory's file
-    with pytest.raises(FileNotFoundError):
-        serve_defaults("tiny", str(tmp_path / "missing"))
-    (mini / "generation_config.json").write_text(json.dumps({"temperature": -1}))
-    with pytest.raises(ValueError, match="generation_config.json"):
-        serve_defaults(str(mini))
-
-
 def test_limit_and_host_flags(capsys):
     # parsed (the run then stops at the unknown model), and passed through to the server state
     flags = ["--cpu-workers", "0", "--allowed-hosts", "gpu-box.lab, *.lab.example", "--chars-per-token", "8",
@@ -125,7 +84,7 @@ def test_serve_subprocess_with_api_key():
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "opens1.cli", "serve", "--model", "tiny", "--port", str(port), "--api-key", "k",
+        [sys.executable, "-m", "opens1", "serve", "--model", "tiny", "--port", str(port), "--api-key", "k",
          "--max-seq-len", "256", "--max-batch-size", "2", "--log-level", "warning"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
@@ -139,39 +98,6 @@ def test_serve_subprocess_with_api_key():
     finally:
         proc.terminate()
         proc.wait(20)
-
-
-@pytest.mark.slow
-def test_serve_a_saved_checkpoint(tmp_path):
-    # what a training run leaves behind: model + tokenizer in one directory
-    model, tok, _ = load_for_serving("tiny-dense")
-    ckpt = tmp_path / "my-s1"
-    model.save_pretrained(ckpt)
-    tok.save_pretrained(ckpt)
-    (ckpt / "generation_config.json").write_text('{"temperature": 0.5, "max_new_tokens": 40, "eos_token_id": 3}')
-    state = build_state(str(ckpt), max_seq_len=256, max_batch_size=2)
-    assert state.model_name == str(ckpt)  # the path as given, as vLLM serves it
-    assert state.defaults.sampling.temperature == 0.5 and state.defaults.max_tokens == 40
-    assert 3 in state.engine.eos_token_ids
-    assert state.engine.model.vocab_limit == len(tok)
-    msgs = [{"role": "user", "content": "What is aspirin?"}]
-    with BackgroundServer(state) as url:
-        client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
-        r = client.chat.completions.create(model=str(ckpt), messages=msgs, max_tokens=6, temperature=0, extra_body={"ignore_eos": True})
-    # the served answer is the saved weights' greedy continuation
-    ids = state.processor(msgs)["input_ids"]
-    ref = []
-    with torch.no_grad():
-        for _ in range(6):  # greedy, never choosing the vocabulary's padding ids (as the server)
-            logits = model(ids).logits[0, -1, : len(tok)]
-            ref.append(int(logits.argmax()))
-            ids = torch.cat([ids, torch.tensor([[ref[-1]]])], dim=1)
-    assert r.usage.completion_tokens == 6
-    # compared through the server's one chat parser (a random model may open <think> again)
-    from opens1.tokenizer.chat import parse_response
-
-    want = parse_response(tok.decode(ref), prompt_ends_in_think=True)
-    assert (r.choices[0].message.reasoning_content or "") == (want.reasoning or "")
 
 
 @pytest.mark.slow
@@ -189,7 +115,7 @@ def test_done_when_vllm_habits_end_to_end():
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "opens1.cli", "serve", "tiny", "--port", str(port), "--max-model-len", "1024",
+        [sys.executable, "-m", "opens1", "serve", "tiny", "--port", str(port), "--max-model-len", "1024",
          "--max-num-seqs", "8", "--served-model-name", "s1-tiny", "--log-level", "warning"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
@@ -249,8 +175,6 @@ def documented(prefix: str) -> list[str]:
 
 def test_documented_serve_commands_parse(monkeypatch):
     import shlex
-
-    import opens1.serve.cli as cli
 
     seen = []
     monkeypatch.setattr(cli, "build_state", lambda model, **kw: seen.append((model, kw)) or (_ for _ in ()).throw(ValueError("parsed")))
