@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("opens1.eval.cli", "score a model or an OpenAI-compatible endpoint on environments"),
     "serve": ("opens1.serve.cli", "OpenAI-compatible API server and web UI"),
     "tokenizer": ("opens1.tokenizer.cli", "train, inspect and export the dynamic scientific tokenizer"),
-    "data": ("opens1.corpus.cli", "corpus building: parse-pdf, train-classifier, filter, dedup"),
+    "data": ("opens1.cli.data", "corpus building: parse-pdf, train-classifier, filter, dedup"),
     "model": ("opens1.models.cli", "inspect presets and checkpoints: count parameters, generate"),
 }
 
