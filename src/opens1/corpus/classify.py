@@ -96,7 +96,7 @@ class ScienceClassifier:
     """Hashed-ngram linear classifier: weight [buckets, K] float32, bias [K]."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, classes: Sequence[str], cfg: ClassifierConfig,
-                 threshold: float = 0.5):
+                 *, threshold: float = 0.5):
         if weight.shape != (cfg.buckets, len(classes)) or bias.shape != (len(classes),):
             raise ValueError(f"weight {weight.shape} / bias {bias.shape} do not match "
                              f"{cfg.buckets} buckets x {len(classes)} classes")
@@ -152,7 +152,7 @@ class ScienceClassifier:
         info = json.loads(meta.read_text())
         t = load_file(str(st))
         return cls(t["weight"], t["bias"], info["classes"], ClassifierConfig(**info["config"]),
-                   float(info.get("threshold", 0.5)))
+                   threshold=float(info.get("threshold", 0.5)))
 
     def calibrate(self, texts: Sequence[str], labels: Sequence[int]) -> float:
         """Set `threshold` to the P(science) cut-off with the best F1 on a (silver) labelled set.
@@ -196,12 +196,12 @@ def train(texts: Sequence[str], labels: Sequence[str], cfg: ClassifierConfig | N
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # [B, K] with K < 10: thread fan-out costs more than it saves
     try:
-        return _fit(texts, labels, cfg, classes, index)
+        return _fit(texts, labels, cfg, classes=classes, index=index)
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(texts, labels, cfg: ClassifierConfig, classes: list[str], index: dict[str, int]) -> ScienceClassifier:
+def _fit(texts, labels, cfg: ClassifierConfig, *, classes: list[str], index: dict[str, int]) -> ScienceClassifier:
     import torch
 
     feats = [torch.from_numpy(features(t, cfg.buckets, cfg.char_ngram, cfg.max_tokens)) for t in texts]

@@ -153,7 +153,7 @@ def parse_document(path: str, stem: str, cfg: ParseConfig) -> tuple[list[str], l
     return pages, records
 
 
-def save_figures(path: str, lay: PageLayout, stem: str, out: Path, dpi: int = 100) -> int:
+def save_figures(path: str, lay: PageLayout, stem: str, out: Path, *, dpi: int = 100) -> int:
     """Write the figures a cheap-path page links to (DIR/<stem>_p<n>_fig<k>.png, the
     names page_markdown uses) as crops of the page rendered by PDFium."""
     import pypdfium2 as pdfium

@@ -1,20 +1,20 @@
 """`opens1 data parse-pdf`: PDFs to Markdown with page-level routing, as in Intern-S1.
 
-Usage (the command is in src/opens1/cli/data.py):
+Usage (the command line is src/opens1/cli/data.py):
     opens1 data parse-pdf paper.pdf more/*.pdf --out parsed/
     opens1 data parse-pdf pdfs/*.pdf --out parsed/ --workers 2
     opens1 data parse-pdf pdfs/*.pdf --out parsed/ --doc-timeout 60 --doc-memory 1024
     opens1 data parse-pdf scans/*.pdf --out parsed/ --vlm-endpoint http://127.0.0.1:8000/v1 --vlm-model internvl
 
-Per document: every page with a text layer goes through the cheap layout path
-(markdown.py) and is scored (route.py); pages without a text layer, with a garbled one,
+Per document (parse.py): every page with a text layer goes through the cheap layout path
+(layout.py, markdown.py) and is scored (route.py); pages without a text layer, with a garbled one,
 or dense in formulas/symbols are routed to a heavy parser (OCR or a VLM, ocr.py), whose
 output replaces the cheap one (the cheap one stays if the heavy parser fails or there
 is none for the reason: formula pages without a VLM).
 Running headers/footers are stripped over the whole document, garbled pages that no
 heavy parser could fix are dropped, and the result is written as DIR/<stem>.md.
 Then, across all documents, near-duplicate pages (boilerplate: licence pages, cover
-sheets) are removed with MinHash-LSH (datasketch) over word 5-shingles.
+sheets) are removed with MinHash-LSH (dedup.py, the MinHash of corpus/dedup.py).
 
 Outputs:
     DIR/<stem>.md          one Markdown file per document
