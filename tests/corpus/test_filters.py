@@ -60,7 +60,6 @@ def test_filter_cli_end_to_end(tmp_path, latex):
     assert json.loads(rej.read_text())["quality_fails"]
 
 
-
 def test_science_text_is_not_garble_but_run_together_words_are():
     calc = "She pays 450-150-36-50-20-10=<<450-150-36-50-20-10=184>>184 dollars in total for the trip."
     assert garble_score(calc) == 0.0

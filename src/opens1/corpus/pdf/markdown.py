@@ -37,7 +37,8 @@ import statistics
 from collections import Counter
 
 from opens1.corpus.pdf.formulas import display_latex
-from opens1.corpus.pdf.fragments import CAPTION, CJK, FOOTNOTE, NUMBERED, DocStyle, Frag, PageLayout, clean_text, font_name
+from opens1.corpus.pdf.fragments import (CAPTION, CJK, FOOTNOTE, NUMBERED, DocStyle, Frag, PageLayout, clean_text,
+                                         font_name)
 
 
 def _code(lines: list[Frag]) -> str:

@@ -20,12 +20,12 @@ MARKER_VERSION = 1
 
 def process_one(path: str, stem: str, cfg: ParseConfig) -> dict:
     """Parse, write DIR/<stem>.md, then the done marker (both atomically). Returns the
-    marker payload, or an error record. Runs in a worker process (see run)."""
+    marker payload, or an error record. Runs in a worker process (workers.py)."""
     logging.getLogger("pdfminer").setLevel(logging.ERROR)
     out = Path(cfg.out)
     t0 = time.perf_counter()
     try:
-        pages, records = parse.parse_document(path, stem, cfg)
+        pages, records = parse.parse_document(path, stem, cfg)  # looked up per call: tests replace it
     except Exception as e:  # MemoryError (past --doc-memory) included
         return error_record(path, stem, f"{type(e).__name__}: {e}")
     atomic_write(out / f"{stem}.md", doc_markdown(pages, records))
