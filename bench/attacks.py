@@ -98,7 +98,8 @@ def text_pdf(words: str = "a normal page of prose that parses in a moment") -> b
 
 
 def row_pdf_abandon(args) -> list[dict]:
-    from opens1.corpus.pdf import ParseConfig, run
+    from opens1.corpus.pdf.parse import ParseConfig
+    from opens1.corpus.pdf.run import run
 
     n, pages = (150, 2) if args.quick else (200, 4)
     rows = []

@@ -41,6 +41,7 @@ from opens1.corpus import classify as C  # noqa: E402
 from opens1.corpus import dedup as D  # noqa: E402
 from opens1.corpus import filters as F  # noqa: E402
 from opens1.corpus import pipeline as P  # noqa: E402
+from opens1.corpus.executors import LocalExecutor  # noqa: E402
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -188,7 +189,7 @@ def bench_purity(science_ratio: float, seed: int, workdir: Path) -> dict:
     cfg = P.PipelineConfig(inputs=[str(src)], output=str(workdir / "out"), shard_size=2000, min_words=20,
                            classifier=str(model), min_science=0.5, domain_k=20, domain_threshold=0.3, seed=seed)
     t = time.perf_counter()
-    manifest = P.run_pipeline(cfg, P.LocalExecutor(1))
+    manifest = P.run_pipeline(cfg, LocalExecutor(1))
     res["pipeline_seconds"] = round(time.perf_counter() - t, 1)
     res["pipeline_docs_per_s_one_worker"] = round(len(mixed) / res["pipeline_seconds"], 1)
     import pyarrow.parquet as pq

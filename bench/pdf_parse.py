@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.getLogger("pdfminer").setLevel(logging.ERROR)
-    from opens1.corpus import ocr
-    from opens1.corpus.pdf import ParseConfig, parse_document
-    from opens1.corpus.route import RouterConfig, garble_ratio, route, score_page
+    from opens1.corpus.pdf import ocr
+    from opens1.corpus.pdf.parse import ParseConfig, parse_document
+    from opens1.corpus.pdf.route import RouterConfig, garble_ratio, route, score_page
 
     root = Path(a.pdfs)
     pdfs = sorted(root.glob("*.pdf"))

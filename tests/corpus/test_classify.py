@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from opens1.cli.data import train_classifier
+from opens1.common.jsonl import read_documents
 from opens1.corpus import classify as C
 
 EVAL = Path(__file__).resolve().parents[2] / "bench" / "data" / "corpus_eval.jsonl"
@@ -46,7 +48,7 @@ def test_shipped_classifier_on_unseen_real_questions():
 def test_train_save_load_roundtrip(tmp_path, shared_data):
     pairs = C.science_examples(shared_data, per_domain=50)
     assert {d for _, d in pairs} >= {"math", "physics", "chemistry", "life"}
-    negs = [d["text"] for d in __import__("opens1.corpus.filters", fromlist=["x"]).read_documents(
+    negs = [d["text"] for d in read_documents(
         EVAL.parent / "nonscience.jsonl.gz")][:200]
     texts = [t for t, _ in pairs] + negs
     labels = [d for _, d in pairs] + ["none"] * len(negs)
@@ -118,6 +120,6 @@ def test_llm_judge_over_openai_endpoint(fake_llm):
 
 
 def test_cli_eval_reports_precision_recall(capsys):
-    assert C.main(["--eval", str(EVAL), "--model", "default"]) == 0
+    assert train_classifier(["--eval", str(EVAL), "--model", "default"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0.0 <= out["precision"] <= 1.0 and out["tp"] + out["fn"] >= 20

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from opens1.cli.data import dedup_docs
 from opens1.corpus import dedup as D
 
 DATA = Path(__file__).resolve().parents[2] / "bench" / "data"
@@ -81,6 +82,17 @@ def test_dedup_cli(tmp_path, docs):
     src = tmp_path / "in.jsonl"
     rows = [{"id": i, "text": t} for i, t in enumerate(docs[:20] + docs[:5])]
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert D.main([str(src), "-o", str(tmp_path / "out.jsonl")]) == 0
+    assert dedup_docs([str(src), "-o", str(tmp_path / "out.jsonl")]) == 0
     out = [json.loads(l)["id"] for l in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert out == list(range(20))
+
+
+def test_cjk_text_is_shingled_by_characters():
+    assert D.shingles("交换商品的价值，规律", 5) == {"交换商品的", "换商品的价", "商品的价值", "品的价值规", "的价值规律"}
+    assert D.shingles("价值", 5) == {"价值"}  # shorter than a shingle: one shingle of it all
+    assert D.shingles("The cat sat on the mat today", 5) == {"the cat sat on the", "cat sat on the mat",
+                                                              "sat on the mat today"}
+    assert len(D.shingle_hashes("交换商品的价值，规律", 5)) == 5
+    near = "本文研究了在高温高压条件下水的相变行为并给出了相图"
+    sigs = D.MinHasher(128)([near, near + "。", "完全不同的另一段文字内容用于对照检查结果"])
+    assert D.lsh_clusters(sigs, 0.8).tolist() == [0, 0, 2]

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from opens1.corpus.filters import (QualityConfig, clean_lines, garble_score, main, quality_check,
-                                   quality_metrics, read_documents)
+from opens1.cli.data import filter_docs
+from opens1.corpus.filters import (QualityConfig, clean_lines, filter_documents, garble_score, quality_check,
+                                   quality_metrics)
 
 
 @pytest.fixture(scope="module")
@@ -51,21 +52,12 @@ def test_filter_cli_end_to_end(tmp_path, latex):
     docs = [{"id": "a", "text": latex}, {"id": "b", "text": "buy now " * 200}, {"id": "c", "text": latex[:9000]}]
     src.write_text("".join(json.dumps(d) + "\n" for d in docs))
     out, rej = tmp_path / "out.jsonl", tmp_path / "rej.jsonl"
-    assert main([str(src), "-o", str(out), "--rejected", str(rej), "--classifier", "default",
-                 "--min-science", "0.0"]) == 0
+    assert filter_docs([str(src), "-o", str(out), "--rejected", str(rej), "--classifier", "default",
+                        "--min-science", "0.0"]) == 0
     kept = [json.loads(l) for l in out.read_text().splitlines()]
     assert [d["id"] for d in kept] == ["a", "c"]
     assert all(0.0 <= d["science_score"] <= 1.0 and d["quality_fails"] == [] for d in kept)
     assert json.loads(rej.read_text())["quality_fails"]
-
-
-def test_bad_input_errors(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        list(read_documents(tmp_path / "missing.jsonl"))
-    p = tmp_path / "x.jsonl"
-    p.write_text('{"body": "no text field"}\n')
-    with pytest.raises(ValueError, match="text"):
-        list(read_documents(p))
 
 
 def test_science_text_is_not_garble_but_run_together_words_are():
@@ -75,3 +67,13 @@ def test_science_text_is_not_garble_but_run_together_words_are():
     assert garble_score(broken) > 0.5
     money = "Tom has $400 in the box and spends $25 on food, so he has $375 left for the rest of the week."
     assert quality_metrics(money)["n_words"] >= 20  # dollars are money, not a $...$ formula
+
+
+def test_filter_documents_cleans_and_splits(latex):
+    docs = [{"id": "a", "text": latex + "\nWe use cookies to improve your experience."},
+            {"id": "b", "text": "buy now " * 200}]
+    kept, rejected = filter_documents(docs, QualityConfig())
+    assert [d["id"] for d in kept] == ["a"] and "cookies" not in kept[0]["text"] and kept[0]["quality_fails"] == []
+    assert [d["id"] for d in rejected] == ["b"] and rejected[0]["quality_fails"]
+    kept, _ = filter_documents(docs[:1], QualityConfig(), clean=False)
+    assert "cookies" in kept[0]["text"]

@@ -9,7 +9,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from opens1.cli.data import build
 from opens1.corpus import pipeline as P
+from opens1.corpus.executors import LocalExecutor, RayExecutor
+from opens1.corpus.shards import plan_shards, read_shard
 
 DATA = Path(__file__).resolve().parents[2] / "bench" / "data"
 
@@ -49,7 +52,7 @@ def _read(out):
 
 
 def test_build_filters_dedups_and_writes_schema(corpus, tmp_path):
-    m = P.run_pipeline(_cfg(corpus, tmp_path / "out"), P.LocalExecutor(1))
+    m = P.run_pipeline(_cfg(corpus, tmp_path / "out"), LocalExecutor(1))
     rows = _read(tmp_path / "out")
     assert set(rows[0]) == set(P.OUT_COLUMNS)
     ids = {r["id"] for r in rows}
@@ -68,7 +71,7 @@ def test_build_filters_dedups_and_writes_schema(corpus, tmp_path):
 
 def test_resume_skips_finished_shards(corpus, tmp_path):
     cfg = _cfg(corpus, tmp_path / "out")
-    P.run_pipeline(cfg, P.LocalExecutor(1))
+    P.run_pipeline(cfg, LocalExecutor(1))
     outs = sorted((tmp_path / "out").glob("shard-*.parquet"))
     stamps = {p.name: p.stat().st_mtime_ns for p in outs}
     first = _read(tmp_path / "out")
@@ -76,7 +79,7 @@ def test_resume_skips_finished_shards(corpus, tmp_path):
     outs[1].unlink()
     (Path(cfg.work) / "a" / outs[2].name).unlink()
     (tmp_path / "out" / (outs[3].name + ".tmp123")).write_text("partial")
-    P.run_pipeline(cfg, P.LocalExecutor(2))
+    P.run_pipeline(cfg, LocalExecutor(2))
     assert _read(tmp_path / "out") == first
     assert not list((tmp_path / "out").rglob("*.tmp*"))
     for p in outs:
@@ -86,15 +89,15 @@ def test_resume_skips_finished_shards(corpus, tmp_path):
 
 def test_changed_config_redecides_or_is_refused(corpus, tmp_path):
     out = tmp_path / "o"
-    first = P.run_pipeline(_cfg(corpus, out), P.LocalExecutor(1))
+    first = P.run_pipeline(_cfg(corpus, out), LocalExecutor(1))
     # Phase-B settings may change on resume: new decisions, final shards rewritten.
-    m = P.run_pipeline(_cfg(corpus, out, dedup=False, domain_threshold=0.0, min_science=0.0), P.LocalExecutor(1))
+    m = P.run_pipeline(_cfg(corpus, out, dedup=False, domain_threshold=0.0, min_science=0.0), LocalExecutor(1))
     assert m["phase_b"]["domain_dropped"] == 0 and m["n_out"] == m["phase_a"]["kept"] > first["n_out"]
     assert len(_read(out)) == m["n_out"]
     # Phase-A settings may not: the stored shards were filtered differently.
     with pytest.raises(ValueError, match="another config"):
-        P.run_pipeline(_cfg(corpus, out, min_words=5), P.LocalExecutor(1))
-    m = P.run_pipeline(_cfg(corpus, tmp_path / "b", classifier="", dedup=False), P.LocalExecutor(1))
+        P.run_pipeline(_cfg(corpus, out, min_words=5), LocalExecutor(1))
+    m = P.run_pipeline(_cfg(corpus, tmp_path / "b", classifier="", dedup=False), LocalExecutor(1))
     assert m["phase_b"] == {} and m["n_out"] == m["phase_a"]["kept"]
 
 
@@ -125,7 +128,7 @@ def test_llm_judge_decides_sources(corpus, tmp_path):
         _Judge.seen = []
         url = f"http://127.0.0.1:{server.server_address[1]}/v1"
         m = P.run_pipeline(_cfg(corpus, tmp_path / "llm", judge_endpoint=url, min_science=0.0, domain_k=4),
-                           P.LocalExecutor(1))
+                           LocalExecutor(1))
     finally:
         server.shutdown()
     kept = {s for s, d in m["domains"].items() if d["keep"]}
@@ -143,22 +146,22 @@ def test_gzip_and_parquet_inputs_shard_like_plain_jsonl(corpus, tmp_path):
     pq_path = tmp_path / "docs.parquet"
     pq.write_table(pa.Table.from_pylist([{"id": d["id"], "text": d["text"], "source": d.get("source", "")}
                                          for d in corpus[1]]), pq_path)
-    plain = P.plan_shards([str(corpus[0])], 7)
+    plain = plan_shards([str(corpus[0])], 7)
     assert [s.offset >= 0 for s in plain] == [True] * len(plain)
     for other in (gz, pq_path):
-        shards = P.plan_shards([str(other)], 7)
+        shards = plan_shards([str(other)], 7)
         assert [(s.start, s.stop) for s in shards] == [(s.start, s.stop) for s in plain]
         for a, b in zip(plain, shards):
-            assert [d["text"] for d in P.read_shard(a)] == [d["text"] for d in P.read_shard(b)]
+            assert [d["text"] for d in read_shard(a)] == [d["text"] for d in read_shard(b)]
 
 
 def test_per_domain_strictness(corpus, tmp_path):
-    base = P.run_pipeline(_cfg(corpus, tmp_path / "a", dedup=False), P.LocalExecutor(1))
+    base = P.run_pipeline(_cfg(corpus, tmp_path / "a", dedup=False), LocalExecutor(1))
     rows = _read(tmp_path / "a")
     top = [P._top_science(r["domain_probs"]) for r in rows]
     assert "chemistry" in top
     strict = P.run_pipeline(_cfg(corpus, tmp_path / "b", dedup=False, domain_min_science={"chemistry": 1.0}),
-                            P.LocalExecutor(1))
+                            LocalExecutor(1))
     assert strict["n_out"] == base["n_out"] - top.count("chemistry")
     assert "chemistry" not in [P._top_science(r["domain_probs"]) for r in _read(tmp_path / "b")]
     with pytest.raises(ValueError, match="domain_min_science"):
@@ -173,7 +176,7 @@ def test_bad_inputs(tmp_path):
 
 
 def test_cli_build(corpus, tmp_path):
-    rc = P.main([str(corpus[0]), "-o", str(tmp_path / "cli"), "--shard-size", "20", "--workers", "1",
+    rc = build([str(corpus[0]), "-o", str(tmp_path / "cli"), "--shard-size", "20", "--workers", "1",
                  "--min-words", "20", "--no-dedup"])
     assert rc == 0 and (tmp_path / "cli" / "_manifest.json").is_file()
 
@@ -181,10 +184,10 @@ def test_cli_build(corpus, tmp_path):
 @pytest.mark.slow
 def test_ray_executor_matches_local(corpus, tmp_path):
     ray = pytest.importorskip("ray")
-    local = P.run_pipeline(_cfg(corpus, tmp_path / "local"), P.LocalExecutor(1))
+    local = P.run_pipeline(_cfg(corpus, tmp_path / "local"), LocalExecutor(1))
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     try:
-        m = P.run_pipeline(_cfg(corpus, tmp_path / "ray"), P.RayExecutor())
+        m = P.run_pipeline(_cfg(corpus, tmp_path / "ray"), RayExecutor())
     finally:
         ray.shutdown()
     assert m["n_out"] == local["n_out"] and m["phase_a"] == local["phase_a"]
@@ -212,7 +215,7 @@ def test_bad_rows_and_broken_gzip_are_error_records_and_the_run_goes_on(tmp_path
     not_gzip.write_bytes(b"this is not gzip data at all")
     cfg = P.PipelineConfig(inputs=[str(plain), str(truncated), str(not_gzip)], output=str(tmp_path / "out"),
                            shard_size=4, min_words=5, classifier="", dedup=False, validity=False)
-    m = P.run_pipeline(cfg, P.LocalExecutor(1))
+    m = P.run_pipeline(cfg, LocalExecutor(1))
     errors = [json.loads(x) for x in (tmp_path / "out" / "_errors.jsonl").read_text().splitlines()]
     by_where = {e["where"]: e["error"] for e in errors}
     assert "not valid JSON" in by_where[f"{plain}:2"]
@@ -230,7 +233,7 @@ def test_bad_rows_and_broken_gzip_are_error_records_and_the_run_goes_on(tmp_path
 def test_cli_build_reports_bad_rows(tmp_path, capsys):
     p = tmp_path / "docs.jsonl"
     p.write_text(_doc(0) + "\n{oops\n" + _doc(1) + "\n")
-    rc = P.main([str(p), "-o", str(tmp_path / "cli"), "--workers", "1", "--min-words", "5", "--no-dedup",
+    rc = build([str(p), "-o", str(tmp_path / "cli"), "--workers", "1", "--min-words", "5", "--no-dedup",
                  "--classifier", "none"])
     assert rc == 0
     assert f"see {tmp_path / 'cli' / '_errors.jsonl'}" in capsys.readouterr().err

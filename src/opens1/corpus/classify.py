@@ -19,7 +19,7 @@ Design choices:
 - The judge for domain-level decisions is pluggable: `ClassifierJudge` (this model) or `LLMJudge`
   (any OpenAI-compatible /v1/chat/completions endpoint, e.g. `opens1 serve` or vLLM).
 
-CLI (`opens1 data train-classifier`):
+CLI (`opens1 data train-classifier`, src/opens1/cli/data.py):
 
     opens1 data train-classifier --data ../shared/data --negatives bench/data/nonscience.jsonl.gz \\
         --train bench/data/gcide.jsonl.gz --calibrate bench/data/newsgroups_silver.jsonl.gz \\
@@ -30,10 +30,8 @@ CLI (`opens1 data train-classifier`):
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
-import sys
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +41,8 @@ import numpy as np
 import regex as re
 
 from opens1.common.atomic import atomic_write
-from opens1.cli.util import HelpFormatter
+from opens1.common.jsonl import read_documents
+from opens1.common.paths import has_data, open_data
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = ASSETS / "science_classifier"
@@ -97,7 +96,7 @@ class ScienceClassifier:
     """Hashed-ngram linear classifier: weight [buckets, K] float32, bias [K]."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, classes: Sequence[str], cfg: ClassifierConfig,
-                 threshold: float = 0.5):
+                 *, threshold: float = 0.5):
         if weight.shape != (cfg.buckets, len(classes)) or bias.shape != (len(classes),):
             raise ValueError(f"weight {weight.shape} / bias {bias.shape} do not match "
                              f"{cfg.buckets} buckets x {len(classes)} classes")
@@ -153,7 +152,7 @@ class ScienceClassifier:
         info = json.loads(meta.read_text())
         t = load_file(str(st))
         return cls(t["weight"], t["bias"], info["classes"], ClassifierConfig(**info["config"]),
-                   float(info.get("threshold", 0.5)))
+                   threshold=float(info.get("threshold", 0.5)))
 
     def calibrate(self, texts: Sequence[str], labels: Sequence[int]) -> float:
         """Set `threshold` to the P(science) cut-off with the best F1 on a (silver) labelled set.
@@ -197,12 +196,12 @@ def train(texts: Sequence[str], labels: Sequence[str], cfg: ClassifierConfig | N
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # [B, K] with K < 10: thread fan-out costs more than it saves
     try:
-        return _fit(texts, labels, cfg, classes, index)
+        return _fit(texts, labels, cfg, classes=classes, index=index)
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(texts, labels, cfg: ClassifierConfig, classes: list[str], index: dict[str, int]) -> ScienceClassifier:
+def _fit(texts, labels, cfg: ClassifierConfig, *, classes: list[str], index: dict[str, int]) -> ScienceClassifier:
     import torch
 
     feats = [torch.from_numpy(features(t, cfg.buckets, cfg.char_ngram, cfg.max_tokens)) for t in texts]
@@ -279,8 +278,6 @@ def science_examples(root: str | Path | None, per_domain: int = 1500, seed: int 
     problems and worked solutions by textbook; Swiss-Prot entry descriptions (life science).
     Missing files are skipped, so the embedded subset (GSM8K, MATH-500 only) still works.
     """
-    from opens1.common.paths import has_data, open_data
-
     out: list[tuple[str, str]] = []
 
     def jsonl(rel):
@@ -341,8 +338,6 @@ def swissprot_texts(flat: str) -> list[str]:
 def read_labelled(path: str | Path) -> list[tuple[str, str]]:
     """(text, class) from JSONL rows with `text` and `label` (a class name, or 0/1 with the class in
     `domain`); rows with only `domain` use it as the class."""
-    from opens1.corpus.filters import read_documents
-
     out = []
     for r in read_documents(path):
         lab = r.get("label", r.get("domain"))
@@ -380,7 +375,7 @@ class LLMJudge:
               "is knowledge of mathematics, physics, chemistry, life science, earth science or materials "
               "science. Answer with exactly one word: science or other.\n\nText:\n{text}")
 
-    def __init__(self, endpoint: str, model: str = "default", timeout: float = 60.0, max_chars: int = 2000):
+    def __init__(self, endpoint: str, model: str = "default", *, timeout: float = 60.0, max_chars: int = 2000):
         import httpx
 
         base = endpoint.rstrip("/")
@@ -409,7 +404,7 @@ class DomainDecision:
     keep: bool
 
 
-def decide_domains(sources: Sequence[str], judge_rows: Callable[[list[int]], list[bool]], k: int = 20,
+def decide_domains(sources: Sequence[str], judge_rows: Callable[[list[int]], list[bool]], *, k: int = 20,
                    threshold: float = 0.3, seed: int = 0) -> dict[str, DomainDecision]:
     """Group row indices by source (a URL domain or data source), judge k random rows of each and
     keep the source when the judged science fraction >= threshold (Intern-S1's per-domain decision;
@@ -428,65 +423,8 @@ def decide_domains(sources: Sequence[str], judge_rows: Callable[[list[int]], lis
     return out
 
 
-def judge_domains(docs: Sequence[dict], judge: Callable[[Sequence[str]], list[bool]], k: int = 20,
+def judge_domains(docs: Sequence[dict], judge: Callable[[Sequence[str]], list[bool]], *, k: int = 20,
                   threshold: float = 0.3, seed: int = 0) -> dict[str, DomainDecision]:
     """`decide_domains` over documents with `source` and `text`, judged by text."""
     return decide_domains([d.get("source", "") for d in docs], lambda rows: judge([docs[i]["text"] for i in rows]),
-                          k, threshold, seed)
-
-
-# ---------------------------------------------------------------------------------------- CLI
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="opens1 data train-classifier", description=__doc__.split("\n\n")[0],
-                                 formatter_class=HelpFormatter)
-    ap.add_argument("--data", help="data root in the ../shared/data layout (science positives)")
-    ap.add_argument("--negatives", action="append", default=[], help="JSONL(.gz) of non-science documents")
-    ap.add_argument("--train", action="append", default=[], help="JSONL with text + label (class name)")
-    ap.add_argument("-o", "--output", help="model path prefix (writes .safetensors and .json)")
-    ap.add_argument("--calibrate", help="JSONL (text, label 0/1) to pick the P(science) threshold on")
-    ap.add_argument("--eval", help="hand-labelled JSONL (text, label 0/1): print precision/recall")
-    ap.add_argument("--model", help="with --eval and no training: the model to evaluate ('default')")
-    ap.add_argument("--buckets", type=int, default=ClassifierConfig.buckets)
-    ap.add_argument("--epochs", type=int, default=ClassifierConfig.epochs)
-    ap.add_argument("--per-domain", type=int, default=1500)
-    ap.add_argument("--threshold", type=float, help="override the model's P(science) threshold for --eval")
-    args = ap.parse_args(argv)
-    pairs: list[tuple[str, str]] = []
-    if args.data is not None or (args.negatives and not args.train):
-        pairs += science_examples(args.data, per_domain=args.per_domain)
-    for path in args.negatives:
-        from opens1.corpus.filters import read_documents
-
-        negs = [d["text"] for d in read_documents(path)]
-        random.Random(0).shuffle(negs)
-        pairs += [(t, "none") for t in negs[: args.per_domain * 2]]
-    for path in args.train:
-        pairs += read_labelled(path)
-    clf = None
-    if pairs:
-        if not args.output:
-            ap.error("training needs -o/--output")
-        cfg = ClassifierConfig(buckets=args.buckets, epochs=args.epochs)
-        texts, labels = zip(*pairs)
-        clf = train(list(texts), list(labels), cfg)
-        if args.calibrate:
-            cal = list(__import__("opens1.corpus.filters", fromlist=["read_documents"]).read_documents(args.calibrate))
-            clf.calibrate([r["text"] for r in cal], [int(r["label"]) for r in cal])
-        clf.save(args.output)
-        counts = {c: labels.count(c) for c in clf.classes}
-        print(json.dumps({"saved": args.output, "examples": counts, "threshold": clf.threshold}), file=sys.stderr)
-    if args.eval:
-        clf = clf or load_classifier(None if args.model in (None, "default") else args.model)
-        rows = list(__import__("opens1.corpus.filters", fromlist=["read_documents"]).read_documents(args.eval))
-        thr = clf.threshold if args.threshold is None else args.threshold
-        pred = [p.science >= thr for p in clf.predict([r["text"] for r in rows])]
-        print(json.dumps(precision_recall(pred, [bool(int(r["label"])) for r in rows])))
-    if not pairs and not args.eval:
-        ap.error("nothing to do: give --data/--negatives/--train (training) and/or --eval")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+                          k=k, threshold=threshold, seed=seed)

@@ -18,7 +18,7 @@ wired in the same API (`engine="datasketch"`) so bench/corpus.py measures speed 
 Signatures are plain uint32 arrays: the pipeline stores them in a Parquet column, and the global
 reduce (LSH over all shards) needs only those, not the text.
 
-CLI (`opens1 data dedup`):
+CLI (`opens1 data dedup`, src/opens1/cli/data.py):
 
     opens1 data dedup docs.jsonl -o unique.jsonl                  # exact + MinHash-LSH (ours)
     opens1 data dedup docs.jsonl -o unique.jsonl --threshold 0.7 --engine datasketch
@@ -27,10 +27,7 @@ CLI (`opens1 data dedup`):
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
-import sys
 import unicodedata
 import zlib
 from dataclasses import dataclass
@@ -40,9 +37,8 @@ from typing import Sequence
 import numpy as np
 import regex as re
 
-from opens1.cli.util import HelpFormatter
-
 _PUNCT = re.compile(r"[\p{P}\p{S}]+")
+_CJK = re.compile(r"[\u4e00-\u9fff]")
 _MASK32 = np.uint64(0xFFFFFFFF)
 
 
@@ -66,14 +62,38 @@ def exact_key(text: str) -> str:
     return hashlib.blake2b(normalize(text).encode(), digest_size=16).hexdigest()
 
 
+def _cjk_grams(text: str, words: list[str], n: int) -> list[str] | None:
+    """Character n-grams of CJK text, which has no spaces between words (a page of Chinese
+    is a handful of "words", too few for word shingles); None for other text."""
+    if len(words) >= 2 * n or not _CJK.search(text):
+        return None
+    chars = "".join(words)
+    return [chars[i : i + n] for i in range(len(chars) - n + 1)] or [chars]
+
+
+def shingles(text: str, n: int = 5) -> set[str]:
+    """The shingles `shingle_hashes` hashes, as strings: word n-grams of the normalised text
+    (one shingle of all words when shorter), character n-grams for CJK text."""
+    words = normalize(text).split()
+    grams = _cjk_grams(text, words, n)
+    if grams is not None:
+        return set(grams)
+    n = min(n, max(len(words), 1))
+    return {" ".join(words[i : i + n]) for i in range(max(len(words) - n + 1, 0))}
+
+
 def shingle_hashes(text: str, n: int = 5) -> np.ndarray:
-    """Unique 32-bit hashes of the word n-grams of the normalised text: uint64[S] (values < 2^32).
+    """Unique 32-bit hashes of the shingles of the normalised text: uint64[S] (values < 2^32).
 
     Words are hashed once (crc32, stable across processes); n-grams are combined in numpy as a
-    polynomial in the word hashes, so the cost per document is one C call per word."""
+    polynomial in the word hashes, so the cost per document is one C call per word. CJK text
+    hashes its character n-grams (see `shingles`)."""
     words = normalize(text).split()
     if not words:
         return np.zeros(0, dtype=np.uint64)
+    grams = _cjk_grams(text, words, n)
+    if grams is not None:
+        return np.unique(np.fromiter((zlib.crc32(g.encode()) for g in grams), dtype=np.uint64, count=len(grams)))
     w = np.fromiter((zlib.crc32(x.encode()) for x in words), dtype=np.uint64, count=len(words))
     if len(w) < n:  # short documents: one shingle of all words
         n = len(w)
@@ -153,7 +173,7 @@ class _UnionFind:
             self.p[max(ra, rb)] = min(ra, rb)
 
 
-def lsh_clusters(sigs: np.ndarray, threshold: float = 0.8, verify: bool = True,
+def lsh_clusters(sigs: np.ndarray, threshold: float = 0.8, *, verify: bool = True,
                  bands: int | None = None) -> np.ndarray:
     """Cluster id (index of the cluster's first document) per row of uint32[N, P] signatures."""
     n, p = sigs.shape
@@ -180,12 +200,10 @@ def datasketch_signatures(texts: Sequence[str], cfg: DedupConfig) -> list:
 
     out = []
     for t in texts:
-        words = normalize(t).split()
-        n = min(cfg.ngram, max(len(words), 1))
-        grams = {" ".join(words[i : i + n]).encode() for i in range(max(len(words) - n + 1, 0))}
+        grams = [g.encode() for g in shingles(t, cfg.ngram)]
         m = MinHash(num_perm=cfg.num_perm, seed=cfg.seed)
         if grams:
-            m.update_batch(list(grams))
+            m.update_batch(grams)
         out.append(m)
     return out
 
@@ -217,7 +235,7 @@ class DedupStats:
         return self.n_in - self.exact_dups - self.near_dups
 
 
-def dedup_mask(texts: Sequence[str], cfg: DedupConfig | None = None, exact_only: bool = False) -> tuple[np.ndarray, DedupStats]:
+def dedup_mask(texts: Sequence[str], cfg: DedupConfig | None = None, *, exact_only: bool = False) -> tuple[np.ndarray, DedupStats]:
     """bool[N] keep-mask (first of each exact/near-duplicate group kept) and counts."""
     cfg = cfg or DedupConfig()
     keep = np.ones(len(texts), dtype=bool)
@@ -234,38 +252,10 @@ def dedup_mask(texts: Sequence[str], cfg: DedupConfig | None = None, exact_only:
         if cfg.engine == "datasketch":
             roots = datasketch_clusters(datasketch_signatures(sub, cfg), cfg.threshold, cfg.num_perm)
         elif cfg.engine == "ours":
-            roots = lsh_clusters(MinHasher(cfg.num_perm, cfg.seed)(sub, cfg.ngram), cfg.threshold, cfg.verify)
+            roots = lsh_clusters(MinHasher(cfg.num_perm, cfg.seed)(sub, cfg.ngram), cfg.threshold, verify=cfg.verify)
         else:
             raise ValueError(f"unknown dedup engine {cfg.engine!r} (ours, datasketch)")
         dup = roots != np.arange(len(sub))
         keep[idx[dup]] = False
         near = int(dup.sum())
     return keep, DedupStats(len(texts), exact, near)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from opens1.corpus.filters import read_documents, write_jsonl
-
-    ap = argparse.ArgumentParser(prog="opens1 data dedup", description=__doc__.split("\n\n")[0],
-                                 formatter_class=HelpFormatter)
-    ap.add_argument("inputs", nargs="+", help="JSONL(.gz) or Parquet files with a 'text' field")
-    ap.add_argument("-o", "--output", required=True)
-    ap.add_argument("--threshold", type=float, default=DedupConfig.threshold)
-    ap.add_argument("--num-perm", type=int, default=DedupConfig.num_perm)
-    ap.add_argument("--ngram", type=int, default=DedupConfig.ngram)
-    ap.add_argument("--engine", choices=["ours", "datasketch"], default="ours")
-    ap.add_argument("--exact-only", action="store_true")
-    args = ap.parse_args(argv)
-    if not 0.0 < args.threshold <= 1.0:
-        ap.error("--threshold must be in (0, 1]")
-    docs = [d for path in args.inputs for d in read_documents(path)]
-    cfg = DedupConfig(num_perm=args.num_perm, ngram=args.ngram, threshold=args.threshold, engine=args.engine)
-    keep, stats = dedup_mask([d["text"] for d in docs], cfg, exact_only=args.exact_only)
-    write_jsonl(args.output, (d for d, k in zip(docs, keep) if k))
-    print(json.dumps({"in": stats.n_in, "exact_dups": stats.exact_dups, "near_dups": stats.near_dups,
-                      "out": stats.n_out}), file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -26,7 +26,7 @@ Design choices:
 - Pure Python + `regex`: this is the per-document hot path of a CPU pipeline, so it avoids any
   tokenizer and makes one pass per statistic over pre-split words and lines.
 
-CLI (`opens1 data filter`): reads JSONL/Parquet documents, applies the quality rules and, with
+CLI (`opens1 data filter`, src/opens1/cli/data.py): reads JSONL/Parquet documents, applies the quality rules and, with
 `--classifier`, the science classifier, then writes kept documents as JSONL with their scores:
 
     opens1 data filter docs.jsonl -o kept.jsonl
@@ -36,19 +36,13 @@ CLI (`opens1 data filter`): reads JSONL/Parquet documents, applies the quality r
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import regex as re
 
-from opens1.common.atomic import atomic_write
-from opens1.cli.util import HelpFormatter
 
 # Gopher's stop-word rule: real prose uses at least two of these.
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
@@ -237,91 +231,21 @@ def clean_lines(text: str) -> str:
     return "\n".join(kept).strip()
 
 
-# ---------------------------------------------------------------- I/O shared with the other CLIs
-
-
-def read_documents(path: str | Path) -> Iterator[dict]:
-    """Documents from JSONL (.jsonl, .jsonl.gz) or Parquet; each must have a `text` field."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no input file {str(p)!r}")
-    if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for row in pq.read_table(p).to_pylist():
-            yield _checked(row, p)
-        return
-    import gzip
-
-    opener = gzip.open if p.suffix == ".gz" else open
-    with opener(p, "rt", encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if line.strip():
-                try:
-                    yield _checked(json.loads(line), p)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{p}:{i + 1}: not valid JSON ({e})") from None
-
-
-def _checked(row: dict, path: Path) -> dict:
-    if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-        raise ValueError(f"{path}: every document needs a string 'text' field, got {str(row)[:80]!r}")
-    return row
-
-
-def write_jsonl(path: str | Path, docs: Iterable[dict]) -> int:
-    """Atomic JSONL write (temp file then os.replace); returns the number of documents."""
-    n = 0
-
-    def write(tmp: str) -> None:
-        nonlocal n
-        with open(tmp, "w", encoding="utf-8") as f:
-            for d in docs:
-                f.write(json.dumps(d, ensure_ascii=False) + "\n")
-                n += 1
-
-    atomic_write(path, write=write)
-    return n
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="opens1 data filter", description=__doc__.split("\n\n")[0],
-                                 formatter_class=HelpFormatter)
-    ap.add_argument("inputs", nargs="+", help="JSONL(.gz) or Parquet files with a 'text' field")
-    ap.add_argument("-o", "--output", required=True, help="kept documents (JSONL)")
-    ap.add_argument("--rejected", help="also write rejected documents with their failed rules")
-    ap.add_argument("--min-words", type=int, default=QualityConfig.min_words)
-    ap.add_argument("--no-clean-lines", action="store_true", help="skip C4-style boilerplate line removal")
-    ap.add_argument("--classifier", help="science classifier: 'default' (shipped) or a path; adds scores")
-    ap.add_argument("--min-science", type=float, default=0.5, help="keep docs with P(science) >= this")
-    args = ap.parse_args(argv)
-    cfg = QualityConfig(min_words=args.min_words)
-    clf = None
-    if args.classifier:
-        from opens1.corpus.classify import load_classifier
-
-        clf = load_classifier(None if args.classifier == "default" else args.classifier)
+def filter_documents(docs: Iterable[dict], cfg: QualityConfig, *, clean: bool = True, classifier=None,
+                     min_science: float = 0.5) -> tuple[list[dict], list[dict]]:
+    """(kept, rejected) documents, each with its text cleaned (`clean_lines`, unless `clean`
+    is False) and `quality_fails`; with a `classifier` (classify.ScienceClassifier), documents
+    that pass the rules also get `science_score` and `domain`, and fail "science" below
+    `min_science`."""
     kept, rejected = [], []
-    for path in args.inputs:
-        for doc in read_documents(path):
-            text = doc["text"] if args.no_clean_lines else clean_lines(doc["text"])
-            m = quality_metrics(text)
-            fails = quality_check(m, cfg)
-            out = dict(doc, text=text, quality_fails=fails)
-            if clf is not None and not fails:
-                pred = clf.predict([text])[0]
-                out.update(science_score=pred.science, domain=pred.domain)
-                if pred.science < args.min_science:
-                    fails = fails + ["science"]
-                    out["quality_fails"] = fails
-            (rejected if fails else kept).append(out)
-    write_jsonl(args.output, kept)
-    if args.rejected:
-        write_jsonl(args.rejected, rejected)
-    reasons = Counter(r for d in rejected for r in d["quality_fails"])
-    print(json.dumps({"kept": len(kept), "rejected": len(rejected), "reasons": dict(reasons)}), file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    for doc in docs:
+        text = clean_lines(doc["text"]) if clean else doc["text"]
+        fails = quality_check(quality_metrics(text), cfg)
+        out = dict(doc, text=text, quality_fails=fails)
+        if classifier is not None and not fails:
+            pred = classifier.predict([text])[0]
+            out.update(science_score=pred.science, domain=pred.domain)
+            if pred.science < min_science:
+                out["quality_fails"] = fails = fails + ["science"]
+        (rejected if fails else kept).append(out)
+    return kept, rejected

@@ -21,8 +21,8 @@ a file that exists is complete; a rerun skips finished shards (and a finished ph
 config fingerprint matches). Killing a run loses at most the shards in flight. The work folder is
 stamped with the phase-A config: resuming with other filter/shard settings is refused, while a
 changed phase-B setting (thresholds, judge, dedup) re-decides and rewrites only the final shards.
-Plain JSONL shards seek to a byte offset found while planning; gzipped JSONL is re-read from the
-top per shard and Parquet read whole per shard: split huge compressed inputs into several files.
+Input planning is shards.py: plain JSONL shards seek to a byte offset, gzipped JSONL is re-read
+from the top per shard and Parquet read whole per shard: split huge compressed inputs into several files.
 
 Output schema (Parquet, one file per input shard, `out/shard-NNNNN.parquet`), read by the
 training data readers:
@@ -40,7 +40,7 @@ plus `out/_manifest.json` (config, counts per phase and per drop reason, domain 
 (not JSON, not UTF-8, no string `text`: {"file", "line", "row", "where": "file:line",
 "error"}) and per .gz that breaks off; those rows are skipped and the run goes on.
 
-CLI (`opens1 data build`):
+CLI (`opens1 data build`, src/opens1/cli/data.py):
 
     opens1 data build docs.jsonl more.parquet -o corpus/ --shard-size 5000 --workers 2
     opens1 data build docs.jsonl -o corpus/ --executor ray --ray-address auto
@@ -51,22 +51,22 @@ CLI (`opens1 data build`):
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
-import os
-import sys
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
-from urllib.parse import urlparse
+from typing import Callable
 
 import numpy as np
 
 from opens1.common.atomic import atomic_write
+from opens1.common.hashing import json_digest
+from opens1.common.jsonl import write_jsonl
 from opens1.corpus import dedup as D
 from opens1.corpus import filters as F
+from opens1.corpus.classify import LLMJudge, decide_domains, load_classifier
+from opens1.corpus.executors import LocalExecutor
+from opens1.corpus.shards import Shard, plan_shards, read_shard
 from opens1.corpus.validity import check_record
 
 
@@ -113,149 +113,7 @@ class PipelineConfig:
         """Hash of what phase A (or B, which includes A) depends on. Phase-A shards made under another
         fingerprint are refused; a changed phase-B config re-decides and rewrites the final shards."""
         keys = self.PHASE_A_KEYS + (self.PHASE_B_KEYS if phase == "b" else ())
-        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Shard:
-    index: int
-    path: str
-    start: int  # first row (inclusive) of the input file
-    stop: int  # last row (exclusive)
-    offset: int = -1  # byte offset of row `start` in a plain JSONL file (seekable), else -1
-    line: int = 1  # line number (1-based) at `offset`
-
-    @property
-    def name(self) -> str:
-        return f"shard-{self.index:05d}.parquet"
-
-
-# ------------------------------------------------------------------------------ input planning
-# A bad row (not JSON, not UTF-8, no string `text`) becomes an error record naming its
-# file and line and the run goes on; a truncated or corrupt .gz ends that file at the last
-# line it could read, with one error record. Records go to <output>/_errors.jsonl.
-
-
-def _error(path: str, line: int | None, row: int | None, message: str) -> dict:
-    where = f"{path}:{line}" if line is not None else f"{path} row {row}"
-    return {"file": str(path), "line": line, "row": row, "where": where, "error": message[:500]}
-
-
-def _jsonl_lines(path: str, offset: int = -1, line: int = 1, errors: list | None = None):
-    """(line number, bytes) of each non-empty line of a JSONL(.gz) file, from byte `offset`
-    of a plain file. A gzip stream that breaks ends the iteration with one error record."""
-    import gzip
-    import zlib
-
-    gz = Path(path).suffix == ".gz"
-    with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
-        if offset > 0:
-            f.seek(offset)
-        lines = iter(f)
-        while True:
-            try:
-                raw = next(lines)
-            except StopIteration:
-                return
-            except (EOFError, OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-                if errors is not None:
-                    errors.append(_error(path, line, None, f"truncated or corrupt gzip, read up to here "
-                                                           f"({type(e).__name__}: {e})"))
-                return
-            if raw.strip():
-                yield line, raw
-            line += 1
-
-
-def _row_offsets(path: str, shard_size: int) -> tuple[int, list[tuple[int, int]]]:
-    """(rows, (byte offset, line number) of every shard_size-th row) of a plain JSONL file,
-    in one binary pass."""
-    n, offsets, pos = 0, [], 0
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                if n % shard_size == 0:
-                    offsets.append((pos, lineno))
-                n += 1
-            pos += len(line)
-    return n, offsets
-
-
-def plan_shards(inputs: Sequence[str], shard_size: int, errors: list | None = None) -> list[Shard]:
-    """Deterministic row-range shards over the inputs (same inputs -> same shards on a rerun).
-    Plain JSONL shards carry a byte offset so each worker seeks to its rows; compressed JSONL is
-    re-read from the top per shard, Parquet is read whole (split big inputs into several files).
-    A .gz that breaks counts the rows before the break (and adds an error record to `errors`)."""
-    shards = []
-    for path in inputs:
-        p = Path(path)
-        offsets: list[tuple[int, int]] = []
-        if p.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            n = pq.ParquetFile(p).metadata.num_rows
-        elif p.suffix == ".gz":
-            n = sum(1 for _ in _jsonl_lines(str(p), errors=errors))
-        else:
-            n, offsets = _row_offsets(str(p), shard_size)
-        for k, start in enumerate(range(0, n, shard_size)):
-            off, line = offsets[k] if offsets else (-1, 1)
-            shards.append(Shard(len(shards), str(path), start, min(start + shard_size, n), off, line))
-    return shards
-
-
-def _parse_row(raw: bytes) -> dict:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
-    try:
-        row = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"not valid JSON ({e})") from None
-    if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-        raise ValueError(f"every document needs a string 'text' field, got {text.strip()[:80]!r}")
-    return row
-
-
-def _shard_rows(shard: Shard, errors: list):
-    """(row index, document) for the shard's rows; bad rows become records in `errors`."""
-    if Path(shard.path).suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for i, row in enumerate(pq.read_table(shard.path).to_pylist()[shard.start:shard.stop], shard.start):
-            if isinstance(row.get("text"), str):
-                yield i, row
-            else:
-                errors.append(_error(shard.path, None, i, "every document needs a string 'text' field"))
-        return
-    i = 0 if shard.offset < 0 else shard.start
-    if i >= shard.stop:
-        return
-    for line, raw in _jsonl_lines(shard.path, shard.offset, shard.line if shard.offset >= 0 else 1, errors):
-        if i >= shard.start:
-            try:
-                yield i, _parse_row(raw)
-            except ValueError as e:
-                errors.append(_error(shard.path, line, i, str(e)))
-        i += 1
-        if i >= shard.stop:  # stop before reading on: the rows after belong to the next shard
-            return
-
-
-def read_shard(shard: Shard, errors: list | None = None) -> list[dict]:
-    """The shard's documents with `id` and `source` filled in; bad rows are skipped and
-    recorded in `errors` (when given)."""
-    docs = []
-    stem = Path(shard.path).name.split(".")[0]
-    for i, d in _shard_rows(shard, errors if errors is not None else []):
-        d = dict(d)
-        d["id"] = str(d.get("id") or f"{stem}:{i}")
-        src = d.get("source") or (urlparse(d["url"]).netloc if d.get("url") else "") or stem
-        d["source"] = str(src)
-        docs.append(d)
-    return docs
+        return json_digest({k: getattr(self, k) for k in keys}, length=16)
 
 
 # ------------------------------------------------------------------- phase A: per-doc stages
@@ -298,8 +156,6 @@ def stage_validity(docs: list[dict], cfg: PipelineConfig) -> list[dict]:
 
 @lru_cache(maxsize=4)
 def _classifier(path: str):
-    from opens1.corpus.classify import load_classifier
-
     return load_classifier(None if path == "default" else path)
 
 
@@ -400,8 +256,6 @@ def _shard_texts(path: str) -> list[str]:
 def _judge_rows(cfg: PipelineConfig, shards: list[Shard], table) -> Callable[[list[int]], list[bool]]:
     """Row-index judge: the LLM over the rows' text (read lazily) or the stored classifier scores."""
     if cfg.judge_endpoint:
-        from opens1.corpus.classify import LLMJudge
-
         llm = LLMJudge(cfg.judge_endpoint, cfg.judge_model)
         shard_of = table["_shard"].to_numpy()
         row_of = table["_row"].to_numpy()
@@ -428,8 +282,6 @@ def run_phase_b(cfg: PipelineConfig, shards: list[Shard]) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from opens1.corpus.classify import decide_domains
-
     path = Path(cfg.work) / "decisions.json"
     fp = cfg.fingerprint()
     if path.is_file():
@@ -449,8 +301,8 @@ def run_phase_b(cfg: PipelineConfig, shards: list[Shard]) -> dict:
     domains = {}
     if n and cfg.classifier:
         sources = table["source"].to_pylist()
-        decisions = decide_domains(sources, _judge_rows(cfg, shards, table), cfg.domain_k, cfg.domain_threshold,
-                                   cfg.seed)
+        decisions = decide_domains(sources, _judge_rows(cfg, shards, table), k=cfg.domain_k,
+                                   threshold=cfg.domain_threshold, seed=cfg.seed)
         domains = {k: asdict(v) for k, v in decisions.items()}
         src_keep = np.array([decisions[s].keep for s in sources], dtype=bool)
         reasons["domain_dropped"] = int((~src_keep).sum())
@@ -514,53 +366,6 @@ def run_phase_c(job: tuple[Shard, PipelineConfig, list[int]]) -> int:
 # -------------------------------------------------------------------------------- executors
 
 
-class LocalExecutor:
-    """multiprocessing.Pool over the host's cores; workers=1 runs inline (debuggable, no fork)."""
-
-    def __init__(self, workers: int | None = None, quiet: bool = True):
-        self.workers = workers or os.cpu_count() or 1
-        self.quiet = quiet  # False: a progress bar per phase (on a terminal)
-
-    def map(self, fn: Callable, items: list) -> list:
-        from opens1.common.progress import progress
-
-        desc = {"run_phase_a": "build A (filter)", "run_phase_c": "build C (write)"}.get(fn.__name__, fn.__name__)
-        with progress(len(items), desc, quiet=self.quiet, unit="shard") as bar:
-            if self.workers <= 1 or len(items) <= 1:
-                out = []
-                for x in items:
-                    out.append(fn(x))
-                    bar.update(1)
-                return out
-            import multiprocessing as mp
-
-            with mp.get_context("fork").Pool(min(self.workers, len(items))) as pool:
-                out = []
-                for r in pool.imap(fn, items, chunksize=1):  # in order, like map
-                    out.append(r)
-                    bar.update(1)
-                return out
-
-
-class RayExecutor:
-    """Each item becomes a Ray task. `address` joins a cluster ("auto" or ray://...); without it a
-    local instance starts (num_cpus caps it). Install with `pip install opens1[ray]`."""
-
-    def __init__(self, address: str | None = None, num_cpus: int | None = None):
-        try:
-            import ray
-        except ImportError as e:
-            raise ImportError("the Ray executor needs `pip install ray==2.60.0` (opens1[ray])") from e
-        self.ray = ray
-        if not ray.is_initialized():
-            kw = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
-            ray.init(ignore_reinit_error=True, log_to_driver=False, **kw)
-
-    def map(self, fn: Callable, items: list) -> list:
-        remote = self.ray.remote(fn)
-        return self.ray.get([remote.remote(x) for x in items])
-
-
 # ------------------------------------------------------------------------------ the pipeline
 
 PHASES = ("A: map shards through MAP_STAGES", "B: reduce to decisions", "C: map shards to final output")
@@ -606,67 +411,9 @@ def run_pipeline(cfg: PipelineConfig, executor=None) -> dict:
         for k, v in c.items():
             phase_a[k] = phase_a.get(k, 0) + v
     Path(cfg.output).mkdir(parents=True, exist_ok=True)
-    atomic_write(Path(cfg.output) / "_errors.jsonl", "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors))
+    write_jsonl(Path(cfg.output) / "_errors.jsonl", errors)
     manifest = {"config": asdict(cfg), "shards": [s.name for s in shards], "phase_a": phase_a,
                 "phase_b": dec["reasons"], "domains": dec["domains"], "n_out": int(sum(n_out)),
                 "input_errors": phase_a.get("bad_row", 0) + sum(e["row"] is None for e in errors)}
     atomic_write(Path(cfg.output) / "_manifest.json", json.dumps(manifest, indent=1))
     return manifest
-
-
-def main(argv: list[str] | None = None) -> int:
-    from opens1.cli.util import HelpFormatter, UserError, add_quiet_argument, require
-
-    ap = argparse.ArgumentParser(prog="opens1 data build", description=__doc__.split("\n\n")[0],
-                                 formatter_class=HelpFormatter)
-    ap.add_argument("inputs", nargs="*", help="JSONL(.gz) or Parquet files with a 'text' field")
-    ap.add_argument("--input", "-i", dest="more_inputs", action="append", default=[], metavar="FILE",
-                    help="an input file (repeatable; the same as a positional input)")
-    ap.add_argument("-o", "--output", "--out", required=True, help="output folder of shard-N.parquet files")
-    ap.add_argument("--work", default="", help="working folder (default <output>/_work)")
-    ap.add_argument("--shard-size", type=int, default=10_000)
-    ap.add_argument("--executor", choices=["local", "ray"], default="local")
-    ap.add_argument("--workers", type=int, default=0, help="local processes (default: all cores)")
-    ap.add_argument("--ray-address", default=None, help="join a Ray cluster ('auto'); default: local")
-    ap.add_argument("--min-words", type=int, default=F.QualityConfig.min_words)
-    ap.add_argument("--classifier", default="default", help="'default', a model path, or 'none'")
-    ap.add_argument("--min-science", type=float, default=0.5)
-    ap.add_argument("--domain-min-science", default="", help="per-domain cuts, e.g. life=0.8,materials=0.3")
-    ap.add_argument("--domain-k", type=int, default=20)
-    ap.add_argument("--domain-threshold", type=float, default=0.3)
-    ap.add_argument("--judge-endpoint", default="", help="OpenAI-compatible URL: LLM judges each source")
-    ap.add_argument("--judge-model", default="default")
-    ap.add_argument("--no-dedup", action="store_true")
-    ap.add_argument("--no-validity", action="store_true")
-    ap.add_argument("--dedup-threshold", type=float, default=D.DedupConfig.threshold)
-    add_quiet_argument(ap)
-    args = ap.parse_args(argv)
-    args.inputs = list(args.inputs) + args.more_inputs
-    if not args.inputs:
-        ap.error("give at least one input file (positional or --input)")
-    for p in args.inputs:
-        if not Path(p).is_file():
-            raise UserError(f"no input file {p!r}" + (" (a folder: pass its files)" if Path(p).is_dir() else ""))
-    if args.judge_endpoint:
-        require("httpx", "opens1 data build --judge-endpoint")
-    try:
-        per_domain = {k.strip(): float(v) for k, v in (kv.split("=") for kv in args.domain_min_science.split(",") if kv)}
-    except ValueError:
-        ap.error(f"--domain-min-science wants name=value pairs, got {args.domain_min_science!r}")
-    cfg = PipelineConfig(
-        inputs=args.inputs, output=args.output, work=args.work, shard_size=args.shard_size,
-        min_words=args.min_words, classifier="" if args.classifier == "none" else args.classifier,
-        min_science=args.min_science, domain_min_science=per_domain, domain_k=args.domain_k,
-        domain_threshold=args.domain_threshold, judge_endpoint=args.judge_endpoint, judge_model=args.judge_model,
-        dedup=not args.no_dedup, validity=not args.no_validity, dedup_threshold=args.dedup_threshold)
-    ex = RayExecutor(args.ray_address) if args.executor == "ray" else LocalExecutor(args.workers or None, quiet=args.quiet)
-    m = run_pipeline(cfg, ex)
-    print(json.dumps({k: m[k] for k in ("phase_a", "phase_b", "n_out", "input_errors")}), file=sys.stderr)
-    if m["input_errors"]:
-        print(f"opens1 data build: {m['input_errors']} bad input row(s) or file(s) skipped; "
-              f"see {Path(cfg.output) / '_errors.jsonl'}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from opens1.corpus import pdf as pdfmod
-from opens1.corpus.pdf import ParseConfig, main, run
+from opens1.cli.data import parse_pdf as main
+from opens1.corpus.pdf import parse
+from opens1.corpus.pdf.parse import ParseConfig
+from opens1.corpus.pdf.run import run
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
 from attacks import grid_pdf, text_pdf  # noqa: E402
 
 
@@ -52,14 +54,14 @@ def test_slow_pdf_is_abandoned_at_the_timeout_and_the_batch_goes_on(tmp_path):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_worker_killed_mid_document_fails_that_document_only(tmp_path, monkeypatch, workers):
-    real = pdfmod.parse_document
+    real = parse.parse_document
 
     def parse_document(path, stem, cfg):
         if stem == "victim":
             os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
         return real(path, stem, cfg)
 
-    monkeypatch.setattr(pdfmod, "parse_document", parse_document)
+    monkeypatch.setattr(parse, "parse_document", parse_document)
     pdfs = _batch(tmp_path, ["a", "victim", "b", "c", "d"])
     summary, recs = _parse(tmp_path, pdfs, workers=workers)
     errors = _errors(recs)
@@ -69,14 +71,14 @@ def test_worker_killed_mid_document_fails_that_document_only(tmp_path, monkeypat
 
 
 def test_document_past_the_memory_cap_is_an_error_record(tmp_path, monkeypatch):
-    real = pdfmod.parse_document
+    real = parse.parse_document
 
     def parse_document(path, stem, cfg):
         if stem == "hog":
             bytearray(1 << 30)  # a 1 GiB allocation, over a 256 MiB cap
         return real(path, stem, cfg)
 
-    monkeypatch.setattr(pdfmod, "parse_document", parse_document)
+    monkeypatch.setattr(parse, "parse_document", parse_document)
     pdfs = _batch(tmp_path, ["hog", "a", "b"])
     summary, recs = _parse(tmp_path, pdfs, doc_memory_mb=256)
     errors = _errors(recs)

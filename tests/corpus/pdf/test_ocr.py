@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from tests.corpus.test_pdf import make_pdf, parse
+from tests.corpus.pdf.test_run import make_pdf, parse
 
-from opens1.corpus import ocr
+from opens1.corpus.pdf import ocr
 
 needs_tesseract = pytest.mark.skipif(not ocr.tesseract_available(),
                                      reason="tesseract not installed (apt-get install -y tesseract-ocr)")
@@ -120,7 +120,8 @@ def test_missing_tesseract_warns_once_and_counts_an_error(tmp_path, monkeypatch)
 
     from PIL import Image
 
-    from opens1.corpus.pdf import ParseConfig, run
+    from opens1.corpus.pdf.parse import ParseConfig
+    from opens1.corpus.pdf.run import run
 
     monkeypatch.setattr(ocr, "tesseract_available", lambda: False)
     for name in ("scan_a", "scan_b"):

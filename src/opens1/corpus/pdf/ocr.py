@@ -207,7 +207,7 @@ def ocr_page(pdf_path: str, index: int, lang: str | None = None, dpi: int = 150)
     return ocr_png(render_png(pdf_path, index, dpi), lang, dpi=dpi)
 
 
-def vlm_png(png: bytes, endpoint: str, model: str, prompt: str = VLM_PROMPT, timeout: float = 300.0,
+def vlm_png(png: bytes, endpoint: str, model: str, *, prompt: str = VLM_PROMPT, timeout: float = 300.0,
             max_tokens: int = 4096) -> str:
     """Transcribe a page image with a VLM served behind an OpenAI-compatible API.
     The key comes from OPENAI_API_KEY (local servers accept any value)."""

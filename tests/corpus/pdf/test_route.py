@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pdfplumber
 import pytest
-from tests.corpus.test_pdf import make_pdf, parse, prose
+from tests.corpus.pdf.test_run import make_pdf, parse, prose
 
-from opens1.corpus.route import PageScores, RouterConfig, garble_ratio, route, score_page
+from opens1.corpus.pdf.route import PageScores, RouterConfig, garble_ratio, route, score_page
 
 
 def test_garble_ratio():

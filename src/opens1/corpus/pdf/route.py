@@ -28,7 +28,8 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass
 
-from opens1.corpus.markdown import _MATHCHAR, _MATHFONT
+from opens1.corpus.pdf.fragments import MATHCHAR, MATHFONT
+from opens1.corpus.pdf.layout import count_display_math
 
 _CID = re.compile(r"\(cid:\d+\)")
 _MOJIBAKE = re.compile(r"[ÃÂ][\u0080-\u00bf]|â€")
@@ -42,7 +43,7 @@ class PageScores:
     formula_density: float
     symbol_density: float
     garble_ratio: float
-    display_math: int = 0  # rows of display maths found by the layout (markdown.count_display_math)
+    display_math: int = 0  # rows of display maths found by the layout (layout.count_display_math)
     n_vectors: int = 0  # vector drawing objects (curves, rects, lines): text drawn as outlines
 
     def to_dict(self) -> dict:
@@ -90,14 +91,12 @@ def _symbolic(ch: str) -> bool:
 
 def score_page(page, min_chars: int = 30, layout=None) -> PageScores:
     """Scores for one pdfplumber page from its glyphs and images; `layout` (a
-    markdown.PageLayout of the page, when the cheap path already built it) adds the
+    layout.PageLayout of the page, when the cheap path already built it) adds the
     display-maths count."""
-    from opens1.corpus.markdown import count_display_math
-
     chars = [c for c in page.chars if c["text"].strip()]
     n = len(chars)
     text = "".join(c["text"] for c in chars)
-    math = sum(bool(_MATHFONT.search(c["fontname"])) or bool(_MATHCHAR.match(c["text"])) for c in chars)
+    math = sum(bool(MATHFONT.search(c["fontname"])) or bool(MATHCHAR.match(c["text"])) for c in chars)
     sym = sum(_symbolic(c["text"][:1]) for c in chars)
     area = float(page.width * page.height) or 1.0
     cover = sum(max(im["x1"] - im["x0"], 0) * max(im["bottom"] - im["top"], 0) for im in page.images) / area

@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from opens1.corpus.pdf import ParseConfig, check_pdf, main, run
+from opens1.cli.data import parse_pdf as main
+from opens1.corpus.pdf import layout
+from opens1.corpus.pdf import parse as parse_module
+from opens1.corpus.pdf.parse import ParseConfig, check_pdf
+from opens1.corpus.pdf.run import run
 
 LOREM = ("Stellar spectra reveal the chemical composition of distant stars and the motion of "
          "galaxies through the expanding universe while careful calibration removes instrument effects").split()
@@ -254,14 +258,14 @@ def test_workers_match_serial(tmp_path):
 
 
 def _sim(a: str, b: str) -> float:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
     from pdf_parse import similarity
 
     return similarity(a, b)
 
 
 def test_real_paper_page_against_ground_truth(shared_data, tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
     from pdf_parse import headings, recovered, similarity, table_rows
 
     pdf = shared_data / "pdfs" / "arxiv_2305.03393v1_p9.pdf"
@@ -275,17 +279,15 @@ def test_real_paper_page_against_ground_truth(shared_data, tmp_path):
 
 
 def test_broken_page_is_recorded_and_the_rest_kept(tmp_path, monkeypatch):
-    from opens1.corpus import markdown
-
     pdf = paper(tmp_path, n_pages=2)
-    real = markdown.extract_layout
+    real = layout.extract_layout
 
     def flaky(page, number):
         if number == 2:
             raise RuntimeError("page 2 content stream is corrupt")
         return real(page, number)
 
-    monkeypatch.setattr(markdown, "extract_layout", flaky)
+    monkeypatch.setattr(layout, "extract_layout", flaky)
     _, recs = parse(tmp_path, [pdf])
     assert [r["route"] for r in recs] == ["cheap", "error"]
     assert recs[1]["page"] == 2 and "corrupt" in recs[1]["error"]
@@ -319,17 +321,16 @@ def test_still_garbled_page_is_dropped_with_a_record(tmp_path):
 def test_document_timeout_is_an_error_record(tmp_path, monkeypatch):
     import time
 
-    from opens1.corpus import pdf as pdfmod
 
     slow, fast = paper(tmp_path, "slow.pdf", 1), paper(tmp_path, "fast.pdf", 1)
-    real = pdfmod.parse_document
+    real = parse_module.parse_document
 
     def parse_document(path, stem, cfg):
         if stem == "slow":
             time.sleep(5)  # a file that keeps the parser busy
         return real(path, stem, cfg)
 
-    monkeypatch.setattr(pdfmod, "parse_document", parse_document)
+    monkeypatch.setattr(parse_module, "parse_document", parse_document)
     summary, recs = parse(tmp_path, [slow, fast], doc_timeout=0.5)
     (err,) = [r for r in recs if r["route"] == "error"]
     assert err["doc"] == "slow" and "DocumentTimeout" in err["error"]
