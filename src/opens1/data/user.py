@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from opens1.common.errors import UserError, did_you_mean
-from opens1.envs.base import DIFFICULTIES, Case, ItemEnv, _REGISTRY, register, split_items
+from opens1.envs.base import DIFFICULTIES, Case, ItemEnv, split_items
+from opens1.envs.registry import register
 
 ROLES = ("system", "user", "assistant", "tool")
 SPLITS = ("train", "heldout")
@@ -274,8 +275,7 @@ def register_items(path: str | Path | None, *, name: str | None = None, all_rows
     name = name or env_name(path)
     cls = type(f"ItemsEnv_{next(_CLASS_IDS)}", (ItemsEnv,),
                {"name": name, "path": str(path or ""), "all_rows": all_rows, "description": f"items of {path}"})
-    _REGISTRY.pop(name, None)  # re-registering the same name (tests, a second --data) replaces it
-    register(cls)
+    register(cls, replace=True)  # the same name again (tests, a second --data) replaces it
     if path is not None:
         cls(None).num_cases("train")
     return name

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import random
 
-from opens1.envs.base import Case, get_env
+from opens1.envs.base import Case
+from opens1.envs.registry import get_env
 
 
 def _weights(names: list[str], weights: dict[str, float] | None) -> dict[str, float]:

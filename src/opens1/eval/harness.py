@@ -36,8 +36,7 @@ from pathlib import Path
 import torch
 
 from opens1.common.atomic import atomic_write
-from opens1.envs import Case, get_env, list_envs
-from opens1.envs.base import env_class
+from opens1.envs import Case, env_class, get_env, list_envs
 from opens1.eval.backends import EVAL_SAMPLING
 from opens1.infer.sampling import SamplingParams
 
