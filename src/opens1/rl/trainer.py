@@ -211,7 +211,6 @@ class RLTrainer:
     # ------------------------------------------------------------ one step
 
     def step(self) -> dict:
-        cfg = self.cfg
         t0 = time.perf_counter()
         cases, groups, rewards, keep, drawn = self._sample_groups()
         metrics = self._reward_metrics(cases, groups, rewards)
