@@ -38,6 +38,12 @@ from functools import lru_cache
 from pathlib import Path
 
 WORKER = Path(__file__).with_name("sandbox_worker.py")
+PROTOCOL = Path(__file__).with_name("sandbox_protocol.py")
+
+
+def _trusted_files() -> dict[str, bytes]:
+    """The worker and the wire protocol it imports, at their places in the sandbox."""
+    return {"/sbx/worker.py": WORKER.read_bytes(), "/sbx/sandbox_protocol.py": PROTOCOL.read_bytes()}
 UNISOLATED_ENV = "OPENS1_ALLOW_UNISOLATED_CODE"
 BWRAP_ENV = "OPENS1_BWRAP"  # path of the bwrap binary; empty: behave as if none is installed
 MODE_ENV = "OPENS1_SANDBOX_MODE"  # "bwrap-userns": no privileged bwrap even as root
@@ -213,8 +219,7 @@ def _bwrap_argv(bwrap: str, mode: str, lim: SandboxLimits, cfg: dict, files: dic
     else:
         a += _ro_binds(read_only)  # after /tmp: they may live there
     fds = []
-    worker = WORKER.read_bytes()
-    for dest, data in {"/sbx/worker.py": worker, **files}.items():
+    for dest, data in {**_trusted_files(), **files}.items():
         fd = _memfd(data, "opens1-sbx")
         fds.append(fd)
         a += ["--perms", "0444", "--ro-bind-data", str(fd), dest]
@@ -277,7 +282,7 @@ class Sandbox:
         """The opt-in fallback: a fresh temporary directory holds the files and is the cwd."""
         self.work = tempfile.mkdtemp(prefix="opens1-sbx-")
         paths = {}
-        for dest, data in {"/sbx/worker.py": WORKER.read_bytes(), **files}.items():
+        for dest, data in {**_trusted_files(), **files}.items():
             p = os.path.join(self.work, os.path.basename(dest))
             with open(p, "wb") as f:
                 f.write(data)
