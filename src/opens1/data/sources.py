@@ -22,7 +22,7 @@ Samples hold either `text` (pretraining: loss on every token) or `messages`
 `to_document` turns a sample into a packing.Document for a stage:
     pretrain     text -> ids + EOS, labels = ids
     multimodal   messages rendered without a generation prompt; loss on every text token,
-                 none on image / time-series placeholders (Intern-S1 §3.3)
+                 none on image / time-series placeholders (as Intern-S1 pretrains on interleaved data)
     sft          messages through Processor.for_training: loss on assistant tokens only
 
 No contamination of the evaluation: evaluation files (GSM8K test, MATH-500, USPTO test,
@@ -382,7 +382,7 @@ def load_mixture(spec: str, root=None, samples_per_unit: int = 200, seed: int = 
 # ---------------------------------------------------------------- samples -> token documents
 
 
-def to_document(sample: Sample, stage: str, tokenizer=None, processor=None, enable_thinking: bool = True):
+def to_document(sample: Sample, stage: str, tokenizer=None, processor=None, *, enable_thinking: bool = True):
     """Tokenize a sample for a training stage -> packing.Document (None if it yields no loss).
     `enable_thinking` renders chats with the thinking system prompt (the chat template's
     default); a model evaluated without it (the speedrun's) is trained without it too."""
@@ -415,11 +415,11 @@ def to_document(sample: Sample, stage: str, tokenizer=None, processor=None, enab
                     sampling_rates=list(enc.get("sampling_rates") or []) or None, source=sample.source)
 
 
-def build_documents(samples: list[Sample], stage: str, tokenizer=None, processor=None,
+def build_documents(samples: list[Sample], stage: str, tokenizer=None, processor=None, *,
                     enable_thinking: bool = True) -> list:
     docs = []
     for s in samples:
-        d = to_document(s, stage, tokenizer, processor, enable_thinking)
+        d = to_document(s, stage, tokenizer, processor, enable_thinking=enable_thinking)
         if d is not None:
             docs.append(d)
     return docs

@@ -130,7 +130,7 @@ class Env:
         return None
 
     def _make_case(self, split: str, index: int, key: str, prompt, reference, difficulty: str,
-                   source: str, **meta) -> Case:
+                   *, source: str, **meta) -> Case:
         # The id derives from the identity key, not the index: it survives re-ordering
         # and lets two eval runs be joined item by item.
         cid = f"{self.name}/{split}/{stable_hash(key) % 16**10:010x}"

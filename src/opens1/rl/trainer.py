@@ -1,6 +1,6 @@
 """Online RL with verifiable rewards: rollouts -> rewards -> group filtering -> policy update.
 
-One step, as in Intern-S1's RL stage (arXiv 2508.15763, §4):
+One step, as in Intern-S1's RL stage (docs/rl.md):
     1. draw `prompts_per_step` training cases from the environments (never the held-out split);
     2. the rollout engine samples `rollouts_per_prompt` (8) responses per prompt;
     3. each response is scored by its environment's verifier (the mixture of rewards);
@@ -319,7 +319,7 @@ class RLTrainer:
         for _ in range(cfg.ppo_epochs):
             for rows in order:
                 m = self._mini_step([kept[i] for i in rows], adv[rows], correct[rows], real[rows],
-                                    None if old_logp is None else [old_logp[i] for i in rows])
+                                    old_rows=None if old_logp is None else [old_logp[i] for i in rows])
                 n_tok += m.pop("_tokens")
                 n_updates += 1
                 for k, v in m.items():  # average over the updates of this batch
@@ -340,7 +340,7 @@ class RLTrainer:
         return (kept + filler, torch.cat([adv, adv.new_zeros(pad)]),
                 torch.cat([correct, correct.new_zeros(pad)]), real)
 
-    def _mini_step(self, rows: list[Rollout], adv, correct, real, old_rows) -> dict:
+    def _mini_step(self, rows: list[Rollout], adv, correct, real, *, old_rows) -> dict:
         """One optimizer step on `rows` (micro-batched); real [n] bool marks rows that carry
         loss (the rest pad an FSDP rank); old_rows: per-row old log-probs or None (on-policy:
         the current log-probs, detached)."""
