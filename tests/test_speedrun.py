@@ -299,7 +299,7 @@ def test_documented_reproduction_command_parses():
     import shlex
     from pathlib import Path
 
-    from opens1.eval.cli import build_parser
+    from opens1.cli.eval import build_parser
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text()
     line = re.search(r"\$ (opens1 eval --model runs/speedrun/model .*?)\n\s*```", doc, re.S).group(1)
