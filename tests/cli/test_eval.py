@@ -7,7 +7,9 @@ import pytest
 from opens1.cli.eval import main
 from opens1.eval.harness import read_jsonl, rescore_records
 from opens1.infer.sampling import SamplingParams
-from tests.eval.fake_endpoint import server  # noqa: F401 (a fixture)
+from tests.eval import fake_endpoint
+
+server = fake_endpoint.server  # the fake endpoint fixture, shared with tests/eval
 
 
 def test_cli_end_to_end_and_rescore(server, tmp_path, capsys):

@@ -6,7 +6,10 @@ from opens1.envs import get_env
 from opens1.eval.backends import EVAL_SAMPLING, EndpointBackend
 from opens1.eval.harness import generate_records, rescore_records, resolve_tasks, summarize
 from opens1.eval.report import to_markdown
-from tests.eval.fake_endpoint import TASKS, server  # noqa: F401 (a fixture)
+from tests.eval import fake_endpoint
+from tests.eval.fake_endpoint import TASKS
+
+server = fake_endpoint.server  # the fake endpoint fixture, shared with tests/cli/test_eval.py
 
 
 def test_endpoint_generation_scores_and_protocol(server):

@@ -37,9 +37,13 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-for _module in BUILTIN_MODULES:
-    for _cls in _module.ENVS:
-        register(_cls)
+def _register_builtin() -> None:
+    for module in BUILTIN_MODULES:
+        for cls in module.ENVS:
+            register(cls)
+
+
+_register_builtin()
 
 
 def list_envs(domain: str | None = None, data_root=None, available_only: bool = False) -> list[str]:
