@@ -10,7 +10,8 @@ import pytest
 
 from opens1.data.user import (DataError, ItemsEnv, env_name, is_data_file, iter_rows, read_items, read_samples,
                               register_items)
-from opens1.envs.base import _REGISTRY, get_env
+from opens1.envs import get_env
+from opens1.envs.registry import unregister
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "your-data"
 
@@ -100,7 +101,7 @@ def test_items_env_splits_verifies_and_rescores_without_the_file(tmp_path):
         smiles = next(c for c in env.cases(4, "heldout") if c.meta["kind"] == "smiles")
         assert env.verify("Answer: C1=CC=CC=C1", smiles).score == 1.0  # graded by RDKit, not by string
     finally:
-        _REGISTRY.pop(name, None)
+        unregister(name)
     # a re-score registers the name without the file: the verifier travels in the case
     register_items(None, name=name)
     try:
@@ -110,7 +111,7 @@ def test_items_env_splits_verifies_and_rescores_without_the_file(tmp_path):
                                       "meta": case.meta}, "sample": 0, "generation": "Answer: 84", "score": 0.0}
         assert rescore_records([rec])[0]["score"] == 1.0
     finally:
-        _REGISTRY.pop(name, None)
+        unregister(name)
 
 
 def test_items_without_split_use_the_hash_rule_and_eval_takes_every_row(tmp_path):
@@ -124,7 +125,7 @@ def test_items_without_split_use_the_hash_rule_and_eval_takes_every_row(tmp_path
         register_items(path, all_rows=True)
         assert get_env(name).num_cases("heldout") == 40
     finally:
-        _REGISTRY.pop(name, None)
+        unregister(name)
 
 
 @pytest.mark.parametrize("row,message", [

@@ -1,68 +1,15 @@
 """Evaluation against a fake OpenAI-compatible endpoint started in-test on 127.0.0.1."""
 
-import json
-import socket
-import threading
-import time
-
 import pytest
 
 from opens1.envs import get_env
 from opens1.eval.backends import EVAL_SAMPLING, EndpointBackend
-from opens1.infer.sampling import SamplingParams
-from opens1.eval.cli import main
-from opens1.eval.harness import generate_records, read_jsonl, rescore_records, resolve_tasks, summarize
+from opens1.eval.harness import generate_records, rescore_records, resolve_tasks, summarize
 from opens1.eval.report import to_markdown
+from tests.eval import fake_endpoint
+from tests.eval.fake_endpoint import TASKS
 
-TASKS = ["logic/sorting", "chem/formula"]
-
-
-def _answer_book() -> dict[str, str]:
-    """prompt text -> a correct response, for the first held-out cases of TASKS."""
-    book = {}
-    for name in TASKS:
-        env = get_env(name)
-        for case in env.cases(6, "heldout"):
-            book[case.prompt] = env.sft_response(case)
-    return book
-
-
-@pytest.fixture(scope="module")
-def server():
-    fastapi = pytest.importorskip("fastapi")
-    uvicorn = pytest.importorskip("uvicorn")
-    book = _answer_book()
-    app = fastapi.FastAPI()
-    calls = []
-
-    @app.post("/v1/chat/completions")
-    async def chat(body: dict):
-        calls.append(body)
-        prompt = body["messages"][-1]["content"]
-        good = book.get(prompt, "Answer: ?")
-        choices = []
-        for k in range(body.get("n", 1)):
-            # Sample 0 is right; others are right only for even-length prompts: a known mean.
-            right = k == 0 or len(prompt) % 2 == 0
-            content = good if right else "Answer: wrong"
-            msg = {"role": "assistant", "content": content, "reasoning_content": "thinking about it"}
-            choices.append({"index": k, "message": msg, "finish_reason": "stop"})
-        return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": choices,
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    for _ in range(100):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1", calls, book
-    srv.should_exit = True
-    th.join(timeout=5)
+server = fake_endpoint.server  # the fake endpoint fixture, shared with tests/cli/test_eval.py
 
 
 def test_endpoint_generation_scores_and_protocol(server):
@@ -91,24 +38,6 @@ def test_endpoint_generation_scores_and_protocol(server):
     assert "| logic/sorting | 4 | 3 |" in to_markdown(summary)
 
 
-def test_cli_end_to_end_and_rescore(server, tmp_path, capsys):
-    url, _, _ = server
-    out = tmp_path / "run"
-    rc = main(["--endpoint", url, "--api-model", "fake", "--tasks", "logic/sort*", "--n-items", "3",
-               "--samples", "2", "--out", str(out)])
-    assert rc == 0
-    gens = read_jsonl(out / "generations.jsonl")
-    results = json.loads((out / "results.json").read_text())
-    assert len(gens) == 6 and "logic/sorting" in results["tasks"]
-    assert (out / "results.md").read_text().startswith("| task |")
-    # Re-scoring saved generations reproduces the scores exactly, without a server.
-    assert [r["score"] for r in rescore_records(gens)] == [r["score"] for r in gens]
-    rc = main(["--rescore", str(out / "generations.jsonl"), "--out", str(out)])
-    assert rc == 0
-    res2 = json.loads((out / "results.rescored.json").read_text())
-    assert res2["tasks"]["logic/sorting"]["mean"] == results["tasks"]["logic/sorting"]["mean"]
-
-
 def test_rescore_applies_the_current_verifier(tmp_path):
     env = get_env("logic/arithmetic_chain")
     case = env.case(0, "heldout")
@@ -127,16 +56,6 @@ def test_task_resolution_errors():
         resolve_tasks(["astrology/*"])
     with pytest.raises(FileNotFoundError):
         resolve_tasks(["physics/scibench"])
-
-
-def test_cli_usage_errors(capsys):
-    assert main([]) == 2
-    assert main(["--list"]) == 0
-    assert "chem/formula" in capsys.readouterr().out
-    with pytest.raises(FileNotFoundError):
-        main(["--rescore", "/nonexistent/generations.jsonl"])
-    with pytest.raises(ValueError):
-        SamplingParams(temperature=-1)
 
 
 # --- read-outs that a constant answer cannot pass ---------------------------------------------

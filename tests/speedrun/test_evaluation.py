@@ -31,7 +31,7 @@ def test_equal_length_series_prompts_are_generated_as_one_batch():
 
 def test_documented_reproduction_command_parses():
     """docs/evaluation.md's `opens1 eval` line for a speedrun model: greedy, no thinking, 16 tokens."""
-    from opens1.eval.cli import build_parser
+    from opens1.cli.eval import build_parser
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "evaluation.md").read_text()
     line = re.search(r"\$ (opens1 eval --model runs/speedrun/model .*?)\n\s*```", doc, re.S).group(1)

@@ -93,7 +93,7 @@ def test_model_directory_loads_and_generates(run_dir):
 def test_opens1_eval_reproduces_the_reports_heldout_scores(run_dir, tmp_path):
     """A greedy `opens1 eval` of the saved model (no thinking, 16 new tokens, the first N
     held-out items) scores what the speedrun's own evaluation reported, item for item."""
-    from opens1.eval.cli import main as eval_main
+    from opens1.cli.eval import main as eval_main
 
     out, _ = run_dir
     report = json.loads((out / "report.json").read_text())

@@ -86,17 +86,8 @@ def add_list_argument(parser: argparse.ArgumentParser, *flags: str, default: Seq
     return parser.add_argument(*flags, nargs="+", action=_ListAction, default=list(default), **kw)
 
 
-def check_env_names(names: Iterable[str], what: str = "environment") -> None:
-    """Every name (not glob) is a registered environment, or a UserError with suggestions."""
-    import glob
-
-    from opens1.envs import list_envs
-
-    known = list_envs()
-    for name in names:
-        if glob.has_magic(name) or name in known or any(k.split("/", 1)[-1] == name for k in known):
-            continue
-        raise UserError(f"unknown {what} {name!r}{did_you_mean(name, known)}; `opens1 eval --list` shows them all")
+# the library's check, re-exported beside the other argument checks
+from opens1.envs.registry import check_env_names  # noqa: E402
 
 
 def check_dir(path: str | os.PathLike, what: str = "directory") -> str:

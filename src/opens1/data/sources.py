@@ -22,7 +22,7 @@ Samples hold either `text` (pretraining: loss on every token) or `messages`
 `to_document` turns a sample into a packing.Document for a stage:
     pretrain     text -> ids + EOS, labels = ids
     multimodal   messages rendered without a generation prompt; loss on every text token,
-                 none on image / time-series placeholders (Intern-S1 §3.3)
+                 none on image / time-series placeholders (as Intern-S1 pretrains on interleaved data)
     sft          messages through Processor.for_training: loss on assistant tokens only
 
 No contamination of the evaluation: evaluation files (GSM8K test, MATH-500, USPTO test,
@@ -40,7 +40,13 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+import torch
+
 from opens1.common.paths import data_root, has_data, open_data, read_fasta
+from opens1.data.packing import IGNORE, Document
+from opens1.envs import get_env, list_envs
+from opens1.envs.base import is_heldout
+from opens1.rewards.chem import canonical_smiles
 
 
 @dataclass
@@ -53,22 +59,6 @@ class Sample:
     def __post_init__(self) -> None:
         if (self.text is None) == (self.messages is None):
             raise ValueError("a Sample holds exactly one of text or messages")
-
-
-# ---------------------------------------------------------------- held-out items of the environments
-
-
-def _heldout(key: str) -> bool:
-    """The environments' split rule (opens1.envs.base.is_heldout) for an item key."""
-    from opens1.envs.base import is_heldout
-
-    return is_heldout(key)
-
-
-def _canonical(smiles: str) -> str | None:
-    from opens1.rewards.chem import canonical_smiles
-
-    return canonical_smiles(smiles)
 
 
 # ---------------------------------------------------------------- text and science formats
@@ -120,8 +110,8 @@ def _qm9_sentence(r: dict) -> str:
 
 def read_qm9(root=None) -> Iterator[Sample]:
     for r in _csv_rows(root, "smiles/qm9.csv"):
-        key = _canonical(r["SMILES"])
-        if key is None or _heldout(key):  # chem/qm9_* environments evaluate these
+        key = canonical_smiles(r["SMILES"])
+        if key is None or is_heldout(key):  # chem/qm9_* environments evaluate these
             continue
         yield Sample("qm9", text=_qm9_sentence(r), meta={"smiles": r["SMILES"]})
 
@@ -157,14 +147,14 @@ def _fasta(root, relpath: str) -> Iterator[tuple[str, str]]:
 def read_proteins(root=None, max_len: int = 1200) -> Iterator[Sample]:
     for header, seq in _fasta(root, "sequences/938293.PRJEB85.HG003687.faa"):
         seq = seq.rstrip("*")  # the stop codon
-        if 0 < len(seq) <= max_len and not _heldout(seq):  # bio/protein_* hold out by sequence
+        if 0 < len(seq) <= max_len and not is_heldout(seq):  # bio/protein_* hold out by sequence
             yield Sample("protein", text=f"Protein {header.split()[0]}: <FASTA>{seq}</FASTA>")
 
 
 def read_dna(root=None, max_len: int = 3000) -> Iterator[Sample]:
     for header, seq in _fasta(root, "sequences/CP040672.1.genes_100.fna"):
         name = header.split("[protein=")[1].split("]")[0] if "[protein=" in header else "unknown protein"
-        if 0 < len(seq) <= max_len and not _heldout(header.split()[0]):  # bio/* DNA tasks: by gene id
+        if 0 < len(seq) <= max_len and not is_heldout(header.split()[0]):  # bio/* DNA tasks: by gene id
             yield Sample("dna", text=f"Gene encoding {name}: <DNA>{seq}</DNA>")
 
 
@@ -260,7 +250,7 @@ def read_ecg(root=None, window_s: float = 4.0, max_windows: int = 2000) -> Itera
     for start in range(0, sig.shape[0] - n + 1, n):
         if kept >= max_windows:
             break
-        if any(_heldout(f"mitdb100|block{b}") for b in range(start // block, (start + n - 1) // block + 1)):
+        if any(is_heldout(f"mitdb100|block{b}") for b in range(start // block, (start + n - 1) // block + 1)):
             continue
         idx = [i for i in range(len(ann.sample))
                if start <= ann.sample[i] < start + n and ann.symbol[i] in BEAT_NAMES]
@@ -323,12 +313,10 @@ def read_envs(root=None, per_env: int = 10_000, names: list[str] | None = None) 
     """Chat SFT samples from the task environments' train split: the prompt and the
     environment's reference response. Round-robin over environments (case 0 of every
     environment, then case 1, ...) so that any prefix of the stream is a balanced mix."""
-    from opens1 import envs
-
     live = []
-    for name in names or envs.list_envs():
+    for name in names or list_envs():
         try:
-            env = envs.get_env(name, data_root=root)
+            env = get_env(name, data_root=root)
             n = min(per_env, env.num_cases("train"))
         except (FileNotFoundError, ValueError):
             if names:  # asked for by name: its data must be there
@@ -394,14 +382,10 @@ def load_mixture(spec: str, root=None, samples_per_unit: int = 200, seed: int = 
 # ---------------------------------------------------------------- samples -> token documents
 
 
-def to_document(sample: Sample, stage: str, tokenizer=None, processor=None, enable_thinking: bool = True):
+def to_document(sample: Sample, stage: str, tokenizer=None, processor=None, *, enable_thinking: bool = True):
     """Tokenize a sample for a training stage -> packing.Document (None if it yields no loss).
     `enable_thinking` renders chats with the thinking system prompt (the chat template's
     default); a model evaluated without it (the speedrun's) is trained without it too."""
-    import torch
-
-    from opens1.data.packing import IGNORE, Document
-
     if sample.text is not None:
         if tokenizer is None:
             raise ValueError("a tokenizer is needed for text samples")
@@ -431,11 +415,11 @@ def to_document(sample: Sample, stage: str, tokenizer=None, processor=None, enab
                     sampling_rates=list(enc.get("sampling_rates") or []) or None, source=sample.source)
 
 
-def build_documents(samples: list[Sample], stage: str, tokenizer=None, processor=None,
+def build_documents(samples: list[Sample], stage: str, tokenizer=None, processor=None, *,
                     enable_thinking: bool = True) -> list:
     docs = []
     for s in samples:
-        d = to_document(s, stage, tokenizer, processor, enable_thinking)
+        d = to_document(s, stage, tokenizer, processor, enable_thinking=enable_thinking)
         if d is not None:
             docs.append(d)
     return docs

@@ -24,11 +24,15 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
 from opens1.common.errors import UserError, did_you_mean
-from opens1.envs.base import DIFFICULTIES, Case, ItemEnv, _REGISTRY, register, split_items
+from opens1.data.sources import Sample
+from opens1.envs.base import DIFFICULTIES, Case, ItemEnv, split_items
+from opens1.envs.registry import register
+from opens1.rewards import KINDS, verify
 
 ROLES = ("system", "user", "assistant", "tool")
 SPLITS = ("train", "heldout")
@@ -51,8 +55,6 @@ def is_data_file(path: str | Path) -> bool:
 def split_data_paths(paths: list[str]) -> tuple[str | None, list[str]]:
     """`--data PATH...` -> (data root folder or None, your data files): a folder is a data root
     in the ../shared/data layout (at most one), a .jsonl/.jsonl.gz/.parquet file is your data."""
-    import os
-
     roots = [p for p in paths if os.path.isdir(p)]
     files = [p for p in paths if p not in roots]
     if len(roots) > 1:
@@ -163,8 +165,6 @@ def _messages(msgs: Any, where: str, base: Path) -> list[dict]:
 
 def read_samples(paths: list[str | Path]) -> list:
     """Text and chat rows of the files as data.sources.Sample (source = the file's name)."""
-    from opens1.data.sources import Sample
-
     samples = []
     for path in paths:
         base = Path(path).parent
@@ -194,8 +194,6 @@ def read_samples(paths: list[str | Path]) -> list:
 
 def read_items(path: str | Path) -> list[dict]:
     """The verifiable rows of a file, checked: prompt, answer, verifier kind, options."""
-    from opens1.rewards import KINDS
-
     base = Path(path).parent
     items = []
     for where, row in iter_rows(path):
@@ -249,8 +247,6 @@ class ItemsEnv(ItemEnv):
                                source=item["where"], kind=item["kind"], verify_options=item["options"])
 
     def verify(self, prediction, case: Case):
-        from opens1.rewards import verify
-
         # The verifier is per row, stored in the case: re-scoring needs no file.
         return verify(case.meta.get("kind", self.kind), prediction, case.reference,
                       **case.meta.get("verify_options", {}))
@@ -274,8 +270,7 @@ def register_items(path: str | Path | None, *, name: str | None = None, all_rows
     name = name or env_name(path)
     cls = type(f"ItemsEnv_{next(_CLASS_IDS)}", (ItemsEnv,),
                {"name": name, "path": str(path or ""), "all_rows": all_rows, "description": f"items of {path}"})
-    _REGISTRY.pop(name, None)  # re-registering the same name (tests, a second --data) replaces it
-    register(cls)
+    register(cls, replace=True)  # the same name again (tests, a second --data) replaces it
     if path is not None:
         cls(None).num_cases("train")
     return name

@@ -1,4 +1,4 @@
-"""Environment interface, split manifests and the registry.
+"""Environment interface and split manifests (the registry of names: `opens1.envs.registry`).
 
 An environment (InternBootcamp's "bootcamp") turns an index into a task instance
 (`Case`: prompt, reference, meta), grades a response against it (`verify`), and,
@@ -130,7 +130,7 @@ class Env:
         return None
 
     def _make_case(self, split: str, index: int, key: str, prompt, reference, difficulty: str,
-                   source: str, **meta) -> Case:
+                   *, source: str, **meta) -> Case:
         # The id derives from the identity key, not the index: it survives re-ordering
         # and lets two eval runs be joined item by item.
         cid = f"{self.name}/{split}/{stable_hash(key) % 16**10:010x}"
@@ -313,49 +313,3 @@ class ProceduralEnv(Env):
             raise IndexError(f"{self.name}: only {len(cases)} distinct held-out cases"
                              + (f" at difficulty {difficulty}" if difficulty else ""))
         return cases[index]
-
-
-# --- registry -------------------------------------------------------------------
-
-_REGISTRY: dict[str, type[Env]] = {}
-
-
-def register(cls: type[Env]) -> type[Env]:
-    if not cls.name or cls.name in _REGISTRY:
-        raise ValueError(f"environment name {cls.name!r} is empty or already registered")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _load_all() -> None:
-    # Importing the modules registers their environments.
-    from opens1.envs import biology, chemistry, ecg, logic, math, physics, signals  # noqa: F401
-
-
-def list_envs(domain: str | None = None, data_root=None, available_only: bool = False) -> list[str]:
-    _load_all()
-    return sorted(n for n, c in _REGISTRY.items()
-                  if (domain is None or c.domain == domain) and (not available_only or c.available(data_root)))
-
-
-def resolve_name(name: str) -> str:
-    """A registered name; a bare task name ("gc_content") resolves if it is unambiguous."""
-    _load_all()
-    if name in _REGISTRY:
-        return name
-    hits = [n for n in _REGISTRY if n.split("/", 1)[-1] == name]
-    if len(hits) == 1:
-        return hits[0]
-    raise ValueError(f"unknown environment {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-
-
-def get_env(name: str, data_root=None) -> Env:
-    cls = _REGISTRY[resolve_name(name)]
-    if not cls.available(data_root):
-        raise FileNotFoundError(f"environment {name!r} needs data not found under data root {data_root!r}")
-    return cls(data_root)
-
-
-def env_class(name: str) -> type[Env]:
-    return _REGISTRY[resolve_name(name)]
-

@@ -15,7 +15,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from opens1.common.paths import has_data, open_data
-from opens1.envs.base import ANSWER_FORMAT, ItemEnv, is_heldout, register, split_items
+from opens1.envs.base import ANSWER_FORMAT, ItemEnv, is_heldout, split_items
 
 PROTEOME = "sequences/938293.PRJEB85.HG003687.faa"
 GENES = "sequences/CP040672.1.genes_100.fna"
@@ -106,7 +106,6 @@ class ProteinEnv(ItemEnv):
         return "Counting residues in the sequence."
 
 
-@register
 class ProteinLengthEnv(ProteinEnv):
     name = "bio/protein_length"
     question = "How many amino acid residues long is this protein?"
@@ -115,7 +114,6 @@ class ProteinLengthEnv(ProteinEnv):
         return str(len(seq))
 
 
-@register
 class ProteinWeightEnv(ProteinEnv):
     name, what = "bio/protein_weight", "mass in Da"
     verify_options = {"rel_tol": 1e-3, "unit": "Da"}
@@ -128,7 +126,6 @@ class ProteinWeightEnv(ProteinEnv):
         return "Summing average residue masses and adding one water for the chain termini."
 
 
-@register
 class ChargedResiduesEnv(ProteinEnv):
     name = "bio/charged_residues"
     question = "How many charged residues (D, E, K, R) does this protein contain?"
@@ -184,7 +181,6 @@ class DNAEnv(ItemEnv):
         return f"{self.explain(case)}\nAnswer: {case.reference}"
 
 
-@register
 class TranslateEnv(DNAEnv):
     name, kind, what = "bio/translate", "sequence", "protein sequence"
     question = "Translate this in-frame coding DNA into its protein sequence (one-letter codes, standard code)."
@@ -196,7 +192,6 @@ class TranslateEnv(DNAEnv):
         return "Reading codon by codon with the standard genetic code."
 
 
-@register
 class ReverseComplementEnv(DNAEnv):
     name, kind, what = "bio/reverse_complement", "sequence", "DNA sequence"
     question = "Give the reverse complement of this DNA sequence."
@@ -208,7 +203,6 @@ class ReverseComplementEnv(DNAEnv):
         return "Complementing each base (A-T, C-G) and reversing the order."
 
 
-@register
 class GCContentEnv(DNAEnv):
     name, kind, what = "bio/gc_content", "number", "percent"
     verify_options = {"rel_tol": 0.0, "abs_tol": 0.051, "unit": "%"}
@@ -245,7 +239,6 @@ def _gc_windows(root) -> dict:
     return split_items(items)
 
 
-@register
 class GCCountEnv(ItemEnv):
     """How many G or C bases a 12-base stretch of a real gene holds: the count behind GC
     content, answered directly. Answer-balanced (train cycles through the counts, held-out
@@ -272,3 +265,10 @@ class GCCountEnv(ItemEnv):
 
     def sft_response(self, case):
         return f"Answer: {case.reference}"
+
+
+# the environments this module contributes to the registry (opens1.envs.registry)
+ENVS = (
+    ProteinLengthEnv, ProteinWeightEnv, ChargedResiduesEnv, TranslateEnv, ReverseComplementEnv,
+    GCContentEnv, GCCountEnv,
+)

@@ -22,7 +22,7 @@ from rdkit import Chem
 from rdkit.Chem import Descriptors, rdMolDescriptors
 
 from opens1.common.paths import has_data, open_data
-from opens1.envs.base import ANSWER_FORMAT, Case, ItemEnv, register, split_items
+from opens1.envs.base import ANSWER_FORMAT, Case, ItemEnv, split_items
 from opens1.rewards.chem import canonical_smiles, mol_from_smiles
 
 HARTREE_EV = 27.211386245988
@@ -100,7 +100,6 @@ class MoleculeEnv(ItemEnv):
         return f"Reading the SMILES {case.meta['smiles']} atom by atom."
 
 
-@register
 class FormulaEnv(MoleculeEnv):
     name, kind, what = "chem/formula", "formula", "formula"
     question = "What is the molecular formula (Hill notation) of the molecule with SMILES {smiles}?"
@@ -117,7 +116,6 @@ class FormulaEnv(MoleculeEnv):
         return f"Counting atoms in {case.meta['smiles']} including implicit hydrogens: {parts}."
 
 
-@register
 class MolWeightEnv(MoleculeEnv):
     name, kind, what = "chem/mol_weight", "number", "weight in g/mol"
     verify_options = {"rel_tol": 1e-3, "unit": "g/mol"}
@@ -148,7 +146,6 @@ class CountEnv(MoleculeEnv):
         return f"Answer: {case.reference}"
 
 
-@register
 class RingCountEnv(CountEnv):
     name, kind, what = "chem/ring_count", "number", "integer"
     question = "How many rings (smallest set of smallest rings) does the molecule with SMILES {smiles} have?"
@@ -157,7 +154,6 @@ class RingCountEnv(CountEnv):
         return str(rdMolDescriptors.CalcNumRings(mol))
 
 
-@register
 class AromaticRingEnv(CountEnv):
     name, kind, what = "chem/aromatic_rings", "number", "integer"
     question = "How many aromatic rings does the molecule with SMILES {smiles} have?"
@@ -166,7 +162,6 @@ class AromaticRingEnv(CountEnv):
         return str(rdMolDescriptors.CalcNumAromaticRings(mol))
 
 
-@register
 class AtomCountEnv(CountEnv):
     """Atoms of one heteroatom element (N, O, S, halogens; C only in a molecule without
     any), the element fixed per molecule. Carbon counts of drug-like molecules run to 25+,
@@ -188,7 +183,6 @@ class AtomCountEnv(CountEnv):
         return str(sum(a.GetSymbol() == el for a in mol.GetAtoms()))
 
 
-@register
 class CanonicalSmilesEnv(MoleculeEnv):
     """Rewrite a randomised SMILES in RDKit canonical form (exact string match:
     any equivalent SMILES would be trivially the input itself)."""
@@ -251,14 +245,12 @@ class QM9Env(ItemEnv):
         return f"From the B3LYP/6-31G(2df,p) equilibrium geometry of {case.meta['smiles']}.\nAnswer: {case.reference}"
 
 
-@register
 class QM9GapEnv(QM9Env):
     name, field_name, unit = "chem/qm9_gap", "gap_ev", "eV"
     verify_options = {"rel_tol": 0.05}
     question = "Estimate the DFT (B3LYP) HOMO-LUMO gap of the molecule {smiles}, in eV."
 
 
-@register
 class QM9DipoleEnv(QM9Env):
     name, field_name, unit = "chem/qm9_dipole", "dipole", "D"
     verify_options = {"rel_tol": 0.1, "abs_tol": 0.05}
@@ -306,7 +298,6 @@ class ReactionEnv(ItemEnv):
         return _uspto_split(self.data_root, self.limit_train, self.limit_heldout)
 
 
-@register
 class ForwardReactionEnv(ReactionEnv):
     name, kind = "chem/reaction_product", "smiles"
     description = "USPTO forward prediction: reactants -> main product"
@@ -321,7 +312,6 @@ class ForwardReactionEnv(ReactionEnv):
         return f"The reactants combine to give <SMILES>{case.reference}</SMILES>.\nAnswer: {case.reference}"
 
 
-@register
 class RetrosynthesisEnv(ReactionEnv):
     name, kind = "chem/retrosynthesis", "reaction"
     verify_options = {"side": "reactants"}
@@ -335,3 +325,10 @@ class RetrosynthesisEnv(ReactionEnv):
 
     def sft_response(self, case):
         return f"Disconnecting the product gives these precursors.\nAnswer: {case.reference}"
+
+
+# the environments this module contributes to the registry (opens1.envs.registry)
+ENVS = (
+    FormulaEnv, MolWeightEnv, RingCountEnv, AromaticRingEnv, AtomCountEnv, CanonicalSmilesEnv,
+    QM9GapEnv, QM9DipoleEnv, ForwardReactionEnv, RetrosynthesisEnv,
+)

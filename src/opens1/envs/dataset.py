@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import random
 
-from opens1.envs.base import Case, get_env
+from opens1.envs.base import Case
+from opens1.envs.registry import get_env
 
 
 def _weights(names: list[str], weights: dict[str, float] | None) -> dict[str, float]:
@@ -25,7 +26,7 @@ def _weights(names: list[str], weights: dict[str, float] | None) -> dict[str, fl
     return w
 
 
-def rl_prompts(names: list[str], n: int, data_root=None, difficulty: str | None = None,
+def rl_prompts(names: list[str], n: int, *, data_root=None, difficulty: str | None = None,
                weights: dict[str, float] | None = None, seed: int = 0) -> list[Case]:
     """n training cases drawn from the environments in proportion to `weights`."""
     envs = {name: get_env(name, data_root) for name in names}
@@ -43,7 +44,7 @@ def rl_prompts(names: list[str], n: int, data_root=None, difficulty: str | None 
     return out
 
 
-def sft_examples(names: list[str], n_per_env: int, data_root=None, difficulty: str | None = None,
+def sft_examples(names: list[str], n_per_env: int, *, data_root=None, difficulty: str | None = None,
                  start: int = 0) -> list[dict]:
     """Verified (prompt, worked answer) conversations from the train split.
 

@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 
 from opens1.common.paths import find_data, has_data
-from opens1.envs.base import DIFFICULTIES, ItemEnv, is_heldout, register
+from opens1.envs.base import DIFFICULTIES, ItemEnv, is_heldout
 
 RECORD = "timeseries/100"
 FS = 360
@@ -70,7 +70,6 @@ def _ecg_split(root) -> dict:
     return out
 
 
-@register
 class ECGBeatEnv(ItemEnv):
     name, domain, kind = "ecg/beat_label", "ecg", "choice"  # "Answer: V (PVC)" -> V
 
@@ -100,3 +99,7 @@ class ECGBeatEnv(ItemEnv):
 
     def sft_response(self, case):
         return f"The centre beat's morphology and timing match a {LABELS[case.reference]}.\nAnswer: {case.reference}"
+
+
+# the environments this module contributes to the registry (opens1.envs.registry)
+ENVS = (ECGBeatEnv,)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from opens1.envs.base import ANSWER_FORMAT, ProceduralEnv, register
+from opens1.envs.base import ANSWER_FORMAT, ProceduralEnv
 from opens1.rewards import VerifyResult
 from opens1.rewards.extract import extract
 
@@ -23,7 +23,6 @@ def _answer(prediction) -> tuple[str | None, str]:
     return ex.answer, ex.how
 
 
-@register
 class ArithmeticChainEnv(ProceduralEnv):
     name, domain, kind = "logic/arithmetic_chain", "logic", "number"
     _steps = {"easy": 3, "medium": 6, "hard": 10}
@@ -48,7 +47,6 @@ class ArithmeticChainEnv(ProceduralEnv):
         return "\n".join(case.meta["trace"]) + f"\nAnswer: {case.reference}"
 
 
-@register
 class SortingEnv(ProceduralEnv):
     name, domain, kind = "logic/sorting", "logic", "list"
     _sizes = {"easy": 5, "medium": 10, "hard": 20}
@@ -101,7 +99,6 @@ def _count_solutions(puzzle: list[int], limit: int = 2) -> int:
     return total
 
 
-@register
 class SudokuMiniEnv(ProceduralEnv):
     name, domain, kind = "logic/sudoku_mini", "logic", "sudoku"
     _blanks = {"easy": 4, "medium": 8, "hard": 11}
@@ -151,7 +148,6 @@ class SudokuMiniEnv(ProceduralEnv):
         return f"Filling each empty cell with the only digit its row, column and box allow.\nAnswer: {case.reference}"
 
 
-@register
 class SatEnv(ProceduralEnv):
     """Random 3-SAT with a planted solution (so it is satisfiable); any model is accepted."""
 
@@ -196,7 +192,6 @@ _WORDS = ("strawberry", "molecule", "protein", "electron", "catalyst", "genome",
           "isotope", "neutron", "enzyme", "polymer", "spectrum", "quantum", "crystal", "ribosome")
 
 
-@register
 class CountingEnv(ProceduralEnv):
     name, domain, kind = "logic/counting", "logic", "number"
     _nwords = {"easy": 1, "medium": 3, "hard": 8}
@@ -214,3 +209,8 @@ class CountingEnv(ProceduralEnv):
         per = ", ".join(f"{w}: {w.count(case.meta['letter'])}" for w in case.meta["text"].split())
         return f"Counting '{case.meta['letter']}' word by word: {per}.\nAnswer: {case.reference}"
 
+
+# the environments this module contributes to the registry (opens1.envs.registry)
+ENVS = (
+    ArithmeticChainEnv, SortingEnv, SudokuMiniEnv, SatEnv, CountingEnv,
+)

@@ -13,7 +13,7 @@ import re
 from functools import lru_cache
 
 from opens1.common.paths import has_data, open_data
-from opens1.envs.base import ANSWER_FORMAT, ItemEnv, register, split_items
+from opens1.envs.base import ANSWER_FORMAT, ItemEnv, split_items
 
 _CALC_RE = re.compile(r"<<[^>]*>>")  # GSM8K calculator annotations
 
@@ -38,7 +38,6 @@ def _gsm_split(root) -> dict:
                        [_gsm_item(r) for r in _jsonl(root, "qa/gsm8k_test.jsonl")])
 
 
-@register
 class GSM8KEnv(ItemEnv):
     name, domain, kind = "math/gsm8k", "math", "number"
     verify_options = {"rel_tol": 1e-6}
@@ -70,7 +69,6 @@ def _math500_split(root) -> dict:
     return split_items([], items)  # a benchmark: everything is held-out
 
 
-@register
 class Math500Env(ItemEnv):
     name, domain, kind = "math/math500", "math", "math"
 
@@ -88,3 +86,7 @@ class Math500Env(ItemEnv):
 
     def sft_response(self, case):
         return f"{case.meta['solution']}\nAnswer: {case.reference}"
+
+
+# the environments this module contributes to the registry (opens1.envs.registry)
+ENVS = (GSM8KEnv, Math500Env)

@@ -16,7 +16,7 @@ import json
 from functools import lru_cache
 
 from opens1.common.paths import data_root, has_data
-from opens1.envs.base import ANSWER_FORMAT, ItemEnv, register, split_items
+from opens1.envs.base import ANSWER_FORMAT, ItemEnv, split_items
 from opens1.rewards.units import clean_latex, parse_unit
 
 # Physics and chemistry books only (calculus/diff/stat are math).
@@ -45,7 +45,6 @@ def _scibench_split(root) -> dict:
     return split_items(items)
 
 
-@register
 class SciBenchEnv(ItemEnv):
     name, domain, kind = "physics/scibench", "physics", "number"
     verify_options = {"rel_tol": 0.05}
@@ -68,3 +67,7 @@ class SciBenchEnv(ItemEnv):
     def sft_response(self, case):
         value, unit = case.reference["value"], case.reference["unit"] or ""
         return f"Applying the relevant relation with consistent units.\nAnswer: {value:g} {unit}".rstrip()
+
+
+# the environments this module contributes to the registry (opens1.envs.registry)
+ENVS = (SciBenchEnv,)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from opens1.envs.base import ANSWER_FORMAT, ProceduralEnv, register
+from opens1.envs.base import ANSWER_FORMAT, ProceduralEnv
 
 FS = 50.0  # Hz
 SECONDS = 8.0
@@ -33,7 +33,6 @@ def dominant_frequency(values, fs: float) -> float:
     return float(freqs[band][np.argmax(power[band])])
 
 
-@register
 class SignalFrequencyEnv(ProceduralEnv):
     name, domain, kind = "physics/signal_frequency", "physics", "number"
     verify_options = {"rel_tol": 0.0, "abs_tol": 1e-9, "unit": "Hz"}
@@ -61,3 +60,7 @@ class SignalFrequencyEnv(ProceduralEnv):
 
     def sft_response(self, case):
         return f"Answer: {case.meta['frequency']} Hz"
+
+
+# the environments this module contributes to the registry (opens1.envs.registry)
+ENVS = (SignalFrequencyEnv,)

@@ -1,6 +1,6 @@
 """Evaluation: environments x (local model | OpenAI-compatible endpoint) -> saved
 generations, multi-sample scores with standard errors, JSON + Markdown reports.
-See harness.py for the protocol and cli.py for `opens1 eval`."""
+See harness.py for the protocol and run.py for one run (`opens1 eval`: opens1/cli/eval.py)."""
 
 from opens1.eval.backends import EVAL_SAMPLING, EndpointBackend, LocalBackend
 from opens1.eval.harness import generate_records, rescore_records, summarize

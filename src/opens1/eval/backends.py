@@ -15,7 +15,14 @@ from __future__ import annotations
 
 import hashlib
 
+import torch
+
+from opens1.infer.batch import generate_batch
 from opens1.infer.sampling import SamplingParams
+from opens1.models.checkpoint import load_model
+from opens1.processing.processor import Processor
+from opens1.tokenizer import load_tokenizer
+from opens1.tokenizer.chat import TEMPLATE_HASH
 
 # Intern-S1's evaluation protocol: sampled decoding (temperature 0.7; 0.8 for the mini
 # model), top_p 1.0, top_k 50, up to 1024 new tokens, a fixed seed; thinking on (a prompt
@@ -38,7 +45,7 @@ class EndpointBackend:
     """Any OpenAI-compatible chat endpoint (vLLM, SGLang, LMDeploy, `opens1 serve`)."""
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str = "EMPTY", timeout: float = 600.0):
-        from openai import OpenAI
+        from openai import OpenAI  # the [api] extra
 
         self.client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=2)
         # No name: the endpoint's first served model (`opens1 serve` and vLLM list theirs).
@@ -46,7 +53,7 @@ class EndpointBackend:
         # The server owns the template; record what we know about it.
         self.template_hash = "endpoint:" + hashlib.sha256(f"{base_url}|{model}".encode()).hexdigest()[:16]
 
-    def _one(self, messages: list[dict], n: int, s: SamplingParams, enable_thinking: bool) -> list[str]:
+    def _one(self, messages: list[dict], n: int, s: SamplingParams, *, enable_thinking: bool) -> list[str]:
         texts: list[str] = []
         seed = s.seed or 0
         while len(texts) < n:  # some servers ignore n > 1: ask again for the rest
@@ -66,8 +73,8 @@ class EndpointBackend:
         return texts[:n]
 
     def generate(self, conversations: list[list[dict]], n: int, sampling: SamplingParams = EVAL_SAMPLING,
-                 enable_thinking: bool = True) -> list[list[str]]:
-        return [self._one(msgs, n, sampling, enable_thinking) for msgs in conversations]
+                 *, enable_thinking: bool = True) -> list[list[str]]:
+        return [self._one(msgs, n, sampling, enable_thinking=enable_thinking) for msgs in conversations]
 
 
 class LocalBackend:
@@ -77,24 +84,21 @@ class LocalBackend:
 
     def __init__(self, model_dir: str | None = None, device: str | None = None, dtype=None,
                  tokenizer_path: str | None = None, *, model=None, tokenizer=None, batch_size: int = 32):
-        import opens1
-        from opens1.tokenizer.chat import TEMPLATE_HASH
-
         if model is None:
             if model_dir is None:
                 raise ValueError("LocalBackend needs a model directory or a model object")
-            model = opens1.load_model(model_dir, dtype=dtype, device=device)
-            tokenizer = opens1.load_tokenizer(tokenizer_path or model_dir)
+            model = load_model(model_dir, dtype=dtype, device=device)
+            tokenizer = load_tokenizer(tokenizer_path or model_dir)
         if tokenizer is None:
             raise ValueError("LocalBackend(model=...) also needs tokenizer=...")
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.processor = opens1.Processor(tokenizer, model.config)
+        self.processor = Processor(tokenizer, model.config)
         self.device = next(self.model.parameters()).device
         self.batch_size = batch_size
         self.template_hash = "opens1:" + TEMPLATE_HASH[:16]
 
-    def _inputs(self, messages, enable_thinking: bool) -> dict:
+    def _inputs(self, messages, *, enable_thinking: bool) -> dict:
         enc = self.processor(messages, enable_thinking=enable_thinking)
         out = {"input_ids": enc["input_ids"].to(self.device)}
         if enc.get("pixel_values") is not None:
@@ -105,18 +109,16 @@ class LocalBackend:
         return out
 
     def generate(self, conversations: list[list[dict]], n: int, sampling: SamplingParams = EVAL_SAMPLING,
-                 enable_thinking: bool = True) -> list[list[str]]:
-        import torch
-
-        from opens1.infer.batch import generate_batch
-
+                 *, enable_thinking: bool = True) -> list[list[str]]:
         tok = self.tokenizer
         gen = torch.Generator(device=self.device).manual_seed(sampling.seed or 0)
         eos = () if tok.eos_token_id is None else (tok.eos_token_id,)
         s = sampling.replace(stop_token_ids=tuple(dict.fromkeys(sampling.stop_token_ids + eos)),
                              vocab_limit=sampling.vocab_limit or len(tok))
-        prompts = [self._inputs(m, enable_thinking) for m in conversations]
-        outs = generate_batch(self.model, prompts, n, s, pad_token_id=tok.pad_token_id or 0, generator=gen,
+        prompts = [self._inputs(m, enable_thinking=enable_thinking) for m in conversations]
+        if tok.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token id: batched prompts are padded with it")
+        outs = generate_batch(self.model, prompts, n, s, pad_token_id=tok.pad_token_id, generator=gen,
                               max_batch=self.batch_size)
         # drop the final eos; keep <think> tags: graders read only what follows </think>
         return [[tok.decode(ids[:-1] if fin else ids, skip_special_tokens=False) for ids, fin in samples]

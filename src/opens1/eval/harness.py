@@ -34,10 +34,10 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from opens1.common.atomic import atomic_write
-from opens1.envs import Case, get_env, list_envs
-from opens1.envs.base import env_class
+from opens1.envs import Case, env_class, get_env, list_envs
 from opens1.eval.backends import EVAL_SAMPLING
 from opens1.infer.sampling import SamplingParams
 
@@ -77,7 +77,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def generate_records(backend, tasks: list[str], n_items: int, n_samples: int,
+def generate_records(backend, tasks: list[str], *, n_items: int, n_samples: int,
                      sampling: SamplingParams = EVAL_SAMPLING, split: str = "heldout", difficulty: str | None = None,
                      data_root=None, batch_size: int = 8, model_name: str = "", enable_thinking: bool = True) -> list[dict]:
     """Generate n_samples per case for the first n_items cases of each task and grade them."""
@@ -90,7 +90,7 @@ def generate_records(backend, tasks: list[str], n_items: int, n_samples: int,
         for start in range(0, len(cases), batch_size):
             batch = cases[start:start + batch_size]
             t0 = time.time()
-            outs = backend.generate([c.messages() for c in batch], n_samples, sampling, enable_thinking)
+            outs = backend.generate([c.messages() for c in batch], n_samples, sampling, enable_thinking=enable_thinking)
             dt = (time.time() - t0) / max(1, len(batch) * n_samples)  # seconds per sample, for cost logs
             for case, texts in zip(batch, outs):
                 for k, text in enumerate(texts):
@@ -170,14 +170,12 @@ def _answer_span(tokenizer, response: str) -> tuple[list[int], int]:
 
 
 @torch.no_grad()
-def answer_cross_entropy(model, tokenizer, processor, env, cases: list[Case], batch: int = 16,
+def answer_cross_entropy(model, tokenizer, processor, env, cases: list[Case], *, batch: int = 16,
                          deadline: float | None = None) -> tuple[float, int]:
     """(mean bits, items): -log2 p(answer tokens | prompt, worked response before the answer),
     teacher-forced on the environment's verified worked response (`sft_response`), for as
     many cases as fit before `deadline` (a time.perf_counter() value). Chats are rendered
     without the thinking prompt, as the speedrun trains and evaluates them."""
-    import torch.nn.functional as F
-
     was = model.training
     model.eval()
     bits: list[float] = []
@@ -197,7 +195,9 @@ def answer_cross_entropy(model, tokenizer, processor, env, cases: list[Case], ba
                 continue
             # right padding: under the causal mask the real tokens never see it
             width = max(len(ids) for _, ids, _ in rows)
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            pad = tokenizer.pad_token_id
+            if pad is None:
+                raise ValueError("the tokenizer has no pad token id: the batch is padded with it")
             x = torch.full((len(rows), width), pad, dtype=torch.long)  # [B, W]
             mask = torch.zeros_like(x)
             for i, (_, ids, _) in enumerate(rows):

@@ -28,13 +28,9 @@ def to_markdown(summary: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    atomic_write(path, text)
-
-
 def write_report(summary: dict, out_dir: str | Path, stem: str = "results") -> tuple[Path, Path]:
     out = Path(out_dir)
     js, md = out / f"{stem}.json", out / f"{stem}.md"
-    _atomic_text(js, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    _atomic_text(md, to_markdown(summary))
+    atomic_write(js, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    atomic_write(md, to_markdown(summary))
     return js, md

@@ -18,62 +18,20 @@ from __future__ import annotations
 
 from typing import Callable
 
+from opens1.rewards.chem import verify_formula, verify_reaction, verify_smiles
+from opens1.rewards.code import verify_code
+from opens1.rewards.extract import extract
+from opens1.rewards.math import verify_choice, verify_math, verify_number
 from opens1.rewards.result import VerifyResult
+from opens1.rewards.structured import verify_json, verify_sequence
 
 __all__ = ["VerifyResult", "verify", "KINDS"]
-
-
-def _math(*a, **k):
-    from opens1.rewards.math import verify_math
-    return verify_math(*a, **k)
-
-
-def _number(*a, **k):
-    from opens1.rewards.math import verify_number
-    return verify_number(*a, **k)
-
-
-def _choice(*a, **k):
-    from opens1.rewards.math import verify_choice
-    return verify_choice(*a, **k)
-
-
-def _smiles(*a, **k):
-    from opens1.rewards.chem import verify_smiles
-    return verify_smiles(*a, **k)
-
-
-def _formula(*a, **k):
-    from opens1.rewards.chem import verify_formula
-    return verify_formula(*a, **k)
-
-
-def _reaction(*a, **k):
-    from opens1.rewards.chem import verify_reaction
-    return verify_reaction(*a, **k)
-
-
-def _sequence(*a, **k):
-    from opens1.rewards.structured import verify_sequence
-    return verify_sequence(*a, **k)
-
-
-def _json(*a, **k):
-    from opens1.rewards.structured import verify_json
-    return verify_json(*a, **k)
-
-
-def _code(*a, **k):
-    from opens1.rewards.code import verify_code
-    return verify_code(*a, **k)
 
 
 def _exact(prediction, reference, case_sensitive: bool = False, ignore_space: bool = False,
            **k) -> VerifyResult:
     """Exact match of the extracted answer (labels like "N", "yes"; a list = any of them).
     Case-insensitive unless `case_sensitive`; `ignore_space` drops all whitespace."""
-    from opens1.rewards.extract import extract
-
     ex = extract(prediction)
     if ex.answer is None:
         return VerifyResult(0.0, f"no answer ({ex.how})")
@@ -88,11 +46,10 @@ def _exact(prediction, reference, case_sensitive: bool = False, ignore_space: bo
     return VerifyResult(1.0 if ok else 0.0, "exact match" if ok else f"{got[:40]!r} != {refs[0]!r}", ex.answer)
 
 
-# Imports are lazy so that `verify("choice", ...)` does not pay for RDKit or sympy.
 KINDS: dict[str, Callable[..., VerifyResult]] = {
-    "math": _math, "number": _number, "choice": _choice, "smiles": _smiles,
-    "formula": _formula, "reaction": _reaction, "sequence": _sequence, "json": _json,
-    "code": _code, "exact": _exact,
+    "math": verify_math, "number": verify_number, "choice": verify_choice, "smiles": verify_smiles,
+    "formula": verify_formula, "reaction": verify_reaction, "sequence": verify_sequence, "json": verify_json,
+    "code": verify_code, "exact": _exact,
 }
 
 

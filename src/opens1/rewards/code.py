@@ -87,13 +87,13 @@ def run_tests(code: str, tests: list[str], limits: SandboxLimits = SandboxLimits
             verdict.close()
             if sol is not None:
                 sol.kill()
-                sol.result(False, 0.0)
+                sol.result(timed_out=False, wall=0.0)
     exited = tst.wait(t0 + limits.wall_seconds)
     tst.kill()
     sol.wait(min(time.monotonic() + 1.0, t0 + limits.wall_seconds))  # it ends on EOF from the tests
     sol.kill()
     wall = time.monotonic() - t0
-    tres, sres = tst.result(not exited, wall), sol.result(not exited, wall)
+    tres, sres = tst.result(timed_out=not exited, wall=wall), sol.result(timed_out=not exited, wall=wall)
     with verdict:
         verdict.seek(0)
         raw = verdict.read(1 << 20)
@@ -101,16 +101,16 @@ def run_tests(code: str, tests: list[str], limits: SandboxLimits = SandboxLimits
         v = json.loads(raw)
         passed, total = int(v["passed"]), int(v["total"])
         if total == len(tests) and 0 <= passed <= total:
-            return Verdict(passed, total, [str(f) for f in v["failures"]], False, sres)
+            return Verdict(passed, total, [str(f) for f in v["failures"]], timed_out=False, solution=sres)
     except (ValueError, KeyError, TypeError):
         pass
     err = tres.stderr.strip().splitlines()
     why = "wall-clock limit exceeded" if not exited else (
         f"tests did not complete (exit {tres.returncode}" + (f": {err[-1][:120]}" if err else "") + ")")
-    return Verdict(0, len(tests), [], not exited, sres, why)
+    return Verdict(0, len(tests), [], timed_out=not exited, solution=sres, reason=why)
 
 
-def verify_code(prediction: str | None, reference, partial: bool = False,
+def verify_code(prediction: str | None, reference, *, partial: bool = False,
                 limits: SandboxLimits | None = None, allow_unisolated: bool = False, **opts) -> VerifyResult:
     """`reference`: test code (str), a list of test snippets, or {"io": [{"stdin", "stdout"}, ...]}.
     Raises SandboxUnavailable where no sandbox works and `allow_unisolated` (or the
@@ -129,7 +129,7 @@ def verify_code(prediction: str | None, reference, partial: bool = False,
                 passed += 1
             elif r.timed_out:
                 notes = " (timeout)"
-        return _grade(passed, len(cases), partial, notes, net_ok)
+        return _grade(passed, len(cases), partial=partial, notes=notes, net_ok=net_ok)
     tests = [reference] if isinstance(reference, str) else list(reference)
     if not tests:
         raise ValueError("code reference has no tests")
@@ -139,10 +139,10 @@ def verify_code(prediction: str | None, reference, partial: bool = False,
     if r.reason:
         return VerifyResult(0.0, r.reason, code[:200])
     notes = f" ({r.failures[0]})" if r.failures and r.passed < r.total else ""
-    return _grade(r.passed, r.total, partial, notes[:200], r.solution.network_isolated)
+    return _grade(r.passed, r.total, partial=partial, notes=notes[:200], net_ok=r.solution.network_isolated)
 
 
-def _grade(passed: int, total: int, partial: bool, notes: str, net_ok: bool) -> VerifyResult:
+def _grade(passed: int, total: int, *, partial: bool, notes: str, net_ok: bool) -> VerifyResult:
     score = passed / total if partial else float(passed == total)
     reason = f"{passed}/{total} tests passed{notes}" + ("" if net_ok else "; network not isolated")
     return VerifyResult(score, reason)

@@ -138,7 +138,7 @@ def _reference_quantity(reference, unit_opt) -> tuple[float, Unit | None]:
     return value, None
 
 
-def verify_number(prediction: str | None, reference, rel_tol: float = 1e-4, abs_tol: float = 1e-9,
+def verify_number(prediction: str | None, reference, *, rel_tol: float = 1e-4, abs_tol: float = 1e-9,
                   unit: str | None = None, **opts) -> VerifyResult:
     ex = extract(prediction)
     if ex.answer is None:

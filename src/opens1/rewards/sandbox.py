@@ -38,6 +38,12 @@ from functools import lru_cache
 from pathlib import Path
 
 WORKER = Path(__file__).with_name("sandbox_worker.py")
+PROTOCOL = Path(__file__).with_name("sandbox_protocol.py")
+
+
+def _trusted_files() -> dict[str, bytes]:
+    """The worker and the wire protocol it imports, at their places in the sandbox."""
+    return {"/sbx/worker.py": WORKER.read_bytes(), "/sbx/sandbox_protocol.py": PROTOCOL.read_bytes()}
 UNISOLATED_ENV = "OPENS1_ALLOW_UNISOLATED_CODE"
 BWRAP_ENV = "OPENS1_BWRAP"  # path of the bwrap binary; empty: behave as if none is installed
 MODE_ENV = "OPENS1_SANDBOX_MODE"  # "bwrap-userns": no privileged bwrap even as root
@@ -172,7 +178,7 @@ def _ro_binds(paths: list[str]) -> list[str]:
     return a
 
 
-def _bwrap_argv(bwrap: str, mode: str, lim: SandboxLimits, cfg: dict, files: dict[str, bytes],
+def _bwrap_argv(bwrap: str, mode: str, lim: SandboxLimits, cfg: dict, files: dict[str, bytes], *,
                 read_only: tuple[str, ...] = ()) -> tuple[list[str], list[int]]:
     """The bwrap command for one sandbox and the fds it must inherit. `files`: path in
     the sandbox -> contents, placed read-only under /sbx; `read_only`: host paths shown
@@ -213,8 +219,7 @@ def _bwrap_argv(bwrap: str, mode: str, lim: SandboxLimits, cfg: dict, files: dic
     else:
         a += _ro_binds(read_only)  # after /tmp: they may live there
     fds = []
-    worker = WORKER.read_bytes()
-    for dest, data in {"/sbx/worker.py": worker, **files}.items():
+    for dest, data in {**_trusted_files(), **files}.items():
         fd = _memfd(data, "opens1-sbx")
         fds.append(fd)
         a += ["--perms", "0444", "--ro-bind-data", str(fd), dest]
@@ -249,7 +254,7 @@ class Sandbox:
     stdin is a snapshot (a memfd), stdout/stderr go to unlinked temporary files (nothing
     remains on disk however the run ends); `kill()` ends the whole tree."""
 
-    def __init__(self, mode: str, lim: SandboxLimits, cfg: dict, files: dict[str, bytes], stdin: bytes = b"",
+    def __init__(self, mode: str, lim: SandboxLimits, cfg: dict, files: dict[str, bytes], *, stdin: bytes = b"",
                  pass_fds: tuple[int, ...] = (), read_only: tuple[str, ...] = ()):
         self.mode, self.lim = mode, lim
         self.out = tempfile.TemporaryFile(prefix="opens1-sbx-")
@@ -261,7 +266,7 @@ class Sandbox:
             if mode == "unisolated":
                 argv, cwd, env = self._unisolated(cfg, files)
             else:
-                argv, fds = _bwrap_argv(_bwrap_path(), mode, lim, cfg, files, read_only)
+                argv, fds = _bwrap_argv(_bwrap_path(), mode, lim, cfg, files, read_only=read_only)
                 cwd, env = "/", {}
             self.proc = subprocess.Popen(argv, stdin=fin, stdout=self.out, stderr=self.err, cwd=cwd, env=env,
                                          pass_fds=tuple(fds) + tuple(pass_fds), start_new_session=True)
@@ -277,7 +282,7 @@ class Sandbox:
         """The opt-in fallback: a fresh temporary directory holds the files and is the cwd."""
         self.work = tempfile.mkdtemp(prefix="opens1-sbx-")
         paths = {}
-        for dest, data in {"/sbx/worker.py": WORKER.read_bytes(), **files}.items():
+        for dest, data in {**_trusted_files(), **files}.items():
             p = os.path.join(self.work, os.path.basename(dest))
             with open(p, "wb") as f:
                 f.write(data)
@@ -327,7 +332,7 @@ class Sandbox:
         if self.work:
             shutil.rmtree(self.work, ignore_errors=True)
 
-    def result(self, timed_out: bool, wall: float) -> RunResult:
+    def result(self, *, timed_out: bool, wall: float) -> RunResult:
         try:
             stdout, stderr = self.read(self.out), self.read(self.err)
         finally:
@@ -344,7 +349,7 @@ def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits
     mode = _resolve(allow_unisolated)
     t0 = time.monotonic()
     sb = Sandbox(mode, limits, {"mode": "run", "main": "/sbx/main.py"}, {"/sbx/main.py": code.encode("utf-8")},
-                 stdin.encode("utf-8"), read_only=tuple(read_only_paths))
+                 stdin=stdin.encode("utf-8"), read_only=tuple(read_only_paths))
     exited = sb.wait(t0 + limits.wall_seconds)
     sb.kill()
-    return sb.result(not exited, time.monotonic() - t0)
+    return sb.result(timed_out=not exited, wall=time.monotonic() - t0)

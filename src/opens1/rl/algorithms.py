@@ -119,7 +119,7 @@ def kl_cov_select(cov: torch.Tensor, mask: torch.Tensor, ratio: float) -> torch.
     return sel & (mask > 0)
 
 
-def clip_cov_select(cov: torch.Tensor, mask: torch.Tensor, ratio: float, lb: float, ub: float,
+def clip_cov_select(cov: torch.Tensor, mask: torch.Tensor, *, ratio: float, lb: float, ub: float,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """[B, T] bool: a random `ratio` fraction of valid tokens, drawn among those with lb <= cov <= ub."""
     cand = (cov >= lb) & (cov <= ub) & (mask > 0)
@@ -141,7 +141,7 @@ class LossOutput:
     metrics: dict[str, float]
 
 
-def _policy_gradient_terms(logp, old_logp, adv_tok, mask, cfg: RLLossConfig, clip: bool, generator=None):
+def _policy_gradient_terms(logp, old_logp, adv_tok, mask, cfg: RLLossConfig, *, clip: bool, generator=None):
     """Per-token policy-gradient loss with the configured entropy control.
     Returns (loss_tok [B, T], metrics)."""
     log_ratio = logp - old_logp.detach()
@@ -149,7 +149,8 @@ def _policy_gradient_terms(logp, old_logp, adv_tok, mask, cfg: RLLossConfig, cli
     cov = token_covariance(adv_tok, logp, mask)
     metrics: dict[str, float] = {}
     if cfg.entropy_control == "clip_cov":
-        sel = clip_cov_select(cov, mask, cfg.clip_cov_ratio, cfg.clip_cov_lb, cfg.clip_cov_ub, generator)
+        sel = clip_cov_select(cov, mask, ratio=cfg.clip_cov_ratio, lb=cfg.clip_cov_lb, ub=cfg.clip_cov_ub,
+                              generator=generator)
         # Detaching the selected tokens removes their gradient: they stop pushing entropy down.
         ratio = torch.where(sel, ratio.detach(), ratio)
         metrics["clip_cov_frac"] = float(sel.sum() / mask.sum().clamp_min(1))
@@ -171,7 +172,7 @@ def ref_kl_term(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return r.exp() - r - 1
 
 
-def grpo_loss(logp, old_logp, advantages, mask, cfg: RLLossConfig, ref_logp=None, generator=None) -> LossOutput:
+def grpo_loss(logp, old_logp, advantages, mask, cfg: RLLossConfig, *, ref_logp=None, generator=None) -> LossOutput:
     """GRPO: advantages [B] (group-normalised) broadcast over tokens; clipped ratio."""
     adv_tok = advantages.unsqueeze(-1).expand_as(logp).to(logp.dtype)
     pg, metrics = _policy_gradient_terms(logp, old_logp, adv_tok, mask, cfg, clip=True, generator=generator)
@@ -181,7 +182,8 @@ def grpo_loss(logp, old_logp, advantages, mask, cfg: RLLossConfig, ref_logp=None
     return LossOutput(loss, {"pg_loss": float(loss.detach()), **metrics})
 
 
-def oreal_loss(logp, old_logp, advantages, correct, mask, cfg: RLLossConfig, ref_logp=None, generator=None) -> LossOutput:
+def oreal_loss(logp, old_logp, advantages, correct, mask, cfg: RLLossConfig, *, ref_logp=None,
+               generator=None) -> LossOutput:
     """OREAL-style: NLL (behaviour cloning) on correct rollouts, unclipped policy gradient with
     the (negative) group advantage on wrong ones. correct [B] bool; advantages [B].
 
@@ -196,7 +198,8 @@ def oreal_loss(logp, old_logp, advantages, correct, mask, cfg: RLLossConfig, ref
     metrics: dict[str, float] = {}
     lp = logp
     if cfg.entropy_control == "clip_cov":
-        sel = clip_cov_select(cov, mask, cfg.clip_cov_ratio, cfg.clip_cov_lb, cfg.clip_cov_ub, generator)
+        sel = clip_cov_select(cov, mask, ratio=cfg.clip_cov_ratio, lb=cfg.clip_cov_lb, ub=cfg.clip_cov_ub,
+                              generator=generator)
         lp = torch.where(sel, logp.detach(), logp)  # selected tokens get no gradient, BC or PG
         metrics["clip_cov_frac"] = float(sel.sum() / mask.sum().clamp_min(1))
     bc = aggregate(-lp, pos, cfg.loss_agg) if pos.sum() > 0 else logp.sum() * 0
@@ -214,8 +217,9 @@ def oreal_loss(logp, old_logp, advantages, correct, mask, cfg: RLLossConfig, ref
     return LossOutput(loss, {"bc_loss": float(bc.detach()), "pg_loss": float(pg.detach()), **metrics})
 
 
-def policy_loss(logp, old_logp, advantages, correct, mask, cfg: RLLossConfig, ref_logp=None, generator=None) -> LossOutput:
+def policy_loss(logp, old_logp, advantages, correct, mask, cfg: RLLossConfig, *, ref_logp=None,
+                generator=None) -> LossOutput:
     """Dispatch on cfg.algorithm."""
     if cfg.algorithm == "grpo":
-        return grpo_loss(logp, old_logp, advantages, mask, cfg, ref_logp, generator)
-    return oreal_loss(logp, old_logp, advantages, correct, mask, cfg, ref_logp, generator)
+        return grpo_loss(logp, old_logp, advantages, mask, cfg, ref_logp=ref_logp, generator=generator)
+    return oreal_loss(logp, old_logp, advantages, correct, mask, cfg, ref_logp=ref_logp, generator=generator)

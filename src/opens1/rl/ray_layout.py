@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import torch
 
+from opens1.config import S1Config
 from opens1.infer.sampling import SamplingParams
+from opens1.models.s1 import S1ForConditionalGeneration
 from opens1.rl.rollout import LocalEngine, RolloutEngine
 
 
@@ -32,9 +34,6 @@ class RolloutWorker:
     """One rollout actor: builds the policy from its config, then serves generate/update."""
 
     def __init__(self, config_dict: dict, state_dict: dict, pad_token_id: int, num_threads: int = 1):
-        from opens1.config import S1Config
-        from opens1.models.s1 import S1ForConditionalGeneration
-
         torch.set_num_threads(num_threads)
         model = S1ForConditionalGeneration(S1Config.from_dict(config_dict))
         model.load_state_dict(state_dict)
@@ -51,7 +50,7 @@ class RolloutWorker:
 class RayEngine(RolloutEngine):
     """Spread prompts over `num_workers` Ray actors; the RLTrainer uses it like LocalEngine."""
 
-    def __init__(self, model: torch.nn.Module, num_workers: int = 2, pad_token_id: int = 0,
+    def __init__(self, model: torch.nn.Module, *, pad_token_id: int, num_workers: int = 2,
                  num_gpus_per_worker: float = 0.0, num_cpus_per_worker: float = 1.0):
         ray = _ray()
         if not ray.is_initialized():

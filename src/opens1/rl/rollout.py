@@ -27,6 +27,7 @@ import torch
 
 from opens1.infer.batch import generate_batch, is_multimodal, multimodal_inputs
 from opens1.infer.sampling import SamplingParams
+from opens1.models.checkpoint import export_state_dict, load_model
 
 
 @dataclass
@@ -59,7 +60,7 @@ class RolloutEngine(ABC):
 class LocalEngine(RolloutEngine):
     """Batched generation with OpenS1's own KV cache."""
 
-    def __init__(self, model: torch.nn.Module, pad_token_id: int = 0, share: bool = False, max_batch: int = 64):
+    def __init__(self, model: torch.nn.Module, *, pad_token_id: int, share: bool = False, max_batch: int = 64):
         self.model = model if share else copy.deepcopy(model)
         self.model.eval()
         self.pad_token_id = pad_token_id
@@ -114,12 +115,8 @@ class VLLMEngine(RolloutEngine):
     def update_weights(self, state_dict):  # pragma: no cover - needs vLLM
         # vLLM loads HF checkpoint names; OpenS1's state-dict adapter writes them from a model.
         # The CPU shadow copy costs host memory equal to the model: fine up to a few B parameters.
-        from opens1.models.checkpoint import export_state_dict
-
         if self._shadow is None:
-            import opens1
-
-            self._shadow = opens1.load_model(self.model_dir, dtype=torch.float32, device="cpu")
+            self._shadow = load_model(self.model_dir, dtype=torch.float32, device="cpu")
         self._shadow.load_state_dict(state_dict)
         items = list(export_state_dict(self._shadow).items())
         self.llm.collective_rpc(lambda worker: worker.model_runner.model.load_weights(items))

@@ -1,6 +1,6 @@
 """Online RL with verifiable rewards: rollouts -> rewards -> group filtering -> policy update.
 
-One step, as in Intern-S1 (§4 of shared/reference/intern-s1-training-data-eval.md):
+One step, as in Intern-S1's RL stage (docs/rl.md):
     1. draw `prompts_per_step` training cases from the environments (never the held-out split);
     2. the rollout engine samples `rollouts_per_prompt` (8) responses per prompt;
     3. each response is scored by its environment's verifier (the mixture of rewards);
@@ -25,16 +25,20 @@ import math
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from opens1.envs import get_env
 from opens1.infer.sampling import SamplingParams
+from opens1.models.s1 import S1ForConditionalGeneration
 from opens1.rl.algorithms import RLLossConfig, degenerate_groups, group_advantages, policy_loss
+from opens1.rl.mixture import MixtureOfRewards
 from opens1.rl.rollout import LocalEngine, Rollout, RolloutEngine, response_text
 from opens1.train.losses import head_weight, token_log_probs
+from opens1.train.parallelize import apply_fsdp
 from opens1.train.trainer import adamw
 
 
@@ -69,7 +73,7 @@ class RLConfig:
     # `prompts_per_step` until the step has `prompts_per_step` groups with mixed rewards
     # (all-right or all-wrong groups carry no signal). 1: one round, as GRPO.
     sample_rounds: int = 1
-    # Mixture of rewards (opens1.rewards.mixture): data source -> verifier, weight. The default
+    # Mixture of rewards (opens1.rl.mixture): data source -> verifier, weight. The default
     # routes every environment to its own verifier.
     rewards: dict = field(default_factory=lambda: {"sources": {"*": {"verifier": "env"}}})
     freeze_vision: bool = True
@@ -106,15 +110,15 @@ VISION_MODULES = ("vision_tower", "multi_modal_projector")
 TIMESERIES_MODULES = ("ts_tower", "ts_projector")
 
 
-def frozen_towers(vision: bool = True, timeseries: bool = True) -> tuple[str, ...]:
+def frozen_towers(*, vision: bool = True, timeseries: bool = True) -> tuple[str, ...]:
     """Names of the encoder modules (top-level attributes of the model) that RL freezes."""
     return (VISION_MODULES if vision else ()) + (TIMESERIES_MODULES if timeseries else ())
 
 
-def freeze_for_rl(model: torch.nn.Module, vision: bool = True, router: bool = True, timeseries: bool = True) -> int:
+def freeze_for_rl(model: torch.nn.Module, *, vision: bool = True, router: bool = True, timeseries: bool = True) -> int:
     """Freeze the vision tower (+projector), the time-series tower (+projector) and MoE
     routers; returns how many tensors were frozen."""
-    towers = frozen_towers(vision, timeseries)
+    towers = frozen_towers(vision=vision, timeseries=timeseries)
     n = 0
     for name, p in model.named_parameters():
         frozen = name.split(".", 1)[0] in towers
@@ -126,27 +130,22 @@ def freeze_for_rl(model: torch.nn.Module, vision: bool = True, router: bool = Tr
 
 
 class RLTrainer:
-    def __init__(self, model, tokenizer, processor, cfg: RLConfig, engine: RolloutEngine | None = None,
+    def __init__(self, model, tokenizer, processor, cfg: RLConfig, *, engine: RolloutEngine | None = None,
                  log_path: str | Path | None = None):
-        from opens1.envs import get_env
-        from opens1.rewards.mixture import MixtureOfRewards
-
         self.model, self.tok, self.proc, self.cfg = model, tokenizer, processor, cfg
         self.mixture = MixtureOfRewards.from_dict(cfg.rewards)
         for name in cfg.envs:
             self.mixture.rule(name)  # an environment without a reward rule is an error now, not mid-run
         self.envs = {name: get_env(name, data_root=cfg.data_root) for name in cfg.envs}
-        freeze_for_rl(model, cfg.freeze_vision, cfg.freeze_router, cfg.freeze_timeseries)
+        freeze_for_rl(model, vision=cfg.freeze_vision, router=cfg.freeze_router, timeseries=cfg.freeze_timeseries)
         # frozen towers stay in eval mode while the policy trains (no dropout in their features)
-        self.frozen_towers = [m for name in frozen_towers(cfg.freeze_vision, cfg.freeze_timeseries)
+        self.frozen_towers = [m for name in frozen_towers(vision=cfg.freeze_vision, timeseries=cfg.freeze_timeseries)
                               if (m := getattr(model, name, None)) is not None]
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         # The rollout copy is taken before sharding: under torchrun every rank keeps a full
         # colocated copy for generation, while the trainer's copy is sharded with FSDP2.
-        self.engine = engine or LocalEngine(model, pad_token_id=tokenizer.pad_token_id or 0)
+        self.engine = engine or LocalEngine(model, pad_token_id=_pad_id(tokenizer))
         if self.world > 1:
-            from opens1.train.parallelize import apply_fsdp
-
             apply_fsdp(model)
         params = [p for p in model.parameters() if p.requires_grad]
         self.opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
@@ -176,7 +175,7 @@ class RLTrainer:
             out.append((name, env.case(idx, split="train")))
         return out
 
-    def _score(self, name: str, case, rollout: Rollout, train: bool = False) -> float:
+    def _score(self, name: str, case, rollout: Rollout, *, train: bool = False) -> float:
         text = response_text(self.tok, rollout)
         exact = float(self.mixture.score(name, text, case))
         if not train or self.cfg.partial_credit <= 0 or exact >= self.cfg.correct_threshold:
@@ -189,7 +188,7 @@ class RLTrainer:
         """Right-padded full sequences, targets and a response mask over target positions."""
         seqs = [r.prompt_ids + r.response_ids for r in rollouts]
         width = max(map(len, seqs))
-        pad = self.tok.pad_token_id or 0
+        pad = _pad_id(self.tok)
         ids = torch.full((len(seqs), width), pad, dtype=torch.long)
         attn = torch.zeros_like(ids)
         resp = torch.zeros((len(seqs), width - 1))
@@ -212,7 +211,6 @@ class RLTrainer:
     # ------------------------------------------------------------ one step
 
     def step(self) -> dict:
-        cfg = self.cfg
         t0 = time.perf_counter()
         cases, groups, rewards, keep, drawn = self._sample_groups()
         metrics = self._reward_metrics(cases, groups, rewards)
@@ -288,8 +286,6 @@ class RLTrainer:
         if self.world == 1:
             self.model.save_pretrained(path)
             return
-        from opens1.models.s1 import S1ForConditionalGeneration
-
         plain = S1ForConditionalGeneration(self.model.config)
         plain.load_state_dict(sd)
         plain.save_pretrained(path)
@@ -323,7 +319,7 @@ class RLTrainer:
         for _ in range(cfg.ppo_epochs):
             for rows in order:
                 m = self._mini_step([kept[i] for i in rows], adv[rows], correct[rows], real[rows],
-                                    None if old_logp is None else [old_logp[i] for i in rows])
+                                    old_rows=None if old_logp is None else [old_logp[i] for i in rows])
                 n_tok += m.pop("_tokens")
                 n_updates += 1
                 for k, v in m.items():  # average over the updates of this batch
@@ -344,7 +340,7 @@ class RLTrainer:
         return (kept + filler, torch.cat([adv, adv.new_zeros(pad)]),
                 torch.cat([correct, correct.new_zeros(pad)]), real)
 
-    def _mini_step(self, rows: list[Rollout], adv, correct, real, old_rows) -> dict:
+    def _mini_step(self, rows: list[Rollout], adv, correct, real, *, old_rows) -> dict:
         """One optimizer step on `rows` (micro-batched); real [n] bool marks rows that carry
         loss (the rest pad an FSDP rank); old_rows: per-row old log-probs or None (on-policy:
         the current log-probs, detached)."""
@@ -461,6 +457,13 @@ def numeric_closeness(result, case) -> float:
     return max(0.0, 1.0 - abs(got - ref) / max(1.0, abs(ref)))
 
 
+def _pad_id(tokenizer) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is None:
+        raise ValueError("the tokenizer has no pad token id: RL pads rollouts with it")
+    return int(pad)
+
+
 def _eos(tokenizer) -> tuple[int, ...]:
     eos = getattr(tokenizer, "eos_token_id", None)
     return () if eos is None else (int(eos),)
@@ -494,7 +497,3 @@ def _pad_rows(rows: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
         n = min(r.numel(), like.shape[1])
         out[i, :n] = r[:n]
     return out
-
-
-def config_to_dict(cfg: RLConfig) -> dict:
-    return asdict(cfg)

@@ -1,7 +1,7 @@
 import pytest
 
 from opens1.envs import get_env
-from opens1.rewards.mixture import MixtureOfRewards
+from opens1.rl.mixture import MixtureOfRewards
 
 CFG = {
     "sources": {

@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from opens1.envs import env_class
 from opens1.rewards import KINDS, VerifyResult, verify
 
 _NORMALIZE = ("none", "minmax", "zscore")
@@ -86,10 +87,7 @@ class MixtureOfRewards:
     def verify(self, source: str, prediction: str | None, case) -> VerifyResult:
         rule = self.rule(source)
         if rule.verifier == "env":
-            # Lazy: envs import rewards, never the reverse at module load. No data root
-            # is needed to verify, so the environment is built without one.
-            from opens1.envs.base import env_class
-
+            # No data root is needed to verify, so the environment is built without one.
             return env_class(case.meta["env"])(None).verify(prediction, case)
         reference = case.reference if hasattr(case, "reference") else case["reference"]
         return verify(rule.verifier, prediction, reference, **rule.options)

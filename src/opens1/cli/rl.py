@@ -4,7 +4,7 @@ CPU, one process (the speedrun's RL stage does the same from Python):
     opens1 rl --model runs/speedrun/model --envs logic/counting,bio/gc_content --minutes 5 --out runs/rl
 
 Several GPUs on one node, FSDP2 trainer with a colocated rollout copy per rank:
-    torchrun --nproc_per_node=8 -m opens1.rl.cli --model DIR --envs math/gsm8k --steps 600 --out runs/rl
+    torchrun --nproc_per_node=8 -m opens1.cli.rl --model DIR --envs math/gsm8k --steps 600 --out runs/rl
 
 Rollout workers on a Ray cluster (trainer in this process):
     opens1 rl --model DIR --envs math/gsm8k --ray-workers 4 --out runs/rl
@@ -23,25 +23,15 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
-from opens1.cli.util import (HelpFormatter, UserError, add_list_argument, add_quiet_argument, check_dir, check_env_names,
-                              progress)
+import torch
 
-
-def _train(trainer, args):
-    """trainer.train(steps, max_seconds), one step at a time behind a progress bar."""
-    budget = args.minutes * 60 if args.minutes else None
-    t0 = time.perf_counter()
-    with progress(args.steps, "rl", quiet=args.quiet, unit="step") as bar:
-        for _ in range(args.steps):
-            if budget is not None and time.perf_counter() - t0 > budget:
-                break
-            trainer.train(steps=1)
-            bar.update(1)
-            bar.set_postfix(reward=f"{trainer.result.history[-1]['reward_mean']:.3f}")
-    return trainer.result
+from opens1.cli.util import HelpFormatter, add_list_argument, add_quiet_argument, check_dir, run_main
+from opens1.rl.algorithms import RLLossConfig
+from opens1.rl.ray_layout import RayEngine
+from opens1.rl.run import load_policy, resolve_envs, train_steps, write_outputs
+from opens1.rl.trainer import RLConfig, RLTrainer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,35 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve_envs(args) -> tuple[list[str], str | None]:
-    """(environment names, data root): --envs checked with suggestions, --data files registered."""
-    from opens1.data.user import register_items, split_data_paths
-
-    root, files = split_data_paths(args.data)
-    check_env_names(args.envs)
-    envs = list(args.envs) + [register_items(f) for f in files]  # rows checked before the model loads
-    if not envs:
-        raise UserError("give --envs NAME... and/or --data FILE... (your verifiable items)")
-    return envs, root
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    envs, data_root = _resolve_envs(args)
+    envs, data_root = resolve_envs(args.envs, args.data)
     check_dir(args.model, "model directory")
-    import torch
-
-    import opens1
-    from opens1.processing.processor import Processor
-    from opens1.rl.algorithms import RLLossConfig
-    from opens1.rl.trainer import RLConfig, RLTrainer
-
     torch.manual_seed(args.seed)
-    model_dir = Path(args.model)
-    tok_dir = args.tokenizer or (model_dir if (model_dir / "opens1_tokenizer.json").exists() else None)
-    tok = opens1.load_tokenizer(tok_dir)
-    model = opens1.load_model(model_dir, dtype=torch.float32)
-    proc = Processor(tok, model.config)
+    tok, model, proc = load_policy(args.model, args.tokenizer)
     cfg = RLConfig(
         envs=envs, data_root=data_root, steps=args.steps,
         prompts_per_step=args.prompts_per_step, rollouts_per_prompt=args.rollouts,
@@ -114,30 +81,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    engine = None
-    if args.ray_workers:
-        from opens1.rl.ray_layout import RayEngine
-
-        engine = RayEngine(model, num_workers=args.ray_workers, pad_token_id=tok.pad_token_id)
+    engine = RayEngine(model, num_workers=args.ray_workers, pad_token_id=tok.pad_token_id) if args.ray_workers else None
     trainer = RLTrainer(model, tok, proc, cfg, engine=engine, log_path=out / "metrics.jsonl")
     rank = int(os.environ.get("RANK", "0"))
     before = trainer.heldout_reward()
     print(f"held-out reward before RL: {before.reward:.3f} on {before.items} items", file=sys.stderr)
-    res = _train(trainer, args)
+    res = train_steps(trainer, steps=args.steps, minutes=args.minutes, quiet=args.quiet)
     after = trainer.heldout_reward(items=before.items)
-    n, before, after = after.items, before.reward, after.reward
-    print(f"held-out reward after RL:  {after:.3f} on {n} items ({res.steps} steps, {res.seconds:.0f}s)", file=sys.stderr)
+    print(f"held-out reward after RL:  {after.reward:.3f} on {after.items} items ({res.steps} steps, "
+          f"{res.seconds:.0f}s)", file=sys.stderr)
     if rank == 0:
-        summary = {"heldout_reward_before": before, "heldout_reward_after": after, "heldout_items": n,
-                   "steps": res.steps, "seconds": res.seconds, "tokens": res.tokens,
+        summary = {"heldout_reward_before": before.reward, "heldout_reward_after": after.reward,
+                   "heldout_items": after.items, "steps": res.steps, "seconds": res.seconds, "tokens": res.tokens,
                    "settings": {**vars(args), "envs": envs}}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        trainer.export(out / "model")
-        tok.save_pretrained(out / "model")
+        write_outputs(trainer, tok, out=out, summary=summary)
     return 0
 
 
 if __name__ == "__main__":
-    from opens1.cli.util import run_main
-
     sys.exit(run_main(main, None, "opens1 rl"))

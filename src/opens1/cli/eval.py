@@ -22,11 +22,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from opens1.cli.util import (HelpFormatter, add_list_argument, add_quiet_argument, check_dir, check_env_names,
-                             missing_extra, progress)
+from opens1.cli.util import HelpFormatter, add_list_argument, add_quiet_argument, check_dir, run_main
+from opens1.data.user import register_items, split_data_paths
+from opens1.envs import check_env_names, list_envs
 from opens1.eval.backends import EVAL_SAMPLING
-from opens1.eval.harness import generate_records, rescore_records, resolve_tasks, summarize, write_jsonl_atomic
-from opens1.eval.report import to_markdown, write_report
+from opens1.eval.harness import resolve_tasks
+from opens1.eval.report import to_markdown
+from opens1.eval.run import evaluate, make_backend, rescore_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,111 +63,50 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_generations(path: str) -> list[dict]:
-    from opens1.data.user import iter_rows
-
-    return [row for _, row in iter_rows(path)]  # a malformed line stops with file:line
-
-
-def _rescore(args, out: Path) -> int:
-    from opens1.data.user import register_items
-    from opens1.envs import list_envs
-
-    records = _read_generations(args.rescore)
-    known = set(list_envs())
-    for task in {r.get("task") for r in records} - known:  # your items: the verifier is in each case
-        register_items(None, name=task)
-    records = rescore_records(records)
-    write_jsonl_atomic(out / "generations.rescored.jsonl", records)
-    summary = summarize(records)
-    summary["settings"] = {"rescore": args.rescore}
-    write_report(summary, out, "results.rescored")
-    print(to_markdown(summary))
+def _list(data_root) -> int:
+    available = set(list_envs(data_root=data_root, available_only=True))
+    for name in list_envs():
+        print(name + ("" if name in available else "  (data not under --data)"))
     return 0
-
-
-class _Progress:
-    """A backend wrapper that advances a progress bar by the samples each call returns."""
-
-    def __init__(self, backend, bar):
-        self.backend, self.bar = backend, bar
-        self.template_hash = backend.template_hash
-
-    def generate(self, conversations, n, *a, **kw):
-        out = self.backend.generate(conversations, n, *a, **kw)
-        self.bar.update(len(conversations) * n)
-        return out
-
-
-def _backend(args):
-    if args.endpoint:
-        from opens1.eval.backends import EndpointBackend
-
-        try:
-            backend = EndpointBackend(args.endpoint, args.api_model, args.api_key)
-        except ModuleNotFoundError as e:
-            raise missing_extra(e, "opens1 eval --endpoint") from e
-        return backend, backend.model
-    from opens1.eval.backends import LocalBackend
-
-    check_dir(args.model, "model directory")
-    return LocalBackend(args.model, device=args.device), str(args.model)
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from opens1.data.user import split_data_paths
-
     data_root, item_files = split_data_paths(args.data)
     if args.list:
-        from opens1.envs import list_envs
-
-        available = set(list_envs(data_root=data_root, available_only=True))
-        for name in list_envs():
-            print(name + ("" if name in available else "  (data not under --data)"))
-        return 0
+        return _list(data_root)
     out = Path(args.out)
     if args.rescore:
-        return _rescore(args, out)
+        print(to_markdown(rescore_file(args.rescore, out=out)))
+        return 0
     if not (args.model or args.endpoint):
         print("opens1 eval: give --model DIR, --endpoint URL, --rescore FILE or --list", file=sys.stderr)
         return 2
     if not (args.tasks or item_files):
         print("opens1 eval: --tasks (or --data with your item files) is required", file=sys.stderr)
         return 2
-    from opens1.data.user import register_items
-    from opens1.envs import get_env
-
     user_tasks = [register_items(f, all_rows=True) for f in item_files]  # rows checked before any generation
     check_env_names(args.tasks, "task")
     tasks = resolve_tasks(args.tasks, data_root) if args.tasks else []
     tasks += [t for t in user_tasks if t not in tasks]
     sampling = EVAL_SAMPLING.replace(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                                      max_new_tokens=args.max_tokens, seed=args.seed)
-    backend, name = _backend(args)
-    split = {t: "heldout" if t in user_tasks else args.split for t in tasks}
-    sizes = {t: min(args.n_items, get_env(t, data_root).num_cases(split[t], args.difficulty)) for t in tasks}
+    if not args.endpoint:
+        check_dir(args.model, "model directory")
+    backend, name = make_backend(model=args.model, endpoint=args.endpoint, api_model=args.api_model,
+                                 api_key=args.api_key, device=args.device)
     settings = {"model": name, "endpoint": args.endpoint, "tasks": tasks, "data": args.data, "split": args.split,
                 "difficulty": args.difficulty, "n_items": args.n_items, "samples": args.samples,
                 "enable_thinking": not args.no_thinking, "batch_size": args.batch_size,
                 "sampling": sampling.to_dict()}
-    records: list[dict] = []
-    with progress(sum(sizes.values()) * args.samples, "eval", quiet=args.quiet, unit="sample") as bar:
-        for task in tasks:  # save after every task: a crash loses at most one task's generations
-            bar.set_postfix_str(task)
-            records += generate_records(_Progress(backend, bar), [task], args.n_items, args.samples, sampling,
-                                        split[task], args.difficulty, data_root, args.batch_size, name,
-                                        enable_thinking=not args.no_thinking)
-            write_jsonl_atomic(out / "generations.jsonl", records)
-    summary = summarize(records)
-    summary["settings"] = settings
-    js, md = write_report(summary, out)
+    summary = evaluate(backend, tasks, out=out, n_items=args.n_items, n_samples=args.samples, sampling=sampling,
+                       split={t: "heldout" if t in user_tasks else args.split for t in tasks},
+                       difficulty=args.difficulty, data_root=data_root, batch_size=args.batch_size,
+                       model_name=name, enable_thinking=not args.no_thinking, settings=settings, quiet=args.quiet)
     print(to_markdown(summary))
-    print(f"wrote {out / 'generations.jsonl'}, {js}, {md}")
+    print(f"wrote {out / 'generations.jsonl'}, {out / 'results.json'}, {out / 'results.md'}")
     return 0
 
 
 if __name__ == "__main__":
-    from opens1.cli.util import run_main
-
     sys.exit(run_main(main, None, "opens1 eval"))
