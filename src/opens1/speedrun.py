@@ -291,7 +291,7 @@ def run_train_stage(name: str, model, tok, proc, scfg: SpeedrunConfig, seconds: 
     `steps` optimizer steps when given; returns its report entry."""
     from opens1.data.sources import build_documents, load_mixture
     from opens1.train.config import get_train_preset
-    from opens1.train.data import build_stream
+    from opens1.data.stream import build_stream
     from opens1.train.trainer import Trainer
 
     t0 = time.perf_counter()
@@ -712,7 +712,7 @@ def run(scfg: SpeedrunConfig, start: float | None = None) -> dict:
     else:
         tok = load_or_train_tokenizer(out, scfg.data, scfg.preset)
         model, proc = build_model(scfg.preset, tok, scfg.seed)
-    from opens1.config import count_parameters
+    from opens1.models import count_parameters, save_model
 
     report["model"] = {"preset": scfg.preset, "parameters": count_parameters(model.config),
                        "active_parameters": count_parameters(model.config, active=True),
@@ -778,7 +778,7 @@ def run(scfg: SpeedrunConfig, start: float | None = None) -> dict:
         todo.remove("eval")
 
     model_dir = out / "model"
-    model.save_pretrained(model_dir)
+    save_model(model, model_dir)
     tok.save_pretrained(model_dir)
     report["model_dir"] = str(model_dir)
     from opens1.report import write_report

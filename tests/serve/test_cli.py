@@ -11,6 +11,7 @@ import pytest
 
 import torch
 
+import opens1
 from opens1.serve.cli import BackgroundServer, build_state, free_port, load_for_serving, main
 
 REAL_GENERATION_CONFIG = os.path.join(os.path.dirname(__file__), "..", "tokenizer", "data", "interns1", "generation_config.json")
@@ -146,7 +147,7 @@ def test_serve_a_saved_checkpoint(tmp_path):
     # what a training run leaves behind: model + tokenizer in one directory
     model, tok, _ = load_for_serving("tiny-dense")
     ckpt = tmp_path / "my-s1"
-    model.save_pretrained(ckpt)
+    opens1.save_model(model, ckpt)
     tok.save_pretrained(ckpt)
     (ckpt / "generation_config.json").write_text('{"temperature": 0.5, "max_new_tokens": 40, "eos_token_id": 3}')
     state = build_state(str(ckpt), max_seq_len=256, max_batch_size=2)

@@ -10,13 +10,13 @@ import sys
 # subcommand -> (module whose main(argv) runs it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "speedrun": ("opens1.speedrun", "train a tiny Intern-S1 end to end on real data, with a report"),
-    "train": ("opens1.train.cli", "pretraining, multimodal pretraining and SFT (torchrun-ready)"),
+    "train": ("opens1.cli.train", "pretraining, multimodal pretraining and SFT (torchrun-ready)"),
     "rl": ("opens1.rl.cli", "online RL with a mixture of rewards (GRPO, OREAL, KL-Cov)"),
     "eval": ("opens1.eval.cli", "score a model or an OpenAI-compatible endpoint on environments"),
     "serve": ("opens1.serve.cli", "OpenAI-compatible API server and web UI"),
     "tokenizer": ("opens1.tokenizer.cli", "train, inspect and export the dynamic scientific tokenizer"),
     "data": ("opens1.corpus.cli", "corpus building: parse-pdf, train-classifier, filter, dedup"),
-    "model": ("opens1.models.cli", "inspect presets and checkpoints: count parameters, generate"),
+    "model": ("opens1.cli.model", "inspect presets and checkpoints: count parameters, generate"),
 }
 
 

@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from opens1.infer.sampling import SamplingParams
+from opens1.models.checkpoint import save_model
 from opens1.rl.algorithms import RLLossConfig, degenerate_groups, group_advantages, policy_loss
 from opens1.rl.rollout import LocalEngine, Rollout, RolloutEngine, response_text
 from opens1.train.losses import head_weight, token_log_probs
@@ -281,18 +282,18 @@ class RLTrainer:
         return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))
 
     def export(self, path) -> None:
-        """Write the policy with save_pretrained (rank 0 under FSDP)."""
+        """Write the policy with save_model (rank 0 under FSDP)."""
         sd = self.full_state_dict()
         if self.rank != 0:
             return
         if self.world == 1:
-            self.model.save_pretrained(path)
+            save_model(self.model, path)
             return
         from opens1.models.s1 import S1ForConditionalGeneration
 
         plain = S1ForConditionalGeneration(self.model.config)
         plain.load_state_dict(sd)
-        plain.save_pretrained(path)
+        save_model(plain, path)
 
     def _update(self, groups, rewards, keep) -> dict:
         """`ppo_epochs` passes over the kept rollouts, each split into `mini_batches` optimizer
