@@ -123,4 +123,4 @@ def generate(model, input_ids: torch.Tensor, sampling: SamplingParams = GREEDY, 
 
 def _next_token(logits: torch.Tensor, s: SamplingParams, generator) -> torch.Tensor:
     logits = vocab_mask(logits, s.vocab_limit)  # ids past the tokenizer (vocab padded to a multiple of 64)
-    return sample(logits, s.temperature, s.top_k, s.top_p, s.min_p, generator)
+    return sample(logits, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, generator=generator)

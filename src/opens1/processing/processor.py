@@ -133,7 +133,7 @@ class Processor:
 
     # ------------------------------------------------------------ public
 
-    def _build(self, messages, tools, enable_thinking, add_generation_prompt, special_tokens_in_content):
+    def _build(self, messages, tools, *, enable_thinking, add_generation_prompt, special_tokens_in_content):
         pixels: list[torch.Tensor] = []
         series: list[torch.Tensor] = []
         rates: list[float] = []
@@ -166,12 +166,15 @@ class Processor:
     def __call__(self, messages, tools=None, *, enable_thinking: bool = True, add_generation_prompt: bool = True,
                  special_tokens_in_content: bool = False) -> dict:
         """Inference inputs for one conversation (by default the prompt ends with the generation prompt)."""
-        return self._build(messages, tools, enable_thinking, add_generation_prompt, special_tokens_in_content)[0]
+        return self._build(messages, tools, enable_thinking=enable_thinking,
+                           add_generation_prompt=add_generation_prompt,
+                           special_tokens_in_content=special_tokens_in_content)[0]
 
     def for_training(self, messages, tools=None, *, enable_thinking: bool = True) -> dict:
         """Training inputs with `labels` [1, T]: the assistant replies (reasoning, content, tool
         calls and their `<|im_end|>`) keep their ids; everything else is -100."""
-        out, mask = self._build(messages, tools, enable_thinking, False, False)
+        out, mask = self._build(messages, tools, enable_thinking=enable_thinking, add_generation_prompt=False,
+                                special_tokens_in_content=False)
         labels = out["input_ids"].clone()
         labels[0, ~torch.tensor(mask, dtype=torch.bool)] = -100
         out["labels"] = labels

@@ -2,7 +2,7 @@
 
     load_model(path, *, dtype=None, device=None) -> S1ForConditionalGeneration
     save_model(model, path, *, max_shard_size="4GB", layout="interns1")
-    export_checkpoint(src, out, layout="internvl")   (`opens1 model export`)
+    export_checkpoint(src, out, *, layout="internvl")   (`opens1 model export`)
 
 One module per layout (config.json `model_type` picks one), each owning its whole table:
     qwen3.py          Qwen3ForCausalLM, Qwen3MoeForCausalLM: model.*, lm_head.*; also the

@@ -67,7 +67,7 @@ def _source_dtype(path: Path) -> torch.dtype:
     return getattr(torch, str(name).removeprefix("torch."), torch.float32)
 
 
-def export_checkpoint(src, out, layout: str = "internvl", dtype=None, max_shard_size: int | str = "4GB") -> dict:
+def export_checkpoint(src, out, *, layout: str = "internvl", dtype=None, max_shard_size: int | str = "4GB") -> dict:
     """Rewrite a checkpoint directory for other tools (`opens1 model export`).
 
     layout "internvl": transformers' InternVLForConditionalGeneration (config, weight names,
