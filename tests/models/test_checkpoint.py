@@ -27,7 +27,7 @@ def write_hf(path, kind: str, shard: str | None = None):
         model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**COMMON, tie_word_embeddings=kind == "tied"))
     model.eval()
     kw = {"max_shard_size": shard} if shard else {}
-    opens1.save_model(model, path, **kw)
+    model.save_pretrained(path, **kw)
     return model
 
 
