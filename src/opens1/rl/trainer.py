@@ -32,7 +32,6 @@ import torch
 import torch.distributed as dist
 
 from opens1.infer.sampling import SamplingParams
-from opens1.models.checkpoint import save_model
 from opens1.rl.algorithms import RLLossConfig, degenerate_groups, group_advantages, policy_loss
 from opens1.rl.rollout import LocalEngine, Rollout, RolloutEngine, response_text
 from opens1.train.losses import head_weight, token_log_probs
@@ -286,11 +285,11 @@ class RLTrainer:
         sd = self.full_state_dict()
         if self.rank != 0:
             return
+        from opens1.models import S1ForConditionalGeneration, save_model
+
         if self.world == 1:
             save_model(self.model, path)
             return
-        from opens1.models.s1 import S1ForConditionalGeneration
-
         plain = S1ForConditionalGeneration(self.model.config)
         plain.load_state_dict(sd)
         save_model(plain, path)
