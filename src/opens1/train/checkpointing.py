@@ -25,8 +25,9 @@ Design choices
 - Never pickle: weights and optimizer tensors are safetensors, everything else JSON, so
   a checkpoint from an untrusted source cannot execute code when loaded.
 - Sharding-agnostic: state is gathered through torch.distributed.checkpoint.state_dict
-  (full, unsharded state keyed by parameter names), so a checkpoint written by 2 FSDP
-  ranks loads into 1 process and vice versa. Rank 0 writes; the other ranks only send.
+  (full, unsharded state keyed by parameter names; train/state.py), so a checkpoint
+  written by 2 FSDP ranks loads into 1 process and vice versa. Rank 0 writes; the other
+  ranks only send.
   This is right for models up to a few billion parameters; beyond that a sharded writer
   (torch.distributed.checkpoint.save) would be the next step.
 - The LR and batch schedules are functions of the step, so "scheduler state" is the step.
