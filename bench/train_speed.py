@@ -90,7 +90,7 @@ def _train_cfg(args, out, stage: str = "pretrain"):
 def _stream(args, docs, stage: str, rank: int = 0, world: int = 1):
     from opens1.data.packing import PackedStream
 
-    # a conversation is never cut in two (train/data.py does the same)
+    # a conversation is never cut in two (data/stream.py does the same)
     return PackedStream(docs, args.seq_len, args.batch, rank=rank, world_size=world, chunk_long=stage == "pretrain")
 
 

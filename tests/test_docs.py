@@ -93,7 +93,7 @@ def _target(argv: list[str]):
         argv = ["python", *argv[argv.index("-m"):]]
     if argv[:2] == ["python", "-m"]:
         name = argv[2]
-        module = importlib.import_module(name if name != "opens1.train" else "opens1.train.cli")
+        module = importlib.import_module(name)
         if name == "opens1":
             return module.main, argv[3:]
         return module.main, argv[3:]
@@ -147,7 +147,7 @@ def test_documented_command_parses(where, line, capsys):
 def test_known_aliases_parse():
     ns = parse_command("opens1 eval --model m --tasks chem/ring_count --items 50")
     assert ns.n_items == 50 and ns.tasks == ["chem/ring_count"]
-    ns = parse_command("torchrun --nproc_per_node=2 -m opens1.train.cli --preset sft --init-from runs/speedrun/model")
+    ns = parse_command("torchrun --nproc_per_node=2 -m opens1.cli.train --preset sft --init-from runs/speedrun/model")
     assert ns.init_from == "runs/speedrun/model"
     ns = parse_command("opens1 data build --input corpus.jsonl --out shards/")
     assert ns.more_inputs == ["corpus.jsonl"] and ns.output == "shards/"

@@ -33,7 +33,7 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
     configure(tok, cfg)
     torch.manual_seed(0)
     model_dir = tmp_path / "Intern-S1-mini"
-    S1ForConditionalGeneration(cfg).save_pretrained(model_dir)
+    opens1.save_model(S1ForConditionalGeneration(cfg), model_dir)
     tok.save_pretrained(model_dir)
     Draw.MolToFile(Chem.MolFromSmiles("CC(=O)Oc1ccccc1C(=O)O"), str(tmp_path / "molecule.png"), size=(224, 224))
     monkeypatch.chdir(tmp_path)

@@ -267,21 +267,3 @@ def get_preset(name: str) -> S1Config:
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
     return PRESETS[name]()
-
-
-def count_parameters(name_or_config: str | S1Config, active: bool = False) -> int:
-    """Parameters of a preset (or config), counted on the meta device: no memory is used.
-    With active=True, count what one token touches (top-k experts instead of all)."""
-    import torch
-
-    from opens1.models.s1 import S1ForConditionalGeneration
-
-    cfg = get_preset(name_or_config) if isinstance(name_or_config, str) else name_or_config
-    with torch.device("meta"):
-        model = S1ForConditionalGeneration(cfg)
-    total = sum(p.numel() for p in model.parameters())
-    if not active or not cfg.text.is_moe:
-        return total
-    per_expert = 3 * cfg.text.hidden_size * cfg.text.moe_intermediate_size
-    n_moe = sum(cfg.text.is_moe_layer(i) for i in range(cfg.text.num_hidden_layers))
-    return total - n_moe * per_expert * (cfg.text.num_experts - cfg.text.num_experts_per_tok)

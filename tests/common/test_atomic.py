@@ -55,7 +55,7 @@ def test_checkpoint_tokenizer_and_eval_results_are_0644(tmp_path, umask_022):
 
     torch.manual_seed(0)
     cfg = get_preset("tiny")
-    S1ForConditionalGeneration(cfg).save_pretrained(tmp_path / "model")
+    opens1.save_model(S1ForConditionalGeneration(cfg), tmp_path / "model")
     opens1.load_tokenizer().save_pretrained(tmp_path / "model")
     write_report({"tasks": {}, "macro_mean": 0.0}, tmp_path / "eval")
     write_jsonl_atomic(tmp_path / "eval" / "generations.jsonl", [{"a": 1}])

@@ -154,7 +154,7 @@ def test_rows_of_gzip_and_missing_files(tmp_path):
 
 
 def test_train_cli_stops_on_a_bad_row_with_one_line(tmp_path, capsys):
-    from opens1.train.cli import main
+    from opens1.cli.train import main
 
     path = _jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "hi"}]},
                                             {"messages": [{"role": "bot", "content": "hi"}]}])
@@ -166,7 +166,7 @@ def test_train_cli_stops_on_a_bad_row_with_one_line(tmp_path, capsys):
 
 
 def test_train_cli_data_flags(tmp_path):
-    from opens1.train.cli import _parser, resolve_config
+    from opens1.cli.train import _parser, resolve_config
 
     f = _jsonl(tmp_path / "c.jsonl", [{"text": "x"}])
     cfg = resolve_config(_parser().parse_args(["--data", str(f)]))

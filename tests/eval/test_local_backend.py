@@ -22,7 +22,7 @@ def tiny_dir(tmp_path_factory):
     configure(tok, cfg)
     model = S1ForConditionalGeneration(cfg)
     path = tmp_path_factory.mktemp("tiny")
-    model.save_pretrained(path)
+    opens1.save_model(model, path)
     tok.save_pretrained(path)
     return path
 

@@ -5,6 +5,7 @@ and dense layers, eos handling and sampling. Marked slow: each test compiles."""
 import pytest
 import torch
 
+import opens1
 from opens1.config import TextConfig, get_preset
 from opens1.infer.generate import cache_length, compiled_decode_step, decode_step, generate
 from opens1.infer.kv_cache import KVCache
@@ -150,12 +151,12 @@ def test_load_model_sets_the_tokenizer_size(tmp_path):
     # a checkpoint with its tokenizer (vocabulary padded to a multiple of 64, random weights):
     # model.generate at temperature 1.5 never returns an id the tokenizer cannot decode
     from opens1 import load_model
-    from opens1.infer.generate import tokenizer_size
+    from opens1.models.checkpoint.load import tokenizer_size
     from opens1.serve.load import load_for_serving
 
     m, tok, _ = load_for_serving("tiny-dense")
     assert m.config.text.vocab_size > len(tok)
-    m.save_pretrained(tmp_path)
+    opens1.save_model(m, tmp_path)
     assert tokenizer_size(tmp_path) is None  # no tokenizer yet
     tok.save_pretrained(tmp_path)
     assert tokenizer_size(tmp_path) == len(tok)

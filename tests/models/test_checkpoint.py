@@ -57,7 +57,7 @@ def test_load_matches_transformers(hf_ckpt):
 def test_round_trip_is_bit_exact(hf_ckpt, tmp_path):
     kind, path, _ = hf_ckpt
     model = opens1.load_model(path)
-    model.save_pretrained(tmp_path, max_shard_size="16KB")
+    opens1.save_model(model, tmp_path, max_shard_size="16KB")
     shards = sorted(tmp_path.glob("model-*.safetensors"))
     assert len(shards) > 1 and (tmp_path / "model.safetensors.index.json").is_file()
     conf = json.loads((tmp_path / "config.json").read_text())
@@ -75,7 +75,7 @@ def test_round_trip_is_bit_exact(hf_ckpt, tmp_path):
 def test_interns1_layout_without_our_config_key(tmp_path):
     write_hf(tmp_path / "src", "moe")
     model = opens1.load_model(tmp_path / "src")
-    model.save_pretrained(tmp_path / "s1")
+    opens1.save_model(model, tmp_path / "s1")
     conf = json.loads((tmp_path / "s1" / "config.json").read_text())
     del conf["opens1_config"]  # parse the HF-style text_config instead
     (tmp_path / "s1" / "config.json").write_text(json.dumps(conf))
@@ -90,7 +90,7 @@ def test_bf16_round_trip(tmp_path):
     write_hf(tmp_path / "src", "dense")
     model = opens1.load_model(tmp_path / "src", dtype=torch.bfloat16)
     assert model.dtype == torch.bfloat16
-    model.save_pretrained(tmp_path / "out")
+    opens1.save_model(model, tmp_path / "out")
     back = opens1.load_model(tmp_path / "out", dtype="bfloat16")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), back.state_dict().values()))
 

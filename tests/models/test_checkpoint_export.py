@@ -10,7 +10,7 @@ from PIL import Image
 
 import opens1
 from opens1.config import get_preset
-from opens1.models.cli import main
+from opens1.cli.model import main
 from opens1.processing.processor import Processor, configure
 from opens1.tokenizer import load_tokenizer
 
@@ -34,7 +34,7 @@ def src(tmp_path_factory):
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.05)
     d = tmp_path_factory.mktemp("src")
-    model.save_pretrained(d)
+    opens1.save_model(model, d)
     tok.save_pretrained(d)
     (d / "generation_config.json").write_text(json.dumps({"eos_token_id": tok.eos_token_id, "temperature": 0.8}))
     return d, tok

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from opens1.config import TextConfig, get_preset
-from opens1.models.s1 import S1ForConditionalGeneration
+from opens1.models.s1 import S1ForConditionalGeneration, count_parameters
 from opens1.train.losses import head_weight, lm_loss
 from opens1.train.parallelize import apply_activation_checkpointing
 
@@ -169,8 +169,6 @@ def test_splice_count_mismatch_is_a_clear_error():
 
 
 def test_count_parameters_of_real_presets():
-    from opens1.config import count_parameters
-
     mini = count_parameters("intern-s1-mini")
     assert abs(mini / 1e9 - 8.54) < 0.05  # Qwen3-8B (153216 vocab) + InternViT-300M + projector
     assert count_parameters("intern-s1-mini", active=True) == mini  # dense
@@ -178,8 +176,6 @@ def test_count_parameters_of_real_presets():
 
 @pytest.mark.slow
 def test_count_parameters_intern_s1():
-    from opens1.config import count_parameters
-
     assert abs(count_parameters("intern-s1") / 1e9 - 240.7) < 0.1
     assert abs(count_parameters("intern-s1", active=True) / 1e9 - 27.8) < 0.1  # 22B LM + 6B ViT (paper: 28B)
 

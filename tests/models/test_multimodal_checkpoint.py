@@ -126,7 +126,7 @@ def test_interns1_layout(saved, tmp_path, vision, text):
     ours = opens1.load_model(tmp_path / "s1", dtype=torch.float32, device="cpu")
     compare(ours, hf_model)
     # and OpenS1's own save (Intern-S1 layout) round-trips
-    ours.save_pretrained(tmp_path / "again")
+    opens1.save_model(ours, tmp_path / "again")
     again = opens1.load_model(tmp_path / "again", dtype=torch.float32, device="cpu")
     ids, px = inputs(seed=3)
     with torch.no_grad():
@@ -241,7 +241,7 @@ def test_config_parsing_and_errors(saved, tmp_path):
 @pytest.mark.slow
 def test_tiny_preset_with_images_and_series_round_trips(tmp_path):
     """Both towers (incl. the time-series tower's persistent sinusoid table) survive
-    save_pretrained -> load_model, and a prompt with an image and an ECG series runs."""
+    save_model -> load_model, and a prompt with an image and an ECG series runs."""
     from opens1.config import get_preset
     from opens1.common.paths import find_data
     from opens1.models.s1 import S1ForConditionalGeneration
@@ -259,7 +259,7 @@ def test_tiny_preset_with_images_and_series_round_trips(tmp_path):
     n_ts = series_num_tokens(x.shape[0], sr, cfg.timeseries)
     ids = torch.tensor([[1] + [7] * (px.shape[0] * cfg.image_tokens_per_tile) + [2] + [8] * n_ts + [3]])
     kw = dict(pixel_values=px, time_series=[x], sampling_rates=[sr])
-    model.save_pretrained(tmp_path / "m")
+    opens1.save_model(model, tmp_path / "m")
     keys = json.loads((tmp_path / "m" / "model.safetensors.index.json").read_text())["weight_map"]
     assert "model.ts_tower.encoder_embed.pos_encoder.pe" in keys and "model.vision_tower.embeddings.cls_token" in keys
     again = opens1.load_model(tmp_path / "m", dtype=torch.float32, device="cpu")

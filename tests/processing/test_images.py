@@ -70,7 +70,7 @@ def test_known_grids_thumbnail_and_token_counts():
     assert choose_grid(600, 600, 448, 1, 12) == (1, 1)  # 360000 < 0.5*448^2*4
     assert choose_grid(5000, 100, 448, 1, 12) == (12, 1)
     for (w, h), n in cases.items():
-        tiles = dynamic_tiles(image(w, h), 448, 1, 12, True)
+        tiles = dynamic_tiles(image(w, h), 448, 1, 12, use_thumbnail=True)
         assert len(tiles) == n == num_tiles(w, h, v), (w, h)
         assert all(t.size == (448, 448) for t in tiles)
         assert len(tiles) * cfg.image_tokens_per_tile == n * 256
@@ -79,7 +79,7 @@ def test_known_grids_thumbnail_and_token_counts():
 
 def test_tiles_are_row_major_crops_and_thumbnail_is_whole_image():
     img = image(200, 100, seed=3)
-    tiles = dynamic_tiles(img, 50, 1, 8, True)
+    tiles = dynamic_tiles(img, 50, 1, 8, use_thumbnail=True)
     assert len(tiles) == 8 + 1  # 4x2 grid + thumbnail
     resized = np.asarray(img.resize((200, 100), Image.Resampling.BICUBIC))
     for k, t in enumerate(tiles[:8]):

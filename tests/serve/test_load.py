@@ -7,6 +7,7 @@ import openai
 import pytest
 import torch
 
+import opens1
 from opens1.serve.load import build_state, load_for_serving, serve_defaults
 from opens1.serve.server import BackgroundServer
 
@@ -58,7 +59,7 @@ def test_serve_a_saved_checkpoint(tmp_path):
     # what a training run leaves behind: model + tokenizer in one directory
     model, tok, _ = load_for_serving("tiny-dense")
     ckpt = tmp_path / "my-s1"
-    model.save_pretrained(ckpt)
+    opens1.save_model(model, ckpt)
     tok.save_pretrained(ckpt)
     (ckpt / "generation_config.json").write_text('{"temperature": 0.5, "max_new_tokens": 40, "eos_token_id": 3}')
     state = build_state(str(ckpt), max_seq_len=256, max_batch_size=2)

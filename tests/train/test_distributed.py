@@ -122,7 +122,7 @@ def test_fsdp_moe_with_idle_experts_finishes(tmp_path):
 
 
 def _cli(out, steps, extra=()):
-    return [sys.executable, "-m", "opens1.train", "--preset", "pretrain", "--model", "debug", "--steps", str(steps),
+    return [sys.executable, "-m", "opens1.cli.train", "--preset", "pretrain", "--model", "debug", "--steps", str(steps),
             "--out", str(out), "--sources", "gsm8k,smiles", "--seq-len", "64", "--batch", "1", "--no-export",
             "--set", "samples_per_source=20", "--set", "ckpt_every=2", "--set", "progress=false",
             "--set", "tensorboard=false", "--set", "warmup_steps=2", *extra]

@@ -116,7 +116,7 @@ def test_square_and_sample_weights_by_hand():
     head = torch.tensor([[0.0], [2.0], [0.0]])
     a = -torch.log_softmax(torch.tensor([0.0, 2.0, 0.0]), 0)[1].item()
     b = math.log(V)
-    got = lm_loss(hidden, head, labels, doc_ids, "square").item()
+    got = lm_loss(hidden, head, labels, doc_ids, reduction="square").item()
     assert got == pytest.approx((2 * a + b) / 3, rel=1e-6)
 
 

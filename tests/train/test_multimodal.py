@@ -45,7 +45,7 @@ def test_multimodal_rows_train_the_towers(tokenizer, mm_docs, h, tmp_path):
         mb = next(t._iter)
         t.micro_batches += 1
         out = model(**mb.model_inputs(), attention_mask=mb.attention_mask, return_hidden=True)
-        lm_loss(out.hidden_states, head_weight(model), mb.labels, mb.doc_ids, "square").backward()
+        lm_loss(out.hidden_states, head_weight(model), mb.labels, mb.doc_ids, reduction="square").backward()
         if mb.pixel_values is not None:
             seen_vision |= any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.vision_tower.parameters())
         if mb.time_series:

@@ -21,7 +21,7 @@ logits agree with eager decoding to ~1e-5, not bit for bit.
 Ids the tokenizer lacks are never sampled: checkpoints pad the vocabulary (to a multiple
 of 64, say) and nothing can decode those ids. The limit is `sampling.vocab_limit`, else
 the model's `vocab_limit` attribute, which `load_model` sets from the checkpoint's own
-tokenizer (`tokenizer_size`). Only those ids are masked, so greedy decoding of a trained
+tokenizer (`opens1.models.checkpoint.load.tokenizer_size`). Only those ids are masked, so greedy decoding of a trained
 model is the same as transformers' (which never masks).
 """
 
@@ -55,29 +55,6 @@ def compiled_decode_step():
     if _compiled_decode_step is None:
         _compiled_decode_step = torch.compile(decode_step, fullgraph=True, dynamic=False)
     return _compiled_decode_step
-
-
-def tokenizer_size(directory) -> int | None:
-    """The number of ids the tokenizer in a checkpoint directory has (None when it has none):
-    what `generate` may sample. OpenS1's layout records it; an Intern-S1 directory is loaded."""
-    import json
-    from pathlib import Path
-
-    d = Path(directory)
-    layout = d / "opens1_tokenizer.json"
-    if layout.is_file():
-        try:
-            return int(json.loads(layout.read_text(encoding="utf-8"))["vocab_size"])
-        except (ValueError, KeyError, TypeError):
-            return None
-    if (d / "vocab.json").is_file():
-        from opens1.tokenizer import load_tokenizer
-
-        try:
-            return len(load_tokenizer(d))
-        except (OSError, ValueError, KeyError):
-            return None
-    return None
 
 
 def cache_length(n: int) -> int:
@@ -146,4 +123,4 @@ def generate(model, input_ids: torch.Tensor, sampling: SamplingParams = GREEDY, 
 
 def _next_token(logits: torch.Tensor, s: SamplingParams, generator) -> torch.Tensor:
     logits = vocab_mask(logits, s.vocab_limit)  # ids past the tokenizer (vocab padded to a multiple of 64)
-    return sample(logits, s.temperature, s.top_k, s.top_p, s.min_p, generator)
+    return sample(logits, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, generator=generator)

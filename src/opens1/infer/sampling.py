@@ -9,7 +9,7 @@ Its defaults are greedy decoding; each entry point states its own defaults:
     evaluation (eval/backends.py)      EVAL_SAMPLING: Intern-S1's protocol, 0.7 / 1.0 / 50, seed 0
     RL rollouts (rl/trainer.py)        RLConfig's temperature / top_k / top_p (1.0 / 0 / 1.0)
 
-`sample(logits [B, V], temperature, top_k, top_p, min_p, generator) -> LongTensor[B]`
+`sample(logits [B, V], *, temperature, top_k, top_p, min_p, generator) -> LongTensor[B]`
 `apply_penalties(logits [B, V], prompt_mask [B, V], output_counts [B, V], repetition, presence, frequency)`
 `token_counts(seqs, V)`, `vocab_mask(logits, limit)`
 
@@ -120,7 +120,7 @@ def _is_const(x: Knob, value) -> bool:
     return not isinstance(x, torch.Tensor) and x == value
 
 
-def sample(logits: torch.Tensor, temperature: Knob = 1.0, top_k: Knob = 0, top_p: Knob = 1.0,
+def sample(logits: torch.Tensor, *, temperature: Knob = 1.0, top_k: Knob = 0, top_p: Knob = 1.0,
            min_p: Knob = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
     if logits.dim() != 2:
         raise ValueError(f"sample() wants logits [B, V], got shape {tuple(logits.shape)}")

@@ -5,8 +5,7 @@
     vision_tower, multi_modal_projector   InternViT + pixel-shuffle MLP (when config.vision)
     ts_tower, ts_projector                time-series encoder + projector (when config.timeseries)
 
-Text-only when `config.vision is None and config.timeseries is None`. The towers
-are imported lazily inside __init__, so the text path works on its own.
+Text-only when `config.vision is None and config.timeseries is None`.
 
 Multimodal splice (as in HF InternS1): the prompt holds one `image_token_id`
 per image feature and one `ts_token_id` per series feature; the features
@@ -16,7 +15,9 @@ The forward is architecture only: it returns logits (or, with `return_hidden=Tru
 final hidden states, so that a loss can run the head on the rows it needs: the fused
 head + cross-entropy is `opens1.train.losses`), and the MoE load-balancing loss when asked.
 With a KV cache (`infer/kv_cache.py`) it is also the decode step. `generate` is a thin
-keyword call into `opens1.infer.generate`, which owns generation.
+keyword call into `opens1.infer.generate`, which owns generation. Saving and loading are
+functions of `opens1.models.checkpoint` (`save_model`, `load_model`); `count_parameters`
+sizes a preset or config on the meta device.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from opens1.config import S1Config
+from opens1.config import S1Config, get_preset
 from opens1.infer.generate import generate
 from opens1.infer.sampling import SamplingParams
 from opens1.models.language import Qwen3Model
 from opens1.models.moe import load_balancing_loss
+from opens1.models.timeseries import TimeSeriesProjector, TimeSeriesTower
+from opens1.models.vision import InternVisionModel, MultiModalProjector
 
 
 @dataclass
@@ -53,13 +56,9 @@ class S1ForConditionalGeneration(nn.Module):
         self.vision_tower = self.multi_modal_projector = None
         self.ts_tower = self.ts_projector = None
         if config.vision is not None:
-            from opens1.models.vision import InternVisionModel, MultiModalProjector
-
             self.vision_tower = InternVisionModel(config.vision)
             self.multi_modal_projector = MultiModalProjector(config.vision, t.hidden_size, config.downsample_ratio)
         if config.timeseries is not None:
-            from opens1.models.timeseries import TimeSeriesProjector, TimeSeriesTower
-
             self.ts_tower = TimeSeriesTower(config.timeseries)
             self.ts_projector = TimeSeriesProjector(config.timeseries, t.hidden_size)
         self.init_weights()
@@ -94,23 +93,6 @@ class S1ForConditionalGeneration(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.lm_head.weight.dtype
-
-    def num_parameters(self, active: bool = False) -> int:
-        from opens1.config import count_parameters
-
-        return count_parameters(self.config, active=active)
-
-    def save_pretrained(self, path, max_shard_size: int | str = "4GB") -> None:
-        """Intern-S1 HF layout: sharded safetensors + index + config.json."""
-        from opens1.models.checkpoint import save_pretrained
-
-        save_pretrained(self, path, max_shard_size=max_shard_size)
-
-    @classmethod
-    def from_pretrained(cls, path, dtype=None, device=None) -> "S1ForConditionalGeneration":
-        from opens1.models.checkpoint import load_model
-
-        return load_model(path, dtype=dtype, device=device)
 
     # ------------------------------------------------------------ multimodal splice
 
@@ -185,3 +167,17 @@ def _splice(x, input_ids, token_id, feats, what):
         raise ValueError(f"{what} features do not match the prompt: {feats.shape[0]} feature tokens but "
                          f"{n} placeholder tokens (id {token_id}) in input_ids")
     return x.masked_scatter(mask[..., None], feats.to(x.dtype))
+
+
+def count_parameters(name_or_config: str | S1Config, *, active: bool = False) -> int:
+    """Parameters of a preset (or config), counted on the meta device: no memory is used.
+    With active=True, count what one token touches (top-k experts instead of all)."""
+    cfg = get_preset(name_or_config) if isinstance(name_or_config, str) else name_or_config
+    with torch.device("meta"):
+        model = S1ForConditionalGeneration(cfg)
+    total = sum(p.numel() for p in model.parameters())
+    if not active or not cfg.text.is_moe:
+        return total
+    per_expert = 3 * cfg.text.hidden_size * cfg.text.moe_intermediate_size
+    n_moe = sum(cfg.text.is_moe_layer(i) for i in range(cfg.text.num_hidden_layers))
+    return total - n_moe * per_expert * (cfg.text.num_experts - cfg.text.num_experts_per_tok)

@@ -137,7 +137,7 @@ def choose_grid(width: int, height: int, tile_size: int, min_tiles: int, max_til
 
 
 def dynamic_tiles(
-    image: Image.Image, tile_size: int, min_tiles: int = 1, max_tiles: int = 12, use_thumbnail: bool = True
+    image: Image.Image, tile_size: int, min_tiles: int = 1, max_tiles: int = 12, *, use_thumbnail: bool = True
 ) -> list[Image.Image]:
     """Split an image into tile_size squares on the best-fitting grid (row-major), plus a
     whole-image thumbnail when the grid has more than one tile and use_thumbnail is set."""
@@ -180,7 +180,8 @@ def image_to_pixel_values(image, vision_cfg: VisionConfig, dynamic: bool = True)
     img = load_image(image)
     s = vision_cfg.image_size
     if dynamic:
-        tiles = dynamic_tiles(img, s, vision_cfg.min_tiles, vision_cfg.max_tiles, vision_cfg.use_thumbnail)
+        tiles = dynamic_tiles(img, s, vision_cfg.min_tiles, vision_cfg.max_tiles,
+                              use_thumbnail=vision_cfg.use_thumbnail)
     else:
         tiles = [img]
     return normalize_tiles(tiles, s)

@@ -31,6 +31,8 @@ from __future__ import annotations
 import torch
 
 from opens1.config import S1Config
+from opens1.processing.images import image_to_pixel_values
+from opens1.processing.series import preprocess_series, series_num_tokens
 from opens1.tokenizer.chat import Segment, render_ids
 
 
@@ -90,8 +92,6 @@ class Processor:
         return "<img>" + "<IMG_CONTEXT>" * (self.config.image_tokens_per_tile * n_tiles) + "</img>"
 
     def _image(self, part: dict, pixels: list[torch.Tensor]) -> str:
-        from opens1.processing.images import image_to_pixel_values
-
         self._vision("an image")
         if part.get("type") == "image_url":
             url = part.get("image_url")
@@ -105,8 +105,6 @@ class Processor:
         return self._tiles_text(pv.shape[0])
 
     def _video(self, part: dict, pixels: list[torch.Tensor]) -> str:
-        from opens1.processing.images import image_to_pixel_values
-
         self._vision("a video")
         frames = part.get("video")
         if not isinstance(frames, (list, tuple)) or not frames:
@@ -119,8 +117,6 @@ class Processor:
         return "\n".join(lines)
 
     def _series(self, part: dict, series: list[torch.Tensor], rates: list[float]) -> str:
-        from opens1.processing.series import preprocess_series, series_num_tokens
-
         cfg = self.config.timeseries
         if cfg is None:
             raise ValueError("the message has a time series but this model has no time-series tower")
@@ -137,7 +133,7 @@ class Processor:
 
     # ------------------------------------------------------------ public
 
-    def _build(self, messages, tools, enable_thinking, add_generation_prompt, special_tokens_in_content):
+    def _build(self, messages, tools, *, enable_thinking, add_generation_prompt, special_tokens_in_content):
         pixels: list[torch.Tensor] = []
         series: list[torch.Tensor] = []
         rates: list[float] = []
@@ -170,12 +166,15 @@ class Processor:
     def __call__(self, messages, tools=None, *, enable_thinking: bool = True, add_generation_prompt: bool = True,
                  special_tokens_in_content: bool = False) -> dict:
         """Inference inputs for one conversation (by default the prompt ends with the generation prompt)."""
-        return self._build(messages, tools, enable_thinking, add_generation_prompt, special_tokens_in_content)[0]
+        return self._build(messages, tools, enable_thinking=enable_thinking,
+                           add_generation_prompt=add_generation_prompt,
+                           special_tokens_in_content=special_tokens_in_content)[0]
 
     def for_training(self, messages, tools=None, *, enable_thinking: bool = True) -> dict:
         """Training inputs with `labels` [1, T]: the assistant replies (reasoning, content, tool
         calls and their `<|im_end|>`) keep their ids; everything else is -100."""
-        out, mask = self._build(messages, tools, enable_thinking, False, False)
+        out, mask = self._build(messages, tools, enable_thinking=enable_thinking, add_generation_prompt=False,
+                                special_tokens_in_content=False)
         labels = out["input_ids"].clone()
         labels[0, ~torch.tensor(mask, dtype=torch.bool)] = -100
         out["labels"] = labels

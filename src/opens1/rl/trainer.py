@@ -279,16 +279,18 @@ class RLTrainer:
         return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))
 
     def export(self, path) -> None:
-        """Write the policy with save_pretrained (rank 0 under FSDP)."""
+        """Write the policy with save_model (rank 0 under FSDP)."""
         sd = self.full_state_dict()
         if self.rank != 0:
             return
+        from opens1.models import S1ForConditionalGeneration, save_model
+
         if self.world == 1:
-            self.model.save_pretrained(path)
+            save_model(self.model, path)
             return
         plain = S1ForConditionalGeneration(self.model.config)
         plain.load_state_dict(sd)
-        plain.save_pretrained(path)
+        save_model(plain, path)
 
     def _update(self, groups, rewards, keep) -> dict:
         """`ppo_epochs` passes over the kept rollouts, each split into `mini_batches` optimizer

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from opens1.config import count_parameters, get_preset
+from opens1.config import get_preset
+from opens1.models import count_parameters
 from opens1.envs import get_env
 from opens1.models.checkpoint import load_model
 from opens1.models.s1 import S1ForConditionalGeneration

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from opens1.models import save_model
 from opens1.speedrun.config import (ENCODER_WARMUP, MIN_STEPS, MULTIMODAL_SOURCES, PRETRAIN_SOURCES, STAGES, Clock,
                                     SpeedrunConfig)
 from opens1.speedrun.evaluation import evaluate
@@ -147,7 +148,7 @@ def _rl(r: RunState, tasks: list[str]) -> None:
 def _finish(r: RunState) -> None:
     """Saves the model into OUT/model, then writes report.md and report.json."""
     model_dir = r.out / "model"
-    r.model.save_pretrained(model_dir)
+    save_model(r.model, model_dir)
     r.tok.save_pretrained(model_dir)
     report = r.report
     report["model_dir"] = str(model_dir)

@@ -16,7 +16,7 @@ from opens1.processing.series import preprocess_series
 from opens1.speedrun.config import ENCODER_LR, STAGE_TRAIN, Clock, SpeedrunConfig
 from opens1.speedrun.runtime import duration, log
 from opens1.train.config import get_train_preset
-from opens1.train.data import build_stream
+from opens1.data.stream import build_stream
 from opens1.train.trainer import Trainer, adamw
 
 ENCODER_LR_WARMUP_STEPS = 30

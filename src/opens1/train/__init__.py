@@ -3,10 +3,12 @@
     config.py        TrainConfig, stage presets, --set overrides
     schedule.py      WSD learning rate, batch-size warm-up
     losses.py        next-token CE with token / square / sample weighting
-    data.py          sources -> documents -> packed stream
+    build.py         the model a run starts from; freeze / LoRA / parallelize it
     trainer.py       Trainer / train() -> TrainResult, guards, logging, MFU
-    checkpointing.py atomic safetensors checkpoints (model, optimizer, RNG, data position)
+    state.py         a training state as tensors and JSON (model, optimizer, RNG)
+    checkpointing.py atomic, verified checkpoints of that state, and resuming
     parallelize.py   activation checkpointing, compile, FSDP2 (from outside the model)
     lora.py          freezing and LoRA
-    cli.py           `opens1 train`; `python -m opens1.train` / torchrun entry
+The data stream is opens1/data/stream.py; `opens1 train` (and the torchrun entry
+`python -m opens1.cli.train`) is opens1/cli/train.py.
 """

@@ -25,8 +25,9 @@ Design choices
 - Never pickle: weights and optimizer tensors are safetensors, everything else JSON, so
   a checkpoint from an untrusted source cannot execute code when loaded.
 - Sharding-agnostic: state is gathered through torch.distributed.checkpoint.state_dict
-  (full, unsharded state keyed by parameter names), so a checkpoint written by 2 FSDP
-  ranks loads into 1 process and vice versa. Rank 0 writes; the other ranks only send.
+  (full, unsharded state keyed by parameter names; train/state.py), so a checkpoint
+  written by 2 FSDP ranks loads into 1 process and vice versa. Rank 0 writes; the other
+  ranks only send.
   This is right for models up to a few billion parameters; beyond that a sharded writer
   (torch.distributed.checkpoint.save) would be the next step.
 - The LR and batch schedules are functions of the step, so "scheduler state" is the step.
@@ -38,27 +39,24 @@ import errno
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
-import subprocess
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+from opens1.train.state import (CheckpointError, flatten_optimizer_state, git_revision, model_state, optimizer_state,
+                                rng_state, set_rng_state, unflatten_optimizer_state)
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be written or read; earlier checkpoints are untouched."""
 
 
 # ---------------------------------------------------------------- distributed helpers
@@ -79,121 +77,6 @@ def _gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * _world()
     dist.all_gather_object(out, obj)
     return out
-
-
-# ---------------------------------------------------------------- state <-> flat tensors
-
-
-def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Full model state on CPU (gathered from FSDP shards; empty on ranks other than 0)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    opts = StateDictOptions(full_state_dict=_world() > 1, cpu_offload=_world() > 1)
-    sd = get_model_state_dict(model, options=opts)
-    return {k: v.detach().to("cpu") for k, v in sd.items()}
-
-
-def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-    opts = StateDictOptions(full_state_dict=_world() > 1, cpu_offload=_world() > 1)
-    return get_optimizer_state_dict(model, optimizer, options=opts)
-
-
-def flatten_optimizer_state(osd: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """{"state": {param: {key: value}}, "param_groups": [...]} -> (tensors, JSON-able rest)."""
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for param, entries in osd.get("state", {}).items():
-        for key, value in entries.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"state/{param}/{key}"] = value.detach().to("cpu").contiguous()
-            else:
-                scalars.setdefault(str(param), {})[key] = value
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in osd.get("param_groups", [])]
-    return tensors, {"param_groups": groups, "scalars": scalars, "format": "opens1-optim-v1"}
-
-
-def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
-    if rest.get("format") != "opens1-optim-v1":
-        raise CheckpointError(f"unknown optimizer state format {rest.get('format')!r}")
-    state: dict[str, dict[str, Any]] = {}
-    for name, t in tensors.items():
-        # "state/<param fqn>/<key>": fqns hold dots, never slashes; keys are the last part
-        head, _, tail = name.partition("/")
-        param, _, key = tail.rpartition("/")
-        if head != "state" or not param or not key:
-            raise CheckpointError(f"bad optimizer tensor name {name!r}")
-        state.setdefault(param, {})[key] = t
-    for param, entries in rest.get("scalars", {}).items():
-        state.setdefault(param, {}).update(entries)
-    groups = []
-    for g in rest["param_groups"]:
-        g = dict(g)
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-        groups.append(g)
-    return {"state": state, "param_groups": groups}
-
-
-# ---------------------------------------------------------------- RNG states as uint8 tensors
-
-
-def rng_state() -> dict[str, torch.Tensor]:
-    """This process's RNG states, each a uint8 tensor."""
-    out = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            out[f"cuda{i}"] = s
-    version, internal, gauss = random.getstate()
-    py = np.asarray(internal, dtype=np.uint32)  # 624 words + position
-    out["python"] = torch.from_numpy(py.view(np.uint8).copy())
-    out["python_meta"] = torch.tensor(list(json.dumps([version, gauss]).encode()), dtype=torch.uint8)
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    out["numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.uint32).view(np.uint8).copy())
-    out["numpy_meta"] = torch.tensor(list(json.dumps([kind, int(pos), int(has_gauss), float(cached)]).encode()),
-                                     dtype=torch.uint8)
-    return out
-
-
-def set_rng_state(s: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(s["torch"])
-    cuda = sorted(k for k in s if k.startswith("cuda"))
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s[k] for k in cuda][: torch.cuda.device_count()])
-    version, gauss = json.loads(bytes(s["python_meta"].tolist()).decode())
-    internal = tuple(int(x) for x in s["python"].numpy().view(np.uint32))
-    random.setstate((version, internal, gauss))
-    kind, pos, has_gauss, cached = json.loads(bytes(s["numpy_meta"].tolist()).decode())
-    np.random.set_state((kind, s["numpy"].numpy().view(np.uint32), pos, has_gauss, cached))
-
-
-# ---------------------------------------------------------------- provenance
-
-
-def git_revision(path: str | Path | None = None) -> str | None:
-    """HEAD of the repository holding this package (with "-dirty" if modified), or None."""
-    cwd = Path(path) if path else Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
-        if rev.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=5)
-        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def fingerprint_documents(docs) -> str:
-    """sha256 over the token ids and labels of a list of packing.Documents."""
-    h = hashlib.sha256()
-    for d in docs:
-        h.update(d.input_ids.numpy().tobytes())
-        h.update(d.labels.numpy().tobytes())
-        if d.pixel_values is not None:
-            h.update(str(tuple(d.pixel_values.shape)).encode())
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- save / load
@@ -293,7 +176,7 @@ def remove_stale_temps(root: Path) -> list[Path]:
 
 
 def save_checkpoint(out_dir: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                    meta: dict | None = None, data_state: dict | None = None, keep: int = 0) -> Path | None:
+                    *, meta: dict | None = None, data_state: dict | None = None, keep: int = 0) -> Path | None:
     """Write checkpoint `step` atomically; returns its path on rank 0 (None elsewhere).
 
     Collective: every rank must call it. `meta` is recorded as is (config, tokens, ...);
@@ -408,8 +291,6 @@ def verify_checkpoint(ckpt: str | Path) -> str | None:
         return f"{type(e).__name__}: {e}"
     if "files" not in meta:  # an older checkpoint: structure only
         try:
-            from safetensors import safe_open
-
             with safe_open(str(ckpt / "model.safetensors"), "pt"):
                 pass
         except Exception as e:  # noqa: BLE001  safetensors raises its own error types
@@ -473,7 +354,7 @@ def read_meta(ckpt: str | Path) -> dict:
         raise CheckpointError(f"{ckpt}: meta.json is not valid JSON ({e})") from None
 
 
-def load_checkpoint(ckpt: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+def load_checkpoint(ckpt: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
                     restore_rng: bool = True) -> dict:
     """Load model (and optimizer, RNG) state from a checkpoint into (possibly FSDP) modules.
     Collective under torch.distributed. Returns meta.json, with this rank's `data_state`."""

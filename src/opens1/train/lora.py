@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from opens1.train.state import model_state
+
 FREEZE_PARTS = {
     "vision": ("vision_tower",),
     "projector": ("multi_modal_projector",),
@@ -92,7 +94,7 @@ def lora_layers(model: nn.Module) -> dict[str, LoRAWeight]:
     return out
 
 
-def apply_lora(model: nn.Module, targets: list[str], r: int, alpha: float = 16.0, dropout: float = 0.0,
+def apply_lora(model: nn.Module, targets: list[str], r: int, *, alpha: float = 16.0, dropout: float = 0.0,
                freeze_rest: bool = True, scope: str = "language_model") -> int:
     """Add LoRA to every nn.Linear under `scope` (a module-name prefix; "" = everywhere)
     whose own name (the last dotted component) is one of `targets`. The default scope
@@ -130,8 +132,6 @@ _ORIG = ".parametrizations.weight.original"
 def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The full model state with LoRA folded in, under the original keys (FSDP shards are
     gathered; collective; under FSDP only rank 0 receives the tensors)."""
-    from opens1.train.checkpointing import model_state
-
     sd = model_state(model)
     layers = lora_layers(model)
     out = {k: v for k, v in sd.items() if ".parametrizations.weight." not in k}

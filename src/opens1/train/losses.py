@@ -3,7 +3,7 @@ model's final hidden states with the LM head fused in (no [B, T, V] logits tenso
 
     linear_cross_entropy(hidden, head_weight, labels, weights) -> sum(w * ce)   (pretraining, SFT)
     token_log_probs(hidden, head_weight, targets, mask) -> (log p, entropy)    (RL: OREAL, KL-Cov)
-    lm_loss(hidden, head_weight, labels, doc_ids, reduction) -> sum(w * ce) / sum(w)   (one batch alone)
+    lm_loss(hidden, head_weight, labels, doc_ids, *, reduction) -> sum(w * ce) / sum(w)   (one batch alone)
 
 The head runs only on the rows that carry a weight (a label): in SFT about a fifth of the
 positions. The kernels (chunked head + softmax, gradients formed in the forward) are
@@ -99,7 +99,7 @@ def token_log_probs(hidden: torch.Tensor, head_weight: torch.Tensor, targets: to
 
 
 def lm_loss(hidden: torch.Tensor, head_weight: torch.Tensor, labels: torch.Tensor,
-            doc_ids: torch.Tensor | None = None, reduction: str = "token") -> torch.Tensor:
+            doc_ids: torch.Tensor | None = None, *, reduction: str = "token") -> torch.Tensor:
     """The normalised loss of one batch on its own: sum(w * ce) / sum(w)."""
     w = loss_weights(labels, doc_ids, reduction)
     return linear_cross_entropy(hidden, head_weight, labels, w) / w.sum().clamp_min(1e-12)

@@ -83,7 +83,7 @@ def apply_compile(model: nn.Module) -> int:
     return len(layers)
 
 
-def apply_fsdp(model: nn.Module, param_dtype: torch.dtype | None = None, reshard_after_forward: bool = True) -> int:
+def apply_fsdp(model: nn.Module, *, param_dtype: torch.dtype | None = None, reshard_after_forward: bool = True) -> int:
     """Shard the model with FSDP2 over the default process group; returns the number of units."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 

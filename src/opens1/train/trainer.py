@@ -4,9 +4,9 @@ CPU or on many GPUs with FSDP2.
 Usage (the library API the speedrun builds on; keep it stable):
 
     import opens1
-    from opens1.train.cli import build_model           # preset sized for the tokenizer, media ids set
+    from opens1.train.build import build_model         # preset sized for the tokenizer, media ids set
     from opens1.train.config import get_train_preset   # "pretrain" | "multimodal" | "sft"
-    from opens1.train.data import build_stream          # sources -> tokens -> packed stream
+    from opens1.data.stream import build_stream         # sources -> tokens -> packed stream
     from opens1.train.trainer import train
 
     tokenizer = opens1.load_tokenizer()
@@ -16,7 +16,7 @@ Usage (the library API the speedrun builds on; keep it stable):
     stream, hashes = build_stream(cfg, tokenizer, processor)   # or any iterator of PackedBatch
     result = train(model, cfg, stream, cfg.out_dir, max_seconds=300, data_hashes=hashes)
     result.losses, result.steps, result.tokens, result.seconds   # TrainResult
-    model.save_pretrained("runs/pt/final")   # or Trainer(...).export(dir) under FSDP / with LoRA
+    opens1.save_model(model, "runs/pt/final")   # or Trainer(...).export(dir) under FSDP / with LoRA
 
     # then multimodal pretraining and SFT continue from the same model object:
     cfg2 = get_train_preset("sft", max_steps=50, out_dir="runs/sft")
@@ -59,18 +59,21 @@ from typing import Callable, Iterable, Iterator
 import torch
 import torch.distributed as dist
 
+from opens1.models.checkpoint import save_model
+from opens1.models.s1 import S1ForConditionalGeneration
 from opens1.train import checkpointing as ckpt
 from opens1.train.config import TrainConfig, config_diff
 from opens1.train.distributed import all_reduce as _all_reduce
 from opens1.train.distributed import dist_info
 from opens1.train.flops import flops_per_token, measured_peak_flops, step_flops, sync
+from opens1.train.lora import merged_state_dict
+from opens1.train.losses import head_weight, linear_cross_entropy, loss_weights
 from opens1.train.optim import build_optimizer
+from opens1.train.schedule import accum_for, lr_at
 
 # also importable from here, where bench/ scripts run against older revisions look for them
 from opens1.train.distributed import init_distributed, shutdown_distributed  # noqa: E402,F401
 from opens1.train.optim import adamw  # noqa: E402,F401
-from opens1.train.losses import head_weight, linear_cross_entropy, loss_weights
-from opens1.train.schedule import accum_for, lr_at
 
 
 @dataclass
@@ -372,18 +375,14 @@ class Trainer:
         return self.last_checkpoint
 
     def export(self, path: str | Path) -> Path | None:
-        """The final model in the Intern-S1 HF layout (model.save_pretrained), readable by
+        """The final model in the Intern-S1 HF layout (opens1.save_model), readable by
         opens1.load_model: LoRA merged, FSDP shards gathered, written by rank 0."""
-        from opens1.train.lora import merged_state_dict
-
         sd = merged_state_dict(self.model)  # full, on every rank's CPU (rank 0 under FSDP)
         if self.rank != 0:
             return None
-        from opens1.models.s1 import S1ForConditionalGeneration
-
         fresh = S1ForConditionalGeneration(self.model_config)  # plain CPU copy: no FSDP, no LoRA
         fresh.load_state_dict(sd, strict=True)
-        fresh.save_pretrained(path)
+        save_model(fresh, path)
         return Path(path)
 
     # ------------------------------------------------------------ logging

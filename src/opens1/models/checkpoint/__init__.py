@@ -1,8 +1,8 @@
 """HF-format checkpoints in, Intern-S1-layout checkpoints out.
 
-    load_model(path, dtype=None, device=None) -> S1ForConditionalGeneration
-    save_pretrained(model, path)              (also `model.save_pretrained(path)`)
-    export_checkpoint(src, out, layout="internvl")   (`opens1 model export`)
+    load_model(path, *, dtype=None, device=None) -> S1ForConditionalGeneration
+    save_model(model, path, *, max_shard_size="4GB", layout="interns1")
+    export_checkpoint(src, out, *, layout="internvl")   (`opens1 model export`)
 
 One module per layout (config.json `model_type` picks one), each owning its whole table:
     qwen3.py          Qwen3ForCausalLM, Qwen3MoeForCausalLM: model.*, lm_head.*; also the
@@ -30,14 +30,14 @@ from opens1.models.checkpoint.files import INDEX_NAME, SINGLE_NAME, TensorSource
 from opens1.models.checkpoint.fp8 import dequantize_fp8
 from opens1.models.checkpoint.internvl_chat import legacy_image_token_id
 from opens1.models.checkpoint.layout import Layout, Piece
-from opens1.models.checkpoint.load import convert_state_dict, load_model
+from opens1.models.checkpoint.load import convert_state_dict, load_model, tokenizer_size
 from opens1.models.checkpoint.registry import LAYOUTS, parse_config
-from opens1.models.checkpoint.save import export_checkpoint, export_state_dict, hf_config, save_pretrained
+from opens1.models.checkpoint.save import export_checkpoint, export_state_dict, hf_config, save_model
 
 __all__ = [
     "CONFIG_LIMITS", "GENERATION_CONFIG", "HF_DEFAULTS", "INDEX_NAME", "LAYOUTS", "OPENS1_KEY", "SINGLE_NAME",
     "Layout", "Piece", "TensorSource", "check_config_limits", "convert_state_dict", "dequantize_fp8",
     "export_checkpoint", "export_state_dict", "generation_defaults", "hf_config", "legacy_image_token_id",
     "load_model", "parse_config", "parse_text_config", "parse_vision_config", "read_generation_config",
-    "save_pretrained", "text_config_to_hf", "vision_config_to_hf", "with_defaults",
+    "save_model", "text_config_to_hf", "tokenizer_size", "vision_config_to_hf", "with_defaults",
 ]

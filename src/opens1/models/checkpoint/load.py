@@ -24,6 +24,7 @@ from opens1.models.checkpoint.fp8 import FP8_DTYPES, dequantize_fp8, scale_key
 from opens1.models.checkpoint.layout import Layout, Piece
 from opens1.models.checkpoint.registry import LAYOUTS, parse_config
 from opens1.models.s1 import S1ForConditionalGeneration
+from opens1.tokenizer import load_tokenizer
 
 
 def _default_device_dtype(dtype, device):
@@ -116,7 +117,7 @@ def _materialise(model, dtype: torch.dtype, device: torch.device) -> dict[str, t
     return _target_tensors(model)
 
 
-def load_model(path, dtype=None, device=None):
+def load_model(path, *, dtype=None, device=None):
     """Load an HF-format checkpoint directory (see this module's docstring) lazily and shard
     by shard. dtype None: float32 on CPU, bfloat16 on CUDA. Returns the model in eval mode."""
     path = Path(path)
@@ -149,10 +150,26 @@ def load_model(path, dtype=None, device=None):
                 dst = targets[p.dest] if p.dest_index is None else targets[p.dest][p.dest_index]
                 dst.copy_(t if p.src_index is None else t[p.src_index])
             del t
-    from opens1.infer.generate import tokenizer_size
-
     model.vocab_limit = tokenizer_size(path)  # generate() never samples ids this tokenizer lacks
     return model.eval()
+
+
+def tokenizer_size(directory) -> int | None:
+    """The number of ids the tokenizer in a checkpoint directory has (None when it has none):
+    what `generate` may sample. OpenS1's layout records it; an Intern-S1 directory is loaded."""
+    d = Path(directory)
+    layout = d / "opens1_tokenizer.json"
+    if layout.is_file():
+        try:
+            return int(json.loads(layout.read_text(encoding="utf-8"))["vocab_size"])
+        except (ValueError, KeyError, TypeError):
+            return None
+    if (d / "vocab.json").is_file():
+        try:
+            return len(load_tokenizer(d))
+        except (OSError, ValueError, KeyError):
+            return None
+    return None
 
 
 def convert_state_dict(sd: dict[str, torch.Tensor], cfg: S1Config, layout: str = "qwen3") -> dict[str, torch.Tensor]:

@@ -11,13 +11,14 @@ from typing import Iterator
 
 import torch
 
+from opens1.common.atomic import atomic_write
 from opens1.config import S1Config
 from opens1.models.checkpoint.configs import GENERATION_CONFIG
-from opens1.common.atomic import atomic_write
 from opens1.models.checkpoint.files import write_json, write_shards
 from opens1.models.checkpoint.layout import Layout
 from opens1.models.checkpoint.load import load_model
 from opens1.models.checkpoint.registry import LAYOUTS, writable_layout
+from opens1.tokenizer import load_tokenizer
 
 
 def _export_tensors(model, layout: Layout, dropped: list[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
@@ -47,7 +48,7 @@ def hf_config(model_cfg: S1Config, dtype: torch.dtype, layout: str = "interns1")
     return writable_layout(layout).write_config(model_cfg, dtype)
 
 
-def save_pretrained(model, path, max_shard_size: int | str = "4GB", layout: str = "interns1") -> list[str]:
+def save_model(model, path, *, max_shard_size: int | str = "4GB", layout: str = "interns1") -> list[str]:
     """Write sharded safetensors (model-0000i-of-0000n.safetensors) + index + config.json in
     `layout` (interns1 or internvl). Returns the parameters the layout cannot hold (left out)."""
     path = Path(path)
@@ -66,7 +67,7 @@ def _source_dtype(path: Path) -> torch.dtype:
     return getattr(torch, str(name).removeprefix("torch."), torch.float32)
 
 
-def export_checkpoint(src, out, layout: str = "internvl", dtype=None, max_shard_size: int | str = "4GB") -> dict:
+def export_checkpoint(src, out, *, layout: str = "internvl", dtype=None, max_shard_size: int | str = "4GB") -> dict:
     """Rewrite a checkpoint directory for other tools (`opens1 model export`).
 
     layout "internvl": transformers' InternVLForConditionalGeneration (config, weight names,
@@ -79,7 +80,7 @@ def export_checkpoint(src, out, layout: str = "internvl", dtype=None, max_shard_
     lay = writable_layout(layout)
     model = load_model(src, dtype=dtype or _source_dtype(src), device="cpu")
     out.mkdir(parents=True, exist_ok=True)
-    dropped = save_pretrained(model, out, max_shard_size=max_shard_size, layout=layout)
+    dropped = save_model(model, out, max_shard_size=max_shard_size, layout=layout)
     left_out: dict[str, list[str]] = {}
     for name in dropped:
         reason = next(why for pat, why in lay.drop.items() if re.match(pat, name))
@@ -93,8 +94,6 @@ def export_checkpoint(src, out, layout: str = "internvl", dtype=None, max_shard_
 
 
 def _export_tokenizer(src: Path, out: Path, cfg: S1Config) -> str:
-    from opens1.tokenizer import load_tokenizer
-
     try:
         tok = load_tokenizer(src)
     except (FileNotFoundError, ValueError):
@@ -103,8 +102,8 @@ def _export_tokenizer(src: Path, out: Path, cfg: S1Config) -> str:
         raise ValueError(f"the tokenizer's <IMG_CONTEXT> is {tok.special_tokens.get('<IMG_CONTEXT>')} but the "
                          f"model's image_token_id is {cfg.image_token_id}")
     try:
-        from opens1.tokenizer.hf import export_hf_tokenizer
-    except ImportError:  # optional: transformers
+        from opens1.tokenizer.hf import export_hf_tokenizer  # optional: transformers
+    except ImportError:
         tok.save_pretrained(out)
         return "opens1 files only (install transformers for an AutoTokenizer directory)"
     export_hf_tokenizer(tok, out)

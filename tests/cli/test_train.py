@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from opens1.train.cli import main
+from opens1.cli.train import main
 
 
 def test_print_config_applies_flags_and_overrides(capsys):

@@ -17,12 +17,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 from opens1.cli.util import HelpFormatter, add_subcommands, did_you_mean
+from opens1.config import PRESETS, get_preset
+from opens1.models.checkpoint import export_checkpoint, load_model, save_model
+from opens1.models.s1 import S1ForConditionalGeneration, count_parameters
+from opens1.processing.processor import configure
+from opens1.tokenizer import load_tokenizer
 
 
 def _params(args) -> int:
-    from opens1.config import PRESETS, count_parameters
-
     names = list(PRESETS) if args.all else [args.preset]
     if not names or names == [None]:
         print("give a preset name or --all", file=sys.stderr)
@@ -38,8 +43,6 @@ def _params(args) -> int:
 
 
 def _load_tokenizer(args):
-    from opens1 import load_tokenizer
-
     for path in ([args.tokenizer] if args.tokenizer else [args.model, None]):
         try:
             return load_tokenizer(path)
@@ -50,10 +53,6 @@ def _load_tokenizer(args):
 
 
 def _generate(args) -> int:
-    import torch
-
-    from opens1.models.checkpoint import load_model
-
     model = load_model(args.model, dtype=args.dtype, device=args.device)
     tok = None
     if args.ids:
@@ -82,32 +81,21 @@ def _generate(args) -> int:
 
 
 def _init(args) -> int:
-    import torch
-
-    from opens1.config import get_preset
-    from opens1.models.s1 import S1ForConditionalGeneration
-
     torch.manual_seed(args.seed)
-    from opens1.processing.processor import configure
-
     cfg = get_preset(args.preset)
     if args.text_only:
         cfg = cfg.replace(vision=None, timeseries=None)
-    from opens1 import load_tokenizer
-
     tok = load_tokenizer(args.tokenizer)  # the bundled one unless given
     if cfg.text.vocab_size < len(tok):  # tiny presets: size the vocabulary to the tokenizer
         cfg.text.vocab_size = -(-len(tok) // 64) * 64
         configure(tok, cfg)
-    S1ForConditionalGeneration(cfg).save_pretrained(args.out)
+    save_model(S1ForConditionalGeneration(cfg), args.out)
     tok.save_pretrained(args.out)
     print(f"wrote a random {args.preset} checkpoint to {args.out}")
     return 0
 
 
 def _export(args) -> int:
-    from opens1.models.checkpoint import export_checkpoint
-
     try:
         info = export_checkpoint(args.src, args.out, layout=args.layout, dtype=args.dtype,
                                  max_shard_size=args.max_shard_size)
@@ -155,8 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     preset = getattr(args, "preset", None)
     if preset is not None:
-        from opens1.config import PRESETS
-
         if preset not in PRESETS:
             print(f"opens1 model: error: unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; "
                   f"known: {', '.join(PRESETS)}", file=sys.stderr)

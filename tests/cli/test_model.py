@@ -3,7 +3,7 @@
 import torch
 
 import opens1
-from opens1.models.cli import main
+from opens1.cli.model import main
 
 
 def test_params_prints_total_and_active(capsys):

@@ -6,7 +6,7 @@ Examples
     opens1 train --preset pretrain --model tiny --steps 200 --out runs/pt
 
     # the same on 2 processes (gloo on CPU, NCCL on GPUs), FSDP2-sharded
-    torchrun --nproc_per_node=2 -m opens1.train --preset pretrain --model tiny --steps 200 --out runs/pt2
+    torchrun --nproc_per_node=2 -m opens1.cli.train --preset pretrain --model tiny --steps 200 --out runs/pt2
 
     # image-text + time-series pretraining from that checkpoint, square-averaged loss
     opens1 train --preset multimodal --init runs/pt/final --steps 100 --out runs/mm
@@ -26,7 +26,7 @@ Examples
     opens1 train --preset sft --init runs/my-pt/final --data chat.jsonl --out runs/my-sft
 
 A run writes <out>/checkpoints/step_*/ (atomic, safetensors), <out>/metrics.jsonl,
-<out>/config.json and, at the end, <out>/final/ (model.save_pretrained: opens1.load_model
+<out>/config.json and, at the end, <out>/final/ (opens1.save_model: opens1.load_model
 reads it). Rerunning the same command resumes from the latest checkpoint; a changed
 config is refused unless --force. SIGTERM checkpoints and exits cleanly.
 """
@@ -38,8 +38,19 @@ import json
 import sys
 from pathlib import Path
 
-from opens1.cli.util import HelpFormatter, UserError
+import torch
+
+from opens1.cli.util import HelpFormatter, UserError, run_main, split_list
+from opens1.data.stream import build_documents_for, build_stream
+from opens1.data.user import is_data_file, split_data_paths
+from opens1.processing.processor import Processor
+from opens1.tokenizer import load_tokenizer
+from opens1.train.build import build_model, prepare_model, sized_preset
 from opens1.train.config import apply_overrides, get_train_preset, stage_presets
+from opens1.train.distributed import init_distributed, shutdown_distributed
+from opens1.train.lora import trainable_parameters
+from opens1.train.state import CheckpointError
+from opens1.train.trainer import Trainer
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,9 +91,6 @@ def _parser() -> argparse.ArgumentParser:
 def _split_data(args: argparse.Namespace) -> None:
     """--data PATH...: folders are a data root, files are your own data; data-file names in
     --sources count as --data files."""
-    from opens1.cli.util import split_list
-    from opens1.data.user import is_data_file, split_data_paths
-
     paths = list(args.data or [])
     names = split_list(args.sources) if args.sources else None
     if names is not None:
@@ -104,46 +112,6 @@ def resolve_config(args: argparse.Namespace):
     return apply_overrides(cfg, args.overrides)
 
 
-def build_model(cfg, tokenizer):
-    """The model for a TrainConfig: a fresh preset (vocab sized for the tokenizer, media
-    token ids from it) or a saved checkpoint."""
-    import torch
-
-    import opens1
-    from opens1.config import get_preset
-    from opens1.models.s1 import S1ForConditionalGeneration
-    from opens1.processing.processor import configure
-
-    if cfg.init_from:
-        # fp32 master weights whatever the checkpoint's dtype: autocast does the bf16 compute
-        model = opens1.load_model(cfg.init_from, dtype=torch.float32)
-        return model, model.config
-    mcfg = get_preset(cfg.model)
-    need = -(-len(tokenizer) // 64) * 64  # room for every tokenizer id, a multiple of 64
-    mcfg.text.vocab_size = max(mcfg.text.vocab_size, need)
-    configure(tokenizer, mcfg)
-    return S1ForConditionalGeneration(mcfg), mcfg
-
-
-def prepare_model(model, cfg, device):
-    """Freeze / LoRA, move to the device, parallelize (checkpointing, compile, FSDP)."""
-    import torch
-
-    from opens1.train.lora import apply_lora, freeze
-    from opens1.train.parallelize import parallelize
-    from opens1.train.trainer import autocast_dtype
-
-    if cfg.freeze_list:
-        freeze(model, cfg.freeze_list)
-    if cfg.lora_rank > 0:
-        apply_lora(model, [t.strip() for t in cfg.lora_targets.split(",") if t.strip()], cfg.lora_rank,
-                   cfg.lora_alpha, cfg.lora_dropout, scope=cfg.lora_scope)
-    model.to(device)
-    amp = autocast_dtype(cfg, torch.device(device))
-    return parallelize(model, activation_checkpointing=cfg.activation_checkpointing, compile=cfg.compile,
-                       param_dtype=amp if torch.device(device).type == "cuda" else None)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -154,23 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(cfg.to_json())
         return 0
-
-    import torch
-
-    import opens1
-    from opens1.processing.processor import Processor
-    from opens1.train.checkpointing import CheckpointError
-    from opens1.train.data import build_documents_for, build_stream
-    from opens1.train.lora import trainable_parameters
-    from opens1.train.distributed import init_distributed, shutdown_distributed
-    from opens1.train.trainer import Trainer
-
-    tokenizer = opens1.load_tokenizer(args.tokenizer)
+    tokenizer = load_tokenizer(args.tokenizer)
     if args.padding_report:
-        from opens1.config import get_preset
-
-        mcfg = get_preset(cfg.model)
-        mcfg.text.vocab_size = max(mcfg.text.vocab_size, -(-len(tokenizer) // 64) * 64)
+        mcfg = sized_preset(cfg.model, tokenizer)
         stream, _ = build_stream(cfg, tokenizer, Processor(tokenizer, mcfg))
         print(json.dumps(stream.padding_report(world_size=args.world or 2), indent=2))
         return 0
@@ -182,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         model, mcfg = build_model(cfg, tokenizer)
         processor = Processor(tokenizer, mcfg)
         docs = build_documents_for(cfg, tokenizer, processor)
-        stream, hashes = build_stream(cfg, tokenizer, processor, rank, world, docs=docs)
+        stream, hashes = build_stream(cfg, tokenizer, processor, rank=rank, world_size=world, docs=docs)
         model = prepare_model(model, cfg, device)
         n_train, n_total = trainable_parameters(model)
         if rank == 0:
@@ -217,7 +171,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    from opens1.cli.util import run_main
-
+if __name__ == "__main__":  # pragma: no cover  (the torchrun entry: `torchrun ... -m opens1.cli.train`)
     sys.exit(run_main(main, None, "opens1 train"))
