@@ -7,6 +7,9 @@ from __future__ import annotations
 import importlib
 import sys
 
+from opens1 import __version__
+from opens1.cli.util import did_you_mean, run_main
+
 # subcommand -> (module whose main(argv) runs it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "speedrun": ("opens1.cli.speedrun", "train a tiny Intern-S1 end to end on real data, with a report"),
@@ -38,18 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from opens1 import __version__
-
         print(__version__)
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        from opens1.cli.util import did_you_mean
-
         print(f"opens1: unknown command {name!r}{did_you_mean(name, COMMANDS)}\n\n{_usage()}", file=sys.stderr)
         return 2
-    from opens1.cli.util import run_main
-
     module = importlib.import_module(COMMANDS[name][0])
     return run_main(module.main, rest + ["--debug"] * debug, f"opens1 {name}")
 

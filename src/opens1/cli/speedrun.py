@@ -33,7 +33,8 @@ import argparse
 import sys
 import time
 
-from opens1.cli.util import HelpFormatter, add_list_argument, check_dir, check_env_names
+from opens1.cli.util import HelpFormatter, add_list_argument, check_dir
+from opens1.envs import check_env_names
 from opens1.speedrun import (STAGES, TASKS, SpeedrunConfig, parse_sets, parse_steps, process_age, run,
                              train_tiny_tokenizer)
 

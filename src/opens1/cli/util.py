@@ -24,7 +24,7 @@ from opens1.common.progress import progress
 
 # the shared errors and progress bar, re-exported so a command imports its helpers from one place
 __all__ = ["HelpFormatter", "UserError", "add_list_argument", "add_quiet_argument", "add_subcommands", "check_dir",
-           "check_env_names", "did_you_mean", "missing_extra", "progress", "require", "run_main", "split_list"]
+           "did_you_mean", "missing_extra", "progress", "require", "run_main", "split_list"]
 
 DEBUG_ENV = "OPENS1_DEBUG"
 
@@ -84,10 +84,6 @@ class _ListAction(argparse.Action):
 def add_list_argument(parser: argparse.ArgumentParser, *flags: str, default: Sequence[str] = (), **kw):
     """A list option that accepts `--x a,b`, `--x a b` and `--x a --x b` alike."""
     return parser.add_argument(*flags, nargs="+", action=_ListAction, default=list(default), **kw)
-
-
-# the library's check, re-exported beside the other argument checks
-from opens1.envs.registry import check_env_names  # noqa: E402
 
 
 def check_dir(path: str | os.PathLike, what: str = "directory") -> str:

@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from opens1.envs import get_env
 from opens1.infer.sampling import SamplingParams
-from opens1.models.s1 import S1ForConditionalGeneration
+from opens1.models import S1ForConditionalGeneration, save_model
 from opens1.rl.algorithms import RLLossConfig, degenerate_groups, group_advantages, policy_loss
 from opens1.rl.mixture import MixtureOfRewards
 from opens1.rl.rollout import LocalEngine, Rollout, RolloutEngine, response_text
@@ -283,8 +283,6 @@ class RLTrainer:
         sd = self.full_state_dict()
         if self.rank != 0:
             return
-        from opens1.models import S1ForConditionalGeneration, save_model
-
         if self.world == 1:
             save_model(self.model, path)
             return
