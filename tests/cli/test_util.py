@@ -1,4 +1,4 @@
-"""The command line's shared pieces (cli_util.py): defaults in every --help, one-line errors
+"""The command line's shared pieces (cli/util.py): defaults in every --help, one-line errors
 for user mistakes (tracebacks with --debug / OPENS1_DEBUG), comma or space lists, suggestions,
 the [api] extra named when openai/httpx are missing."""
 
