@@ -10,7 +10,7 @@ from tests.rl.conftest import tiny_parts
 
 def test_rl_command_trains_and_writes_its_outputs(tmp_path):
     tok, _, model = tiny_parts()
-    model.save_pretrained(tmp_path / "policy")
+    opens1.save_model(model, tmp_path / "policy")
     tok.save_pretrained(tmp_path / "policy")
     out = tmp_path / "run"
     rc = main(["--model", str(tmp_path / "policy"), "--envs", "logic/counting", "--steps", "1",
