@@ -7,6 +7,16 @@ import pytest
 import torch
 
 
+def model_and_optimizer(width: int = 8):
+    """A two-layer model and an AdamW that has taken one step: state worth saving."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.Linear(width, 2))
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2, betas=(0.9, 0.95))
+    m(torch.randn(3, 4)).sum().backward()
+    opt.step()
+    return m, opt
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     # tiny models on a shared 2-core machine: one thread avoids oversubscription stalls

@@ -6,25 +6,18 @@ import pytest
 import torch
 
 from opens1.train import checkpointing as ck
+from tests.train.conftest import model_and_optimizer
 
-
-def _model_opt():
-    torch.manual_seed(0)
-    m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-2, betas=(0.9, 0.95))
-    m(torch.randn(3, 4)).sum().backward()
-    opt.step()
-    return m, opt
 
 
 def test_save_load_round_trip(tmp_path):
-    m, opt = _model_opt()
+    m, opt = model_and_optimizer()
     path = ck.save_checkpoint(tmp_path, 7, m, opt, meta={"config": {"lr": 1}}, data_state={"epoch": 0, "index": 3})
     assert sorted(p.name for p in path.iterdir()) == [
         "meta.json", "model.safetensors", "optimizer.json", "optimizer.safetensors", "rng.safetensors"]
     assert not any(p.name.endswith((".pt", ".pkl", ".bin")) for p in tmp_path.rglob("*"))
     assert ck.latest_checkpoint(tmp_path) == path
-    m2, opt2 = _model_opt()
+    m2, opt2 = model_and_optimizer()
     with torch.no_grad():
         for p in m2.parameters():
             p.zero_()
@@ -36,14 +29,14 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_keep_prunes_old_checkpoints(tmp_path):
-    m, opt = _model_opt()
+    m, opt = model_and_optimizer()
     for s in (1, 2, 3):
         ck.save_checkpoint(tmp_path, s, m, opt, keep=2)
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == ["step_00000002", "step_00000003"]
 
 
 def test_full_disk_is_clear_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    m, opt = _model_opt()
+    m, opt = model_and_optimizer()
     good = ck.save_checkpoint(tmp_path, 1, m, opt)
 
     def full(*a, **k):
@@ -57,7 +50,7 @@ def test_full_disk_is_clear_and_keeps_the_previous_checkpoint(tmp_path, monkeypa
 
 
 def test_unwritable_directory_is_a_clear_error(tmp_path):
-    m, opt = _model_opt()
+    m, opt = model_and_optimizer()
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(ck.CheckpointError, match="was not written"):

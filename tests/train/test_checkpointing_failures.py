@@ -18,17 +18,10 @@ import pytest
 import torch
 
 from opens1.train import checkpointing as ck
+from tests.train.conftest import model_and_optimizer
 
 SRC = str(Path(ck.__file__).resolve().parents[2])
 
-
-def _model_opt(width: int = 8):
-    torch.manual_seed(0)
-    m = torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.Linear(width, 2))
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
-    m(torch.randn(3, 4)).sum().backward()
-    opt.step()
-    return m, opt
 
 
 FULL_DISK = textwrap.dedent("""
@@ -109,7 +102,7 @@ SAVE_AND_HANG = textwrap.dedent("""
 
 
 def test_sigkill_mid_save_leaves_a_temp_dir_that_the_next_run_removes(tmp_path):
-    m, opt = _model_opt()
+    m, opt = model_and_optimizer()
     good = ck.save_checkpoint(tmp_path, 1, m, opt)
     ready = tmp_path / "ready"
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -141,9 +134,9 @@ def _flip(path: Path, offset: int = -100) -> None:
 @pytest.mark.parametrize("damage", ["truncated weights", "flipped bit in weights", "truncated meta",
                                     "edited meta", "missing optimizer"])
 def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, damage):
-    m, opt = _model_opt()
+    m, opt = model_and_optimizer()
     one = ck.save_checkpoint(tmp_path, 1, m, opt, keep=2)
-    m2, opt2 = _model_opt(8)
+    m2, opt2 = model_and_optimizer(8)
     with torch.no_grad():
         for p in m2.parameters():
             p.add_(1.0)
@@ -162,7 +155,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path,
     assert ck.verify_checkpoint(one) is None and ck.verify_checkpoint(two)
     with pytest.warns(RuntimeWarning, match="step_00000002 is damaged"):
         assert ck.latest_checkpoint(tmp_path) == one
-    m3, opt3 = _model_opt(8)
+    m3, opt3 = model_and_optimizer(8)
     assert ck.load_checkpoint(one, m3, opt3)["step"] == 1
     for a, b in zip(m.parameters(), m3.parameters()):
         assert torch.equal(a, b)
@@ -173,7 +166,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path,
 
 
 def test_no_intact_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
-    m, opt = _model_opt()
+    m, opt = model_and_optimizer()
     for s in (1, 2):
         _flip(ck.save_checkpoint(tmp_path, s, m, opt) / "model.safetensors")
     with warnings.catch_warnings(), pytest.raises(ck.CheckpointError, match="no intact checkpoint"):

@@ -7,19 +7,12 @@ import numpy as np
 import torch
 
 from opens1.train import state
+from tests.train.conftest import model_and_optimizer
 
-
-def _model_opt():
-    torch.manual_seed(0)
-    m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-2, betas=(0.9, 0.95))
-    m(torch.randn(3, 4)).sum().backward()
-    opt.step()
-    return m, opt
 
 
 def test_optimizer_state_flattens_to_tensors_and_json():
-    m, opt = _model_opt()
+    m, opt = model_and_optimizer()
     osd = state.optimizer_state(m, opt)
     tensors, rest = state.flatten_optimizer_state(osd)
     assert all(isinstance(v, torch.Tensor) for v in tensors.values())

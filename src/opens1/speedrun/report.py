@@ -26,6 +26,15 @@ def _integer_steps(ax) -> None:
     ax.grid(alpha=0.3)
 
 
+def _save(fig, path: Path) -> bool:
+    import matplotlib.pyplot as plt  # optional: matplotlib
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)  # figures are global state in pyplot: a long-lived process would leak them
+    return True
+
+
 def _plot_losses(report: dict, path: Path) -> bool:
     load_plotting()
     import matplotlib.pyplot as plt  # optional: matplotlib
@@ -43,10 +52,7 @@ def _plot_losses(report: dict, path: Path) -> bool:
             ax.set_yscale("log")
             ax.set_ylabel("loss (log scale)")
         _integer_steps(ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def _plot_rl(rl: dict, path: Path) -> bool:
@@ -62,10 +68,7 @@ def _plot_rl(rl: dict, path: Path) -> bool:
     axes[1].set_title("RL: token entropy")
     for ax in axes:
         _integer_steps(ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def _plot_eval(ev: dict, path: Path) -> bool:
@@ -83,10 +86,7 @@ def _plot_eval(ev: dict, path: Path) -> bool:
     ax.set_ylim(0, 1)
     ax.set_ylabel("held-out score")
     ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def _fmt(x, digits: int = 3) -> str:
