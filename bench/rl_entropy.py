@@ -125,8 +125,9 @@ def run_arm(args, tok, proc, sft_state, arm: str, seed: int, before: dict | None
     trainer = RLTrainer(model, tok, proc, cfg)
     probe = EntropyProbe(trainer, args.probe_prompts, seed)
     if before is None:  # the SFT model's scores: the same for every arm of a seed
-        g, n = trainer.heldout_reward()
-        before = {"greedy": g, "sampled": trainer.heldout_reward(temperature=args.temperature)[0], "n": n}
+        g = trainer.heldout_reward()
+        before = {"greedy": g.reward, "sampled": trainer.heldout_reward(temperature=args.temperature).reward,
+                  "n": g.items}
     probes = [(0, probe(trainer))]
     t0 = time.perf_counter()
     for step in range(1, args.steps + 1):
@@ -136,8 +137,9 @@ def run_arm(args, tok, proc, sft_state, arm: str, seed: int, before: dict | None
             log(f"{arm} seed {seed} step {step}: probe entropy {probes[-1][1]:.3f}, sampled reward "
                 f"{_mean(h['reward_mean'] for h in trainer.result.history[-args.probe_every:]):.3f}")
     seconds = time.perf_counter() - t0
-    after, n = trainer.heldout_reward()
-    after_sampled = trainer.heldout_reward(temperature=args.temperature)[0]
+    a = trainer.heldout_reward()
+    after, n = a.reward, a.items
+    after_sampled = trainer.heldout_reward(temperature=args.temperature).reward
     hist = trainer.result.history
     out = {"arm": arm, "seed": seed, "steps": args.steps, "seconds": seconds,
            "heldout_before": before["greedy"], "heldout_after": after, "heldout_items": n,

@@ -93,10 +93,7 @@ def _target(argv: list[str]):
         argv = ["python", *argv[argv.index("-m"):]]
     if argv[:2] == ["python", "-m"]:
         name = argv[2]
-        module = importlib.import_module(name)
-        if name == "opens1":
-            return module.main, argv[3:]
-        return module.main, argv[3:]
+        return importlib.import_module(name).main, argv[3:]
     if argv[0] == "python" and argv[1].startswith("bench/"):
         main = _bench(argv[1]).main
         if inspect.signature(main).parameters:

@@ -97,7 +97,7 @@ class VisionConfig:
 
 @dataclass
 class TimeSeriesConfig:
-    """Intern-S1-Pro's time-series tower (see shared/reference §5): adaptive patch
+    """Intern-S1-Pro's time-series tower (lmdeploy's interns1_pro_time_series.py): adaptive patch
     embedding, then a Whisper-style encoder, then a projector into the LM."""
 
     patch_dim: int = 128  # Conv1d(1 -> patch_dim) per patch and channel
@@ -106,7 +106,7 @@ class TimeSeriesConfig:
     embed_dim: int = 256  # after concat-subsample x2
     num_mel_bins: int = 80  # Linear(embed_dim -> 80) feeds the Whisper convs
     d_model: int = 768
-    encoder_layers: int = 17  # reference §5.2 (whisper-small widths, 17 layers, 8 heads)
+    encoder_layers: int = 17  # as lmdeploy's Intern-S1-Pro tower (whisper-small widths, 17 layers, 8 heads)
     encoder_attention_heads: int = 8
     encoder_ffn_dim: int = 3072
     max_source_positions: int = 1500

@@ -2,7 +2,7 @@
 
 Intern-S1 recalls scientific web text with fastText and small-LM classifiers trained on LLM silver
 labels over a six-science taxonomy (maths, physics, chemistry, life, earth, materials science),
-then decides *per URL domain* from samples whether to keep, rewrite or drop it (notes §2.3-2.4).
+then decides *per URL domain* from samples whether to keep, rewrite or drop it (Intern-S1 report, Figs. 8-9).
 
 The classifier here is fastText's supervised model without the hidden layer: hashed word unigrams,
 word bigrams and character 4-grams of words (subword information, so "thermodynamic" and

@@ -1,7 +1,7 @@
 """Document deduplication: exact (normalised hash) and MinHash-LSH near-duplicates.
 
 Web and PDF corpora repeat themselves (mirrors, boilerplate, lightly edited copies); Intern-S1
-removes exact and near duplicates globally (notes §2.2, page-level dedup). Two stages:
+removes exact and near duplicates globally (page-level dedup, Intern-S1 report Fig. 7). Two stages:
 
 1. Exact: `exact_key(text)` = BLAKE2b of the text after NFKC, lowercasing, punctuation removal and
    whitespace collapsing, so copies differing only in case, spacing or punctuation collide.

@@ -1,7 +1,7 @@
 """Document quality heuristics (Gopher / C4 style, made science-aware) and `opens1 data filter`.
 
 Intern-S1 lifts the scientific share of its web pool from ~2% to ~50% with cheap rules first and
-classifiers second (reference notes §2.4). This module is the cheap-rules half:
+classifiers second (Intern-S1 report, Fig. 9). This module is the cheap-rules half:
 
 - `quality_metrics(text)` measures one document: word count, mean word length, symbol/word ratio,
   bullet and ellipsis line fractions, stop-word count, duplicate line/paragraph fractions, top n-gram

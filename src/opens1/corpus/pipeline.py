@@ -83,7 +83,7 @@ class PipelineConfig:
     min_science: float = 0.5  # doc-level cut on P(science); 0 keeps all
     # Per-domain cut overriding min_science for documents whose most likely science is that domain:
     # Intern-S1 filters life science strictly and materials science loosely, because their natural
-    # shares of the web differ by orders of magnitude (notes §2.1).
+    # shares of the web differ by orders of magnitude (Intern-S1 report, data totals).
     domain_min_science: dict[str, float] = field(default_factory=dict)
     domain_k: int = 20  # samples judged per source
     domain_threshold: float = 0.3  # keep a source if >= this fraction of its samples is science

@@ -2,7 +2,7 @@
 
 Scientific corpora carry domain strings that a text filter cannot judge: a SMILES that RDKit cannot
 parse, or a "protein" with digits in it, teaches the model broken chemistry. Intern-S1 wraps such
-strings in tags (<SMILES>, <FASTA>, ... see the tokenizer notes §2.6); this module finds them in
+strings in tags (<SMILES>, <FASTA>, ... see docs/tokenizer.md); this module finds them in
 text or in record fields and checks each one.
 
 - `smiles_valid(s)`: RDKit parses it with sanitisation (valences, aromaticity), logs silenced;

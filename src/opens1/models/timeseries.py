@@ -1,4 +1,4 @@
-"""The Intern-S1 time-series tower (reference §5): adaptive patching + a Whisper-style encoder.
+"""The Intern-S1 time-series tower (as lmdeploy's interns1_pro_time_series.py): adaptive patching + a Whisper-style encoder.
 
     series [T, C] at sampling rate sr (z-scored; processing/series.py)
       -> encoder_embed (adaptive subsampling)

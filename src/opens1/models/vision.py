@@ -17,7 +17,7 @@ Design choices
   the heads are split (not per head like Qwen3's); we keep that shape.
 - The norm type is a config switch: RMSNorm for InternViT-6B (Intern-S1), LayerNorm
   for InternViT-300M (Intern-S1-mini). Norms compute in float32 for bf16 stability.
-- Pixel shuffle copies the exact view/permute sequence of InternVL (reference §1.3): the
+- Pixel shuffle copies the exact view/permute sequence of InternVL's pixel_shuffle (ps_version v2): the
   projector's `linear_1` weights are tied to that channel order.
 """
 

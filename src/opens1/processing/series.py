@@ -6,7 +6,7 @@
       -> series_num_tokens(T, sr, cfg): how many <TS_CONTEXT> tokens the tower will emit
 
 Design choices
-- The rules are lmdeploy's Intern-S1-Pro processor (reference §5.3): truncate first, then
+- The rules are lmdeploy's Intern-S1-Pro processor (lmdeploy vl/model/interns1_pro.py): truncate first, then
   z-score with the population std, so every model input has the same scale whatever the
   sensor units. A missing or non-positive rate becomes max(T/4, 1), the reference default.
 - The token count is not re-derived here: it calls the tower's own geometry functions

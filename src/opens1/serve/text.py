@@ -7,7 +7,7 @@ Design choices:
   character split across byte-level tokens is only emitted once complete.
 - Special tokens are decoded (skip_special_tokens=False): `</think>` and
   `<|action_start|><|plugin|>` are what the split looks for, as Intern-S1's tool
-  parser requires (reference §7.2).
+  parser requires (lmdeploy's internlm2 tool parser).
 - The split is a pure function of the text so far, recomputed per delta (a few
   `str.find`s); what was already sent is remembered as lengths, so the deltas
   concatenate exactly to the final split. A tail that could still become a marker

@@ -49,8 +49,8 @@ def train_tiny_tokenizer(out: str | Path, root=None, base_vocab: int = 1024):
     base = train_base_bpe(list(tokenizer_corpus(root)), base_vocab)
     cfg = TokenizerTrainConfig(n_smiles=20_000, n_qm9=5_000, n_reactions=3_000, n_selfies=0, augment=0.3)
     # a char model's size is its alphabet (+ 256 byte pieces); the size asked for is a bound
-    smiles = train_sentencepiece(smiles_corpus(root, cfg), 400, 1, "char")
-    dna = train_sentencepiece(dna_corpus(root), 300, 1, "char")
+    smiles = train_sentencepiece(smiles_corpus(root, cfg), 400, max_piece=1, model_type="char")
+    dna = train_sentencepiece(dna_corpus(root), 300, max_piece=1, model_type="char")
     tok = DynamicTokenizer.from_parts(base, {"smiles": smiles, "dna": dna}, provenance={
         "preset": "tiny", "data_root": str(root), "base_vocab": base_vocab, "smiles": "char", "dna": "char",
         "built_by": "opens1 speedrun --build-tokenizer"})

@@ -4,7 +4,7 @@ One flat dataclass (not nested) so that every field is addressable from the comm
 line as `--set lr=1e-3` and so that the config recorded in a checkpoint is one JSON
 object that can be compared field by field when a run is resumed.
 
-Stage presets follow Intern-S1's recipe (shared/reference §3):
+Stage presets follow Intern-S1's recipe (Intern-S1 report, training stages; docs/training.md):
     pretrain     text continued pretraining: prose, LaTeX, SMILES, reactions, FASTA, DNA;
                  loss on every token, WSD schedule, batch-size warm-up
     multimodal   image-text (+ time series) pretraining on all parameters, loss on text
