@@ -155,7 +155,7 @@ def _one_rank_group(dev: torch.device):
     try:
         yield
     finally:
-        from opens1.train.trainer import shutdown_distributed
+        from opens1.train.distributed import shutdown_distributed
 
         shutdown_distributed()
 

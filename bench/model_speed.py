@@ -93,7 +93,7 @@ def ours_loss(model, ids):
 
 
 def train_step_fn(model, ids, ours: bool, amp: torch.dtype | None = None):
-    # the same optimizer for both: torch's fused AdamW, what OpenS1's trainer builds (train.trainer.adamw)
+    # the same optimizer for both: torch's fused AdamW, what OpenS1's trainer builds (train.optim.adamw)
     # and transformers' Trainer defaults to ("adamw_torch_fused")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     model.train()

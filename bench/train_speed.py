@@ -255,7 +255,7 @@ def _fsdp_worker(rank, world, port, args, name, result_path):
     import torch.distributed as dist
 
     import opens1
-    from opens1.train.trainer import shutdown_distributed
+    from opens1.train.distributed import shutdown_distributed
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

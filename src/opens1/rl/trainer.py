@@ -38,8 +38,8 @@ from opens1.rl.algorithms import RLLossConfig, degenerate_groups, group_advantag
 from opens1.rl.mixture import MixtureOfRewards
 from opens1.rl.rollout import LocalEngine, Rollout, RolloutEngine, response_text
 from opens1.train.losses import head_weight, token_log_probs
+from opens1.train.optim import adamw
 from opens1.train.parallelize import apply_fsdp
-from opens1.train.trainer import adamw
 
 
 @dataclass

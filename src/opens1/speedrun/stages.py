@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from opens1.data.sources import build_documents, load_mixture
+from opens1.data.stream import build_stream
 from opens1.envs import get_env
 from opens1.processing.series import preprocess_series
 from opens1.speedrun.config import ENCODER_LR, STAGE_TRAIN, Clock, SpeedrunConfig
 from opens1.speedrun.runtime import duration, log
 from opens1.train.config import get_train_preset
-from opens1.data.stream import build_stream
-from opens1.train.trainer import Trainer, adamw
+from opens1.train.optim import adamw
+from opens1.train.trainer import Trainer
 
 ENCODER_LR_WARMUP_STEPS = 30
 

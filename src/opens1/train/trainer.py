@@ -71,10 +71,6 @@ from opens1.train.losses import head_weight, linear_cross_entropy, loss_weights
 from opens1.train.optim import build_optimizer
 from opens1.train.schedule import accum_for, lr_at
 
-# also importable from here, where bench/ scripts run against older revisions look for them
-from opens1.train.distributed import init_distributed, shutdown_distributed  # noqa: E402,F401
-from opens1.train.optim import adamw  # noqa: E402,F401
-
 
 @dataclass
 class TrainResult:
